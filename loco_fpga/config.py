@@ -1,0 +1,266 @@
+"""The shared configuration: one source of truth for network shape and learning-rule parameters.
+
+Every part of the project (golden model, HDL, host driver, CLI) reads its parameters from these
+dataclasses. They are frozen and validated eagerly: an invalid value raises :class:`ConfigError` with a
+message that names the field and quotes the value. Configs round-trip through TOML and JSON as nested
+tables ``[network]``, ``[rule]``, ``[train]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+__all__ = [
+    "ConfigError",
+    "NetworkConfig",
+    "RuleConfig",
+    "TrainConfig",
+    "Config",
+    "RULES",
+    "parse_arch",
+    "load_config",
+    "read_config_data",
+    "save_config",
+]
+
+#: Learning rules the float golden model implements.
+RULES = ("bp", "np", "loco", "loco-batch")
+NOISE_KINDS = ("rademacher", "gaussian")
+NOISE_PLACEMENTS = ("pre", "post")
+LR_SCHEDULES = ("constant", "cosine", "step")
+DATASETS = ("digits", "synthetic", "mnist")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message names the field and the bad value."""
+
+
+def _fail(name: str, value: Any, why: str) -> None:
+    raise ConfigError(f"{name} = {value!r}: {why}")
+
+
+def _check_number(name: str, value: Any, *, lo=None, hi=None, lo_open=False, integer=False) -> None:
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        _fail(name, value, "must be an integer" if integer else "must be a number")
+    if not integer and not math.isfinite(value):
+        _fail(name, value, "must be finite")
+    if lo is not None and (value <= lo if lo_open else value < lo):
+        _fail(name, value, f"must be {'>' if lo_open else '>='} {lo}")
+    if hi is not None and value > hi:
+        _fail(name, value, f"must be <= {hi}")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        _fail(name, value, f"must be one of {', '.join(choices)}")
+
+
+def parse_arch(text: str | list | tuple) -> tuple[int, ...]:
+    """Parse ``"64-100-100-10"`` (or a list of ints) into a tuple of layer widths."""
+    if isinstance(text, str):
+        parts = text.strip().split("-")
+        try:
+            widths = tuple(int(p) for p in parts)
+        except ValueError:
+            _fail("network.arch", text, "must be widths joined by '-', e.g. 64-100-100-10")
+    elif isinstance(text, (list, tuple)):
+        widths = tuple(text)
+    else:
+        _fail("network.arch", text, "must be a string like 64-100-100-10 or a list of integers")
+    if len(widths) < 2:
+        _fail("network.arch", text, "needs at least an input and an output width")
+    for w in widths:
+        if isinstance(w, bool) or not isinstance(w, int) or w < 1:
+            _fail("network.arch", text, "every width must be a positive integer")
+    return widths
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Layer widths n_0 (input) .. n_L (classes) and the initialisation of SPEC §1."""
+
+    arch: tuple[int, ...] = (64, 100, 100, 10)
+    #: W ~ U(±gain/√n_in); deep networks need ≈ √6 (SPEC §2).
+    init_gain: float = 1.0
+    #: extra factor on the output layer's weights (not its bias).
+    out_scale: float = 0.1
+
+    def __post_init__(self):
+        object.__setattr__(self, "arch", parse_arch(self.arch))
+        _check_number("network.init_gain", self.init_gain, lo=0, lo_open=True)
+        _check_number("network.out_scale", self.out_scale, lo=0, lo_open=True)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.arch) - 1
+
+    @property
+    def arch_str(self) -> str:
+        return "-".join(str(w) for w in self.arch)
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """A learning rule and its hyperparameters (SPEC §2)."""
+
+    name: str = "loco"
+    #: learning rate η (initial value when a schedule is used).
+    lr: float = 0.02
+    #: `constant`, `cosine` (to lr·lr_final at the end) or `step` (×0.1 at 50 % and 75 %).
+    lr_schedule: str = "cosine"
+    lr_final: float = 0.05
+    #: perturbation amplitude σ (NP, LOCO).
+    sigma: float = 2.0**-5
+    #: `rademacher` (±σ, hardware default) or `gaussian` (N(0, σ²)).
+    noise: str = "rademacher"
+    #: `pre` (current added before the nonlinearity, hardware default) or `post` (after it, code-faithful).
+    noise_placement: str = "pre"
+    #: multiply hidden-layer noise by the derivative mask 1[0 < z̃ < 1] in the update (always on for `post`).
+    mask: bool = False
+    #: number of clusters K per layer (LOCO).
+    clusters: int = 8
+    #: online k-means rate η_c of the prototypes.
+    proto_lr: float = 2.0**-5
+    #: ridge λ in (CᵀC + λI)⁻¹.
+    ridge: float = 1e-4
+    #: refresh H = (CᵀC + λI)⁻¹ every this many samples (1 = every sample).
+    refresh: int = 1
+    #: loco-batch only: mini-batch size, ring-buffer length and number of principal directions kept.
+    batch_size: int = 32
+    buffer: int = 200
+    pcs: int = 30
+
+    def __post_init__(self):
+        _check_choice("rule.name", self.name, RULES)
+        _check_number("rule.lr", self.lr, lo=0, lo_open=True)
+        _check_choice("rule.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _check_number("rule.lr_final", self.lr_final, lo=0, hi=1)
+        _check_number("rule.sigma", self.sigma, lo=0, lo_open=True, hi=1)
+        _check_choice("rule.noise", self.noise, NOISE_KINDS)
+        _check_choice("rule.noise_placement", self.noise_placement, NOISE_PLACEMENTS)
+        if not isinstance(self.mask, bool):
+            _fail("rule.mask", self.mask, "must be true or false")
+        _check_number("rule.clusters", self.clusters, lo=1, hi=256, integer=True)
+        _check_number("rule.proto_lr", self.proto_lr, lo=0, hi=1)
+        _check_number("rule.ridge", self.ridge, lo=0)
+        _check_number("rule.refresh", self.refresh, lo=1, integer=True)
+        _check_number("rule.batch_size", self.batch_size, lo=1, integer=True)
+        _check_number("rule.buffer", self.buffer, lo=1, integer=True)
+        _check_number("rule.pcs", self.pcs, lo=1, integer=True)
+        if self.name == "loco-batch" and self.buffer < self.clusters:
+            _fail("rule.buffer", self.buffer, f"must be >= rule.clusters ({self.clusters}) for loco-batch")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What to train on and for how long."""
+
+    dataset: str = "digits"
+    #: a local MNIST file or folder (`.npz` with x_train/y_train/x_test/y_test, or IDX files).
+    data_path: str | None = None
+    epochs: int = 40
+    seed: int = 0
+
+    def __post_init__(self):
+        _check_choice("train.dataset", self.dataset, DATASETS)
+        if self.data_path is not None and not isinstance(self.data_path, str):
+            _fail("train.data_path", self.data_path, "must be a path string")
+        _check_number("train.epochs", self.epochs, lo=1, hi=100_000, integer=True)
+        _check_number("train.seed", self.seed, lo=0, hi=2**32 - 1, integer=True)
+
+
+@dataclass(frozen=True)
+class Config:
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    rule: RuleConfig = field(default_factory=RuleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        for name, kind in (("network", NetworkConfig), ("rule", RuleConfig), ("train", TrainConfig)):
+            if not isinstance(getattr(self, name), kind):
+                _fail(name, getattr(self, name), f"must be a {kind.__name__}")
+
+    # -- (de)serialisation ------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        out = {}
+        for section in fields(self):
+            values = dataclasses.asdict(getattr(self, section.name))
+            if section.name == "network":
+                values["arch"] = list(values["arch"])
+            out[section.name] = {k: v for k, v in values.items() if v is not None}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Config":
+        if not isinstance(data, dict):
+            raise ConfigError(f"config must be a table of sections, got {type(data).__name__}")
+        known = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {', '.join(map(repr, unknown))}; "
+                              f"expected {', '.join(known)}")
+        sections = {}
+        for name, kind in (("network", NetworkConfig), ("rule", RuleConfig), ("train", TrainConfig)):
+            values = data.get(name, {})
+            if not isinstance(values, dict):
+                raise ConfigError(f"config section [{name}] must be a table, got {values!r}")
+            allowed = {f.name for f in fields(kind)}
+            bad = sorted(set(values) - allowed)
+            if bad:
+                raise ConfigError(f"unknown field(s) {', '.join(f'{name}.{b}' for b in bad)}; "
+                                  f"[{name}] has {', '.join(sorted(allowed))}")
+            sections[name] = kind(**values)
+        return cls(**sections)
+
+    def replace(self, **sections: dict) -> "Config":
+        """A copy with some fields changed, e.g. ``cfg.replace(rule={"lr": 0.01})``."""
+        new = {}
+        for name, changes in sections.items():
+            if name not in ("network", "rule", "train"):
+                raise ConfigError(f"unknown config section {name!r}")
+            new[name] = dataclasses.replace(getattr(self, name), **changes)
+        return dataclasses.replace(self, **new)
+
+
+def read_config_data(path: str | Path) -> dict:
+    """The raw tables of a ``.toml`` or ``.json`` config file (not yet validated)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}") from None
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            data = tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid {path.suffix.lstrip('.') or 'TOML'}: {exc}") from None
+    return data
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; every problem becomes a :class:`ConfigError`."""
+    data = read_config_data(path)
+    try:
+        return Config.from_dict(data)
+    except TypeError as exc:  # e.g. a section given as a list of wrong shape
+        raise ConfigError(f"config file {str(path)!r}: {exc}") from None
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    path = Path(path)
+    data = config.to_dict()
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    else:
+        path.write_text(tomli_w.dumps(data), encoding="utf-8")

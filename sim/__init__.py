@@ -1,0 +1,1 @@
+"""cocotb benches, simulator runner glue and the virtual board (``loco_fpga.sim``)."""
