@@ -72,6 +72,14 @@ def build(config: Config, dataset: Dataset):
             f"{dataset.n_classes} outputs (e.g. {dataset.n_inputs}-100-100-{dataset.n_classes})")
     root = np.random.default_rng(config.train.seed)
     init_rng, rule_rng, order_rng = root.spawn(3)
+    if config.fixed.enabled:       # the fixed-point spiking model (bit-exact contract with the HDL)
+        from .fixed import FixedNetwork, make_fixed_rule
+        net = FixedNetwork(config, init_rng)
+        return net, make_fixed_rule(net, config), order_rng
+    if config.spiking.enabled:     # the float spiking model (SPEC §3)
+        from .spiking import SpikingNetwork, make_spiking_rule
+        net = SpikingNetwork(config.network, config.spiking, init_rng)
+        return net, make_spiking_rule(net, config.rule, rule_rng), order_rng
     net = RateNetwork(config.network, init_rng)
     rule = make_rule(net, config.rule, rule_rng)
     return net, rule, order_rng

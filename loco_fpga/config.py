@@ -3,7 +3,7 @@
 Every part of the project (golden model, HDL, host driver, CLI) reads its parameters from these
 dataclasses. They are frozen and validated eagerly: an invalid value raises :class:`ConfigError` with a
 message that names the field and quotes the value. Configs round-trip through TOML and JSON as nested
-tables ``[network]``, ``[rule]``, ``[train]``.
+tables ``[network]``, ``[rule]``, ``[train]``, ``[spiking]``, ``[fixed]``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,11 @@ __all__ = [
     "NetworkConfig",
     "RuleConfig",
     "TrainConfig",
+    "SpikingConfig",
+    "FixedConfig",
     "Config",
+    "preset",
+    "PRESETS",
     "RULES",
     "parse_arch",
     "load_config",
@@ -178,16 +182,137 @@ class TrainConfig:
         _check_number("train.seed", self.seed, lo=0, hi=2**32 - 1, integer=True)
 
 
+SPIKING_ENCODERS = ("deterministic", "bernoulli")
+SPIKING_NEURONS = ("if", "lif")
+ROUNDING_MODES = ("half-up", "trunc", "stochastic")
+
+
+def _is_power_of_two(x: float) -> bool:
+    if x <= 0:
+        return False
+    m, _ = math.frexp(x)
+    return m == 0.5
+
+
+@dataclass(frozen=True)
+class SpikingConfig:
+    """The spiking model of SPEC §3 (``[spiking]``); ``enabled`` makes ``train`` use it instead of rates."""
+
+    enabled: bool = False
+    #: time steps T per pass (a power of two for the fixed-point model: /T is a shift).
+    steps: int = 16
+    #: `deterministic` (sigma-delta) or `bernoulli` (rate compared against PRNG bits).
+    encoder: str = "deterministic"
+    #: `if` (no leak) or `lif` (membrane × β = 1 − 2^-leak_shift each step).
+    neuron: str = "if"
+    #: firing threshold θ; soft reset subtracts it.
+    threshold: float = 1.0
+    #: LIF leak exponent k of β = 1 − 2^-k.
+    leak_shift: int = 4
+
+    def __post_init__(self):
+        if not isinstance(self.enabled, bool):
+            _fail("spiking.enabled", self.enabled, "must be true or false")
+        _check_number("spiking.steps", self.steps, lo=1, hi=4096, integer=True)
+        _check_choice("spiking.encoder", self.encoder, SPIKING_ENCODERS)
+        _check_choice("spiking.neuron", self.neuron, SPIKING_NEURONS)
+        _check_number("spiking.threshold", self.threshold, lo=0, lo_open=True, hi=16)
+        _check_number("spiking.leak_shift", self.leak_shift, lo=1, hi=16, integer=True)
+
+    @property
+    def beta(self) -> float:
+        return 1.0 - 2.0 ** -self.leak_shift if self.neuron == "lif" else 1.0
+
+
+@dataclass(frozen=True)
+class FixedConfig:
+    """Widths of the fixed-point golden model (``[fixed]``); the formats they define are in ``qformat``.
+
+    Each ``*_bits`` is the total width of a signed two's-complement quantity (inputs are unsigned) and each
+    ``*_frac`` its fraction bits. ``loco_fpga.qformat.formats(config)`` turns these into the table of every
+    Q format and rounding point (docs/fixed_point.md); cross-field checks that need the network shape and T
+    live there and run from :class:`Config`.
+    """
+
+    #: train with the fixed-point spiking model (``golden_model.fixed``) instead of the float one.
+    enabled: bool = False
+    #: input rates: unsigned, input_frac fraction bits, one integer bit (1.0 must fit).
+    input_frac: int = 8
+    #: weights (and bias): signed.
+    weight_bits: int = 16
+    weight_frac: int = 12
+    #: synaptic accumulator Σ_j W_ij s_j + b_i (fraction = weight_frac).
+    acc_bits: int = 24
+    #: membrane potential (fraction = weight_frac).
+    membrane_bits: int = 24
+    #: outputs y, ỹ and Δy (fraction = weight_frac).
+    out_bits: int = 24
+    #: ΔL = Σ_k Δy_k (Δy_k + 2(y_k − t_k)) (the 1/n_L of the mean is folded into the learning-rate register).
+    dl_bits: int = 32
+    dl_frac: int = 20
+    #: learning-rate register η / (n_L σ), unsigned, loaded by the host.
+    lr_bits: int = 16
+    lr_frac: int = 16
+    #: the broadcast scalar g = ΔL · lr_reg.
+    g_bits: int = 24
+    g_frac: int = 22
+    #: prototypes c_k and normalised inputs û: signed.
+    proto_bits: int = 16
+    proto_frac: int = 14
+    #: guard bits of the input-norm square root and reciprocal (û = u / ‖u‖).
+    norm_guard: int = 8
+    recip_extra: int = 16
+    #: Gram matrix, H, the downdated M, C v and w = M C v: signed, one format for the small solver.
+    h_bits: int = 30
+    h_frac: int = 14
+    #: the projected input v⊥ (and v for NP).
+    vperp_bits: int = 16
+    vperp_frac: int = 10
+    #: width of the product e_i · v⊥_j before it is narrowed to the weight format.
+    update_acc_bits: int = 48
+    #: rounding of the weight-update narrowing: `half-up` (add-and-shift), `trunc` (floor) or `stochastic`.
+    update_rounding: str = "stochastic"
+
+    def __post_init__(self):
+        if not isinstance(self.enabled, bool):
+            _fail("fixed.enabled", self.enabled, "must be true or false")
+        for name, lo, hi in (("input_frac", 1, 16), ("weight_bits", 4, 32), ("weight_frac", 0, 31),
+                             ("acc_bits", 4, 48), ("membrane_bits", 4, 48), ("out_bits", 4, 48),
+                             ("dl_bits", 4, 48), ("dl_frac", 0, 47), ("lr_bits", 1, 32), ("lr_frac", 0, 32),
+                             ("g_bits", 4, 40), ("g_frac", 0, 39), ("proto_bits", 4, 31),
+                             ("proto_frac", 1, 30), ("norm_guard", 0, 16), ("recip_extra", 0, 24),
+                             ("h_bits", 8, 31), ("h_frac", 1, 30), ("vperp_bits", 4, 31),
+                             ("vperp_frac", 0, 30), ("update_acc_bits", 8, 63)):
+            _check_number(f"fixed.{name}", getattr(self, name), lo=lo, hi=hi, integer=True)
+        for bits, frac in (("weight_bits", "weight_frac"), ("dl_bits", "dl_frac"), ("g_bits", "g_frac"),
+                           ("proto_bits", "proto_frac"), ("h_bits", "h_frac"), ("vperp_bits", "vperp_frac")):
+            if getattr(self, frac) >= getattr(self, bits):
+                _fail(f"fixed.{frac}", getattr(self, frac),
+                      f"must be < fixed.{bits} ({getattr(self, bits)}): a signed format needs a sign bit")
+        for name in ("acc_bits", "membrane_bits", "out_bits"):
+            if getattr(self, name) < self.weight_bits:
+                _fail(f"fixed.{name}", getattr(self, name),
+                      f"must be >= fixed.weight_bits ({self.weight_bits})")
+        if self.proto_frac < 2:
+            _fail("fixed.proto_frac", self.proto_frac, "must be >= 2")
+        _check_choice("fixed.update_rounding", self.update_rounding, ROUNDING_MODES)
+
+
 @dataclass(frozen=True)
 class Config:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     rule: RuleConfig = field(default_factory=RuleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    spiking: SpikingConfig = field(default_factory=SpikingConfig)
+    fixed: FixedConfig = field(default_factory=FixedConfig)
 
     def __post_init__(self):
-        for name, kind in (("network", NetworkConfig), ("rule", RuleConfig), ("train", TrainConfig)):
+        for name, kind in _SECTIONS:
             if not isinstance(getattr(self, name), kind):
                 _fail(name, getattr(self, name), f"must be a {kind.__name__}")
+        if self.fixed.enabled:
+            from .qformat import check_config  # cross-field checks of the fixed-point formats
+            check_config(self)
 
     # -- (de)serialisation ------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -209,7 +334,7 @@ class Config:
             raise ConfigError(f"unknown config section(s) {', '.join(map(repr, unknown))}; "
                               f"expected {', '.join(known)}")
         sections = {}
-        for name, kind in (("network", NetworkConfig), ("rule", RuleConfig), ("train", TrainConfig)):
+        for name, kind in _SECTIONS:
             values = data.get(name, {})
             if not isinstance(values, dict):
                 raise ConfigError(f"config section [{name}] must be a table, got {values!r}")
@@ -225,10 +350,14 @@ class Config:
         """A copy with some fields changed, e.g. ``cfg.replace(rule={"lr": 0.01})``."""
         new = {}
         for name, changes in sections.items():
-            if name not in ("network", "rule", "train"):
+            if name not in dict(_SECTIONS):
                 raise ConfigError(f"unknown config section {name!r}")
             new[name] = dataclasses.replace(getattr(self, name), **changes)
         return dataclasses.replace(self, **new)
+
+
+_SECTIONS = (("network", NetworkConfig), ("rule", RuleConfig), ("train", TrainConfig),
+             ("spiking", SpikingConfig), ("fixed", FixedConfig))
 
 
 def read_config_data(path: str | Path) -> dict:
