@@ -250,6 +250,16 @@ class LocoBatch(NodePerturbation):
 
 _RULES = {"bp": Backprop, "np": NodePerturbation, "loco": Loco, "loco-batch": LocoBatch}
 
+# Further rules live in their own modules (they import Rule from here, hence the late import).
+from .rules_feedback import DirectFeedbackAlignment, FeedbackAlignment  # noqa: E402
+from .rules_lls import LocalLearningSignals  # noqa: E402
+from .rules_owm import OrthogonalWeightModification  # noqa: E402
+from .rules_ssa import SvdSpaceAlignment  # noqa: E402
+
+_RULES.update({"fa": FeedbackAlignment, "dfa": DirectFeedbackAlignment, "lls": LocalLearningSignals,
+               "lls-m": LocalLearningSignals, "lls-mxm": LocalLearningSignals, "ssa": SvdSpaceAlignment,
+               "owm": OrthogonalWeightModification})
+
 
 def make_rule(net: RateNetwork, config: RuleConfig, rng: np.random.Generator) -> Rule:
     return _RULES[config.name](net, config, rng)

@@ -36,10 +36,11 @@ __all__ = [
 ]
 
 #: Learning rules the float golden model implements.
-RULES = ("bp", "np", "loco", "loco-batch")
+RULES = ("bp", "np", "loco", "loco-batch", "fa", "dfa", "lls", "lls-m", "lls-mxm", "ssa", "owm")
 NOISE_KINDS = ("rademacher", "gaussian")
 NOISE_PLACEMENTS = ("pre", "post")
 LR_SCHEDULES = ("constant", "cosine", "step")
+LLS_BASES = ("square", "sine")
 DATASETS = ("digits", "synthetic", "mnist")
 
 
@@ -142,6 +143,24 @@ class RuleConfig:
     batch_size: int = 32
     buffer: int = 200
     pcs: int = 30
+    #: fa, dfa, ssa: seed of the PRNG streams that (re)generate the fixed random feedback matrices.
+    feedback_seed: int = 1
+    #: lls*: the fixed periodic basis, `square` (sign of the sine; hardware default) or `sine`.
+    lls_basis: str = "square"
+    #: lls*: softmax temperature of the local cross-entropy.
+    lls_temperature: float = 0.5
+    #: ssa: rank cap r of each layer's U·diag(s)·Vᵀ (0 = full rank min(n_l, N_l)).
+    ssa_rank: int = 0
+    #: ssa: keep the fewest singular values holding this fraction of Σ s² at each reduction (1 = never reduce).
+    ssa_energy: float = 1.0
+    #: ssa: samples between rank reductions / re-orthonormalisations (used when ssa_energy < 1).
+    ssa_reduce_every: int = 1000
+    #: ssa: weight of the orthogonality penalty ‖UᵀU − I‖² + ‖VᵀV − I‖².
+    ssa_ortho: float = 0.01
+    #: ssa: weight of the alignment term ½‖W_l[:, :-1]ᵀ B_l − B_{l-1}‖² (0 switches it off).
+    ssa_align: float = 0.0
+    #: owm: regulariser α of the recursive projector P ← P − k kᵀ / (α + xᵀk).
+    owm_alpha: float = 1.0
 
     def __post_init__(self):
         _check_choice("rule.name", self.name, RULES)
@@ -160,6 +179,15 @@ class RuleConfig:
         _check_number("rule.batch_size", self.batch_size, lo=1, integer=True)
         _check_number("rule.buffer", self.buffer, lo=1, integer=True)
         _check_number("rule.pcs", self.pcs, lo=1, integer=True)
+        _check_number("rule.feedback_seed", self.feedback_seed, lo=0, hi=2**32 - 1, integer=True)
+        _check_choice("rule.lls_basis", self.lls_basis, LLS_BASES)
+        _check_number("rule.lls_temperature", self.lls_temperature, lo=0, lo_open=True)
+        _check_number("rule.ssa_rank", self.ssa_rank, lo=0, integer=True)
+        _check_number("rule.ssa_energy", self.ssa_energy, lo=0, lo_open=True, hi=1)
+        _check_number("rule.ssa_reduce_every", self.ssa_reduce_every, lo=1, integer=True)
+        _check_number("rule.ssa_ortho", self.ssa_ortho, lo=0)
+        _check_number("rule.ssa_align", self.ssa_align, lo=0)
+        _check_number("rule.owm_alpha", self.owm_alpha, lo=0, lo_open=True)
         if self.name == "loco-batch" and self.buffer < self.clusters:
             _fail("rule.buffer", self.buffer, f"must be >= rule.clusters ({self.clusters}) for loco-batch")
 
