@@ -15,7 +15,8 @@ Activity a_l = spike count / T replaces clamp(z_l, 0, 1) of the rate model (for 
 constant current z the count is clamp(z, 0, 1)·T up to one spike — the rate/spike agreement test).
 
 Training reuses the float rules unchanged: :class:`SpikingNP` / :class:`SpikingLoco` only replace the
-rate model's ``two_passes`` by the spiking one, so ΔL, g, the cluster selection, the projection
+rate model's ``two_passes`` by the spiking one (the input layer's activity is its spike rate, as in
+hardware), so ΔL, g, the cluster selection, the projection
 (``ClusterProjector``) and the rank-1 update are the same code as the rate model's. The optional
 derivative mask becomes 1[0 < ã < 1] on the noisy pass's spike rate.
 """
@@ -109,8 +110,8 @@ class _SpikingPasses:
             layer[1] = xi[self._offsets[l]:self._offsets[l + 1]]
             noise.append(layer)
         rates, y = simulate(self.net.weights, pair, spk, noise)
-        self._inputs[0][:-1, 0] = x
-        self._inputs[0][:-1, 1] = x
+        self._inputs[0][:-1, 0] = spikes.mean(axis=0)   # the input layer's activity: its spike rate
+        self._inputs[0][:-1, 1] = self._inputs[0][:-1, 0]
         masks = []
         for l, r in enumerate(rates):
             self._inputs[l + 1][:-1] = r.T

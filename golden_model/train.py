@@ -122,11 +122,11 @@ def train(config: Config, dataset: Dataset | None = None, progress: bool = False
                                         refresh=False)
                 result.running_acc.append(correct / n)
                 result.samples_seen.append(seen)
-                # A diverged network (inf/NaN weights) predicts class 0 everywhere: its accuracy is
-                # still measured and reported, and training stops.
+                # A diverged network (weights inf/NaN or beyond 1e6) is still measured and reported,
+                # and training stops.
                 result.train_acc.append(net.accuracy(dataset.x_train, dataset.y_train))
                 result.test_acc.append(net.accuracy(dataset.x_test, dataset.y_test))
-                if not net.is_finite():
+                if net.is_diverged():
                     result.diverged = True
                     break
                 if bar is not None:

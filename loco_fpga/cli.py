@@ -66,7 +66,7 @@ def _run_training(cfg: Config, arch_given: bool, out: str | None, plot: str | No
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
-        status = "DIVERGED (weights became inf/NaN); " if result.diverged else ""
+        status = "DIVERGED (weights ran away: inf/NaN or |w| > 1e6); " if result.diverged else ""
         click.echo(f"{status}{cfg.rule.name} {cfg.network.arch_str} on {dataset.name}: "
                    f"test accuracy {result.final_test_acc:.4f} (train {result.train_acc[-1]:.4f}) after "
                    f"{len(result.test_acc)} epochs, {result.wall_time_s:.1f} s, "
