@@ -100,7 +100,7 @@ class FixedClusters:
         """û (proto format) of u (rate format, bias entry T ⇒ u ≠ 0)."""
         root = isqrt(int(u @ u) << (2 * self.norm_guard))              # ‖u‖, rf + norm_guard frac bits
         recip = (1 << (self.pf + self.norm_guard + self.recip_extra)) // root
-        return narrow(u * recip, self.recip_extra, self.fmts.uhat)
+        return narrow(u * recip, self.pf + self.recip_extra, self.fmts.uhat)   # û·2^(pf + recip_extra)
 
     def _recip_norm(self, c: np.ndarray) -> int:
         root = isqrt(int(c @ c))
@@ -241,6 +241,9 @@ class FixedNetwork:
     def is_finite(self) -> bool:
         return True  # integers saturate; nothing can become inf/NaN
 
+    def is_diverged(self, limit: float = 1e6) -> bool:
+        return False  # saturating integers cannot run away
+
     def copy_weights(self) -> list[np.ndarray]:
         return [w.copy() for w in self.weights]
 
@@ -283,6 +286,18 @@ class FixedRule:
             signs.append((words[i // 32] >> (i % 32)) & 1)
         return signs
 
+    def loss_unit(self, y: np.ndarray, y_noisy: np.ndarray, label: int, lr_q: int):
+        """Δy = sat_out(ỹ − y); ΔL_sum = Σ_k Δy_k (Δy_k + 2 (y_k − t_k)) exactly (2·wf fraction bits, k in
+        index order — exact, so the order cannot change it); dl and g narrowed half up. Returns (Δy, dl, g)."""
+        fm, wf = self.fmts, self.config.fixed.weight_frac
+        target = np.zeros_like(y)
+        target[label] = 1 << wf
+        dy = fm.out.saturate(y_noisy - y)
+        dl_sum = int(np.sum(dy * (dy + 2 * (y - target))))
+        dl = narrow(dl_sum, 2 * wf, fm.dl)
+        g = narrow(dl * lr_q, fm.dl.frac + fm.lr.frac, fm.g)
+        return dy, dl, g
+
     def step(self, x: np.ndarray, t: np.ndarray, lr: float) -> int:
         """The float rules' interface: quantise x and lr on the host, then :meth:`step_q`."""
         return self.step_q(self.fmts.input.from_float(x), int(np.argmax(t)), self.lr_register(lr))
@@ -302,12 +317,7 @@ class FixedRule:
         counts, y_pair = net.run(pair, noise)
         y, y_noisy = y_pair[0], y_pair[1]
         # 4. the global scalar
-        target = np.zeros_like(y)
-        target[label] = 1 << wf
-        dy = fm.out.saturate(y_noisy - y)
-        dl_sum = int(np.sum(dy * (dy + 2 * (y - target))))
-        dl = narrow(dl_sum, 2 * wf, fm.dl)
-        g = narrow(dl * lr_q, fm.dl.frac + fm.lr.frac, fm.g)
+        dy, dl, g = self.loss_unit(y, y_noisy, label, lr_q)
         # 5-6. per layer: input vectors, projection, rank-1 update
         ones = np.array([steps], dtype=np.int64)
         k_stars, v_perps = [], []

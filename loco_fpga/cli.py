@@ -14,7 +14,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import RULES, Config, ConfigError, load_config, parse_arch, read_config_data, save_config
+from .config import (RULE_DEFAULT_LR, RULES, Config, ConfigError, load_config, parse_arch, read_config_data,
+                     save_config)
 from .toolchain import setup_tool_environment
 
 EXIT_USAGE = 2
@@ -103,7 +104,8 @@ _TRAIN_OPTIONS = [
                  help="layer widths, e.g. 64-100-100-10 (default: hidden widths of the config, "
                       "input/output widths from the data set)."),
     click.option("--epochs", type=int, help="passes over the training set (default: 40)."),
-    click.option("--lr", type=float, help="learning rate η (initial value of the schedule)."),
+    click.option("--lr", type=float, help="learning rate η (initial value of the schedule; default: the rule's "
+                                          "own default, see docs/rules.md, else 0.02)."),
     click.option("--lr-schedule", type=click.Choice(["constant", "cosine", "step"]),
                  help="learning-rate schedule (default: cosine decay to lr·lr_final)."),
     click.option("--sigma", type=float, help="perturbation amplitude σ (np, loco)."),
@@ -124,9 +126,20 @@ def _train_options(fn):
     return fn
 
 
+def _rule_default_lr(config_path: str | None, rule: str) -> float | None:
+    """The rule's own default η (config.RULE_DEFAULT_LR) unless the config file sets rule.lr itself."""
+    if config_path is not None:
+        section = read_config_data(config_path).get("rule")
+        if isinstance(section, dict) and "lr" in section:
+            return None
+    return RULE_DEFAULT_LR.get(rule)
+
+
 def _config_from_options(config_path, rule, dataset, data_path, arch, epochs, lr, lr_schedule, sigma,
                          clusters, mask, init_gain, seed) -> tuple[Config, bool]:
     cfg, arch_given = _load_base_config(config_path)
+    if lr is None:
+        lr = _rule_default_lr(config_path, rule or cfg.rule.name)
     changes = {"network": {}, "rule": {}, "train": {}}
     if arch is not None:
         changes["network"]["arch"] = parse_arch(arch)
