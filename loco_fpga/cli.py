@@ -233,6 +233,64 @@ def doctor(as_json):
         click.echo(f"{n:14s} {status[n] or 'not found'}")
 
 
+def _fixed_point_config(config_path: str | None, preset_name: str | None, seed: int | None) -> Config:
+    """A fixed-point config: a preset, or a config file (with [fixed] and [spiking] switched on)."""
+    from .config import preset as _preset
+    if preset_name is not None and config_path is not None:
+        raise UserError("give --config or --preset, not both")
+    cfg = _preset(preset_name) if preset_name is not None else _load_base_config(config_path)[0]
+    changes = {"fixed": {"enabled": True}, "spiking": {"enabled": True}}
+    if seed is not None:
+        changes["train"] = {"seed": seed}
+    return cfg.replace(**changes)
+
+
+@cli.group()
+def golden():
+    """The fixed-point golden model: traces for the HDL test benches."""
+
+
+@golden.command("trace")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="TOML or JSON config ([fixed] and [spiking] are switched on).")
+@click.option("--preset", "preset_name", type=click.Choice(["up5k", "ecp5"]),
+              help="a named hardware default instead of --config.")
+@click.option("--samples", type=int, default=16, show_default=True, help="training steps to record.")
+@click.option("--seed", type=int, help="override train.seed (the PRNG seed).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="folder for trace.npz, config.toml and formats.json.")
+def golden_trace(config_path, preset_name, samples, seed, out_dir):
+    """Record per-step integers of fixed-point training (inputs, spike counts, y, ΔL, g, k*, v⊥, and
+    weights/prototypes/H after each step) for the cocotb benches."""
+    from .golden_model.fixed_trace import export_trace
+
+    if samples < 1:
+        raise UserError(f"--samples = {samples}: must be >= 1")
+    cfg = _fixed_point_config(config_path, preset_name, seed)
+    out = export_trace(cfg, samples, out_dir)
+    click.echo(f"wrote {samples} steps of {cfg.rule.name} {cfg.network.arch_str} to {out / 'trace.npz'}")
+
+
+@cli.group()
+def experiment():
+    """Reproducible experiments writing JSON + PNG + a markdown table."""
+
+
+@experiment.command("fixed-point")
+@click.option("--quick", is_flag=True, help="a reduced sweep (a few epochs, fewer points) for CI.")
+@click.option("--out-dir", type=click.Path(file_okay=False), default="results/fixed-point", show_default=True,
+              help="where fixed_point.json, fixed_point.png and fixed_point.md are written.")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar.")
+def experiment_fixed_point(quick, out_dir, quiet):
+    """Fixed-point spiking LOCO vs float spiking vs float rate on digits, across weight width, T, σ, K,
+    encoder, rounding mode and N_ref; plus the two hardware presets (up5k, ecp5)."""
+    from .golden_model.experiment_fixed_point import run_study
+
+    paths = run_study(out_dir, quick=quick, progress=not quiet)
+    for p in paths:
+        click.echo(f"wrote {p}")
+
+
 def main(argv: list[str] | None = None) -> int:
     from .golden_model.datasets import DatasetError
 
