@@ -9,6 +9,7 @@ H = (C Cᵀ + λI)⁻¹. For a sample with clean input û (normalised) and noisy
    Schur downdate of H: M = H − H[:, k*] H[k*, :] / H[k*, k*]. M has a zero row and column k* and equals
    the downdated inverse elsewhere, so v⊥ = v − Cᵀ (M (C v)) needs no index deletion — each cluster k
    contributes −c_k w_k with w = M (C v); the hardware's per-cluster units compute exactly this.
+   M is never formed: with p = C v and q = H p, M p = q − H[:, k*] q[k*] / H[k*, k*] (O(K²)).
 3. ``update``: online k-means c_k* += η_c (û − c_k*); H is refreshed from C every N_ref samples.
 
 Note U excludes k*, so the prototype update of step 3 never changes the U used in step 2.
@@ -40,6 +41,7 @@ class ClusterProjector:
         self.count = 0            # prototypes in use (grows to K during the first samples)
         self.h = np.zeros((0, 0))  # (C Cᵀ + λI)⁻¹ over the prototypes in use
         self._since_refresh = 0
+        self._ridge_eye = {}
 
     @property
     def active(self) -> np.ndarray:
@@ -47,7 +49,10 @@ class ClusterProjector:
 
     def refresh(self) -> None:
         c = self.active
-        gram = c @ c.T + self.ridge * np.eye(self.count)
+        eye = self._ridge_eye.get(self.count)
+        if eye is None:
+            eye = self._ridge_eye[self.count] = self.ridge * np.eye(self.count)
+        gram = c @ c.T + eye
         try:
             self.h = np.linalg.inv(gram)
         except np.linalg.LinAlgError:  # only reachable with ridge = 0 and duplicate prototypes
@@ -62,7 +67,7 @@ class ClusterProjector:
                 return k
         k = self.count
         self.protos[k] = u_hat
-        self.norms[k] = np.linalg.norm(u_hat)
+        self.norms[k] = np.sqrt(u_hat @ u_hat)
         self.count += 1
         self.refresh()
         return k
@@ -71,12 +76,16 @@ class ClusterProjector:
         if self.count < 2:
             return v
         c = self.active
-        w = schur_downdate(self.h, k) @ (c @ v)
+        h = self.h
+        q = h @ (c @ v)
+        w = q - h[:, k] * (q[k] / h[k, k])   # = schur_downdate(h, k) @ (c @ v)
+        w[k] = 0.0                            # exactly zero in exact arithmetic: k* is not projected out
         return v - w @ c
 
     def update(self, u_hat: np.ndarray, k: int) -> None:
-        self.protos[k] += self.proto_lr * (u_hat - self.protos[k])
-        self.norms[k] = np.linalg.norm(self.protos[k])
+        c = self.protos[k]
+        c += self.proto_lr * (u_hat - c)
+        self.norms[k] = np.sqrt(c @ c)
         self._since_refresh += 1
         if self._since_refresh >= self.refresh_every:
             self.refresh()

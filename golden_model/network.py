@@ -10,10 +10,18 @@ non-leaky integrate-and-fire neuron with threshold 1 and soft reset.
 from __future__ import annotations
 
 import numpy as np
+from scipy.linalg.blas import dger
 
 from ..config import NetworkConfig
 
-__all__ = ["RateNetwork", "clamp01", "mse_loss", "loss_difference", "one_hot"]
+__all__ = ["RateNetwork", "clamp01", "mse_loss", "loss_difference", "one_hot", "rank1_update"]
+
+
+def rank1_update(w: np.ndarray, e: np.ndarray, v: np.ndarray, alpha: float) -> None:
+    """In place: W += α e vᵀ (BLAS ``dger`` on the Fortran view of the C-ordered W; no n×N temporary)."""
+    out = dger(alpha, v, e, a=w.T, overwrite_a=True)
+    if not np.shares_memory(out, w):  # only if W were not contiguous; never for the model's own weights
+        w[...] = out.T
 
 
 def clamp01(z: np.ndarray) -> np.ndarray:
@@ -75,8 +83,13 @@ class RateNetwork:
     def accuracy(self, x: np.ndarray, labels: np.ndarray) -> float:
         return float(np.mean(self.predict(x) == labels))
 
-    def is_finite(self) -> bool:
-        return all(np.isfinite(w).all() for w in self.weights)
+    def is_diverged(self, limit: float = 1e6) -> bool:
+        """True when a weight is inf/NaN or beyond ``limit`` in magnitude.
+
+        Networks that learn keep |w| well below 100; once node perturbation runs away the weights grow
+        without bound (the clamp keeps the activations finite, so they may never reach inf).
+        """
+        return not all(np.isfinite(w).all() and np.abs(w).max() <= limit for w in self.weights)
 
     def copy_weights(self) -> list[np.ndarray]:
         return [w.copy() for w in self.weights]

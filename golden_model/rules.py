@@ -16,7 +16,7 @@ import numpy as np
 
 from ..config import RuleConfig
 from .clusters import ClusterProjector
-from .network import RateNetwork, clamp01, loss_difference
+from .network import RateNetwork, clamp01, loss_difference, rank1_update
 
 __all__ = ["Rule", "Backprop", "NodePerturbation", "Loco", "LocoBatch", "make_rule"]
 
@@ -65,9 +65,19 @@ class Backprop(Rule):
         return grads, y
 
     def step(self, x, t, lr):
-        grads, y = self.gradients(x, t)
-        for w, g in zip(self.net.weights, grads):
-            w -= lr * g
+        ws = self.net.weights
+        acts, zs = [np.append(x, 1.0)], []
+        for l, w in enumerate(ws):
+            z = w @ acts[-1]
+            zs.append(z)
+            if l < len(ws) - 1:
+                acts.append(np.append(clamp01(z), 1.0))
+        y = zs[-1]
+        delta = 2.0 * (y - t) / len(t)
+        for l in range(len(ws) - 1, -1, -1):
+            nxt = (ws[l][:, :-1].T @ delta) * ((zs[l - 1] > 0) & (zs[l - 1] < 1)) if l else None
+            rank1_update(ws[l], delta, acts[l], -lr)   # after nxt: the backward pass uses the old W_l
+            delta = nxt
         return int(np.argmax(y))
 
 
@@ -132,7 +142,7 @@ class NodePerturbation(Rule):
             if use_mask and masks[l] is not None:
                 e = e * masks[l]
             v = self.project(l, inputs[l][:, 0], inputs[l][:, 1])
-            w -= np.outer(g * e, v)
+            rank1_update(w, e, v, -g)
         return int(np.argmax(y))
 
 
@@ -179,7 +189,8 @@ class LocoBatch(NodePerturbation):
     mean is dropped and the rest span the protected subspace (P_owm = I − U(UᵀU + λI)⁻¹Uᵀ). The batch mean
     and the top principal directions of the batch are projected by P_owm and Gram–Schmidt
     orthogonalised (directions that lose more than 90 % of their norm are dropped) into Q; the batch
-    node-perturbation gradient Ĝ is replaced by Ĝ Q(QᵀQ)⁻¹Qᵀ. Plain SGD (the authors use Adam).
+    node-perturbation gradient Ĝ is replaced by Ĝ Q(QᵀQ)⁻¹Qᵀ. Adam (β = 0.9, 0.999; as the authors'
+    code) or plain SGD (``rule.optimizer``) applies it.
     """
 
     name = "loco-batch"
@@ -190,6 +201,9 @@ class LocoBatch(NodePerturbation):
         self.buffers = [np.zeros((config.buffer, n + 1)) for n in net.arch[:-1]]
         self.filled = 0
         self.cursor = 0
+        self.adam_m = [np.zeros_like(w) for w in net.weights]
+        self.adam_v = [np.zeros_like(w) for w in net.weights]
+        self.adam_t = 0
 
     def _projector(self, l: int, u_batch: np.ndarray) -> np.ndarray:
         cfg = self.config
@@ -236,11 +250,19 @@ class LocoBatch(NodePerturbation):
                 vs[l].append(inputs[l][:, 1].copy())
             es.append(per_layer)
             preds.append(int(np.argmax(y)))
+        self.adam_t += 1
         for l, w in enumerate(self.net.weights):
             u_batch, v_batch = np.array(us[l]), np.array(vs[l])
             e_batch = np.array([e[l] for e in es])
-            grad = e_batch.T @ v_batch / len(x)
-            w -= lr * grad @ self._projector(l, u_batch)
+            grad = e_batch.T @ v_batch / len(x) @ self._projector(l, u_batch)
+            if self.config.optimizer == "adam":
+                m, v2, t = self.adam_m[l], self.adam_v[l], self.adam_t
+                m *= 0.9
+                m += 0.1 * grad
+                v2 *= 0.999
+                v2 += 0.001 * grad * grad
+                grad = (m / (1 - 0.9**t)) / (np.sqrt(v2 / (1 - 0.999**t)) + 1e-8)
+            w -= lr * grad
             mean = u_batch.mean(axis=0)
             self.buffers[l][self.cursor] = mean / np.linalg.norm(mean)
         self.cursor = (self.cursor + 1) % self.config.buffer
