@@ -444,7 +444,7 @@ PRESETS: dict[str, dict] = {
     "up5k": {
         "network": {"arch": (64, 32, 10)},
         "rule": {"name": "loco", "lr": 0.02, "sigma": 2.0**-5, "clusters": 8, "proto_lr": 2.0**-5,
-                 "ridge": 2.0**-13, "refresh": 1},
+                 "ridge": 1e-4, "refresh": 1},
         "spiking": {"enabled": True, "steps": 16, "encoder": "deterministic", "neuron": "if"},
         "fixed": {"enabled": True, "weight_bits": 16, "weight_frac": 12, "update_rounding": "stochastic"},
     },
@@ -452,7 +452,7 @@ PRESETS: dict[str, dict] = {
     "ecp5": {
         "network": {"arch": (64,) + (64,) * 12 + (10,), "init_gain": 6.0**0.5},
         "rule": {"name": "loco", "lr": 0.01, "sigma": 2.0**-5, "clusters": 8, "proto_lr": 2.0**-5,
-                 "ridge": 2.0**-13, "refresh": 1, "mask": True},
+                 "ridge": 1e-4, "refresh": 4, "mask": True},
         "spiking": {"enabled": True, "steps": 16, "encoder": "deterministic", "neuron": "if"},
         "fixed": {"enabled": True, "weight_bits": 16, "weight_frac": 12, "update_rounding": "stochastic"},
     },

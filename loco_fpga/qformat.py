@@ -40,7 +40,8 @@ class QFormat:
     signed: bool
     bits: int
     frac: int
-    #: how a wider value is narrowed into this format (a ROUNDING_MODES entry, or `exact`).
+    #: how a wider value is narrowed into this format: a ROUNDING_MODES entry, `exact` (no narrowing),
+    #: `toward-zero-div` (restoring divider quotient), `floor-sqrt` (restoring square root).
     rounding: str = "exact"
     #: where the value comes from, for the documentation table.
     doc: str = ""
@@ -144,21 +145,21 @@ class Formats:
         self.g = F("g", True, fx.g_bits, fx.g_frac, "half-up", "g = ΔL_sum · lr_reg")
         self.uhat = F("uhat", True, fx.proto_bits, fx.proto_frac, "half-up",
                       "û_j = u_j / ‖u‖ = (u_j · recip) >> recip_extra")
-        self.norm = F("norm", False, 32, rf + fx.norm_guard, "trunc",
+        self.norm = F("norm", False, 32, rf + fx.norm_guard, "floor-sqrt",
                       "‖u‖ = ⌊√(Σ u_j² · 4^norm_guard)⌋ (restoring square root)")
-        self.recip = F("recip", False, 48, fx.proto_frac + fx.recip_extra - rf, "trunc",
+        self.recip = F("recip", False, 48, fx.proto_frac + fx.recip_extra - rf, "toward-zero-div",
                        "1/‖u‖ = ⌊2^(pf + norm_guard + recip_extra) / ‖u‖⌋ (restoring divider)")
         self.proto = F("proto", True, fx.proto_bits, fx.proto_frac, "half-up",
                        "prototypes c_k; c_k* ← sat(c_k* + ((û − c_k*) >> m)), η_c = 2^-m")
-        self.pnorm = F("pnorm", False, 48, fx.proto_frac, "trunc",
+        self.pnorm = F("pnorm", False, 48, fx.proto_frac, "toward-zero-div",
                        "r_k = ⌊2^(2 pf) / ⌊√(Σ_j c_kj²)⌋⌋ ≈ 1/‖c_k‖, refreshed when c_k changes")
         self.score = F("score", True, 63, 3 * fx.proto_frac, "exact",
                        "cluster score (c_kᵀ û) · r_k; k* = first index of the maximum")
         self.gram = F("gram", True, fx.h_bits, fx.h_frac, "half-up",
                       "G = C Cᵀ + λ I, from 2·pf fraction bits")
-        self.h = F("h", True, fx.h_bits, fx.h_frac, "half-up",
+        self.h = F("h", True, fx.h_bits, fx.h_frac, "toward-zero-div + half-up",
                    "H = G⁻¹ by Gauss–Jordan: row ÷ pivot truncates, elimination products round half up")
-        self.m = F("m", True, fx.h_bits, fx.h_frac, "trunc",
+        self.m = F("m", True, fx.h_bits, fx.h_frac, "toward-zero-div",
                    "Schur downdate M = H − trunc(H_:k H_k: / H_kk)")
         self.cv = F("cv", True, fx.h_bits, fx.h_frac, "half-up", "C v, from pf + log2 T fraction bits")
         self.w = F("w", True, fx.h_bits, fx.h_frac, "half-up", "w = M (C v), from 2·hf fraction bits")

@@ -88,3 +88,26 @@ def test_invalid_fixed_config_is_rejected_naming_the_field(tmp_path, capsys):
     code = main(["golden", "trace", "--config", str(path), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and "fixed.acc_bits = 18" in err
+
+
+def test_study_points_cover_every_factor():
+    from loco_fpga.golden_model.experiment_fixed_point import preset_points, study_points
+    groups = {p["group"] for p in study_points(quick=False)}
+    assert groups == {"baseline", "weight_bits", "T", "sigma", "K", "encoder", "rounding", "N_ref"}
+    widths = sorted(int(p["label"]) for p in study_points(False) if p["group"] == "weight_bits")
+    assert widths == [8, 12, 20, 24]                     # plus the 16-bit baseline
+    assert {p["label"] for p in preset_points(False)} == {"up5k", "ecp5"}
+    # every point is a valid configuration
+    from loco_fpga.golden_model.experiment_fixed_point import _config
+    for p in study_points(False) + preset_points(False):
+        _config(p)
+
+
+@pytest.mark.slow
+def test_fixed_point_study_quick_writes_json_png_markdown(tmp_path):
+    import json
+    assert main(["experiment", "fixed-point", "--quick", "-q", "--out-dir", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "fixed_point.json").read_text())
+    assert data["quick"] and len(data["runs"]) >= 5
+    assert (tmp_path / "fixed_point.png").stat().st_size > 0
+    assert "| baseline |" in (tmp_path / "fixed_point.md").read_text()
