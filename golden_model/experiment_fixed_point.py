@@ -30,7 +30,8 @@ BASE_ARCH = (64, 32, 10)
 def _width_changes(bits: int) -> dict:
     frac = 5 if bits == 8 else bits - 4
     acc = max(24, bits + 8)
-    return {"weight_bits": bits, "weight_frac": frac, "acc_bits": acc, "membrane_bits": acc, "out_bits": acc}
+    return {"weight_bits": bits, "weight_frac": frac, "acc_bits": acc, "membrane_bits": acc,
+            "out_bits": max(24, bits)}
 
 
 def study_points(quick: bool) -> list[dict]:
@@ -117,7 +118,7 @@ def run_study(out_dir: str | Path, quick: bool = False, progress: bool = True) -
             results = {r["name"]: r for r in previous.get("runs", [])}
         except (json.JSONDecodeError, KeyError):
             results = {}
-    points = study_points(quick) + preset_points(quick)
+    points = preset_points(quick) + study_points(quick)   # the presets first: they carry the decision
     bar = None
     if progress:
         from tqdm import tqdm
