@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import Config, RuleConfig
+from ..config import Config, ConfigError, RuleConfig
 from .datasets import Dataset, load_dataset
 from .network import RateNetwork, one_hot
 from .rules import make_rule
 
-__all__ = ["TrainResult", "train", "learning_rate", "build"]
+__all__ = ["TrainResult", "train", "learning_rate", "build", "check_arch"]
 
 
 def learning_rate(rule: RuleConfig, progress: float) -> float:
@@ -62,14 +62,18 @@ class TrainResult:
         }
 
 
-def build(config: Config, dataset: Dataset):
-    """Network and rule for a config, seeded from ``train.seed``; checks the arch against the data."""
+def check_arch(config: Config, dataset: Dataset) -> None:
+    """The network's input and output widths must match the data set's."""
     arch = config.network.arch
     if arch[0] != dataset.n_inputs or arch[-1] != dataset.n_classes:
-        from ..config import ConfigError
         raise ConfigError(
             f"network.arch = {config.network.arch_str!r}: {dataset.name} needs {dataset.n_inputs} inputs and "
             f"{dataset.n_classes} outputs (e.g. {dataset.n_inputs}-100-100-{dataset.n_classes})")
+
+
+def build(config: Config, dataset: Dataset):
+    """Network and rule for a config, seeded from ``train.seed``; checks the arch against the data."""
+    check_arch(config, dataset)
     root = np.random.default_rng(config.train.seed)
     init_rng, rule_rng, order_rng = root.spawn(3)
     if config.fixed.enabled:       # the fixed-point spiking model (bit-exact contract with the HDL)

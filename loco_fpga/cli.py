@@ -50,10 +50,12 @@ def _run_training(cfg: Config, arch_given: bool, out: str | None, plot: str | No
                   as_json: bool, title: str) -> dict:
     from .golden_model import load_dataset, train
     from .golden_model.plots import plot_learning_curves
+    from .golden_model.train import check_arch
 
     dataset = load_dataset(cfg.train.dataset, cfg.train.data_path, cfg.train.seed)
     if not arch_given and (cfg.network.arch[0], cfg.network.arch[-1]) != (dataset.n_inputs, dataset.n_classes):
         cfg = _fit_arch_to_data(cfg, dataset)
+    check_arch(cfg, dataset)
     if not quiet and not as_json:
         click.echo(f"{title}: rule {cfg.rule.name}, network {cfg.network.arch_str}, {dataset.describe()}, "
                    f"{cfg.train.epochs} epochs, seed {cfg.train.seed}", err=True)
