@@ -42,7 +42,7 @@ RULES = ("bp", "np", "loco", "loco-batch", "fa", "dfa", "lls", "lls-m", "lls-mxm
 #: Per-rule default learning rate, used by the CLI when neither --lr nor the config file's rule.lr is given
 #: (rules not listed use RuleConfig.lr = 0.02). Values measured on digits, 64-100-100-10, 40 epochs, cosine
 #: schedule — see docs/rules.md. ssa's factored steps scale with s², owm's with its shrinking projector.
-RULE_DEFAULT_LR = {"ssa": 0.1, "owm": 1.0}
+RULE_DEFAULT_LR = {"ssa": 0.05, "owm": 1.0}
 
 
 def default_lr(rule: str) -> float:
@@ -173,7 +173,7 @@ class RuleConfig:
     #: ssa: weight of the alignment term ½‖W_l[:, :-1]ᵀ B_l − B_{l-1}‖² (0 switches it off).
     ssa_align: float = 0.0
     #: owm: regulariser α of the recursive projector P ← P − k kᵀ / (α + xᵀk).
-    owm_alpha: float = 1.0
+    owm_alpha: float = 10.0
 
     def __post_init__(self):
         _check_choice("rule.name", self.name, RULES)
