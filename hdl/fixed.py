@@ -1,0 +1,117 @@
+"""Q-format gateware helpers: the HDL twin of ``loco_fpga.qformat`` (SPEC §4), driven by the same objects.
+
+A :class:`~loco_fpga.qformat.QFormat` gives the shape (:func:`shape`); narrowing a wider value drops
+fraction bits with one of the model's rounding modes and then saturates, never wraps:
+
+* ``half-up``    — ``(x + 2^(s−1)) >> s`` (add-and-shift, ties towards +∞),
+* ``trunc``      — ``x >> s`` (arithmetic shift, floor),
+* ``stochastic`` — ``(x + r) >> s`` with ``r`` the top ``s`` bits of a PRNG word (an input).
+
+All helpers are combinational. Additions are done at full width (Amaranth widens ``+`` by one bit), so the
+rounding increment can never overflow before saturation.
+"""
+
+from amaranth import Module, Mux, Shape, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from loco_fpga.qformat import ROUNDING_MODES, QFormat
+
+__all__ = ["shape", "shift_round", "saturate", "narrow", "narrow_mode", "Narrow"]
+
+
+def shape(fmt: QFormat) -> Shape:
+    """The Amaranth shape of a Q format: ``signed(bits)`` or ``unsigned(bits)``."""
+    if not isinstance(fmt, QFormat):
+        raise TypeError(f"fmt = {fmt!r}: expected a loco_fpga.qformat.QFormat")
+    return signed(fmt.bits) if fmt.signed else unsigned(fmt.bits)
+
+
+def narrow_mode(fmt: QFormat, mode: str | None = None) -> str:
+    """The rounding mode a narrowing into ``fmt`` uses — the rule of ``qformat.narrow``: ``mode`` if
+    given, else the format's own rounding when it is a rounding mode, else ``half-up``."""
+    mode = mode or (fmt.rounding if fmt.rounding in ROUNDING_MODES else "half-up")
+    if mode not in ROUNDING_MODES:
+        raise ValueError(f"mode = {mode!r}: expected one of {', '.join(ROUNDING_MODES)}")
+    return mode
+
+
+def shift_round(value, shift: int, mode: str, rand=None):
+    """Drop ``shift`` fraction bits of ``value`` with rounding ``mode`` (``shift`` ≤ 0: exact left shift).
+
+    ``rand`` (stochastic only) is an unsigned value of exactly ``shift`` bits.
+    """
+    if not isinstance(shift, int):
+        raise TypeError(f"shift = {shift!r}: expected an int")
+    if mode not in ROUNDING_MODES:
+        raise ValueError(f"mode = {mode!r}: expected one of {', '.join(ROUNDING_MODES)}")
+    if shift <= 0:
+        return value << -shift
+    if mode == "half-up":
+        return (value + (1 << (shift - 1))) >> shift
+    if mode == "trunc":
+        return value >> shift
+    if rand is None:
+        raise ValueError("stochastic rounding needs PRNG bits: pass rand")
+    rand_shape = Shape.cast(rand.shape())
+    if rand_shape.signed or rand_shape.width != shift:
+        raise ValueError(f"rand has shape {rand_shape!r}: stochastic rounding of {shift} bits needs "
+                         f"unsigned({shift})")
+    return (value + rand) >> shift
+
+
+def saturate(value, fmt: QFormat):
+    """Clamp ``value`` to ``[fmt.min, fmt.max]`` and return it in :func:`shape` ``(fmt)``."""
+    clamped = Mux(value > fmt.max, fmt.max, Mux(value < fmt.min, fmt.min, value))
+    bits = clamped[:fmt.bits]
+    return bits.as_signed() if fmt.signed else bits.as_unsigned()
+
+
+def narrow(value, src_frac: int, fmt: QFormat, mode: str | None = None, rand=None):
+    """Re-scale ``value`` (``src_frac`` fraction bits) to ``fmt``: round, then saturate (``qformat.narrow``)."""
+    return saturate(shift_round(value, src_frac - fmt.frac, narrow_mode(fmt, mode), rand), fmt)
+
+
+class Narrow(wiring.Component):
+    """Combinational narrowing of a ``src_shape`` value with ``src_frac`` fraction bits into ``fmt``.
+
+    Ports: ``i`` (In ``src_shape``), ``o`` (Out ``shape(fmt)``), and for ``stochastic`` rounding
+    ``rand`` (In ``unsigned(src_frac − fmt.frac)``: the top bits of a PRNG word). :attr:`latency` = 0.
+    """
+
+    def __init__(self, *, src_shape, src_frac: int, fmt: QFormat, mode: str | None = None):
+        try:
+            src_shape = Shape.cast(src_shape)
+        except TypeError as error:
+            raise TypeError(f"src_shape = {src_shape!r}: not a shape") from error
+        if not isinstance(src_frac, int) or src_frac < 0:
+            raise ValueError(f"src_frac = {src_frac!r}: must be a non-negative int")
+        self._fmt = fmt
+        out_shape = shape(fmt)
+        self._mode = narrow_mode(fmt, mode)
+        self._src_shape, self._src_frac = src_shape, src_frac
+        self._shift = src_frac - fmt.frac
+        members = {"i": In(src_shape), "o": Out(out_shape)}
+        if self._mode == "stochastic":
+            if not 1 <= self._shift <= 32:
+                raise ValueError(f"src_frac = {src_frac}: stochastic rounding into {fmt.label()} drops "
+                                 f"{self._shift} bits; it needs 1..32 (one PRNG word)")
+            members["rand"] = In(unsigned(self._shift))
+        super().__init__(members)
+
+    fmt = property(lambda self: self._fmt)
+    mode = property(lambda self: self._mode)
+    src_shape = property(lambda self: self._src_shape)
+    src_frac = property(lambda self: self._src_frac)
+    #: fraction bits dropped (negative: the value is shifted left, exactly)
+    shift = property(lambda self: self._shift)
+
+    @property
+    def latency(self) -> int:
+        return 0
+
+    def elaborate(self, platform):
+        m = Module()
+        rand = self.rand if self._mode == "stochastic" else None
+        m.d.comb += self.o.eq(narrow(self.i, self._src_frac, self._fmt, self._mode, rand))
+        return m

@@ -1,0 +1,114 @@
+# amaranth: UnusedElaboratable=no
+"""hdl/fixed against loco_fpga.qformat: every rounding mode, both saturation limits, random values."""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth import signed, unsigned
+from amaranth.sim import Simulator
+
+from loco_fpga.hdl.fixed import Narrow, narrow_mode, shape, shift_round
+from loco_fpga.qformat import QFormat, narrow
+
+# (source shape, source fraction bits, destination format): right shifts, no shift, a left shift,
+# signed → unsigned and wide accumulators, like the model's acc → out and ΔL·lr → g narrowings.
+CASES = [
+    (signed(24), 12, QFormat("w", True, 12, 8)),
+    (signed(40), 20, QFormat("g", True, 16, 12)),
+    (signed(16), 6, QFormat("m", True, 10, 6)),      # no fraction dropped: saturation only
+    (signed(20), 4, QFormat("l", True, 12, 6)),      # left shift by 2, exact, then saturate
+    (signed(20), 10, QFormat("u", False, 8, 4)),     # signed source into an unsigned format
+    (unsigned(18), 9, QFormat("r", False, 9, 5)),
+    (signed(48), 31, QFormat("s", True, 8, 0)),      # drops 31 bits
+]
+
+
+def _values(src_shape, src_frac, fmt, rng, n=300):
+    """Both saturation limits (and their neighbours), ties, the source extremes, and random values."""
+    lo = -(1 << (src_shape.width - 1)) if src_shape.signed else 0
+    hi = (1 << (src_shape.width - 1)) - 1 if src_shape.signed else (1 << src_shape.width) - 1
+    s = src_frac - fmt.frac
+    special = [lo, hi, 0, 1, -1, lo + 1, hi - 1]
+    for edge in (fmt.min, fmt.max):
+        base = edge << s if s >= 0 else edge >> -s
+        special += [base + d for d in range(-3, 4)]
+        if s > 0:
+            special += [base + (1 << (s - 1)) + d for d in (-1, 0, 1)]      # half-up ties at the edge
+            special += [base + (1 << s) + d for d in (-1, 0, 1)]
+    for k in range(-4, 5):                                                  # ties around zero
+        if s > 0:
+            special.append(k * (1 << s) + (1 << (s - 1)))
+    values = [v for v in special if lo <= v <= hi]
+    values += [rng.randint(lo, hi) for _ in range(n)]
+    # Values just outside the destination range, in the source's fraction bits.
+    span = max(1, (fmt.max - fmt.min) << max(s, 0))
+    values += [min(hi, max(lo, (fmt.min << max(s, 0)) + rng.randint(-span, span))) for _ in range(n // 3)]
+    return values
+
+
+def _simulate(dut, stimuli):
+    """Drive (value, rand) pairs through a combinational Narrow; returns the outputs as ints."""
+    got = []
+
+    async def bench(ctx):
+        for value, rand in stimuli:
+            ctx.set(dut.i, value)
+            if rand is not None:
+                ctx.set(dut.rand, rand)
+            got.append(ctx.get(dut.o))
+
+    sim = Simulator(dut)
+    sim.add_testbench(bench)
+    sim.run()
+    return got
+
+
+@pytest.mark.parametrize("mode", ["half-up", "trunc", "stochastic"])
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_narrow_equals_qformat(case, mode):
+    src_shape, src_frac, fmt = CASES[case]
+    s = src_frac - fmt.frac
+    if mode == "stochastic" and s <= 0:
+        pytest.skip("stochastic rounding drops at least one bit")
+    rng = random.Random(case * 10 + len(mode))
+    values = _values(src_shape, src_frac, fmt, rng)
+    if mode == "stochastic":
+        rands = [rng.choice([0, (1 << s) - 1, rng.randrange(1 << s)]) for _ in values]
+        expected = [int(narrow(np.int64(v), src_frac, fmt, mode, np.int64(r))) for v, r in zip(values, rands)]
+    else:
+        rands = [None] * len(values)
+        expected = [int(narrow(np.int64(v), src_frac, fmt, mode)) for v in values]
+    dut = Narrow(src_shape=src_shape, src_frac=src_frac, fmt=fmt, mode=mode)
+    got = _simulate(dut, list(zip(values, rands)))
+    mismatches = [(v, r, g, e) for v, r, g, e in zip(values, rands, got, expected) if g != e]
+    assert not mismatches, f"{len(mismatches)} of {len(values)} differ; first (in, rand, hdl, model): {mismatches[0]}"
+    # The stimuli really reach both limits of the destination format.
+    assert fmt.min in expected and fmt.max in expected
+
+
+def test_default_mode_is_the_formats_rounding():
+    assert narrow_mode(QFormat("a", True, 8, 4, "trunc")) == "trunc"
+    assert narrow_mode(QFormat("a", True, 8, 4, "exact")) == "half-up"
+    assert narrow_mode(QFormat("a", True, 8, 4, "trunc"), "stochastic") == "stochastic"
+
+
+def test_shape_follows_the_format():
+    assert shape(QFormat("a", True, 12, 8)) == signed(12)
+    assert shape(QFormat("b", False, 9, 8)) == unsigned(9)
+    with pytest.raises(TypeError, match=r"fmt = 12: expected a loco_fpga.qformat.QFormat"):
+        shape(12)
+
+
+def test_errors_quote_the_bad_value():
+    fmt = QFormat("w", True, 12, 8)
+    with pytest.raises(ValueError, match=r"mode = 'nearest': expected one of half-up, trunc, stochastic"):
+        Narrow(src_shape=signed(20), src_frac=12, fmt=fmt, mode="nearest")
+    with pytest.raises(ValueError, match=r"src_frac = -1: must be a non-negative int"):
+        Narrow(src_shape=signed(20), src_frac=-1, fmt=fmt)
+    with pytest.raises(TypeError, match=r"src_shape = 'wide': not a shape"):
+        Narrow(src_shape="wide", src_frac=12, fmt=fmt)
+    with pytest.raises(ValueError, match=r"src_frac = 8: stochastic rounding into s12.8 drops 0 bits"):
+        Narrow(src_shape=signed(20), src_frac=8, fmt=fmt, mode="stochastic")
+    with pytest.raises(ValueError, match=r"stochastic rounding needs PRNG bits: pass rand"):
+        shift_round(Narrow(src_shape=signed(20), src_frac=12, fmt=fmt).i, 4, "stochastic")
