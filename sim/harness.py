@@ -24,6 +24,7 @@ The flow (SPEC §6, tier 2), driven from pytest rather than Makefiles::
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -152,14 +153,15 @@ def build(component: wiring.Component | Callable[[], wiring.Component], *, name:
         stamp.unlink(missing_ok=True)
         source.write_text(text)
         (directory / "params.json").write_text(json.dumps(params, indent=1, sort_keys=True, default=str))
-        runner = _runner(simulator, waves)
         start = time.monotonic()
-        runner.build(sources=[source], hdl_toplevel=_TOPLEVEL, build_dir=directory, always=True,
-                     waves=waves, build_args=_BUILD_ARGS[simulator], timescale=("1ns", "1ps"),
-                     log_file=directory / "build.log")
+        with _runtime_lock(simulator, waves):
+            runner = _runner(simulator, waves)
+            runner.build(sources=[source], hdl_toplevel=_TOPLEVEL, build_dir=directory, always=True,
+                         waves=waves, build_args=_BUILD_ARGS[simulator], timescale=("1ns", "1ps"),
+                         log_file=directory / "build.log")
+            if simulator == "verilator":
+                _save_verilator_runtime(directory, waves)
         seconds = time.monotonic() - start
-        if simulator == "verilator":
-            _save_verilator_runtime(directory, waves)
         stamp.write_text(digest)   # written last: a half-finished build is never reused
     return Build(name, simulator, directory, source, ports, params, waves, seconds, False)
 
@@ -194,6 +196,17 @@ def _save_verilator_runtime(directory: Path, waves: bool) -> None:
         staging.rename(cache)            # atomic: another worker either sees all objects or none
     except OSError:                      # another worker got there first
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _runtime_lock(simulator: str, waves: bool):
+    """Held by the one build that compiles Verilator's runtime; the other workers wait and then reuse it."""
+    if simulator != "verilator" or _runtime_cache(waves).exists():
+        yield
+        return
+    with open(sim_build_root() / "_verilator_runtime.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _runner(simulator: str, waves: bool):
