@@ -1,5 +1,7 @@
 """cocotb bench of the spike encoder (hdl/encoder.py) against the golden model, on each simulator."""
 
+import random
+
 import pytest
 
 from loco_fpga.hdl.encoder import SpikeEncoder
@@ -24,3 +26,22 @@ def test_encoder_bench_equals_golden_model(encoder, simulator):
     built = harness.build(dut, name=f"encoder-{encoder}", params=generics, simulator=simulator)
     harness.run(built, "loco_fpga.sim.benches.encoder",
                 params={"seed": 2024, "lane": 3, "samples": 60, "idle": 0.3, "stall": 0.3})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", range(6))
+def test_encoder_bench_random_generics(config):
+    """Random encoder kind, input width and T (one build each), more samples; `pytest -m slow`."""
+    harness.require_simulator("verilator")
+    rng = random.Random(1000 + config)
+    encoder = rng.choice(["deterministic", "bernoulli"])
+    frac, steps = rng.randint(1, 16), 1 << rng.randint(0, 7)
+    generics = {"encoder": encoder, "input_frac": frac, "steps": steps}
+
+    def dut():
+        return SpikeEncoder(input_format=QFormat("input", False, frac + 1, frac), steps=steps, encoder=encoder)
+
+    built = harness.build(dut, name=f"encoder-{encoder}", params=generics)
+    harness.run(built, "loco_fpga.sim.benches.encoder",
+                params={"seed": rng.randrange(1 << 32), "lane": rng.randrange(784), "samples": 200,
+                        "idle": rng.random() * 0.6, "stall": rng.random() * 0.6})
