@@ -14,11 +14,11 @@ chain: every hidden layer gets its error from the broadcast e, as LOCO's layers 
 Feedback matrices are never stored by the hardware: they are regenerated from ``rule.feedback_seed``
 by a specified PRNG, so the golden model builds them the same way (:func:`feedback_matrix`):
 
-- one 32-bit xorshift stream (x ^= x << 13; x ^= x >> 17; x ^= x << 5, all mod 2³²) per matrix;
-- its start state is ``stream_state(seed, stream)`` (a 32-bit integer hash, never 0), with stream ids
-  ``FA_STREAM + l`` and ``DFA_STREAM + l`` for the matrix feeding hidden layer l (0-based);
-- the state is advanced once before the first word is used; entry i of the row-major matrix takes bit
-  (i mod 32) of word ⌊i / 32⌋ (LSB first): bit 1 → +scale, bit 0 → −scale;
+- one lane of the project PRNG (``prng.py``: xorshift32, shifts 13/17/5, output = the new state) per
+  matrix, on the PRNG's reserved ``DFA`` stream: lane index ``DFA_LANE + l`` for DFA's matrix of hidden
+  layer l (0-based), ``FA_LANE + l`` for FA's; start state ``prng.seed_state(seed, DFA, index)``;
+- entry i of the row-major matrix takes bit (i mod 32) of word ⌊i / 32⌋ (LSB first, the same convention
+  as the NOISE stream): bit 1 → +scale, bit 0 → −scale;
 - scale = 1/√fan, fan = the length of the error vector the matrix multiplies (n_{l+1} for FA, n_L for
   DFA), so ‖B δ‖ is of the order of ‖δ‖ whatever the width.
 
@@ -29,26 +29,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import prng
 from .network import clamp01
 from .rules import Rule
 
 __all__ = [
-    "FA_STREAM", "DFA_STREAM", "stream_state", "xorshift32", "feedback_matrix", "fa_feedback",
+    "FA_LANE", "DFA_LANE", "stream_state", "xorshift32", "feedback_matrix", "fa_feedback",
     "dfa_feedback", "forward_trace", "output_error", "FeedbackAlignment", "DirectFeedbackAlignment",
 ]
 
 _M32 = 0xFFFFFFFF
-FA_STREAM = 0x100
-DFA_STREAM = 0x200
+#: lane indices on the PRNG's DFA stream: DFA's matrix of hidden layer l uses DFA_LANE + l, FA's FA_LANE + l.
+DFA_LANE = 0
+FA_LANE = 1 << 15
 
 
-def stream_state(seed: int, stream: int) -> int:
-    """Non-zero 32-bit start state of PRNG stream ``stream`` for ``seed`` (a 32-bit integer hash)."""
-    x = (int(seed) + 0x9E3779B9 * (int(stream) + 1)) & _M32
-    x = ((x ^ (x >> 16)) * 0x7FEB352D) & _M32
-    x = ((x ^ (x >> 15)) * 0x846CA68B) & _M32
-    x ^= x >> 16
-    return x or 0x6D2B79F5
+def stream_state(seed: int, lane: int) -> int:
+    """Start state of the feedback lane ``lane`` (on the PRNG's DFA stream) for ``seed``."""
+    return prng.seed_state(int(seed), prng.DFA, int(lane))
 
 
 def xorshift32(state: int, n: int) -> np.ndarray:
@@ -63,10 +61,10 @@ def xorshift32(state: int, n: int) -> np.ndarray:
     return out
 
 
-def feedback_matrix(rows: int, cols: int, seed: int, stream: int, scale: float) -> np.ndarray:
-    """A rows × cols matrix of ±scale from PRNG stream ``stream`` (bit layout in the module docstring)."""
+def feedback_matrix(rows: int, cols: int, seed: int, lane: int, scale: float) -> np.ndarray:
+    """A rows × cols matrix of ±scale from feedback lane ``lane`` (bit layout in the module docstring)."""
     n = rows * cols
-    words = xorshift32(stream_state(seed, stream), (n + 31) // 32)
+    words = xorshift32(stream_state(seed, lane), (n + 31) // 32)
     bits = (words[:, None] >> np.arange(32, dtype=np.uint64)) & np.uint64(1)
     signs = bits.reshape(-1)[:n].astype(np.float64) * 2.0 - 1.0
     return scale * signs.reshape(rows, cols)
@@ -74,14 +72,14 @@ def feedback_matrix(rows: int, cols: int, seed: int, stream: int, scale: float) 
 
 def fa_feedback(arch: tuple[int, ...], seed: int) -> list[np.ndarray]:
     """FA feedback: entry l (0-based hidden layer) is n_l × n_{l+1} and carries δ_{l+1} back to layer l."""
-    return [feedback_matrix(arch[l + 1], arch[l + 2], seed, FA_STREAM + l, 1.0 / np.sqrt(arch[l + 2]))
+    return [feedback_matrix(arch[l + 1], arch[l + 2], seed, FA_LANE + l, 1.0 / np.sqrt(arch[l + 2]))
             for l in range(len(arch) - 2)]
 
 
 def dfa_feedback(arch: tuple[int, ...], seed: int) -> list[np.ndarray]:
     """DFA feedback: entry l (0-based hidden layer) is n_l × n_L and carries the output error e to layer l."""
     n_out = arch[-1]
-    return [feedback_matrix(arch[l + 1], n_out, seed, DFA_STREAM + l, 1.0 / np.sqrt(n_out))
+    return [feedback_matrix(arch[l + 1], n_out, seed, DFA_LANE + l, 1.0 / np.sqrt(n_out))
             for l in range(len(arch) - 2)]
 
 

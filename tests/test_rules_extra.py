@@ -15,7 +15,7 @@ from loco_fpga.golden_model import load_dataset, train
 from loco_fpga.golden_model.network import RateNetwork, mse_loss
 from loco_fpga.golden_model.rules import make_rule
 from loco_fpga.golden_model.rules_feedback import (
-    DFA_STREAM, FA_STREAM, dfa_feedback, fa_feedback, feedback_matrix, stream_state)
+    DFA_LANE, FA_LANE, dfa_feedback, fa_feedback, feedback_matrix, stream_state)
 from loco_fpga.golden_model.rules_lls import lls_basis, lls_local_gradients, lls_local_loss
 from loco_fpga.golden_model.rules_owm import owm_update
 from loco_fpga.golden_model.rules_ssa import (
@@ -165,7 +165,7 @@ def test_dfa_feedback_regenerates_identically_from_the_seed_with_the_documented_
         assert np.mean(b == d) < 0.7                      # another seed: (nearly) independent signs
         assert set(np.unique(b)) == {-1 / math.sqrt(10), 1 / math.sqrt(10)}
         assert 0.4 < np.mean(b > 0) < 0.6
-    words = _xorshift_reference(stream_state(1234, DFA_STREAM), 2)
+    words = _xorshift_reference(stream_state(1234, DFA_LANE), 2)
     bits = [(words[i // 32] >> (i % 32)) & 1 for i in range(64)]
     np.testing.assert_array_equal(first[0].reshape(-1)[:64] > 0, np.array(bits) == 1)
     assert not np.array_equal(first[0], first[1])          # each layer has its own stream
@@ -179,8 +179,10 @@ def test_dfa_feedback_regenerates_identically_from_the_seed_with_the_documented_
 def test_fa_feedback_shapes_and_streams():
     fb = fa_feedback((64, 100, 50, 10), 3)
     assert [b.shape for b in fb] == [(100, 50), (50, 10)]
-    np.testing.assert_array_equal(fb[1], feedback_matrix(50, 10, 3, FA_STREAM + 1, 1 / math.sqrt(10)))
+    np.testing.assert_array_equal(fb[1], feedback_matrix(50, 10, 3, FA_LANE + 1, 1 / math.sqrt(10)))
     assert stream_state(0, 0) != 0
+    from loco_fpga.golden_model import prng
+    assert stream_state(3, FA_LANE + 1) == prng.seed_state(3, prng.DFA, FA_LANE + 1)   # the project PRNG's lanes
 
 
 # -- LLS ------------------------------------------------------------------------------------------------
