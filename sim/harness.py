@@ -132,8 +132,6 @@ def build(component: wiring.Component | Callable[[], wiring.Component], *, name:
         raise ValueError(f"name = {name!r}: use letters, digits, '-' and '_' only (it names a directory)")
     params = dict(params or {})
     setup_tool_environment()
-    from cocotb_tools.runner import get_runner  # noqa: PLC0415  (cocotb is only needed to simulate)
-
     dut = component() if callable(component) and not isinstance(component, wiring.Component) else component
     text = to_verilog(dut)
     ports = port_names(dut)
