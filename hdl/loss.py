@@ -1,0 +1,137 @@
+"""Loss unit — the gateware twin of ``FixedRule.loss_unit`` (golden_model/fixed.py, step 4).
+
+Per sample it takes the output layer's two passes, one output k per transfer (k = 0 … n_L − 1 in index
+order), and computes, with the formats of ``loco_fpga.qformat``:
+
+* Δy_k = sat_out(ỹ_k − y_k);
+* ΔL_sum = Σ_k Δy_k (Δy_k + 2 (y_k − t_k)), t_k = 2^wf·[k = label] — exact (2·wf fraction bits; the
+  accumulator is wide enough for any n_L, so the order of summation cannot matter);
+* dl = narrow(ΔL_sum → fmts.dl, half-up), g = narrow(dl · lr_reg → fmts.g, half-up).
+
+It is sequential (one output per cycle, then two cycles for dl and g): the loss unit runs once per sample,
+next to T·n_out·⌈(n_in+1)/LANES⌉ cycles of the layer engines, so it is never the bottleneck.
+"""
+
+import math
+
+from amaranth import Module, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from loco_fpga.qformat import Formats
+
+from .fixed import narrow, shape
+
+__all__ = ["LossUnit"]
+
+
+class LossUnit(wiring.Component):
+    """Δy, ΔL_sum, dl and g of one sample.
+
+    Parameters (keyword-only): ``formats`` (:class:`~loco_fpga.qformat.Formats` of the config), ``n_out``
+    (n_L, the number of outputs).
+
+    Ports:
+        i (In stream of :attr:`input_layout` = {y: out, y_noisy: out, last: 1}): the outputs of the clean
+            and the noisy pass, index order; ``last`` marks k = n_out − 1 (the unit also counts k itself and
+            uses its own count for the target; ``last`` must agree with it).
+        label (In range(n_out)), lr (In ``shape(fmts.lr)``): the sample's class and the learning-rate
+            register; held stable from the sample's first transfer on ``i`` to its last transfer on ``o``.
+        o (Out stream of :attr:`output_layout` = {dy: out, dl_sum, dl, g, last: 1}): one transfer per
+            input transfer, in order, carrying Δy_k; the transfer with ``last`` set also carries ΔL_sum, dl
+            and g (zero on the others).
+
+    Timing: :attr:`latency` = 1 cycle from accepting output k < n_out − 1 to its Δy on ``o``;
+    :attr:`final_latency` = 3 cycles from accepting the last output to the transfer carrying g.
+    ``o.valid`` never waits on ``o.ready``.
+    """
+
+    def __init__(self, *, formats: Formats, n_out: int):
+        if not isinstance(formats, Formats):
+            raise TypeError(f"formats = {formats!r}: expected a loco_fpga.qformat.Formats")
+        if isinstance(n_out, bool) or not isinstance(n_out, int) or n_out < 1:
+            raise ValueError(f"n_out = {n_out!r}: must be a positive integer")
+        if formats.out.frac != formats.weight.frac:
+            raise ValueError(f"formats.out = {formats.out.label()}: the output format must have the weight "
+                             f"format's {formats.weight.frac} fraction bits")
+        self._formats, self._n_out = formats, n_out
+        ob = formats.out.bits
+        # |Δy| ≤ 2^(ob−1), |Δy + 2(y − t)| < 2^(ob+2): each term < 2^(2·ob+1), n_out of them.
+        self._sum_shape = signed(2 * ob + 3 + max(0, math.ceil(math.log2(n_out))))
+        out = shape(formats.out)
+        self._input_layout = data.StructLayout({"y": out, "y_noisy": out, "last": 1})
+        self._output_layout = data.StructLayout({"dy": out, "dl_sum": self._sum_shape,
+                                                 "dl": shape(formats.dl), "g": shape(formats.g), "last": 1})
+        super().__init__({"i": In(stream.Signature(self._input_layout)),
+                          "label": In(range(n_out)), "lr": In(shape(formats.lr)),
+                          "o": Out(stream.Signature(self._output_layout))})
+
+    formats = property(lambda self: self._formats)
+    n_out = property(lambda self: self._n_out)
+    input_layout = property(lambda self: self._input_layout)
+    output_layout = property(lambda self: self._output_layout)
+
+    @property
+    def latency(self) -> int:
+        """Cycles from accepting a non-last output to its Δy being valid on ``o``."""
+        return 1
+
+    @property
+    def final_latency(self) -> int:
+        """Cycles from accepting the last output of a sample to the transfer carrying ΔL_sum, dl and g."""
+        return 3
+
+    def elaborate(self, platform):
+        m = Module()
+        fm = self._formats
+        wf = fm.weight.frac
+
+        k = Signal(range(self._n_out))
+        acc = Signal(self._sum_shape)
+        total = Signal(self._sum_shape)
+        dy = Signal(shape(fm.out))
+        dy_last = Signal(shape(fm.out))
+        dl = Signal(shape(fm.dl))
+        product = Signal(signed(fm.dl.bits + fm.lr.bits + 1))
+        term = Signal(self._sum_shape)
+
+        p = self.i.payload
+        target = Signal(signed(wf + 2))
+        m.d.comb += [
+            target.eq((k == self.label) << wf),
+            dy.eq(narrow(p.y_noisy - p.y, wf, fm.out)),          # sat_out(ỹ − y); no bits dropped
+            term.eq(dy * (dy + 2 * (p.y - target))),
+            total.eq(acc + term),
+            product.eq(dl * self.lr),
+        ]
+
+        out_free = ~self.o.valid | self.o.ready
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+
+        with m.FSM():
+            with m.State("ACCUMULATE"):
+                m.d.comb += self.i.ready.eq(out_free)
+                with m.If(self.i.valid & out_free):
+                    with m.If(k == self._n_out - 1):
+                        m.d.sync += [acc.eq(total), dy_last.eq(dy), k.eq(0)]
+                        m.next = "DL"
+                    with m.Else():
+                        m.d.sync += [acc.eq(total), k.eq(k + 1), self.o.valid.eq(1),
+                                     self.o.payload.eq(0), self.o.payload.dy.eq(dy)]
+            with m.State("DL"):
+                m.d.sync += dl.eq(narrow(acc, 2 * wf, fm.dl, "half-up"))
+                m.next = "G"
+            with m.State("G"):
+                with m.If(out_free):
+                    m.d.sync += [
+                        self.o.valid.eq(1),
+                        self.o.payload.dy.eq(dy_last),
+                        self.o.payload.dl_sum.eq(acc),
+                        self.o.payload.dl.eq(dl),
+                        self.o.payload.g.eq(narrow(product, fm.dl.frac + fm.lr.frac, fm.g, "half-up")),
+                        self.o.payload.last.eq(1),
+                        acc.eq(0),
+                    ]
+                    m.next = "ACCUMULATE"
+        return m
