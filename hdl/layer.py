@@ -1,0 +1,350 @@
+"""Layer engine — one layer of ``FixedNetwork.run`` (golden_model/fixed.py, step 3), both passes at once.
+
+For each time step t and each neuron i (in index order), with the layer's input spike vectors s (clean) and
+s̃ (noisy) of step t and the bias input fixed at 1:
+
+* A = Σ_j W_ij s_j + b_i and Ã = Σ_j W_ij s̃_j + b_i from the **same** weight reads (two accumulators);
+  the sums are exact (the accumulator is wide enough for n_in + 1 weights);
+* I = sat_acc(A), Ĩ = sat_acc(Ã ± σ_q) with σ_q = 2^(wf − sigma_shift) and the sign from the noise bits
+  (1 → +σ): neuron i takes bit i mod 32 of noise word ⌊i/32⌋ (PRNG lane (NOISE, l), golden_model/prng.py);
+* hidden: V ← sat_membrane(V − (V >> k)·[LIF] + I); s = V ≥ θ; V ← V − θ·s; count += s (each pass);
+* output: Y += I (exact, acc_bits + log2 T bits), and after T steps y = sat_out((Y + T/2) >> log2 T).
+
+Membranes and counts start at 0 every sample (the first step ignores the stored state instead of clearing
+the memory). Weights live in a memory of n_out·C words of ``lanes`` weights (C = ⌈(n_in + 1)/lanes⌉ chunks
+per row; word i·C + c holds W[i, c·lanes … c·lanes + lanes − 1], the bias is column n_in, padding columns
+are ignored). One word is read per cycle, so a time step takes n_out·C cycles of accumulation plus a fixed
+overhead (:attr:`cycles_per_step`).
+"""
+
+import functools
+import math
+
+from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from loco_fpga.qformat import Formats
+
+from .fixed import narrow, saturate, shape
+
+__all__ = ["NEURONS", "LayerEngine", "default_memory"]
+
+#: neuron models, spelled as in ``[spiking] neuron``
+NEURONS = ("if", "lif")
+_MAX_WIDTH = 1 << 16
+_MAX_STEPS = 4096
+
+
+def default_memory(*, shape, depth: int, name: str):
+    """The memory hook's default: an ``amaranth.lib.memory.Memory`` (inferred as block RAM).
+
+    A hook is any callable with this signature returning an object with ``read_port(domain="sync")``
+    (one cycle read latency) and ``write_port()``, as ``lib.memory.Memory`` has; a board can return a
+    wrapper around its EBR/SPRAM primitives instead. ``name`` is ``"weights"`` or ``"state"``.
+    """
+    return memory.Memory(shape=shape, depth=depth, init=[])
+
+
+def _check_int(name, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{name} = {value!r}: must be an integer in [{lo}, {hi}]")
+
+
+class LayerEngine(wiring.Component):
+    """One layer, time-multiplexed over its neurons, with ``lanes`` synapses per cycle.
+
+    Parameters (keyword-only): ``n_in``, ``n_out`` (layer widths), ``lanes`` (1 … n_in + 1), ``formats``
+    (:class:`~loco_fpga.qformat.Formats` of the config: weight, acc, membrane, out, rate, log2 T, σ),
+    ``threshold`` θ in membrane LSBs (hidden layers), ``neuron`` (``"if"``/``"lif"``), ``leak_shift`` k
+    (LIF), ``output`` (True: the network's output layer — no spiking, y at the end), ``memory`` (hook, see
+    :func:`default_memory`). :meth:`from_config` derives all of them from a config and a layer index.
+
+    Ports:
+        noise (In stream {word: 32}): ⌈n_out/32⌉ PRNG words at the start of every sample (the layer's
+            NOISE lane, in draw order).
+        i (In stream of :attr:`spikes_in_layout` = {clean: n_in, noisy: n_in}): T transfers per sample, one
+            per step; bit j is input j.
+        o (Out stream of :attr:`spikes_out_layout` = {clean: n_out, noisy: n_out}; hidden layers only): T
+            transfers per sample, the layer's spikes of each step (bit i is neuron i).
+        r (Out stream of :attr:`result_layout`): n_out transfers at the end of a sample, neuron order,
+            ``last`` on the final one. Hidden: {count, count_noisy: rate format}; output: {y, y_noisy: out
+            format} — the layout the loss unit takes.
+        w_en, w_addr, w_data (In; w_data is ``lanes`` weights): weight writes, word address i·C + c; only
+            between samples (while the engine waits for noise words).
+
+    Timing: with the streams never stalling, one step takes exactly :attr:`cycles_per_step` cycles,
+    of which n_out·C (:attr:`accumulate_cycles`) read weights; see :attr:`cycles_per_sample`.
+    """
+
+    def __init__(self, *, n_in: int, n_out: int, lanes: int, formats: Formats, threshold: int = 1,
+                 neuron: str = "if", leak_shift: int = 0, output: bool = False, memory=default_memory):
+        _check_int("n_in", n_in, 1, _MAX_WIDTH)
+        _check_int("n_out", n_out, 1, _MAX_WIDTH)
+        _check_int("lanes", lanes, 1, n_in + 1)
+        if not isinstance(formats, Formats):
+            raise TypeError(f"formats = {formats!r}: expected a loco_fpga.qformat.Formats")
+        if neuron not in NEURONS:
+            raise ValueError(f"neuron = {neuron!r}: expected one of {', '.join(NEURONS)}")
+        if neuron == "lif":
+            _check_int("leak_shift", leak_shift, 1, formats.membrane.bits)
+        elif leak_shift != 0:
+            raise ValueError(f"leak_shift = {leak_shift!r}: must be 0 for neuron = 'if'")
+        if not isinstance(output, bool):
+            raise ValueError(f"output = {output!r}: must be True or False")
+        if not output:
+            _check_int("threshold", threshold, 1, formats.membrane.max)
+        if not 0 <= formats.log2_steps <= math.log2(_MAX_STEPS):
+            raise ValueError(f"formats.log2_steps = {formats.log2_steps!r}: T must be 1 … {_MAX_STEPS}")
+        wf = formats.weight.frac
+        if not (formats.acc.frac == formats.membrane.frac == formats.out.frac == wf):
+            raise ValueError(f"formats.acc = {formats.acc.label()}: acc, membrane and out must have the weight "
+                             f"format's {wf} fraction bits")
+        if not 0 <= formats.sigma_shift <= wf:
+            raise ValueError(f"formats.sigma_shift = {formats.sigma_shift!r}: σ = 2^-s must be at least one "
+                             f"weight LSB (0 ≤ s ≤ {wf})")
+        if not callable(memory):
+            raise TypeError(f"memory = {memory!r}: expected a callable (shape=, depth=, name=) -> Memory")
+        self._n_in, self._n_out, self._lanes = n_in, n_out, lanes
+        self._formats, self._threshold = formats, threshold
+        self._neuron, self._leak_shift, self._output = neuron, leak_shift if neuron == "lif" else 0, output
+        self._memory = memory
+        self._chunks = -(-(n_in + 1) // lanes)
+        self._noise_words = -(-n_out // 32)
+        self._spikes_in_layout = data.StructLayout({"clean": unsigned(n_in), "noisy": unsigned(n_in)})
+        self._spikes_out_layout = data.StructLayout({"clean": unsigned(n_out), "noisy": unsigned(n_out)})
+        if output:
+            self._result_layout = data.StructLayout({"y": shape(formats.out), "y_noisy": shape(formats.out),
+                                                     "last": 1})
+        else:
+            self._result_layout = data.StructLayout({"count": shape(formats.rate),
+                                                     "count_noisy": shape(formats.rate), "last": 1})
+        self._word_layout = data.ArrayLayout(shape(formats.weight), lanes)
+        members = {
+            "noise": In(stream.Signature(data.StructLayout({"word": unsigned(32)}))),
+            "i": In(stream.Signature(self._spikes_in_layout)),
+            "r": Out(stream.Signature(self._result_layout)),
+            "w_en": In(1),
+            "w_addr": In(range(self.weight_depth)),
+            "w_data": In(self._word_layout),
+        }
+        if not output:
+            members["o"] = Out(stream.Signature(self._spikes_out_layout))
+        super().__init__(members)
+
+    @classmethod
+    def from_config(cls, config, layer: int, *, lanes: int, memory=default_memory) -> "LayerEngine":
+        """The engine of layer ``layer`` (0-based, weights W_layer) of ``config``'s network."""
+        from loco_fpga.qformat import formats  # noqa: PLC0415
+
+        arch = config.network.arch
+        _check_int("layer", layer, 0, len(arch) - 2)
+        fm = formats(config)
+        spk = config.spiking
+        lif = spk.neuron == "lif"
+        return cls(n_in=arch[layer], n_out=arch[layer + 1], lanes=lanes, formats=fm,
+                   threshold=fm.membrane.from_float(spk.threshold), neuron=spk.neuron,
+                   leak_shift=spk.leak_shift if lif else 0, output=layer == len(arch) - 2, memory=memory)
+
+    n_in = property(lambda self: self._n_in)
+    n_out = property(lambda self: self._n_out)
+    lanes = property(lambda self: self._lanes)
+    formats = property(lambda self: self._formats)
+    threshold = property(lambda self: self._threshold)
+    neuron = property(lambda self: self._neuron)
+    leak_shift = property(lambda self: self._leak_shift)
+    output = property(lambda self: self._output)
+    steps = property(lambda self: 1 << self._formats.log2_steps)
+    #: weight words per neuron row, ⌈(n_in + 1)/lanes⌉
+    chunks = property(lambda self: self._chunks)
+    weight_depth = property(lambda self: self._n_out * self._chunks)
+    noise_words = property(lambda self: self._noise_words)
+    spikes_in_layout = property(lambda self: self._spikes_in_layout)
+    spikes_out_layout = property(lambda self: self._spikes_out_layout)
+    result_layout = property(lambda self: self._result_layout)
+    word_layout = property(lambda self: self._word_layout)
+
+    @property
+    def accumulate_cycles(self) -> int:
+        """Weight-read cycles per step: n_out·⌈(n_in + 1)/lanes⌉ (the SPEC §7 bound for this ``lanes``)."""
+        return self._n_out * self._chunks
+
+    @property
+    def cycles_per_step(self) -> int:
+        """Cycles from accepting step t's spikes to accepting step t + 1's, streams never stalling:
+        1 (accept) + n_out·C (weight reads) + 1 (last neuron's update) [+ 1 (emit spikes), hidden]."""
+        return self.accumulate_cycles + (2 if self._output else 3)
+
+    @property
+    def cycles_per_sample(self) -> int:
+        """Cycles per sample, streams never stalling: noise words, T steps, 2 per result."""
+        return self._noise_words + self.steps * self.cycles_per_step + 2 * self._n_out
+
+    @property
+    def latency(self) -> int:
+        """Cycles from accepting a step's spikes on ``i`` to its spikes being valid on ``o`` (hidden)."""
+        return self.accumulate_cycles + 2
+
+    def elaborate(self, platform):
+        m = Module()
+        fm = self._formats
+        n_in, n_out, lanes, chunks = self._n_in, self._n_out, self._lanes, self._chunks
+        wf = fm.weight.frac
+        log2t = fm.log2_steps
+        sigma = 1 << (wf - fm.sigma_shift)
+        acc_shape = signed(fm.weight.bits + max(1, math.ceil(math.log2(chunks * lanes))) + 1)
+        if self._output:
+            y_shape = signed(fm.acc.bits + log2t + 1)
+            state_layout = data.StructLayout({"y": y_shape, "y_noisy": y_shape})
+        else:
+            state_layout = data.StructLayout({"v": shape(fm.membrane), "v_noisy": shape(fm.membrane),
+                                              "count": shape(fm.rate), "count_noisy": shape(fm.rate)})
+
+        m.submodules.weights = wmem = self._memory(shape=self._word_layout, depth=self.weight_depth,
+                                                   name="weights")
+        m.submodules.state = smem = self._memory(shape=state_layout, depth=n_out, name="state")
+        w_rd, w_wr = wmem.read_port(domain="sync"), wmem.write_port()
+        s_rd, s_wr = smem.read_port(domain="sync"), smem.write_port()
+        m.d.comb += [w_wr.en.eq(self.w_en), w_wr.addr.eq(self.w_addr), w_wr.data.eq(self.w_data)]
+
+        # -- control state ------------------------------------------------------------------------------
+        signs = Signal(32 * self._noise_words)
+        word_no = Signal(range(self._noise_words + 1))
+        pad = chunks * lanes
+        clean_in = Signal(pad)                         # the step's inputs, bias bit set, padding zero
+        noisy_in = Signal(pad)
+        step = Signal(range(self.steps))
+        first_step = Signal()
+        neuron = Signal(range(n_out))
+        chunk = Signal(range(chunks))
+        spikes_c = Signal(n_out)
+        spikes_n = Signal(n_out)
+
+        # -- pipeline stage 1: the word read in the previous cycle arrives ------------------------------
+        p_valid = Signal()
+        p_neuron = Signal(range(n_out))
+        p_chunk = Signal(range(chunks))
+        p_first = Signal()
+        p_last = Signal()
+        acc_c = Signal(acc_shape)
+        acc_n = Signal(acc_shape)
+
+        m.d.comb += [w_rd.addr.eq(neuron * chunks + chunk), w_rd.en.eq(1), s_rd.en.eq(1)]
+        m.d.sync += p_valid.eq(0)
+
+        sel_c = clean_in.word_select(p_chunk, lanes)
+        sel_n = noisy_in.word_select(p_chunk, lanes)
+        word = w_rd.data
+        part_c = functools.reduce(lambda a, b: a + b, [Mux(sel_c[k], word[k], 0) for k in range(lanes)])
+        part_n = functools.reduce(lambda a, b: a + b, [Mux(sel_n[k], word[k], 0) for k in range(lanes)])
+        sum_c = Signal(acc_shape)
+        sum_n = Signal(acc_shape)
+        m.d.comb += [sum_c.eq(Mux(p_first, 0, acc_c) + part_c), sum_n.eq(Mux(p_first, 0, acc_n) + part_n)]
+        with m.If(p_valid):
+            m.d.sync += [acc_c.eq(sum_c), acc_n.eq(sum_n)]
+
+        # Neuron update, in the cycle the last chunk arrives (the state word of p_neuron arrives with it).
+        xi = Mux(signs.bit_select(p_neuron, 1), sigma, -sigma)
+        cur_c = Signal(shape(fm.acc))
+        cur_n = Signal(shape(fm.acc))
+        m.d.comb += [cur_c.eq(saturate(sum_c, fm.acc)), cur_n.eq(saturate(sum_n + xi, fm.acc))]
+        old = s_rd.data
+        new = Signal(state_layout)
+        spike_c, spike_n = Signal(), Signal()
+        if self._output:
+            m.d.comb += [new.y.eq(Mux(first_step, 0, old.y) + cur_c),
+                         new.y_noisy.eq(Mux(first_step, 0, old.y_noisy) + cur_n)]
+        else:
+            theta, k = self._threshold, self._leak_shift
+            for v_old, cnt_old, cur, spike, v_new, cnt_new in (
+                    (old.v, old.count, cur_c, spike_c, new.v, new.count),
+                    (old.v_noisy, old.count_noisy, cur_n, spike_n, new.v_noisy, new.count_noisy)):
+                v0 = Signal(shape(fm.membrane))
+                v1 = Signal(shape(fm.membrane))
+                m.d.comb += v0.eq(Mux(first_step, 0, v_old))
+                leaked = v0 - (v0 >> k) if k else v0
+                m.d.comb += [
+                    v1.eq(saturate(leaked + cur, fm.membrane)),
+                    spike.eq(v1 >= theta),
+                    v_new.eq(v1 - Mux(spike, theta, 0)),
+                    cnt_new.eq(Mux(first_step, 0, cnt_old) + spike),
+                ]
+        m.d.comb += [s_wr.addr.eq(p_neuron), s_wr.data.eq(new), s_wr.en.eq(p_valid & p_last)]
+        if not self._output:
+            with m.If(p_valid & p_last):
+                m.d.sync += [spikes_c.bit_select(p_neuron, 1).eq(spike_c),
+                             spikes_n.bit_select(p_neuron, 1).eq(spike_n)]
+
+        # -- results ------------------------------------------------------------------------------------
+        r_neuron = Signal(range(n_out))
+        if self._output:
+            result = {"y": narrow(old.y, wf + log2t, fm.out, "half-up"),
+                      "y_noisy": narrow(old.y_noisy, wf + log2t, fm.out, "half-up")}
+        else:
+            result = {"count": old.count, "count_noisy": old.count_noisy}
+
+        bias = Const(1 << n_in, pad)
+        with m.FSM():
+            with m.State("NOISE"):
+                m.d.comb += self.noise.ready.eq(1)
+                with m.If(self.noise.valid):
+                    m.d.sync += [signs.word_select(word_no, 32).eq(self.noise.payload.word),
+                                 word_no.eq(word_no + 1)]
+                    with m.If(word_no == self._noise_words - 1):
+                        m.d.sync += [word_no.eq(0), step.eq(0), first_step.eq(1)]
+                        m.next = "INPUT"
+            with m.State("INPUT"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    m.d.sync += [clean_in.eq(self.i.payload.clean | bias),
+                                 noisy_in.eq(self.i.payload.noisy | bias), neuron.eq(0), chunk.eq(0)]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += s_rd.addr.eq(neuron)
+                m.d.sync += [p_valid.eq(1), p_neuron.eq(neuron), p_chunk.eq(chunk),
+                             p_first.eq(chunk == 0), p_last.eq(chunk == chunks - 1)]
+                with m.If(chunk == chunks - 1):
+                    m.d.sync += chunk.eq(0)
+                    with m.If(neuron == n_out - 1):
+                        m.next = "DRAIN"
+                    with m.Else():
+                        m.d.sync += neuron.eq(neuron + 1)
+                with m.Else():
+                    m.d.sync += chunk.eq(chunk + 1)
+            with m.State("DRAIN"):                        # the last neuron's update is written now
+                last_step = step == self.steps - 1
+                if self._output:
+                    m.d.sync += [step.eq(step + 1), first_step.eq(0)]
+                    with m.If(last_step):
+                        m.d.sync += r_neuron.eq(0)
+                        m.next = "READ"
+                    with m.Else():
+                        m.next = "INPUT"
+                else:
+                    m.next = "EMIT"
+            if not self._output:
+                with m.State("EMIT"):
+                    m.d.comb += [self.o.valid.eq(1), self.o.payload.clean.eq(spikes_c),
+                                 self.o.payload.noisy.eq(spikes_n)]
+                    with m.If(self.o.ready):
+                        m.d.sync += [step.eq(step + 1), first_step.eq(0)]
+                        with m.If(step == self.steps - 1):
+                            m.d.sync += r_neuron.eq(0)
+                            m.next = "READ"
+                        with m.Else():
+                            m.next = "INPUT"
+            with m.State("READ"):
+                m.d.comb += s_rd.addr.eq(r_neuron)
+                m.next = "RESULT"
+            with m.State("RESULT"):
+                m.d.comb += [s_rd.addr.eq(r_neuron), self.r.valid.eq(1),
+                             self.r.payload.last.eq(r_neuron == n_out - 1)]
+                m.d.comb += [getattr(self.r.payload, name).eq(value) for name, value in result.items()]
+                with m.If(self.r.ready):
+                    m.d.sync += r_neuron.eq(r_neuron + 1)
+                    with m.If(r_neuron == n_out - 1):
+                        m.d.sync += r_neuron.eq(0)
+                        m.next = "NOISE"
+                    with m.Else():
+                        m.next = "READ"
+        return m
