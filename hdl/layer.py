@@ -284,9 +284,10 @@ class LayerEngine(wiring.Component):
             result = {"count": old.count, "count_noisy": old.count_noisy}
 
         bias = Const(1 << n_in, pad)
-        with m.FSM():
+        # Port outputs are plain functions of registers (no assignments inside FSM states): an event-driven
+        # simulator (Icarus) then evaluates them from time 0, before the state first changes.
+        with m.FSM() as fsm:
             with m.State("NOISE"):
-                m.d.comb += self.noise.ready.eq(1)
                 with m.If(self.noise.valid):
                     m.d.sync += [signs.word_select(word_no, 32).eq(self.noise.payload.word),
                                  word_no.eq(word_no + 1)]
@@ -294,13 +295,11 @@ class LayerEngine(wiring.Component):
                         m.d.sync += [word_no.eq(0), step.eq(0), first_step.eq(1)]
                         m.next = "INPUT"
             with m.State("INPUT"):
-                m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
                     m.d.sync += [clean_in.eq(self.i.payload.clean | bias),
                                  noisy_in.eq(self.i.payload.noisy | bias), neuron.eq(0), chunk.eq(0)]
                     m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += s_rd.addr.eq(neuron)
                 m.d.sync += [p_valid.eq(1), p_neuron.eq(neuron), p_chunk.eq(chunk),
                              p_first.eq(chunk == 0), p_last.eq(chunk == chunks - 1)]
                 with m.If(chunk == chunks - 1):
@@ -324,8 +323,6 @@ class LayerEngine(wiring.Component):
                     m.next = "EMIT"
             if not self._output:
                 with m.State("EMIT"):
-                    m.d.comb += [self.o.valid.eq(1), self.o.payload.clean.eq(spikes_c),
-                                 self.o.payload.noisy.eq(spikes_n)]
                     with m.If(self.o.ready):
                         m.d.sync += [step.eq(step + 1), first_step.eq(0)]
                         with m.If(step == self.steps - 1):
@@ -334,12 +331,8 @@ class LayerEngine(wiring.Component):
                         with m.Else():
                             m.next = "INPUT"
             with m.State("READ"):
-                m.d.comb += s_rd.addr.eq(r_neuron)
                 m.next = "RESULT"
             with m.State("RESULT"):
-                m.d.comb += [s_rd.addr.eq(r_neuron), self.r.valid.eq(1),
-                             self.r.payload.last.eq(r_neuron == n_out - 1)]
-                m.d.comb += [getattr(self.r.payload, name).eq(value) for name, value in result.items()]
                 with m.If(self.r.ready):
                     m.d.sync += r_neuron.eq(r_neuron + 1)
                     with m.If(r_neuron == n_out - 1):
@@ -347,4 +340,15 @@ class LayerEngine(wiring.Component):
                         m.next = "NOISE"
                     with m.Else():
                         m.next = "READ"
+        m.d.comb += [
+            self.noise.ready.eq(fsm.ongoing("NOISE")),
+            self.i.ready.eq(fsm.ongoing("INPUT")),
+            s_rd.addr.eq(Mux(fsm.ongoing("RUN"), neuron, r_neuron)),
+            self.r.valid.eq(fsm.ongoing("RESULT")),
+            self.r.payload.last.eq(r_neuron == n_out - 1),
+        ]
+        m.d.comb += [getattr(self.r.payload, name).eq(value) for name, value in result.items()]
+        if not self._output:
+            m.d.comb += [self.o.valid.eq(fsm.ongoing("EMIT")), self.o.payload.clean.eq(spikes_c),
+                         self.o.payload.noisy.eq(spikes_n)]
         return m

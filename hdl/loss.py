@@ -109,9 +109,8 @@ class LossUnit(wiring.Component):
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
 
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("ACCUMULATE"):
-                m.d.comb += self.i.ready.eq(out_free)
                 with m.If(self.i.valid & out_free):
                     with m.If(k == self._n_out - 1):
                         m.d.sync += [acc.eq(total), dy_last.eq(dy), k.eq(0)]
@@ -134,4 +133,5 @@ class LossUnit(wiring.Component):
                         acc.eq(0),
                     ]
                     m.next = "ACCUMULATE"
+        m.d.comb += self.i.ready.eq(fsm.ongoing("ACCUMULATE") & out_free)   # outside the FSM: see layer.py
         return m
