@@ -8,6 +8,11 @@ every layer. With ΔL = ℓ(ỹ) − ℓ(y) and g = η ΔL / σ², each layer up
 e_l = ξ_l (times the derivative mask where that applies) and v_l = [ã_{l-1}; 1] (noisy input). LOCO
 replaces v_l by its projection v⊥ orthogonal to the other clusters' prototypes (``clusters.py``).
 Every layer's update needs only the broadcast scalar g and layer-local signals.
+
+``rule.output_update = "delta"`` (np, loco): the output layer gets no perturbation and learns from its exact
+local gradient, W_L −= η (2/n_L)(y − t) u⊥ᵀ with u its clean input (projected like v for LOCO); ΔL then
+carries only the hidden layers' perturbations. In deep networks the output layer's own noise dominates
+ΔL and drowns the hidden layers' signal (docs/results.md, depth).
 """
 
 from __future__ import annotations
@@ -93,13 +98,18 @@ class NodePerturbation(Rule):
         self._offsets = np.cumsum((0,) + tuple(self.widths))
         # Preallocated bias-augmented inputs, columns (clean, noisy); the last row stays 1.
         self._inputs = [np.ones((n + 1, 2)) for n in net.arch[:-1]]
+        self.output_delta = config.output_update == "delta"
 
     def draw_noise(self) -> np.ndarray:
         """All layers' perturbations for one sample, concatenated (sliced per layer with ``_offsets``)."""
         total = self._offsets[-1]
         if self.config.noise == "rademacher":
-            return self.sigma * (2.0 * self.rng.integers(0, 2, size=total) - 1.0)
-        return self.sigma * self.rng.standard_normal(total)
+            xi = self.sigma * (2.0 * self.rng.integers(0, 2, size=total) - 1.0)
+        else:
+            xi = self.sigma * self.rng.standard_normal(total)
+        if self.output_delta:          # the output layer is not perturbed (output_update = "delta")
+            xi[self._offsets[-2]:] = 0.0
+        return xi
 
     def two_passes(self, x: np.ndarray, xi: np.ndarray):
         """Clean and noisy pass together (each weight read serves both columns, as in hardware).
@@ -137,7 +147,12 @@ class NodePerturbation(Rule):
         inputs, y, y_noisy, masks = self.two_passes(x, xi)
         g = lr * float(loss_difference(y, y_noisy, t)) / (self.sigma * self.sigma)
         use_mask = self.config.mask or self.config.noise_placement == "post"
+        last = self.net.n_layers - 1
         for l, w in enumerate(self.net.weights):
+            if l == last and self.output_delta:     # exact local gradient of the linear readout
+                u = inputs[l][:, 0]
+                rank1_update(w, 2.0 * (y - t) / len(t), self.project(l, u, u), -lr)
+                continue
             e = xi[self._offsets[l]:self._offsets[l + 1]]
             if use_mask and masks[l] is not None:
                 e = e * masks[l]

@@ -293,6 +293,94 @@ def experiment_fixed_point(quick, out_dir, quiet):
         click.echo(f"wrote {p}")
 
 
+
+def _experiment_options(default_dir: str, what: str):
+    """--quick, --out-dir, --seeds, --epochs and -q shared by the research experiments."""
+    def wrap(fn):
+        fn = click.option("-q", "--quiet", is_flag=True, help="no progress bar.")(fn)
+        fn = click.option("--epochs", type=click.IntRange(min=1), default=None,
+                          help="passes over the training set per run (default: the experiment's own).")(fn)
+        fn = click.option("--seeds", type=click.IntRange(min=1), default=None,
+                          help="number of seeds 0..N-1 (default: the experiment's own).")(fn)
+        fn = click.option("--out-dir", type=click.Path(file_okay=False), default=default_dir, show_default=True,
+                          help=f"where {what}.json, {what}.png and {what}.md are written.")(fn)
+        fn = click.option("--quick", is_flag=True,
+                          help="a reduced version (subset of digits, 1 epoch, few points) for CI.")(fn)
+        return fn
+    return wrap
+
+
+def _int_list(text: str | None, name: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{name} = {text!r}: must be integers separated by commas, e.g. 1,2,4") from None
+    if not values or min(values) < 1:
+        raise UserError(f"{name} = {text!r}: must be positive integers separated by commas")
+    return values
+
+
+def _echo_paths(paths) -> None:
+    for p in paths:
+        click.echo(f"wrote {p}")
+
+
+@experiment.command("compare")
+@_experiment_options("results/compare", "compare")
+@click.option("--data", "data_path", type=click.Path(exists=True), default=None,
+              help="an MNIST .npz (or IDX folder): also compare loco, np, dfa, bp on 784-500-500-10.")
+def experiment_compare(quick, out_dir, seeds, epochs, quiet, data_path):
+    """Every rule on digits (and MNIST with --data): final test accuracy, samples to 90 %, wall time;
+    mean ± std over seeds."""
+    from .golden_model.experiment_compare import run_compare
+    _echo_paths(run_compare(out_dir, quick=quick, data_path=data_path, seeds=seeds, epochs=epochs,
+                            progress=not quiet))
+
+
+@experiment.command("depth")
+@_experiment_options("results/depth", "depth")
+@click.option("--depths", default=None, help="hidden-layer counts, e.g. 1,2,4,8,12 (default: 1..12).")
+@click.option("--rules", "rule_names", default=None, help="subset of loco,np,dfa,bp (default: all four).")
+def experiment_depth(quick, out_dir, seeds, epochs, quiet, depths, rule_names):
+    """Test accuracy vs 1…12 hidden layers of width 64 for loco, np, dfa and bp (digits)."""
+    from .golden_model.experiment_depth import DEPTH_RULES, run_depth
+    rules = None
+    if rule_names is not None:
+        rules = [r.strip() for r in rule_names.split(",") if r.strip()]
+        bad = [r for r in rules if r not in DEPTH_RULES]
+        if bad or not rules:
+            raise UserError(f"--rules = {rule_names!r}: choose from {', '.join(DEPTH_RULES)}")
+    _echo_paths(run_depth(out_dir, quick=quick, depths=_int_list(depths, "--depths"), rules=rules, seeds=seeds,
+                          epochs=epochs, progress=not quiet))
+
+
+@experiment.command("continual")
+@_experiment_options("results/continual", "continual")
+def experiment_continual(quick, out_dir, seeds, epochs, quiet):
+    """Class-incremental digits (5 tasks × 2 classes, one pass each) for loco, np, bp and owm: average
+    accuracy after the last task and forgetting per task. (--epochs is ignored: one pass per task.)"""
+    from .golden_model.experiment_continual import run_continual
+    _echo_paths(run_continual(out_dir, quick=quick, seeds=seeds, progress=not quiet))
+
+
+@experiment.command("lr")
+@_experiment_options("results/lr", "lr")
+def experiment_lr(quick, out_dir, seeds, epochs, quiet):
+    """Final test accuracy vs learning rate for loco, np (same settings) and bp on digits."""
+    from .golden_model.experiment_lr import run_lr
+    _echo_paths(run_lr(out_dir, quick=quick, seeds=seeds, epochs=epochs, progress=not quiet))
+
+
+@experiment.command("spiking")
+@_experiment_options("results/spiking", "spiking")
+def experiment_spiking(quick, out_dir, seeds, epochs, quiet):
+    """Spiking LOCO test accuracy vs T in {8,16,32,64} and sigma in {2^-4..2^-7} on digits."""
+    from .golden_model.experiment_spiking import run_spiking
+    _echo_paths(run_spiking(out_dir, quick=quick, seeds=seeds, epochs=epochs, progress=not quiet))
+
+
 def main(argv: list[str] | None = None) -> int:
     from .golden_model.datasets import DatasetError
 

@@ -50,6 +50,7 @@ def default_lr(rule: str) -> float:
     return RULE_DEFAULT_LR.get(rule, RuleConfig.lr)
 NOISE_KINDS = ("rademacher", "gaussian")
 NOISE_PLACEMENTS = ("pre", "post")
+OUTPUT_UPDATES = ("perturb", "delta")
 LR_SCHEDULES = ("constant", "cosine", "step")
 LLS_BASES = ("square", "sine")
 DATASETS = ("digits", "synthetic", "mnist")
@@ -142,6 +143,12 @@ class RuleConfig:
     noise_placement: str = "pre"
     #: multiply hidden-layer noise by the derivative mask 1[0 < z̃ < 1] in the update (always on for `post`).
     mask: bool = False
+    #: np, loco: how the output layer learns. `perturb` (default): like every layer, from ΔL of its own ±σ
+    #: perturbation. `delta`: the output layer is not perturbed and takes its exact local gradient
+    #: W_L −= η · (2/n_L)(y − t) · u⊥ᵀ (u = its clean input, projected as v is for LOCO); the hidden layers still
+    #: learn by perturbation only. Removes the output noise that dominates ΔL (≈ 94 % of its variance at
+    #: init for 12 hidden layers), which deep networks need (docs/results.md, depth). Float models only.
+    output_update: str = "perturb"
     #: number of clusters K per layer (LOCO).
     clusters: int = 8
     #: online k-means rate η_c of the prototypes.
@@ -185,6 +192,9 @@ class RuleConfig:
         _check_choice("rule.noise_placement", self.noise_placement, NOISE_PLACEMENTS)
         if not isinstance(self.mask, bool):
             _fail("rule.mask", self.mask, "must be true or false")
+        _check_choice("rule.output_update", self.output_update, OUTPUT_UPDATES)
+        if self.output_update == "delta" and self.name not in ("np", "loco"):
+            _fail("rule.output_update", self.output_update, f"'delta' applies to np and loco, not {self.name}")
         _check_number("rule.clusters", self.clusters, lo=1, hi=256, integer=True)
         _check_number("rule.proto_lr", self.proto_lr, lo=0, hi=1)
         _check_number("rule.ridge", self.ridge, lo=0)
