@@ -165,6 +165,17 @@ def markdown_table(runs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: the baseline's value of each swept factor
+BASELINE_LABELS = {"weight_bits": "16", "T": "16", "sigma": "2^-5", "K": "8", "encoder": "deterministic",
+                   "rounding": "stochastic", "N_ref": "1"}
+
+
+def _sort_key(group: str, label: str):
+    if group == "sigma":
+        return -int(label.split("-")[1])
+    return int(label) if label.isdigit() else label
+
+
 def plot_study(runs: list[dict], path: Path) -> Path:
     import matplotlib
     matplotlib.use("Agg")
@@ -178,6 +189,9 @@ def plot_study(runs: list[dict], path: Path) -> Path:
     colours = {"fixed": "tab:blue", "spiking": "tab:orange", "rate": "tab:green"}
     for ax, g in zip(axes, groups):
         rs = [r for r in runs if r["group"] == g]
+        if g in BASELINE_LABELS:   # the baseline is the reference point of every sweep
+            rs += [dict(r, label=BASELINE_LABELS[g]) for r in runs if r["group"] == "baseline"]
+            rs.sort(key=lambda r: _sort_key(g, r["label"]))
         labels = list(dict.fromkeys(r["label"] for r in rs))
         for r in rs:
             x = labels.index(r["label"]) + {"fixed": -0.2, "spiking": 0.0, "rate": 0.2}[r["model"]]
@@ -190,7 +204,7 @@ def plot_study(runs: list[dict], path: Path) -> Path:
     axes[0].set_ylabel("test accuracy (digits)")
     from matplotlib.patches import Patch
     axes[-1].legend(handles=[Patch(color=c, label=m) for m, c in colours.items()], fontsize="small",
-                    loc="lower right")
+                    loc="center right")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
