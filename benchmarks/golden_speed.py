@@ -59,7 +59,8 @@ def markdown(results: list[dict], meta: dict) -> str:
         rel = f"{base['samples_per_s'] / r['samples_per_s']:.2f}×" if base else "–"
         lines.append(f"| {r['arch']} | {r['rule']} | {r['samples_per_s']:,.0f} | {r['us_per_sample']:,.1f} | {rel} |")
     lines.append("")
-    lines.append(f"Measured {meta['date']} on {meta['machine']} ({meta['cpus']} cores), Python {meta['python']}, "
+    lines.append(f"Measured {meta['date']} on {meta['machine']} ({meta['cpus']} cores, 1-min load average "
+                 f"{meta['load_average_1min']} at the end), Python {meta['python']}, "
                  f"NumPy {meta['numpy']}; one update per sample (clean + noisy pass + update for np/loco, "
                  f"forward + backward for bp); `python benchmarks/golden_speed.py`.")
     return "\n".join(lines)
@@ -92,7 +93,8 @@ def main() -> None:
             results.append(r)
     meta = {"date": time.strftime("%Y-%m-%d"), "machine": platform.machine(), "cpus": os.cpu_count(),
             "python": platform.python_version(), "numpy": np.__version__,
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "load_average_1min": round(os.getloadavg()[0], 2)}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n", encoding="utf-8")
