@@ -196,6 +196,8 @@ def check_config(config) -> None:
     fx, spk, rule, arch = config.fixed, config.spiking, config.rule, config.network.arch
     if rule.name not in ("np", "loco"):
         _fail("rule.name", rule.name, "the fixed-point model implements np and loco")
+    if getattr(rule, "output_update", "perturb") != "perturb":
+        _fail("rule.output_update", rule.output_update, "the fixed-point model implements 'perturb' only")
     if rule.noise != "rademacher" or rule.noise_placement != "pre":
         _fail("rule.noise", rule.noise, "the fixed-point model uses Rademacher current noise ('pre')")
     if _pow2_exponent(spk.steps) is None:
