@@ -8,7 +8,8 @@ measured (10-way argmax), giving the accuracy matrix A[i, j] = accuracy on task 
 - **average accuracy** = mean_j A[5, j] (after the last task),
 - **forgetting** of task j < 5 = max_{i<5} A[i, j] − A[5, j].
 
-Rules ``loco``, ``np``, ``bp`` (plain per-sample SGD) and ``owm``; constant learning rate (each rule's
+Rules ``loco``, ``np``, ``bp`` (plain per-sample SGD) and ``owm``, plus ``loco+delta`` / ``np+delta`` (the
+output layer learns by its local delta rule, ``rule.output_update = "delta"``); constant learning rate (each rule's
 default, ``config.default_lr``) since a schedule would need to know the task boundaries.
 """
 
@@ -28,7 +29,10 @@ from .train import build
 __all__ = ["run_continual", "continual_points", "train_continual", "TASKS"]
 
 TASKS = [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
-RULES = ("loco", "np", "bp", "owm")
+RULES = ("loco", "np", "bp", "owm", "loco+delta", "np+delta")
+#: labelled variants: ``+delta`` = the output layer learns by its local delta rule (``rule.output_update``).
+_VARIANTS = {"loco+delta": {"name": "loco", "output_update": "delta"},
+             "np+delta": {"name": "np", "output_update": "delta"}}
 
 
 def train_continual(cfg: Config, data: Dataset, tasks=TASKS) -> dict:
@@ -59,9 +63,10 @@ def train_continual(cfg: Config, data: Dataset, tasks=TASKS) -> dict:
 
 def continual_points(quick: bool, rules: list[str] | None = None) -> list[Point]:
     pts = []
-    for r in rules or RULES:
-        ch = {"network": {"arch": (64, 100, 100, 10)},
-              "rule": {"name": r, "lr": default_lr(r), "lr_schedule": "constant"}, "train": {"epochs": 1}}
+    for r in rules or (RULES[:4] if quick else RULES):
+        rule = dict(_VARIANTS.get(r, {"name": r}))
+        rule.update(lr=default_lr(rule["name"]), lr_schedule="constant")
+        ch = {"network": {"arch": (64, 100, 100, 10)}, "rule": rule, "train": {"epochs": 1}}
         pts.append(Point(f"continual/{r}", ch, {"rule": r}))
     return pts
 
