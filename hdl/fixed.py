@@ -15,7 +15,7 @@ from amaranth import Module, Mux, Shape, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from loco_fpga.qformat import ROUNDING_MODES, QFormat
+from loco_fpga.qformat import ROUNDING_MODES, QFormat, narrow_mode
 
 __all__ = ["shape", "shift_round", "saturate", "narrow", "narrow_mode", "Narrow"]
 
@@ -25,15 +25,6 @@ def shape(fmt: QFormat) -> Shape:
     if not isinstance(fmt, QFormat):
         raise TypeError(f"fmt = {fmt!r}: expected a loco_fpga.qformat.QFormat")
     return signed(fmt.bits) if fmt.signed else unsigned(fmt.bits)
-
-
-def narrow_mode(fmt: QFormat, mode: str | None = None) -> str:
-    """The rounding mode a narrowing into ``fmt`` uses — the rule of ``qformat.narrow``: ``mode`` if
-    given, else the format's own rounding when it is a rounding mode, else ``half-up``."""
-    mode = mode or (fmt.rounding if fmt.rounding in ROUNDING_MODES else "half-up")
-    if mode not in ROUNDING_MODES:
-        raise ValueError(f"mode = {mode!r}: expected one of {', '.join(ROUNDING_MODES)}")
-    return mode
 
 
 def shift_round(value, shift: int, mode: str, rand=None):

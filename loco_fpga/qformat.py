@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["QFormat", "Formats", "formats", "check_config", "shift_round", "narrow", "div_trunc",
+__all__ = ["QFormat", "Formats", "formats", "check_config", "shift_round", "narrow", "narrow_mode", "div_trunc",
            "isqrt", "ROUNDING_MODES", "describe"]
 
 ROUNDING_MODES = ("half-up", "trunc", "stochastic")
@@ -96,9 +96,18 @@ def shift_round(x, shift: int, mode: str = "half-up", rand=None):
     raise ValueError(f"unknown rounding mode {mode!r}")
 
 
+def narrow_mode(fmt: QFormat, mode: str | None = None) -> str:
+    """The rounding a narrowing into ``fmt`` uses: ``mode`` if given, else the format's own rounding when it
+    is a rounding mode, else ``half-up``. Shared by the model and the gateware (``hdl.fixed``)."""
+    mode = mode or (fmt.rounding if fmt.rounding in ROUNDING_MODES else "half-up")
+    if mode not in ROUNDING_MODES:
+        raise ValueError(f"mode = {mode!r}: expected one of {', '.join(ROUNDING_MODES)}")
+    return mode
+
+
 def narrow(x, src_frac: int, fmt: QFormat, mode: str | None = None, rand=None):
     """Re-scale ``x`` (``src_frac`` fraction bits) to ``fmt``: round with ``mode`` (default: the format's), saturate."""
-    mode = mode or (fmt.rounding if fmt.rounding in ROUNDING_MODES else "half-up")
+    mode = narrow_mode(fmt, mode)
     return fmt.saturate(shift_round(np.asarray(x, dtype=np.int64), src_frac - fmt.frac, mode, rand))
 
 
