@@ -9,8 +9,9 @@ measured (10-way argmax), giving the accuracy matrix A[i, j] = accuracy on task 
 - **forgetting** of task j < 5 = max_{i<5} A[i, j] − A[5, j].
 
 Rules ``loco``, ``np``, ``bp`` (plain per-sample SGD) and ``owm``, plus ``loco+delta`` / ``np+delta`` (the
-output layer learns by its local delta rule, ``rule.output_update = "delta"``); constant learning rate (each rule's
-default, ``config.default_lr``) since a schedule would need to know the task boundaries.
+output layer learns by its local delta rule, ``rule.output_update = "delta"``) and ``loco``/``np``/``bp`` at
+lr 0.04 (``@0.04``); constant learning rate (each rule's
+default, ``config.default_lr``, unless ``@lr``) since a schedule would need to know the task boundaries.
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ from .train import build
 __all__ = ["run_continual", "continual_points", "train_continual", "TASKS"]
 
 TASKS = [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
-RULES = ("loco", "np", "bp", "owm", "loco+delta", "np+delta")
+RULES = ("loco", "np", "bp", "owm", "loco+delta", "np+delta", "loco@0.04", "np@0.04", "bp@0.04")
 #: labelled variants: ``+delta`` = the output layer learns by its local delta rule (``rule.output_update``).
 _VARIANTS = {"loco+delta": {"name": "loco", "output_update": "delta"},
-             "np+delta": {"name": "np", "output_update": "delta"}}
+             "np+delta": {"name": "np", "output_update": "delta"},
+             # lr 0.04: where LOCO learns fastest on digits (experiment lr); np and bp at the same lr.
+             "loco@0.04": {"name": "loco", "lr": 0.04}, "np@0.04": {"name": "np", "lr": 0.04},
+             "bp@0.04": {"name": "bp", "lr": 0.04}}
 
 
 def train_continual(cfg: Config, data: Dataset, tasks=TASKS) -> dict:
@@ -65,7 +69,8 @@ def continual_points(quick: bool, rules: list[str] | None = None) -> list[Point]
     pts = []
     for r in rules or (RULES[:4] if quick else RULES):
         rule = dict(_VARIANTS.get(r, {"name": r}))
-        rule.update(lr=default_lr(rule["name"]), lr_schedule="constant")
+        rule.setdefault("lr", default_lr(rule["name"]))
+        rule["lr_schedule"] = "constant"
         ch = {"network": {"arch": (64, 100, 100, 10)}, "rule": rule, "train": {"epochs": 1}}
         pts.append(Point(f"continual/{r}", ch, {"rule": r}))
     return pts
