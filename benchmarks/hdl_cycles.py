@@ -1,0 +1,287 @@
+"""Exact cycles per training sample of the network datapath (both passes), against the SPEC §7 roofline.
+
+    python benchmarks/hdl_cycles.py [--quick] [--simulators verilator,icarus]
+
+For the UP5K and ECP5 preset networks (``loco_fpga.config.preset``) at several LANES values:
+
+* **formula**: ``Network.cycles_per_sample`` (hdl/network.py, the engines' published timing chained);
+* **measured** (where simulated): the network's Verilog under cocotb (sim/harness.py) on Verilator and Icarus,
+  random weights and PRNG seeds written first, then samples offered back to back with every output always
+  ready; cycles per sample = cycles between consecutive ``x`` transfers (the datapath takes a new sample only
+  after the previous one's last result), and the first sample's latency = cycles from its ``x`` transfer to
+  the transfer of its last ``o`` word (ΔL_sum, dl, g);
+* **bound** (SPEC §7 roofline for that LANES): each layer engine reads one LANES-wide weight word per cycle
+  from its single memory read port, the clean and noisy passes share every read, and the engines of
+  different layers work in parallel, so a sample needs at least
+  ``T · max_l n_l·⌈(n_{l−1} + 1)/LANES_l⌉`` cycles (LANES_l = min(LANES, n_{l−1} + 1)); the engine multiplies
+  nothing (spike-gated adds), so the part's multipliers do not bound it. Efficiency = bound / cycles;
+* **simulator speed**: simulated cycles per wall-clock second of the free-running sample phase (Python is
+  only woken at sample boundaries and on output words, not every cycle);
+* **samples/s** = routed Fmax / cycles, with the Fmax of an out-of-context UP5K build (boards/synth.py) of
+  the preset's datapath core — its two layer engines and the loss unit; the full Network with its 64 encoders
+  does not fit the UP5K (docs/hdl.md, "Synthesis") — where ``--synth-lanes`` asks for one.
+
+Writes ``benchmarks/results/hdl_cycles.json`` and the table between the ``hdl_cycles`` markers of
+``docs/benchmarks.md``. This file is also the cocotb bench module (``count_cycles``) the simulators import.
+"""
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import ReadOnly, RisingEdge
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+OUT_JSON = RESULTS / "hdl_cycles.json"
+DOC = ROOT / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- hdl_cycles:begin -->", "<!-- hdl_cycles:end -->"
+PERIOD_NS = 10
+
+#: LANES values tabulated from the formula; SIMULATED the (preset, LANES) pairs that are also simulated
+LANES = (1, 2, 4, 8, 16, 65)
+SIMULATED = {"up5k": (1, 4), "ecp5": ()}
+QUICK = {"up5k": (16,), "ecp5": (65,)}
+
+
+def roofline(arch, lanes: int, steps: int) -> int:
+    """SPEC §7 lower bound: T · max over layers of n_out · ⌈(n_in + 1)/LANES⌉ weight-word reads."""
+    return steps * max(n_out * math.ceil((n_in + 1) / min(lanes, n_in + 1))
+                       for n_in, n_out in zip(arch[:-1], arch[1:]))
+
+
+# -- the cocotb bench ---------------------------------------------------------------------------------------
+
+@cocotb.test()
+async def count_cycles(dut):
+    """Back-to-back samples, outputs always ready: the cycle of every ``x`` and every last ``o`` transfer."""
+    import numpy as np
+
+    from loco_fpga.config import preset
+    from loco_fpga.hdl.network import Network
+    from loco_fpga.sim.benches import bench_params
+    from loco_fpga.sim.benches.network import random_stimulus, seed_writes, weight_writes
+
+    params = bench_params()
+    config = preset(params["preset"])
+    model = Network.from_config(config, lanes=params["lanes"])
+    n_samples = params["samples"]
+    weights, samples = random_stimulus(config, n_samples, np.random.default_rng(params["seed"]))
+    payloads = [model.sample_layout.const({"x": [int(v) for v in x], "label": label, "lr": lr}).as_bits()
+                for x, label, lr in samples]
+
+    cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
+    dut.rst.value = 1
+    dut.w_en.value = dut.seed_en.value = dut.x__valid.value = 0
+    dut.o__ready.value = 1
+    for l in range(model.n_layers - 1):
+        getattr(dut, f"counts__{l}__ready").value = 1
+    await RisingEdge(dut.clk)
+    dut.rst.value = 0
+    for layer, addr, row in weight_writes(model, weights):
+        dut.w_en.value, dut.w_layer.value, dut.w_addr.value = 1, layer, addr
+        dut.w_data.value = model.word_layout.const(row).as_bits()
+        await RisingEdge(dut.clk)
+    dut.w_en.value = 0
+    for lane, state in seed_writes(config, model):
+        dut.seed_en.value, dut.seed_lane.value, dut.seed.value = 1, lane, state
+        await RisingEdge(dut.clk)
+    dut.seed_en.value = 0
+
+    def cycle() -> int:
+        return int(cocotb.utils.get_sim_time("ns")) // PERIOD_NS
+
+    last_o = []
+
+    async def watch_outputs():
+        while True:
+            await RisingEdge(dut.o__valid)
+            while True:                                # a few cycles per sample: the n_L result words
+                await ReadOnly()
+                if not dut.o__valid.value:
+                    break
+                if model.output_layout.from_bits(dut.o__payload.value.to_unsigned()).last:
+                    last_o.append(cycle())
+                await RisingEdge(dut.clk)
+
+    cocotb.start_soon(watch_outputs())
+    accepted = []
+    wall = time.monotonic()
+    for payload in payloads:
+        dut.x__payload.value = payload
+        dut.x__valid.value = 1
+        await ReadOnly()
+        if not dut.x__ready.value:
+            await RisingEdge(dut.x__ready)
+            await ReadOnly()
+        accepted.append(cycle())                       # the transfer happens at the end of this cycle
+        await RisingEdge(dut.clk)
+        dut.x__valid.value = 0
+    await RisingEdge(dut.x__ready)                     # the last sample is complete
+    await ReadOnly()
+    accepted.append(cycle())
+    seconds = time.monotonic() - wall
+    Path(params["out"]).write_text(json.dumps({
+        "accepted": accepted, "last_o": last_o, "seconds": seconds,
+        "cycles": accepted[-1] - accepted[0]}))
+
+
+# -- the driver ---------------------------------------------------------------------------------------------
+
+def simulate(preset_name: str, lanes: int, simulator: str, samples: int) -> dict:
+    from loco_fpga.config import preset
+    from loco_fpga.hdl.network import Network
+    from loco_fpga.sim import harness
+
+    os.environ.setdefault("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")   # see tests/test_sim_network.py
+    built = harness.build(lambda: Network.from_config(preset(preset_name), lanes=lanes),
+                          name=f"hdl-cycles-{preset_name}-l{lanes}",
+                          params={"preset": preset_name, "lanes": lanes}, simulator=simulator)
+    out = built.directory / f"cycles-{samples}.json"
+    harness.run(built, "hdl_cycles", params={"samples": samples, "seed": 7, "out": str(out)})
+    got = json.loads(out.read_text())
+    acc = got["accepted"]
+    periods = [b - a for a, b in zip(acc[:-1], acc[1:])]
+    latency = got["last_o"][0] - acc[0] if got["last_o"] else None
+    return {"simulator": simulator, "samples": samples, "periods": periods, "latency_first_to_last": latency,
+            "build_seconds": round(built.build_seconds, 1), "sim_seconds": round(got["seconds"], 2),
+            "cycles_per_second": round(got["cycles"] / got["seconds"])}
+
+
+def synth_fmax(preset_name: str, lanes: int, synth_lanes, synth_dir: str):
+    """Routed Fmax of the UP5K preset's datapath core (its 2 layer engines + loss unit, boards/synth.py,
+    out of context, 24 MHz requested, timing checked by us) — the full Network does not fit the UP5K."""
+    if preset_name != "up5k" or lanes not in synth_lanes:
+        return None
+    from loco_fpga.boards import synth
+    from loco_fpga.config import preset
+    from loco_fpga.hdl.layer import LayerEngine
+    from loco_fpga.hdl.loss import LossUnit
+    from loco_fpga.qformat import formats
+
+    if synth.tools_available("up5k-sg48"):
+        return None
+    config = preset("up5k")
+    designs = [LayerEngine.from_config(config, 0, lanes=lanes), LayerEngine.from_config(config, 1, lanes=lanes),
+               LossUnit(formats=formats(config), n_out=config.network.arch[-1])]
+    print(f"up5k LANES={lanes}: synthesis …", flush=True)
+    try:
+        res = synth.synthesize(designs, part="up5k-sg48", freq_mhz=24, dsp=True, check_timing=False,
+                               build_dir=Path(synth_dir) / f"up5k-l{lanes}")
+    except synth.SynthesisError as err:
+        return {"part": "up5k-sg48", "design": "2 layer engines + loss unit", "error": str(err).splitlines()[0]}
+    print(f"  {res.summary()}", flush=True)
+    return {"part": res.part, "design": "2 layer engines + loss unit", **res.to_json()}
+
+
+def table(rows) -> str:
+    lines = ["| network | LANES | cycles/sample (formula) | measured (sim) | first x → last o (sim; formula) | bound | "
+             "efficiency | Verilator cyc/s | Icarus cyc/s | Fmax (part) | samples/s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for r in rows:
+        sims = {s["simulator"]: s for s in r["simulated"]}
+        measured = sorted({p for s in r["simulated"] for p in s["periods"]})
+        lat = sorted({s["latency_first_to_last"] for s in r["simulated"]})
+        fm = r.get("synth")
+        lines.append("| " + " | ".join([
+            f"{r['preset']} {'-'.join(map(str, r['arch'])) if len(r['arch']) < 5 else str(r['arch'][0]) + '-' + str(r['arch'][1]) + '×' + str(len(r['arch']) - 2) + '-' + str(r['arch'][-1])}",
+            str(r["lanes"]), f"{r['formula']:,}",
+            ", ".join(f"{p:,}" for p in measured) or "—",
+            (", ".join(f"{p:,}" for p in lat if p is not None) or "—") + f"; {r['latency_formula']:,}",
+            f"{r['bound']:,}", f"{r['efficiency']:.3f}",
+            f"{sims['verilator']['cycles_per_second']:,}" if "verilator" in sims else "—",
+            f"{sims['icarus']['cycles_per_second']:,}" if "icarus" in sims else "—",
+            (f"{fm['fmax_mhz']:.1f} MHz ({fm['part']}, {'met' if fm['met'] else 'not met'} at "
+             f"{fm['freq_mhz']:g})" if fm and "fmax_mhz" in fm else "—"),
+            f"{fm['fmax_mhz'] * 1e6 / r['formula']:,.0f}" if fm and "fmax_mhz" in fm else "—"]) + " |")
+    return "\n".join(lines)
+
+
+def write_doc(text: str) -> None:
+    doc = DOC.read_text()
+    section = f"{BEGIN}\n{text}\n{END}"
+    if BEGIN in doc and END in doc:
+        doc = doc[:doc.index(BEGIN)] + section + doc[doc.index(END) + len(END):]
+    else:
+        doc = doc.rstrip("\n") + "\n\n## HDL cycles per sample\n\n" + section + "\n"
+    DOC.write_text(doc)
+
+
+def main(argv=None) -> int:
+    from loco_fpga.config import preset
+    from loco_fpga.hdl.network import Network
+    from loco_fpga.sim import harness
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--synth-dir", default=str(ROOT / "sim_build" / "hdl_cycles_synth"))
+    ap.add_argument("--quick", action="store_true", help="simulate one LANES value per preset")
+    ap.add_argument("--simulators", default=",".join(harness.available_simulators()))
+    ap.add_argument("--target-cycles", type=int, default=60_000,
+                    help="simulate about this many cycles per run (2 … 60 samples)")
+    ap.add_argument("--synth-lanes", default="1",
+                    help="UP5K LANES values to synthesise (boards/synth.py) for Fmax; '' for none")
+    args = ap.parse_args(argv)
+    simulators = [s for s in args.simulators.split(",") if s]
+    plan = QUICK if args.quick else SIMULATED
+    synth_lanes = [int(v) for v in args.synth_lanes.split(",") if v]
+    previous = {}
+    if OUT_JSON.exists():        # simulations not repeated in this run are kept (same network, same formula)
+        for old in json.loads(OUT_JSON.read_text())["rows"]:
+            previous[(old["preset"], old["lanes"], old["formula"])] = old
+    rows = []
+    for name in ("up5k", "ecp5"):
+        config = preset(name)
+        arch = tuple(config.network.arch)
+        for lanes in LANES:
+            net = Network.from_config(config, lanes=lanes)
+            bound = roofline(arch, lanes, net.steps)
+            row = {"preset": name, "arch": arch, "lanes": lanes, "steps": net.steps,
+                   "formula": net.cycles_per_sample, "latency_formula": net.schedule().loss_done,
+                   "bound": bound,
+                   "efficiency": round(bound / net.cycles_per_sample, 4), "simulated": []}
+            if lanes in plan[name] and simulators:
+                for sim in simulators:
+                    print(f"{name} LANES={lanes}: {sim} …", flush=True)
+                    samples = max(2, min(60, math.ceil(args.target_cycles / net.cycles_per_sample)))
+                    res = simulate(name, lanes, sim, samples)
+                    print(f"  {res}", flush=True)
+                    if any(p != net.cycles_per_sample for p in res["periods"]):
+                        print(f"  MISMATCH: formula {net.cycles_per_sample}, measured {res['periods']}",
+                              flush=True)
+                    row["simulated"].append(res)
+            old = previous.get((name, lanes, net.cycles_per_sample), {})
+            if not row["simulated"]:
+                row["simulated"] = old.get("simulated", [])
+            row["synth"] = synth_fmax(name, lanes, synth_lanes, args.synth_dir) or old.get("synth")
+            rows.append(row)
+    meta = {"date": datetime.date.today().isoformat(), "machine": platform.machine(),
+            "cpus": os.cpu_count(), "load_1min": round(os.getloadavg()[0], 2),
+            "python": platform.python_version(), "command": "python benchmarks/hdl_cycles.py"
+            + (" --quick" if args.quick else "")}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    OUT_JSON.write_text(json.dumps({"meta": meta, "bound": "T * max_l n_l * ceil((n_{l-1}+1)/min(LANES, "
+                                    "n_{l-1}+1))", "rows": rows}, indent=1) + "\n")
+    text = (table(rows) + "\n\n"
+            f"Measured {meta['date']} on {meta['machine']} ({meta['cpus']} cores, 1-min load {meta['load_1min']} "
+            f"at the end); `{meta['command']}`. Bound = T·max_l n_l·⌈(n_(l−1)+1)/LANES⌉ (one LANES-wide "
+            "weight read per cycle per layer engine, the two passes sharing each read, engines in parallel). "
+            "Simulator speeds: simulated cycles per wall-clock second over the back-to-back sample phase of the "
+            "same run (same Verilog, weights and samples) on both simulators, through cocotb (Python woken per "
+            "sample and per output word). Fmax: out-of-context UP5K build of the datapath core (2 layer engines "
+            "+ loss unit), 24 MHz requested; samples/s = Fmax / formula cycles. Rows not simulated in the "
+            "latest run keep their earlier simulations (same network, same formula).")
+    write_doc(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
