@@ -68,7 +68,7 @@ async def count_cycles(dut):
     from loco_fpga.config import preset
     from loco_fpga.hdl.network import Network
     from loco_fpga.sim.benches import bench_params
-    from loco_fpga.sim.benches.network import random_stimulus, seed_writes, weight_writes
+    from loco_fpga.sim.benches.network import random_stimulus, reset_and_load
 
     params = bench_params()
     config = preset(params["preset"])
@@ -79,22 +79,11 @@ async def count_cycles(dut):
                 for x, label, lr in samples]
 
     cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
-    dut.rst.value = 1
-    dut.w_en.value = dut.seed_en.value = dut.x__valid.value = 0
+    dut.x__valid.value = 0
     dut.o__ready.value = 1
     for l in range(model.n_layers - 1):
         getattr(dut, f"counts__{l}__ready").value = 1
-    await RisingEdge(dut.clk)
-    dut.rst.value = 0
-    for layer, addr, row in weight_writes(model, weights):
-        dut.w_en.value, dut.w_layer.value, dut.w_addr.value = 1, layer, addr
-        dut.w_data.value = model.word_layout.const(row).as_bits()
-        await RisingEdge(dut.clk)
-    dut.w_en.value = 0
-    for lane, state in seed_writes(config, model):
-        dut.seed_en.value, dut.seed_lane.value, dut.seed.value = 1, lane, state
-        await RisingEdge(dut.clk)
-    dut.seed_en.value = 0
+    await reset_and_load(dut, config, model, weights)
 
     def cycle() -> int:
         return int(cocotb.utils.get_sim_time("ns")) // PERIOD_NS
@@ -141,7 +130,6 @@ def simulate(preset_name: str, lanes: int, simulator: str, samples: int) -> dict
     from loco_fpga.hdl.network import Network
     from loco_fpga.sim import harness
 
-    os.environ.setdefault("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")   # see tests/test_sim_network.py
     built = harness.build(lambda: Network.from_config(preset(preset_name), lanes=lanes),
                           name=f"hdl-cycles-{preset_name}-l{lanes}",
                           params={"preset": preset_name, "lanes": lanes}, simulator=simulator)

@@ -87,6 +87,24 @@ def seed_writes(config, dut_model):
     return writes
 
 
+async def reset_and_load(dut, config, model, weights):
+    """Reset, write every weight word, then every PRNG lane's seed state (one per cycle)."""
+    dut.rst.value = 1
+    dut.w_en.value = 0
+    dut.seed_en.value = 0
+    await RisingEdge(dut.clk)
+    dut.rst.value = 0
+    for layer, addr, row in weight_writes(model, weights):
+        dut.w_en.value, dut.w_layer.value, dut.w_addr.value = 1, layer, addr
+        dut.w_data.value = model.word_layout.const(row).as_bits()
+        await RisingEdge(dut.clk)
+    dut.w_en.value = 0
+    for lane, state in seed_writes(config, model):
+        dut.seed_en.value, dut.seed_lane.value, dut.seed.value = 1, lane, state
+        await RisingEdge(dut.clk)
+    dut.seed_en.value = 0
+
+
 def random_stimulus(config, n_samples: int, rng: np.random.Generator):
     """(weights, samples): random integer weights at a random scale per layer (so that some neurons spike
     often, some never, and sums saturate sometimes) and random (x_q, label, lr_q) samples."""
@@ -176,20 +194,7 @@ async def network_equals_the_golden_model(dut):
     o_sink = StreamSink(dut, "o", dut.clk, stall=params["stall"], rng=rng)
     c_sinks = [StreamSink(dut, f"counts__{l}", dut.clk, stall=params["stall"], rng=rng)
                for l in range(model.n_layers - 1)]
-    dut.rst.value = 1
-    dut.w_en.value = 0
-    dut.seed_en.value = 0
-    await RisingEdge(dut.clk)
-    dut.rst.value = 0
-    for layer, addr, row in weight_writes(model, weights):
-        dut.w_en.value, dut.w_layer.value, dut.w_addr.value = 1, layer, addr
-        dut.w_data.value = model.word_layout.const(row).as_bits()
-        await RisingEdge(dut.clk)
-    dut.w_en.value = 0
-    for lane, state in seed_writes(config, model):
-        dut.seed_en.value, dut.seed_lane.value, dut.seed.value = 1, lane, state
-        await RisingEdge(dut.clk)
-    dut.seed_en.value = 0
+    await reset_and_load(dut, config, model, weights)
 
     payloads = [model.sample_layout.const({"x": [int(v) for v in x], "label": label, "lr": lr}).as_bits()
                 for x, label, lr in samples]
