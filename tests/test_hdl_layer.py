@@ -16,34 +16,11 @@ from loco_fpga.golden_model import prng
 from loco_fpga.golden_model.fixed import FixedNetwork, FixedRule
 from loco_fpga.hdl.layer import LayerEngine
 from loco_fpga.qformat import formats
+from loco_fpga.sim.benches.layer import run_layer_model
 
 
 # -- the golden model of one layer ------------------------------------------------------------------
-def model_layer(cfg, weights, clean, noisy, signs, output, fmts=None):
-    """``FixedNetwork.run`` of one layer: the clean pass as batch row 0, the noisy one as row 1.
-
-    ``cfg``'s network has this layer first (a hidden layer when it is not the last). Returns
-    (per-step spikes (T, 2, n_out) or None, counts or y (2, n_out)). Per-step spikes are the differences of
-    the model's counts after t + 1 and t steps (the model returns counts only)."""
-    net = FixedNetwork(cfg, np.random.default_rng(0))
-    net.weights[0] = np.asarray(weights, dtype=np.int64)
-    if fmts is not None:
-        net.fmts = fmts
-    rule = FixedRule(net, cfg)
-    spikes = np.stack([clean, noisy], axis=1).astype(np.int64)                  # (T, 2, n_in)
-    noise = [np.stack([np.zeros(len(signs), dtype=np.int64),
-                       np.where(signs == 1, rule.sigma_q, -rule.sigma_q)])]
-    noise += [np.zeros((2, w.shape[0]), dtype=np.int64) for w in net.weights[1:]]
-    counts, y = net.run(spikes, noise)
-    if output:
-        return None, y
-    steps, prefix = net.steps, [np.zeros((2, len(signs)), dtype=np.int64)]
-    for t in range(1, steps + 1):
-        net.steps = t
-        prefix.append(net.run(spikes[:t], noise)[0][0])
-    net.steps = steps
-    assert np.array_equal(prefix[-1], counts[0])
-    return np.diff(np.stack(prefix), axis=0), counts[0]
+model_layer = run_layer_model  # the bench's model of one layer, shared
 
 
 def noise_words_and_signs(cfg, layer, samples):

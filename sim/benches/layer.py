@@ -34,15 +34,19 @@ def layer_config(config: Config, layer: int) -> Config:
     return config.replace(network={"arch": sub})
 
 
-def model_layer(config: Config, layer: int, weights, clean, noisy, signs):
-    """(per-step spikes (T, 2, n_out) or None, counts or y (2, n_out)) of layer ``layer``, by
-    ``FixedNetwork.run``; per-step spikes are differences of the model's counts after t + 1 and t steps."""
-    cfg = layer_config(config, layer)
-    output = len(cfg.network.arch) == 2
+def run_layer_model(cfg: Config, weights, clean, noisy, signs, output: bool, fmts=None):
+    """``FixedNetwork.run`` of one layer: the clean pass as batch row 0, the noisy one as row 1.
+
+    ``cfg``'s network has this layer first (a hidden layer when it is not the last); ``fmts`` overrides the
+    config's formats (tests drive formats narrower than ``check_config`` allows). Returns (per-step spikes
+    (T, 2, n_out) or None, counts or y (2, n_out)); per-step spikes are the differences of the model's
+    counts after t + 1 and t steps (the model returns counts only)."""
     net = FixedNetwork(cfg, np.random.default_rng(0))
     net.weights[0] = np.asarray(weights, dtype=np.int64)
+    if fmts is not None:
+        net.fmts = fmts
     sigma_q = FixedRule(net, cfg).sigma_q
-    spikes = np.stack([clean, noisy], axis=1).astype(np.int64)
+    spikes = np.stack([clean, noisy], axis=1).astype(np.int64)                  # (T, 2, n_in)
     noise = [np.stack([np.zeros(len(signs), dtype=np.int64), np.where(signs == 1, sigma_q, -sigma_q)])]
     noise += [np.zeros((2, w.shape[0]), dtype=np.int64) for w in net.weights[1:]]
     counts, y = net.run(spikes, noise)
@@ -53,7 +57,14 @@ def model_layer(config: Config, layer: int, weights, clean, noisy, signs):
         net.steps = t
         prefix.append(net.run(spikes[:t], noise)[0][0])
     net.steps = steps
+    assert np.array_equal(prefix[-1], counts[0])
     return np.diff(np.stack(prefix), axis=0), counts[0]
+
+
+def model_layer(config: Config, layer: int, weights, clean, noisy, signs):
+    """:func:`run_layer_model` of layer ``layer`` of ``config``'s network."""
+    output = layer == len(config.network.arch) - 2
+    return run_layer_model(layer_config(config, layer), weights, clean, noisy, signs, output)
 
 
 def _stimulus(params, config, fm, n_in, n_out, rng):
