@@ -28,6 +28,12 @@ One training step on sample (x, label), as :meth:`FixedRule.step_q` runs it:
     (``fixed.update_rounding``; stochastic draws: lane (ROUNDING, l·2^16 + i), N_l words per row i,
     in column order).
 
+With ``rule.output_update = "delta"`` the output layer is not perturbed (its noise word is still drawn, its
+bits are ignored: ξ_L = 0) and learns from its exact local gradient instead: in step 5 its u = v = the clean
+counts of the last hidden layer, and in step 6 e_i = narrow((y_i − t_i) · lr_reg → fmts.g, half-up), the
+product read with out_frac + lr_frac + sigma_shift − 1 fraction bits — i.e. η · 2 (y_i − t_i) / n_L, because
+lr_reg = η / (n_L σ) and σ = 2^-sigma_shift. The hidden layers are unchanged (ΔL then carries only their perturbations).
+
 Inference is step 2–3 for the clean column only, prediction = first index of max y.
 """
 
@@ -268,6 +274,7 @@ class FixedRule:
         self.rounding_banks = [prng.XorShift32Bank(seed, prng.ROUNDING, l * prng.LANE_STRIDE + np.arange(n))
                                for l, n in enumerate(widths)]
         self.mask = config.rule.mask
+        self.output_delta = config.rule.output_update == "delta"
         self.clusters = ([FixedClusters(n + 1, config, fm) for n in net.arch[:-1]]
                          if self.name == "loco" else None)
         self.lr_scale = 1.0 / (net.arch[-1] * config.rule.sigma)
@@ -298,6 +305,14 @@ class FixedRule:
         g = narrow(dl * lr_q, fm.dl.frac + fm.lr.frac, fm.g)
         return dy, dl, g
 
+    def output_error(self, y: np.ndarray, label: int, lr_q: int) -> np.ndarray:
+        """``output_update = "delta"``: the output layer's e_i = η · 2 (y_i − t_i) / n_L in the g format,
+        = narrow((y_i − t_i) · lr_reg read with out_frac + lr_frac + sigma_shift − 1 fraction bits → g, half-up)."""
+        fm = self.fmts
+        err = y.copy()
+        err[label] -= 1 << self.config.fixed.weight_frac
+        return narrow(err * lr_q, fm.out.frac + fm.lr.frac + fm.sigma_shift - 1, fm.g)
+
     def step(self, x: np.ndarray, t: np.ndarray, lr: float) -> int:
         """The float rules' interface: quantise x and lr on the host, then :meth:`step_q`."""
         return self.step_q(self.fmts.input.from_float(x), int(np.argmax(t)), self.lr_register(lr))
@@ -313,11 +328,15 @@ class FixedRule:
         spikes = net.encode(x_q, self.encoder_bank)                       # (T, n_0)
         pair = np.broadcast_to(spikes[:, None, :], (steps, 2, spikes.shape[1]))
         noise = [np.stack([np.zeros_like(s), np.where(s == 1, self.sigma_q, -self.sigma_q)]) for s in signs]
+        last = net.n_layers - 1
+        if self.output_delta:                                              # ξ_L = 0
+            noise[last] = np.zeros_like(noise[last])
         # 3. clean and noisy passes
         counts, y_pair = net.run(pair, noise)
         y, y_noisy = y_pair[0], y_pair[1]
         # 4. the global scalar
         dy, dl, g = self.loss_unit(y, y_noisy, label, lr_q)
+        e_out = self.output_error(y, label, lr_q) if self.output_delta else None
         # 5-6. per layer: input vectors, projection, rank-1 update
         ones = np.array([steps], dtype=np.int64)
         k_stars, v_perps = [], []
@@ -326,7 +345,7 @@ class FixedRule:
                 u = v = np.concatenate([spikes.sum(axis=0), ones])
             else:
                 u = np.concatenate([counts[l - 1][0], ones])
-                v = np.concatenate([counts[l - 1][1], ones])
+                v = u if l == last and self.output_delta else np.concatenate([counts[l - 1][1], ones])
             if self.clusters is not None:
                 cl = self.clusters[l]
                 u_hat = cl.normalise(u)
@@ -338,8 +357,8 @@ class FixedRule:
                 v_perp = fm.vperp.saturate(v << (fm.vperp.frac - fm.log2_steps))
                 k_stars.append(-1)
             v_perps.append(v_perp)
-            e = np.where(signs[l] == 1, g, -g)
-            if self.mask and l < net.n_layers - 1:
+            e = e_out if l == last and self.output_delta else np.where(signs[l] == 1, g, -g)
+            if self.mask and l < last:
                 e = np.where((counts[l][1] > 0) & (counts[l][1] < steps), e, 0)
             prod = e[:, None] * v_perp[None, :]
             rand = None
@@ -348,7 +367,7 @@ class FixedRule:
             net.weights[l] = fm.weight.saturate(w - shift_round(prod, self.drop, self.rounding, rand))
         self.last = {"x": x_q, "spikes_in": spikes.sum(axis=0), "counts_clean": [c[0] for c in counts],
                      "counts_noisy": [c[1] for c in counts], "noise_signs": signs, "y": y,
-                     "y_noisy": y_noisy, "dl": dl, "g": g, "k_star": k_stars, "v_perp": v_perps}
+                     "y_noisy": y_noisy, "dl": dl, "g": g, "e_out": e_out, "k_star": k_stars, "v_perp": v_perps}
         return int(np.argmax(y))
 
 

@@ -61,6 +61,8 @@ def run_trace(config: Config, samples: int, dataset: Dataset | None = None) -> d
         put("lr_reg", lr_q)
         for key in ("spikes_in", "y", "y_noisy", "dl", "g"):
             put(key, last[key])
+        if last["e_out"] is not None:
+            put("e_out", last["e_out"])
         for l, w in enumerate(net.weights):
             put(f"L{l}.noise_sign", last["noise_signs"][l])
             if l < net.n_layers - 1:

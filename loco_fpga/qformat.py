@@ -205,8 +205,6 @@ def check_config(config) -> None:
     fx, spk, rule, arch = config.fixed, config.spiking, config.rule, config.network.arch
     if rule.name not in ("np", "loco"):
         _fail("rule.name", rule.name, "the fixed-point model implements np and loco")
-    if getattr(rule, "output_update", "perturb") != "perturb":
-        _fail("rule.output_update", rule.output_update, "the fixed-point model implements 'perturb' only")
     if rule.noise != "rademacher" or rule.noise_placement != "pre":
         _fail("rule.noise", rule.noise, "the fixed-point model uses Rademacher current noise ('pre')")
     if _pow2_exponent(spk.steps) is None:
@@ -245,6 +243,9 @@ def check_config(config) -> None:
     need = fx.dl_bits + fx.lr_bits
     if need > 63:
         _fail("fixed.dl_bits", fx.dl_bits, f"the product ΔL·lr needs {need} bits, more than 63")
+    need = fx.out_bits + 1 + fx.lr_bits
+    if rule.output_update == "delta" and need > 63:
+        _fail("fixed.out_bits", fx.out_bits, f"the output error (y − t)·lr needs {need} bits, more than 63")
     need = 2 * (fx.out_bits + 2) + _bits_for(arch[-1])
     if need > 63:
         _fail("fixed.out_bits", fx.out_bits, f"the sum Σ_k Δy_k (Δy_k + 2(y_k − t_k)) needs {need} bits, more than 63")

@@ -67,6 +67,44 @@ def test_np_step_weight_update_matches_python_integers(digits):
         np.testing.assert_array_equal(net.weights[l], expect)
 
 
+def test_output_delta_update_matches_python_integers_and_the_float_gradient(digits):
+    # output_update = "delta": the output layer is not perturbed and takes e_i = η·2(y_i − t_i)/n_L
+    cfg = _cfg(rule={"name": "np", "output_update": "delta"}, fixed={"update_rounding": "half-up"})
+    net, rule = _model(cfg)
+    fm, wf = net.fmts, cfg.fixed.weight_frac
+    lr = 0.05
+    lr_q = rule.lr_register(lr)
+    label = int(digits.y_train[0])
+    before = [w.copy() for w in net.weights]
+    # the output layer's own noise is off: a network of one (output) layer sees no perturbation at all
+    single = _cfg(network={"arch": (64, 10)}, rule={"name": "np", "output_update": "delta"})
+    snet, srule = _model(single)
+    srule.step_q(fm.input.from_float(digits.x_train[0]), label, lr_q)
+    np.testing.assert_array_equal(srule.last["y"], srule.last["y_noisy"])
+    assert srule.last["dl"] == 0 and srule.last["g"] == 0
+    # the two-layer network: hidden layer as NP, output layer by its local gradient with the clean input
+    rule.step_q(fm.input.from_float(digits.x_train[0]), label, lr_q)
+    last = rule.last
+    y = last["y"]
+    err = [int(v) - ((1 << wf) if k == label else 0) for k, v in enumerate(y)]
+    drop = fm.out.frac + fm.lr.frac + fm.sigma_shift - 1 - fm.g.frac
+    e_ref = [min(max((d * lr_q + (1 << (drop - 1))) >> drop, fm.g.min), fm.g.max) for d in err]
+    np.testing.assert_array_equal(last["e_out"], e_ref)
+    e_float = lr * 2.0 * (fm.out.to_float(y) - np.eye(10)[label]) / 10
+    assert np.max(np.abs(fm.g.to_float(np.array(e_ref)) - e_float)) <= 1.01 * fm.g.lsb + e_float.max() * 2e-3
+    u = np.append(last["counts_clean"][0], cfg.spiking.steps)
+    np.testing.assert_array_equal(last["v_perp"][1], u << (fm.vperp.frac - fm.log2_steps))
+    out = before[1].copy()
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            d = (e_ref[i] * int(last["v_perp"][1][j]) + (1 << (rule.drop - 1))) >> rule.drop
+            out[i, j] = min(max(int(before[1][i, j]) - d, fm.weight.min), fm.weight.max)
+    np.testing.assert_array_equal(net.weights[1], out)
+    expect0 = _reference_update(before[0], int(last["g"]), last["noise_signs"][0], last["v_perp"][0],
+                                rule.drop, fm.weight)
+    np.testing.assert_array_equal(net.weights[0], expect0)
+
+
 def test_weight_update_saturates_at_both_limits(digits):
     cfg = _cfg(rule={"name": "np"}, fixed={"update_rounding": "half-up"})
     net, rule = _model(cfg)
