@@ -93,12 +93,14 @@ def _json_default(obj):
 
 def run_grid(experiment: str, points: list[Point], seeds: list[int], data: Dataset, json_path: Path, *,
              quick: bool, settings: dict, progress: bool = True,
-             runner: Callable[[Config, Dataset], dict] | None = None, threshold: float = 0.9) -> list[dict]:
-    """Train every (point, seed); returns run records and keeps ``json_path`` up to date.
+             runner: Callable[[Config, Dataset], dict] | None = None, threshold: float = 0.9,
+             jobs: int = 1) -> list[dict]:
+    """Train every (point, seed); returns run records (point-major, seed-minor) and keeps ``json_path`` up to date.
 
     A record from an existing JSON file is reused (not retrained) when its point name, seed and full config
     match — unless ``quick``. ``runner(cfg, data)`` returns at least ``final_test_acc``; the default trains
-    with :func:`train` and also records the per-epoch curves.
+    with :func:`train` and also records the per-epoch curves. ``jobs`` > 1 trains that many runs at once in
+    forked worker processes (each single-threaded; the results do not depend on ``jobs``, only wall times do).
     """
     runner = runner or _train_runner
     done: dict = {}
@@ -108,38 +110,85 @@ def run_grid(experiment: str, points: list[Point], seeds: list[int], data: Datas
                 done[(r["name"], r["seed"])] = r
         except (json.JSONDecodeError, KeyError, TypeError):
             done = {}
-    runs: list[dict] = []
+    tasks = [(pt, seed, pt.config(seed)) for pt in points for seed in seeds]
+    records: dict[int, dict] = {}
     body = {"experiment": experiment, "dataset": data.name, "n_train": len(data.x_train),
-            "n_test": len(data.x_test), "quick": quick, "seeds": list(seeds), "settings": settings, "runs": runs}
+            "n_test": len(data.x_test), "quick": quick, "seeds": list(seeds), "settings": settings, "runs": []}
+
+    def finish(i: int, rec: dict) -> None:
+        records[i] = rec
+        body["runs"] = [records[j] for j in sorted(records)]
+        write_json(json_path, body)
+
+    def record(pt: Point, seed: int, cfg: Config, out: dict, wall: float) -> dict:
+        rec = {"name": pt.name, "seed": seed, **pt.labels, **out, "wall_time_s": round(wall, 2),
+               "config": cfg.to_dict()}
+        if "test_acc" in out and "samples_seen" in out:
+            rec["samples_to_90"] = samples_to(out["test_acc"], out["samples_seen"], threshold)
+        return rec
+
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=len(points) * len(seeds), unit="run", dynamic_ncols=True, desc=experiment)
+        bar = tqdm(total=len(tasks), unit="run", dynamic_ncols=True, desc=experiment)
+    pending = []
+    for i, (pt, seed, cfg) in enumerate(tasks):
+        prev = done.get((pt.name, seed))
+        if prev is not None and prev.get("config") == cfg.to_dict():
+            records[i] = prev
+            if bar is not None:
+                bar.update(1)
+        else:
+            pending.append(i)
     try:
-        for pt in points:
-            for seed in seeds:
-                cfg = pt.config(seed)
+        if jobs <= 1 or len(pending) <= 1:
+            for i in pending:
+                pt, seed, cfg = tasks[i]
                 if bar is not None:
                     bar.set_postfix_str(f"{pt.name} seed={seed}")
-                prev = done.get((pt.name, seed))
-                if prev is not None and prev.get("config") == cfg.to_dict():
-                    runs.append(prev)
-                else:
-                    start = time.perf_counter()
-                    out = runner(cfg, data)
-                    rec = {"name": pt.name, "seed": seed, **pt.labels, **out,
-                           "wall_time_s": round(time.perf_counter() - start, 2), "config": cfg.to_dict()}
-                    if "test_acc" in out and "samples_seen" in out:
-                        rec["samples_to_90"] = samples_to(out["test_acc"], out["samples_seen"], threshold)
-                    runs.append(rec)
-                    write_json(json_path, body)
+                out, wall = _timed_run(runner, cfg, data)
+                finish(i, record(pt, seed, cfg, out, wall))
                 if bar is not None:
                     bar.update(1)
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+            # fork: the workers inherit the runner and the data set (no pickling of a large MNIST array)
+            ctx = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(max_workers=min(jobs, len(pending)), mp_context=ctx,
+                                     initializer=_worker_init, initargs=(runner, data)) as pool:
+                futures = {pool.submit(_worker_run, tasks[i][2]): i for i in pending}
+                for fut in as_completed(futures):
+                    i = futures[fut]
+                    pt, seed, cfg = tasks[i]
+                    out, wall = fut.result()
+                    finish(i, record(pt, seed, cfg, out, wall))
+                    if bar is not None:
+                        bar.set_postfix_str(f"{pt.name} seed={seed} done")
+                        bar.update(1)
     finally:
         if bar is not None:
             bar.close()
+    body["runs"] = [records[j] for j in sorted(records)]
     write_json(json_path, body)
-    return runs
+    return body["runs"]
+
+
+def _timed_run(runner, cfg: Config, data: Dataset) -> tuple[dict, float]:
+    start = time.perf_counter()
+    out = runner(cfg, data)
+    return out, time.perf_counter() - start
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(runner, data) -> None:
+    _WORKER["runner"], _WORKER["data"] = runner, data
+
+
+def _worker_run(cfg: Config) -> tuple[dict, float]:
+    return _timed_run(_WORKER["runner"], cfg, _WORKER["data"])
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

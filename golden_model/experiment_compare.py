@@ -43,7 +43,7 @@ def compare_points(dataset: str, quick: bool, epochs: int | None, data_path: str
 
 
 def run_compare(out_dir: str | Path, quick: bool = False, data_path: str | None = None, seeds: int | None = None,
-                epochs: int | None = None, progress: bool = True) -> list[Path]:
+                epochs: int | None = None, progress: bool = True, jobs: int = 1) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n_seeds = seeds or (1 if quick else 3)
@@ -60,7 +60,7 @@ def run_compare(out_dir: str | Path, quick: bool = False, data_path: str | None 
                     "lr": {p.labels["rule"]: p.changes["rule"]["lr"] for p in pts}, "schedule": "cosine"}
         json_path = out / f"compare_{name}.json"
         all_runs += run_grid(f"compare {name}", pts, list(range(n_seeds)), data, json_path, quick=quick,
-                             settings=settings, progress=progress)
+                             settings=settings, progress=progress, jobs=jobs)
         paths.append(json_path)
     rows = summarise(all_runs, ["rule", "dataset"], ["final_test_acc", "samples_to_90", "wall_time_s",
                                                      "samples_per_s"])

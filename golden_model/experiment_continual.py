@@ -77,7 +77,7 @@ def continual_points(quick: bool, rules: list[str] | None = None) -> list[Point]
 
 
 def run_continual(out_dir: str | Path, quick: bool = False, seeds: int | None = None, rules=None,
-                  progress: bool = True) -> list[Path]:
+                  progress: bool = True, jobs: int = 1) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pts = continual_points(quick, rules)
@@ -87,7 +87,7 @@ def run_continual(out_dir: str | Path, quick: bool = False, seeds: int | None = 
     settings = {"tasks": TASKS, "passes_per_task": 1, "arch": [64, 100, 100, 10], "schedule": "constant",
                 "lr": {p.labels["rule"]: p.changes["rule"]["lr"] for p in pts}}
     runs = run_grid("continual", pts, list(range(n_seeds)), data, json_path, quick=quick, settings=settings,
-                    progress=progress, runner=train_continual)
+                    progress=progress, runner=train_continual, jobs=jobs)
     rows = summarise(runs, ["rule"], ["avg_acc", "mean_forgetting"])
     table_rows = []
     for row in rows:

@@ -49,7 +49,7 @@ def depth_points(quick: bool, depths: list[int] | None = None, rules: list[str] 
 
 def run_depth(out_dir: str | Path, quick: bool = False, depths: list[int] | None = None,
               rules: list[str] | None = None, seeds: int | None = None, epochs: int | None = None,
-              progress: bool = True) -> list[Path]:
+              progress: bool = True, jobs: int = 1) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pts = depth_points(quick, depths, rules, epochs)
@@ -60,7 +60,7 @@ def run_depth(out_dir: str | Path, quick: bool = False, depths: list[int] | None
                 "schedule": "cosine"}
     json_path = out / "depth.json"
     runs = run_grid("depth", pts, list(range(n_seeds)), data, json_path, quick=quick, settings=settings,
-                    progress=progress)
+                    progress=progress, jobs=jobs)
     rows = summarise(runs, ["rule", "hidden"], ["final_test_acc", "best_test_acc"])
     rules_seen = list(dict.fromkeys(r["rule"] for r in rows))
     depths_seen = sorted({r["hidden"] for r in rows})

@@ -32,7 +32,7 @@ def lr_points(quick: bool, lrs=None, rules=None, epochs: int | None = None) -> l
 
 
 def run_lr(out_dir: str | Path, quick: bool = False, seeds: int | None = None, epochs: int | None = None,
-           lrs=None, rules=None, progress: bool = True) -> list[Path]:
+           lrs=None, rules=None, progress: bool = True, jobs: int = 1) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pts = lr_points(quick, lrs, rules, epochs)
@@ -41,7 +41,7 @@ def run_lr(out_dir: str | Path, quick: bool = False, seeds: int | None = None, e
     json_path = out / "lr.json"
     settings = {"arch": [64, 100, 100, 10], "epochs": pts[0].changes["train"]["epochs"], "schedule": "cosine"}
     runs = run_grid("lr", pts, list(range(n_seeds)), data, json_path, quick=quick, settings=settings,
-                    progress=progress)
+                    progress=progress, jobs=jobs)
     rows = summarise(runs, ["rule", "lr"], ["final_test_acc", "best_test_acc"])
     rules_seen = list(dict.fromkeys(r["rule"] for r in rows))
     lrs_seen = sorted({r["lr"] for r in rows})

@@ -32,7 +32,7 @@ def spiking_points(quick: bool, steps=None, sigma_exponents=None, epochs: int | 
 
 
 def run_spiking(out_dir: str | Path, quick: bool = False, seeds: int | None = None, epochs: int | None = None,
-                steps=None, sigma_exponents=None, progress: bool = True) -> list[Path]:
+                steps=None, sigma_exponents=None, progress: bool = True, jobs: int = 1) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pts = spiking_points(quick, steps, sigma_exponents, epochs)
@@ -42,7 +42,7 @@ def run_spiking(out_dir: str | Path, quick: bool = False, seeds: int | None = No
     settings = {"arch": [64, 100, 100, 10], "epochs": pts[0].changes["train"]["epochs"], "rule": "loco",
                 "lr": 0.02, "schedule": "cosine", "encoder": "deterministic", "neuron": "if"}
     runs = run_grid("spiking", pts, list(range(n_seeds)), data, json_path, quick=quick, settings=settings,
-                    progress=progress)
+                    progress=progress, jobs=jobs)
     rows = summarise(runs, ["T", "sigma_exp"], ["final_test_acc", "best_test_acc"])
     ts = sorted({r["T"] for r in rows})
     es = sorted({r["sigma_exp"] for r in rows})

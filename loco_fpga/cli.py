@@ -7,6 +7,7 @@ Every user error (bad option, bad config, missing data file) ends with exit code
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -295,9 +296,11 @@ def experiment_fixed_point(quick, out_dir, quiet):
 
 
 def _experiment_options(default_dir: str, what: str):
-    """--quick, --out-dir, --seeds, --epochs and -q shared by the research experiments."""
+    """--quick, --out-dir, --seeds, --epochs, --jobs and -q shared by the research experiments."""
     def wrap(fn):
         fn = click.option("-q", "--quiet", is_flag=True, help="no progress bar.")(fn)
+        fn = click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+                          help="runs trained at once, one process each (results do not depend on it).")(fn)
         fn = click.option("--epochs", type=click.IntRange(min=1), default=None,
                           help="passes over the training set per run (default: the experiment's own).")(fn)
         fn = click.option("--seeds", type=click.IntRange(min=1), default=None,
@@ -331,19 +334,19 @@ def _echo_paths(paths) -> None:
 @_experiment_options("results/compare", "compare")
 @click.option("--data", "data_path", type=click.Path(exists=True), default=None,
               help="an MNIST .npz (or IDX folder): also compare loco, np, dfa, bp on 784-500-500-10.")
-def experiment_compare(quick, out_dir, seeds, epochs, quiet, data_path):
+def experiment_compare(quick, out_dir, seeds, epochs, quiet, jobs, data_path):
     """Every rule on digits (and MNIST with --data): final test accuracy, samples to 90 %, wall time;
     mean ± std over seeds."""
     from .golden_model.experiment_compare import run_compare
     _echo_paths(run_compare(out_dir, quick=quick, data_path=data_path, seeds=seeds, epochs=epochs,
-                            progress=not quiet))
+                            progress=not quiet, jobs=jobs))
 
 
 @experiment.command("depth")
 @_experiment_options("results/depth", "depth")
 @click.option("--depths", default=None, help="hidden-layer counts, e.g. 1,2,4,8,12 (default: 1..12).")
 @click.option("--rules", "rule_names", default=None, help="subset of loco,np,dfa,bp (default: all four).")
-def experiment_depth(quick, out_dir, seeds, epochs, quiet, depths, rule_names):
+def experiment_depth(quick, out_dir, seeds, epochs, quiet, jobs, depths, rule_names):
     """Test accuracy vs 1…12 hidden layers of width 64 for loco, np, dfa and bp (digits)."""
     from .golden_model.experiment_depth import DEPTH_RULES, run_depth
     rules = None
@@ -353,32 +356,65 @@ def experiment_depth(quick, out_dir, seeds, epochs, quiet, depths, rule_names):
         if bad or not rules:
             raise UserError(f"--rules = {rule_names!r}: choose from {', '.join(DEPTH_RULES)}")
     _echo_paths(run_depth(out_dir, quick=quick, depths=_int_list(depths, "--depths"), rules=rules, seeds=seeds,
-                          epochs=epochs, progress=not quiet))
+                          epochs=epochs, progress=not quiet, jobs=jobs))
 
 
 @experiment.command("continual")
 @_experiment_options("results/continual", "continual")
-def experiment_continual(quick, out_dir, seeds, epochs, quiet):
+def experiment_continual(quick, out_dir, seeds, epochs, quiet, jobs):
     """Class-incremental digits (5 tasks × 2 classes, one pass each) for loco, np, bp and owm: average
     accuracy after the last task and forgetting per task. (--epochs is ignored: one pass per task.)"""
     from .golden_model.experiment_continual import run_continual
-    _echo_paths(run_continual(out_dir, quick=quick, seeds=seeds, progress=not quiet))
+    _echo_paths(run_continual(out_dir, quick=quick, seeds=seeds, progress=not quiet, jobs=jobs))
 
 
 @experiment.command("lr")
 @_experiment_options("results/lr", "lr")
-def experiment_lr(quick, out_dir, seeds, epochs, quiet):
+def experiment_lr(quick, out_dir, seeds, epochs, quiet, jobs):
     """Final test accuracy vs learning rate for loco, np (same settings) and bp on digits."""
     from .golden_model.experiment_lr import run_lr
-    _echo_paths(run_lr(out_dir, quick=quick, seeds=seeds, epochs=epochs, progress=not quiet))
+    _echo_paths(run_lr(out_dir, quick=quick, seeds=seeds, epochs=epochs, progress=not quiet, jobs=jobs))
 
 
 @experiment.command("spiking")
 @_experiment_options("results/spiking", "spiking")
-def experiment_spiking(quick, out_dir, seeds, epochs, quiet):
+def experiment_spiking(quick, out_dir, seeds, epochs, quiet, jobs):
     """Spiking LOCO test accuracy vs T in {8,16,32,64} and sigma in {2^-4..2^-7} on digits."""
     from .golden_model.experiment_spiking import run_spiking
-    _echo_paths(run_spiking(out_dir, quick=quick, seeds=seeds, epochs=epochs, progress=not quiet))
+    _echo_paths(run_spiking(out_dir, quick=quick, seeds=seeds, epochs=epochs, progress=not quiet, jobs=jobs))
+
+
+@experiment.command("all")
+@click.option("--quick", is_flag=True, help="every experiment's reduced version (seconds each).")
+@click.option("--out-dir", type=click.Path(file_okay=False), default="results", show_default=True,
+              help="each experiment writes into <out-dir>/<name>/; the timing summary is <out-dir>/suite.json.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="runs trained at once, one process each (results do not depend on it).")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bars.")
+def experiment_all(quick, out_dir, jobs, quiet):
+    """The whole digits suite at its defaults: compare, depth, continual, lr, spiking (fixed-point has its
+    own command). Writes <out-dir>/suite.json with each experiment's wall time."""
+    import time
+    from .golden_model.experiment_compare import run_compare
+    from .golden_model.experiment_continual import run_continual
+    from .golden_model.experiment_depth import run_depth
+    from .golden_model.experiment_lr import run_lr
+    from .golden_model.experiment_spiking import run_spiking
+
+    out = Path(out_dir)
+    steps = [("compare", run_compare), ("depth", run_depth), ("continual", run_continual), ("lr", run_lr),
+             ("spiking", run_spiking)]
+    timing, start = {}, time.perf_counter()
+    for name, fn in steps:
+        t0 = time.perf_counter()
+        _echo_paths(fn(out / name, quick=quick, progress=not quiet, jobs=jobs))
+        timing[name] = round(time.perf_counter() - t0, 1)
+    total = round(time.perf_counter() - start, 1)
+    summary = {"quick": quick, "jobs": jobs, "cpus": os.cpu_count(), "wall_time_s": timing, "total_s": total}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "suite.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    click.echo(f"wrote {out / 'suite.json'}: total {total / 60:.1f} min "
+               f"({', '.join(f'{k} {v / 60:.1f}' for k, v in timing.items())})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -106,6 +106,29 @@ def test_run_grid_resumes_and_summarises(tmp_path):
     assert samples_to([0.2, 0.89, 0.9], [5, 10, 15], 0.9) == 15 and samples_to([0.1], [5], 0.9) is None
 
 
+def test_run_grid_in_parallel_gives_the_serial_results_in_the_same_order(tmp_path):
+    from loco_fpga.golden_model.experiment_common import Point, digits_subset, run_grid
+    pts = [Point(f"{r}", {"network": {"arch": (64, 16, 10)}, "rule": {"name": r}, "train": {"epochs": 1}},
+                 {"rule": r}) for r in ("np", "loco", "bp")]
+    data = digits_subset(True)
+    serial = run_grid("s", pts, [0, 1], data, tmp_path / "s.json", quick=True, settings={}, progress=False)
+    par = run_grid("p", pts, [0, 1], data, tmp_path / "p.json", quick=True, settings={}, progress=False, jobs=2)
+    assert [(r["name"], r["seed"]) for r in par] == [(p.name, s) for p in pts for s in (0, 1)]
+    for a, b in zip(serial, par):
+        assert (a["name"], a["seed"], a["test_acc"], a["train_acc"]) == (b["name"], b["seed"], b["test_acc"],
+                                                                          b["train_acc"])
+    assert json.loads((tmp_path / "p.json").read_text())["runs"] == json.loads(json.dumps(par))
+
+
+def test_experiment_all_quick_writes_every_experiment_and_the_timing(tmp_path):
+    assert main(["experiment", "all", "--quick", "-q", "-j", "2", "--out-dir", str(tmp_path)]) == 0
+    suite = json.loads((tmp_path / "suite.json").read_text())
+    assert set(suite["wall_time_s"]) == {"compare", "depth", "continual", "lr", "spiking"}
+    assert suite["total_s"] >= max(suite["wall_time_s"].values()) > 0
+    for name in suite["wall_time_s"]:
+        assert (tmp_path / name / f"{name}.md").exists()
+
+
 # -- rule.output_update = "delta" (the depth-enabling option) ----------------------------------------------
 
 def test_output_update_delta_is_validated():
