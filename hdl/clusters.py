@@ -1,0 +1,490 @@
+"""LOCO cluster block of one layer — the gateware twin of ``FixedClusters`` (golden_model/fixed.py).
+
+Per sample it takes u (clean) and v (noisy) of the layer's input — ``dim`` = n + 1 rate-format values each,
+index order, the last one the bias entry T — and produces k* and v⊥ (vperp format, index order), doing exactly
+what ``FixedRule.step_q`` does with its ``FixedClusters``: ``normalise``, ``select``, ``project``, ``update``
+(with the refreshes they trigger).
+
+Structure: K **cluster units** work in parallel, one per cluster k. Unit k owns its prototype memory c_k
+(``dim`` words, proto format), its score reciprocal r_k, its accumulator and one multiplier c_kj × y_k, where
+y_k is the operand broadcast to all units (û_j, v_j or c_bj) or, when v⊥ is produced, the unit's own w_k.
+Every pass over the ``dim`` indices reads all prototype memories at the same address, so a pass costs
+``dim`` + 1 cycles whatever K is. Around them: the input buffer (u, v), the û buffer, one shared restoring
+square root and divider (``hdl/arith.py``) for ‖u‖, 1/‖u‖ and r_k, one score multiplier (the argmax runs
+over the units in index order, so the first maximum wins), and the :class:`~loco_fpga.hdl.solver.Solver`
+(H refresh, Schur downdate) whose client reads compute w = M·cv.
+
+Schedule of one sample (state names of the FSM; formulas in :meth:`ClusterBlock.sample_cycles`):
+
+1. ``RECV``      u_j, v_j into the buffer, s = Σ u_j²                               (``dim`` transfers)
+2. ``NORM``      ‖u‖ = isqrt(s · 4^norm_guard); recip = ⌊2^(pf + ng + re) / ‖u‖⌋
+3. pass UHAT     û_j = narrow(u_j · recip, pf + re → uhat); every unit: dot_k = Σ c_kj û_j,
+                 eq_k = [c_k = û]; Σ û_j²
+4. ``SCORE``     k* = first argmax over active k of dot_k · r_k (one per cycle); a new cluster (k* = count)
+                 when count < K and c_k* ≠ û: pass NEW copies û into unit count, r_count from Σ û_j²,
+                 count += 1 and a refresh (5)
+5. refresh       pass GRAM per column b: unit a accumulates Σ_j c_aj c_bj; G_ab = sat(narrow(·, 2pf → gram)
+                 + λ[a = b]) written into the solver; ``INVERT``; samples since refresh ← 0
+6. project       count < 2: v⊥ = sat(v ≪ (vf − rf)). Otherwise pass CV (unit k: Σ_j c_kj v_j → cv_k),
+                 ``DOWNDATE`` k*, w_i = narrow(Σ_j M_ij cv_j, 2hf → w) through the solver's read port
+7. ``OUT_*``     v⊥_j = sat(v_j ≪ (vf − rf) − shift_round(Σ_k w_k c_kj, pf + hf − vf, half-up)) on ``o``
+8. pass UPDATE   unit k*: c_j ← sat(c_j + shift_round(û_j − c_j, proto_shift, half-up)); r_k* from Σ c_j²;
+                 samples since refresh += 1, and a refresh (5) when it reaches ``refresh``.
+"""
+
+import math
+from types import SimpleNamespace
+
+from amaranth import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from loco_fpga.qformat import Formats
+
+from .arith import Divider, Isqrt
+from .fixed import narrow, saturate, shape, shift_round
+from .solver import MatrixHalf, Solver, SolverOp
+
+__all__ = ["ClusterBlock"]
+
+_MAX_DIM = 1 << 16
+
+
+def _check_int(name, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{name} = {value!r}: must be an integer in [{lo}, {hi}]")
+
+
+def _clog2(n: int) -> int:
+    return max(0, math.ceil(math.log2(n))) if n > 1 else 0
+
+
+class _Pass(enum.Enum, shape=3):
+    """What a pass over the ``dim`` indices computes."""
+    UHAT = 0
+    NEW = 1
+    GRAM = 2
+    CV = 3
+    UPDATE = 4
+
+
+class ClusterBlock(wiring.Component):
+    """K parallel cluster units, the normaliser and the solver of one layer (see the module docstring).
+
+    Parameters (keyword-only): ``formats`` (:class:`~loco_fpga.qformat.Formats` of the config), ``dim``
+    (n + 1: the layer's inputs plus the bias), ``clusters`` K, ``refresh`` N_ref (samples between H
+    refreshes), ``ridge`` λ in gram LSBs, ``norm_guard``, ``recip_extra`` (``[fixed]``). The prototype step
+    η_c = 2^-proto_shift comes from ``formats.proto_shift``. :meth:`from_config` derives all of them.
+
+    Ports:
+        i (In stream of :attr:`input_layout` = {u: rate, v: rate, last: 1}): ``dim`` transfers per sample,
+            index order (the unit counts them itself; ``last`` is ignored).
+        o (Out stream of :attr:`output_layout` = {value: vperp, k_star: 0 … K−1, last: 1}): ``dim``
+            transfers per sample, v⊥ in index order; every transfer carries the sample's k*, ``last`` marks
+            the bias entry. ``o.valid`` never waits on ``o.ready``.
+
+    The prototypes (``prototypes[k]``, :class:`~amaranth.lib.memory.MemoryData`), the solver (``solver``,
+    H in its ``matrix``) and the count/reciprocal registers (``state``) are attributes for simulation tests.
+    """
+
+    def __init__(self, *, formats: Formats, dim: int, clusters: int, refresh: int, ridge: int,
+                 norm_guard: int, recip_extra: int):
+        if not isinstance(formats, Formats):
+            raise TypeError(f"formats = {formats!r}: expected a loco_fpga.qformat.Formats")
+        _check_int("dim", dim, 1, _MAX_DIM)
+        _check_int("clusters", clusters, 1, 64)
+        _check_int("refresh", refresh, 1, 1 << 20)
+        _check_int("ridge", ridge, 0, formats.gram.max)
+        _check_int("norm_guard", norm_guard, 0, 16)
+        _check_int("recip_extra", recip_extra, 0, 24)
+        if formats.uhat.bits != formats.proto.bits or formats.uhat.frac != formats.proto.frac:
+            raise ValueError(f"formats.uhat = {formats.uhat.label()}: must equal formats.proto "
+                             f"({formats.proto.label()}); û is copied into a prototype")
+        if formats.vperp.frac < formats.log2_steps:
+            raise ValueError(f"formats.vperp = {formats.vperp.label()}: needs ≥ log2 T = {formats.log2_steps} "
+                             "fraction bits")
+        if not 0 <= formats.proto_shift <= formats.proto.frac:
+            raise ValueError(f"formats.proto_shift = {formats.proto_shift!r}: must be in [0, "
+                             f"{formats.proto.frac}]")
+        self._formats, self._dim, self._k, self._refresh = formats, dim, clusters, refresh
+        self._ridge, self._ng, self._re = ridge, norm_guard, recip_extra
+        self._input_layout = data.StructLayout({"u": shape(formats.rate), "v": shape(formats.rate), "last": 1})
+        self._output_layout = data.StructLayout({"value": shape(formats.vperp), "k_star": range(clusters),
+                                                 "last": 1})
+        pf, rf = formats.proto.frac, formats.log2_steps
+        pb = formats.proto.bits
+        # the shared square root: ‖u‖² · 4^ng and Σ c_j² (prototypes and û)
+        self._sq_u_width = 2 * formats.rate.bits + _clog2(dim)
+        self._sq_c_width = 2 * pb + _clog2(dim)
+        self._isqrt_width = max(self._sq_u_width + 2 * norm_guard, self._sq_c_width)
+        self._recip_num = pf + norm_guard + recip_extra          # recip = ⌊2^this / ‖u‖⌋
+        self._div_width = max(self._recip_num, 2 * pf) + 1
+        self.solver = Solver(formats=formats, size=clusters)
+        self.prototypes = [memory.MemoryData(shape=shape(formats.proto), depth=dim, init=[])
+                           for _ in range(clusters)]
+        self.state = SimpleNamespace(count=Signal(range(clusters + 1), name="count"),
+                                     recips=[Signal(2 * pf + 1, name=f"recip{k}") for k in range(clusters)],
+                                     since=Signal(range(refresh + 1), name="since_refresh"),
+                                     cv=[Signal(shape(formats.cv), name=f"cv{k}") for k in range(clusters)],
+                                     w=[Signal(shape(formats.w), name=f"w{k}") for k in range(clusters)],
+                                     k_star=Signal(range(clusters), name="k_star"))
+        super().__init__({"i": In(stream.Signature(self._input_layout)),
+                          "o": Out(stream.Signature(self._output_layout))})
+
+    @classmethod
+    def from_config(cls, config, layer: int) -> "ClusterBlock":
+        """The block of layer ``layer`` (0-based: its input has arch[layer] + 1 entries) of ``config``."""
+        from loco_fpga.qformat import formats  # noqa: PLC0415
+
+        arch = config.network.arch
+        _check_int("layer", layer, 0, len(arch) - 2)
+        fm = formats(config)
+        return cls(formats=fm, dim=arch[layer] + 1, clusters=config.rule.clusters, refresh=config.rule.refresh,
+                   ridge=fm.gram.from_float(config.rule.ridge), norm_guard=config.fixed.norm_guard,
+                   recip_extra=config.fixed.recip_extra)
+
+    formats = property(lambda self: self._formats)
+    dim = property(lambda self: self._dim)
+    clusters = property(lambda self: self._k)
+    refresh = property(lambda self: self._refresh)
+    ridge = property(lambda self: self._ridge)
+    norm_guard = property(lambda self: self._ng)
+    recip_extra = property(lambda self: self._re)
+    input_layout = property(lambda self: self._input_layout)
+    output_layout = property(lambda self: self._output_layout)
+
+    # -- published timing -------------------------------------------------------------------------------
+    @property
+    def pass_cycles(self) -> int:
+        """One pass over the ``dim`` indices (all units at once): ``dim`` reads, the last element, 1 to finish."""
+        return self._dim + 2
+
+    @property
+    def isqrt_cycles(self) -> int:
+        """Issue + result of one square root on the shared unit: its latency + 2."""
+        return (self._isqrt_width + 1) // 2 + 1 + 2
+
+    @property
+    def divide_cycles(self) -> int:
+        """Issue + result of one division on the shared divider: its latency + 2."""
+        return self._div_width + 1 + 2
+
+    def refresh_cycles(self, n: int) -> int:
+        """H refresh with n active clusters: n GRAM passes and n solver writes each, then ``INVERT``."""
+        return n * (self.pass_cycles + n + 1) + 1 + self.solver.invert_cycles(n) + 1
+
+    def sample_cycles(self, count: int, new: bool, refreshed: bool) -> int:
+        """Cycles from accepting a sample's first (u, v) to accepting the next sample's first, with ``i``
+        always valid and ``o`` always ready.
+
+        ``count``: active clusters *after* the selection; ``new``: the sample opened cluster count − 1;
+        ``refreshed``: the update's refresh ran (the N_ref-th sample since the last refresh). A new cluster
+        always refreshes once more inside the selection.
+        """
+        before = count - 1 if new else count
+        c = self._dim                                             # RECV (the first transfer included)
+        c += self.isqrt_cycles + self.divide_cycles               # NORM
+        c += self.pass_cycles                                     # UHAT
+        c += before + 1                                           # SCORE (one per active cluster) + decide
+        if new:
+            c += self.pass_cycles + self.isqrt_cycles + self.divide_cycles + self.refresh_cycles(count)
+        if count >= 2:
+            c += self.pass_cycles + 1 + self.solver.downdate_cycles(count) + 1   # CV, DOWNDATE
+            c += 2 * count * count + 1                                            # w = M cv
+        c += 2 * self._dim                                        # OUT_READ / OUT_SEND per entry
+        c += self.pass_cycles + self.isqrt_cycles + self.divide_cycles            # UPDATE, r_k*
+        if refreshed:
+            c += self.refresh_cycles(count)
+        return c
+
+    def elaborate(self, platform):
+        m = Module()
+        fm, dim, K = self._formats, self._dim, self._k
+        pf, pb = fm.proto.frac, fm.proto.bits
+        rf, hf, vf = fm.log2_steps, fm.h.frac, fm.vperp.frac
+        hb = fm.h.bits
+        ng, re = self._ng, self._re
+
+        m.submodules.solver = solver = self.solver
+        m.submodules.isqrt = sq = Isqrt(width=self._isqrt_width)
+        m.submodules.divider = div = Divider(dividend_width=self._div_width, divisor_width=sq.root_width)
+
+        # -- memories ----------------------------------------------------------------------------------
+        buf_layout = data.StructLayout({"u": shape(fm.rate), "v": shape(fm.rate)})
+        m.submodules.inputs = inputs = memory.Memory(shape=buf_layout, depth=dim, init=[])
+        m.submodules.uhat = uhat_mem = memory.Memory(shape=shape(fm.uhat), depth=dim, init=[])
+        in_rd, in_wr = inputs.read_port(domain="sync"), inputs.write_port()
+        uh_rd, uh_wr = uhat_mem.read_port(domain="sync"), uhat_mem.write_port()
+        c_rd, c_wr = [], []
+        for k in range(K):
+            mem = memory.Memory(self.prototypes[k])
+            m.submodules[f"proto{k}"] = mem
+            c_rd.append(mem.read_port(domain="sync"))
+            c_wr.append(mem.write_port())
+        c_val = [port.data.as_signed() for port in c_rd]
+
+        # -- state ---------------------------------------------------------------------------------------
+        st = self.state
+        count, recips, since = st.count, st.recips, st.since
+        j = Signal(range(dim + 1))           # read address of every buffer/prototype memory
+        pv = Signal()                        # a pass's data for index pj arrives this cycle
+        pj = Signal(range(dim))
+        phase = Signal(_Pass)
+        b = Signal(range(K))                 # GRAM column
+        a = Signal(range(K + 1))             # solver write row / w row / score index
+        kstar = st.k_star
+        new = Signal()
+        after_refresh = Signal()             # 0: refresh from SELECT (continue to project), 1: from UPDATE
+        s_u = Signal(self._sq_u_width)       # Σ u_j²
+        s_c = Signal(self._sq_c_width)       # Σ û_j² or Σ c_j² (for r_k)
+        recip_u = Signal(self._recip_num + 1)
+        acc_w = 2 * pb + max(hb, rf + 2) + _clog2(dim) + 1
+        accs = [Signal(signed(acc_w), name=f"acc{k}") for k in range(K)]
+        dots = [Signal(signed(2 * pb + _clog2(dim) + 1), name=f"dot{k}") for k in range(K)]
+        eqs = [Signal(name=f"eq{k}") for k in range(K)]
+        cvs, ws = st.cv, st.w
+        best = Signal(signed(2 * pb + _clog2(dim) + 2 * pf + 3))
+        tacc = Signal(signed(2 * hb + _clog2(K) + 1))
+        in_j = Signal(range(dim))
+
+        # -- datapath ------------------------------------------------------------------------------------
+        m.d.comb += [in_rd.addr.eq(j), uh_rd.addr.eq(j)] + [p.addr.eq(j) for p in c_rd]
+        u_j, v_j = in_rd.data.u, in_rd.data.v
+        uh_j = uh_rd.data.as_signed()
+        uhat_new = Signal(shape(fm.uhat))
+        m.d.comb += uhat_new.eq(narrow(u_j * recip_u, pf + re, fm.uhat, "half-up"))
+        # the broadcast operand of the units' multipliers
+        x = Signal(signed(max(pb, rf + 2) + 1))
+        m.d.comb += x.eq(Mux(phase == _Pass.UHAT, uhat_new,
+                         Mux(phase == _Pass.CV, v_j, Array(c_val)[b])))
+        out_phase = Signal()
+        products = []
+        for k in range(K):
+            prod = Signal(signed(pb + max(hb, rf + 2, pb) + 1), name=f"prod{k}")
+            m.d.comb += prod.eq(c_val[k] * Mux(out_phase, ws[k], x))
+            products.append(prod)
+        t_sum = Signal(signed(hb + pb + _clog2(K) + 1))
+        m.d.comb += t_sum.eq(sum(products))
+        v_scaled = v_j << (vf - rf)
+        vperp_j = saturate(v_scaled - shift_round(t_sum, pf + hf - vf, "half-up"), fm.vperp)
+        vpass_j = saturate(v_scaled, fm.vperp)
+        # the prototype update of unit k*
+        c_k = Array(c_val)[kstar]
+        c_upd = Signal(shape(fm.proto))
+        m.d.comb += c_upd.eq(saturate(c_k + shift_round(uh_j - c_k, fm.proto_shift, "half-up"), fm.proto))
+
+        # processing of the element arriving in a pass
+        with m.If(pv):
+            with m.Switch(phase):
+                with m.Case(_Pass.UHAT):
+                    m.d.comb += [uh_wr.en.eq(1), uh_wr.addr.eq(pj), uh_wr.data.eq(uhat_new)]
+                    m.d.sync += s_c.eq(s_c + uhat_new * uhat_new)
+                    for k in range(K):
+                        m.d.sync += [accs[k].eq(accs[k] + products[k]),
+                                     eqs[k].eq(eqs[k] & (c_val[k] == uhat_new))]
+                with m.Case(_Pass.NEW):
+                    for k in range(K):
+                        m.d.comb += [c_wr[k].en.eq(count == k), c_wr[k].addr.eq(pj), c_wr[k].data.eq(uh_j)]
+                with m.Case(_Pass.GRAM, _Pass.CV):
+                    for k in range(K):
+                        m.d.sync += accs[k].eq(accs[k] + products[k])
+                with m.Case(_Pass.UPDATE):
+                    for k in range(K):
+                        m.d.comb += [c_wr[k].en.eq(kstar == k), c_wr[k].addr.eq(pj), c_wr[k].data.eq(c_upd)]
+                    m.d.sync += s_c.eq(s_c + c_upd * c_upd)
+
+        def start_pass(kind, *, clear_acc=True, clear_sc=False):
+            stmts = [phase.eq(kind), j.eq(0)]
+            if clear_acc:
+                stmts += [acc.eq(0) for acc in accs]
+            if clear_sc:
+                stmts.append(s_c.eq(0))
+            return stmts
+
+        # solver client signals
+        m.d.comb += [solver.rd_addr.row.eq(a), solver.rd_addr.col.eq(j), solver.rd_addr.half.eq(MatrixHalf.M)]
+        gram_value = saturate(narrow(Array(accs)[a], 2 * pf, fm.gram, "half-up") + Mux(a == b, self._ridge, 0),
+                              fm.gram)
+        m.d.comb += [solver.g.payload.row.eq(a), solver.g.payload.col.eq(b), solver.g.payload.value.eq(gram_value),
+                     solver.cmd.payload.n.eq(count), solver.cmd.payload.k.eq(kstar)]
+        score = Signal.like(best)
+        m.d.comb += score.eq(Array(dots)[a] * Array(recips)[a])
+
+        # r_k from a Σ c_j²: isqrt, then ⌊2^(2pf) / root⌋ (0 when the root is 0)
+        root = Signal(sq.root_width)
+
+        with m.FSM() as fsm:
+            with m.State("RECV"):
+                with m.If(self.i.valid):
+                    p = self.i.payload
+                    m.d.comb += [in_wr.en.eq(1), in_wr.addr.eq(in_j), in_wr.data.u.eq(p.u), in_wr.data.v.eq(p.v)]
+                    m.d.sync += [s_u.eq(s_u + p.u * p.u), in_j.eq(in_j + 1)]
+                    with m.If(in_j == dim - 1):
+                        m.d.sync += in_j.eq(0)
+                        m.next = "NORM_SQRT"
+            with m.State("NORM_SQRT"):
+                m.d.comb += [sq.i.valid.eq(1), sq.i.payload.radicand.eq(s_u << (2 * ng))]
+                with m.If(sq.i.ready):
+                    m.next = "NORM_SQRT_WAIT"
+            with m.State("NORM_SQRT_WAIT"):
+                m.d.comb += sq.o.ready.eq(1)
+                with m.If(sq.o.valid):
+                    m.d.sync += root.eq(sq.o.payload.root)
+                    m.next = "NORM_DIV"
+            with m.State("NORM_DIV"):
+                m.d.comb += [div.i.valid.eq(1), div.i.payload.dividend.eq(1 << self._recip_num),
+                             div.i.payload.divisor.eq(root)]
+                with m.If(div.i.ready):
+                    m.next = "NORM_DIV_WAIT"
+            with m.State("NORM_DIV_WAIT"):
+                m.d.comb += div.o.ready.eq(1)
+                with m.If(div.o.valid):
+                    m.d.sync += [recip_u.eq(div.o.payload.quotient), s_u.eq(0), s_c.eq(0)]
+                    m.d.sync += start_pass(_Pass.UHAT) + [eq.eq(1) for eq in eqs]
+                    m.next = "PASS"
+
+            # -- a pass over the dim indices; what happens after it depends on the phase -------------------
+            with m.State("PASS"):
+                m.d.sync += [pv.eq(1), pj.eq(j), j.eq(j + 1)]
+                with m.If(j == dim - 1):
+                    m.next = "DRAIN"
+            with m.State("DRAIN"):                        # the last element is processed
+                m.d.sync += [pv.eq(0), j.eq(0)]
+                m.next = "PASS_DONE"
+            with m.State("PASS_DONE"):
+                with m.Switch(phase):
+                    with m.Case(_Pass.UHAT):
+                        m.d.sync += [dot.eq(acc) for dot, acc in zip(dots, accs)] + [a.eq(0), best.eq(0)]
+                        m.next = "SCORE"
+                    with m.Case(_Pass.NEW):
+                        m.next = "RK_SQRT"
+                    with m.Case(_Pass.GRAM):
+                        m.d.sync += a.eq(0)
+                        m.next = "GRAM_WRITE"
+                    with m.Case(_Pass.CV):
+                        m.d.sync += [cv.eq(narrow(acc, pf + rf, fm.cv, "half-up")) for cv, acc in zip(cvs, accs)]
+                        m.next = "DOWNDATE"
+                    with m.Case(_Pass.UPDATE):
+                        m.next = "RK_SQRT"
+
+            # -- selection -----------------------------------------------------------------------------------
+            with m.State("SCORE"):
+                with m.If(a == count):
+                    with m.If((count == K) | ((count != 0) & Array(eqs)[kstar])):
+                        m.d.sync += new.eq(0)
+                        m.next = "PROJECT"
+                    with m.Else():
+                        m.d.sync += [new.eq(1), kstar.eq(count)] + start_pass(_Pass.NEW)
+                        m.next = "PASS"
+                with m.Else():
+                    with m.If((a == 0) | (score > best)):
+                        m.d.sync += [best.eq(score), kstar.eq(a)]
+                    m.d.sync += a.eq(a + 1)
+
+            # -- r_k of the new or updated prototype (kstar) ----------------------------------------------------
+            with m.State("RK_SQRT"):
+                m.d.comb += [sq.i.valid.eq(1), sq.i.payload.radicand.eq(s_c)]
+                with m.If(sq.i.ready):
+                    m.next = "RK_SQRT_WAIT"
+            with m.State("RK_SQRT_WAIT"):
+                m.d.comb += sq.o.ready.eq(1)
+                with m.If(sq.o.valid):
+                    m.d.sync += root.eq(sq.o.payload.root)
+                    m.next = "RK_DIV"
+            with m.State("RK_DIV"):
+                m.d.comb += [div.i.valid.eq(1), div.i.payload.dividend.eq(1 << (2 * pf)),
+                             div.i.payload.divisor.eq(root)]
+                with m.If(div.i.ready):
+                    m.next = "RK_DIV_WAIT"
+            with m.State("RK_DIV_WAIT"):
+                m.d.comb += div.o.ready.eq(1)
+                with m.If(div.o.valid):
+                    m.d.sync += Array(recips)[kstar].eq(Mux(root == 0, 0, div.o.payload.quotient))
+                    with m.If(phase == _Pass.NEW):
+                        m.d.sync += [count.eq(count + 1), after_refresh.eq(0), b.eq(0)] + start_pass(_Pass.GRAM)
+                        m.next = "PASS"
+                    with m.Elif(since + 1 >= self._refresh):
+                        m.d.sync += [after_refresh.eq(1), b.eq(0)] + start_pass(_Pass.GRAM)
+                        m.next = "PASS"
+                    with m.Else():
+                        m.d.sync += since.eq(since + 1)
+                        m.next = "RECV"
+
+            # -- refresh: G column b into the solver, then INVERT ------------------------------------------------
+            with m.State("GRAM_WRITE"):
+                m.d.comb += solver.g.valid.eq(1)
+                with m.If(solver.g.ready):
+                    m.d.sync += a.eq(a + 1)
+                    with m.If(a == count - 1):
+                        with m.If(b == count - 1):
+                            m.next = "INVERT"
+                        with m.Else():
+                            m.d.sync += b.eq(b + 1)
+                            m.d.sync += start_pass(_Pass.GRAM)
+                            m.next = "PASS"
+            with m.State("INVERT"):
+                m.d.comb += [solver.cmd.valid.eq(1), solver.cmd.payload.op.eq(SolverOp.INVERT)]
+                with m.If(solver.cmd.ready):
+                    m.next = "INVERT_WAIT"
+            with m.State("INVERT_WAIT"):
+                with m.If(~solver.busy):
+                    m.d.sync += since.eq(0)
+                    with m.If(after_refresh):
+                        m.next = "RECV"
+                    with m.Else():
+                        m.next = "PROJECT"
+
+            # -- projection ----------------------------------------------------------------------------------
+            with m.State("PROJECT"):
+                with m.If(count < 2):
+                    m.d.sync += [w.eq(0) for w in ws] + [j.eq(0)]
+                    m.next = "OUT_READ"
+                with m.Else():
+                    m.d.sync += start_pass(_Pass.CV)
+                    m.next = "PASS"
+            with m.State("DOWNDATE"):
+                m.d.comb += [solver.cmd.valid.eq(1), solver.cmd.payload.op.eq(SolverOp.DOWNDATE)]
+                with m.If(solver.cmd.ready):
+                    m.d.sync += [w.eq(0) for w in ws] + [a.eq(0), j.eq(0), tacc.eq(0)]
+                    m.next = "DOWNDATE_WAIT"
+            with m.State("DOWNDATE_WAIT"):
+                with m.If(~solver.busy):
+                    m.next = "W_READ"
+            with m.State("W_READ"):                       # M[a, j] is read; it arrives in W_ACC
+                m.next = "W_ACC"
+            with m.State("W_ACC"):
+                total = tacc + solver.rd_data * Array(cvs)[j]
+                with m.If(j == count - 1):
+                    m.d.sync += [Array(ws)[a].eq(narrow(total, 2 * hf, fm.w, "half-up")), tacc.eq(0), j.eq(0),
+                                 a.eq(a + 1)]
+                    with m.If(a == count - 1):
+                        m.next = "OUT_START"
+                    with m.Else():
+                        m.next = "W_READ"
+                with m.Else():
+                    m.d.sync += [tacc.eq(total), j.eq(j + 1)]
+                    m.next = "W_READ"
+            with m.State("OUT_START"):
+                m.next = "OUT_READ"
+
+            # -- v⊥ on o -------------------------------------------------------------------------------------
+            with m.State("OUT_READ"):                     # v_j and every c_kj are read
+                m.next = "OUT_SEND"
+            with m.State("OUT_SEND"):
+                with m.If(self.o.ready):
+                    m.d.sync += j.eq(j + 1)
+                    with m.If(j == dim - 1):
+                        m.d.sync += start_pass(_Pass.UPDATE, clear_acc=False, clear_sc=True)
+                        m.next = "PASS"
+                    with m.Else():
+                        m.next = "OUT_READ"
+
+        m.d.comb += [
+            self.i.ready.eq(fsm.ongoing("RECV")),
+            out_phase.eq(fsm.ongoing("OUT_SEND")),
+            self.o.valid.eq(fsm.ongoing("OUT_SEND")),
+            self.o.payload.value.eq(Mux(count < 2, vpass_j, vperp_j)),
+            self.o.payload.k_star.eq(kstar),
+            self.o.payload.last.eq(j == dim - 1),
+        ]
+        return m
