@@ -170,8 +170,9 @@ class ClusterBlock(wiring.Component):
         return self._div_width + 1 + 2
 
     def refresh_cycles(self, n: int) -> int:
-        """H refresh with n active clusters: n GRAM passes and n solver writes each, then ``INVERT``."""
-        return n * (self.pass_cycles + n + 1) + 1 + self.solver.invert_cycles(n) + 1
+        """H refresh with n active clusters: n GRAM passes and n solver writes each, then ``INVERT``
+        (command + the solver's cycles + 1 to see it idle)."""
+        return n * (self.pass_cycles + n) + 1 + self.solver.invert_cycles(n) + 1
 
     def sample_cycles(self, count: int, new: bool, refreshed: bool) -> int:
         """Cycles from accepting a sample's first (u, v) to accepting the next sample's first, with ``i``
@@ -188,6 +189,7 @@ class ClusterBlock(wiring.Component):
         c += before + 1                                           # SCORE (one per active cluster) + decide
         if new:
             c += self.pass_cycles + self.isqrt_cycles + self.divide_cycles + self.refresh_cycles(count)
+        c += 1                                                    # PROJECT
         if count >= 2:
             c += self.pass_cycles + 1 + self.solver.downdate_cycles(count) + 1   # CV, DOWNDATE
             c += 2 * count * count + 1                                            # w = M cv
