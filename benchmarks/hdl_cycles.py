@@ -6,10 +6,10 @@ For the UP5K and ECP5 preset networks (``loco_fpga.config.preset``) at several L
 
 * **formula**: ``Network.cycles_per_sample`` (hdl/network.py, the engines' published timing chained);
 * **measured** (where simulated): the network's Verilog under cocotb (sim/harness.py) on Verilator and Icarus,
-  random weights and PRNG seeds written first, then samples offered back to back with every output always
-  ready; cycles per sample = cycles between consecutive ``x`` transfers (the datapath takes a new sample only
-  after the previous one's last result), and the first sample's latency = cycles from its ``x`` transfer to
-  the transfer of its last ``o`` word (ΔL_sum, dl, g);
+  random weights and PRNG seeds written first, then the samples' rates offered back to back (n_0 transfers
+  per sample) with every output always ready; cycles per sample = cycles between consecutive ``last``
+  transfers on ``o`` (ΔL_sum, dl, g), and the first sample's latency = cycles from its first ``x`` transfer to
+  its ``last`` transfer on ``o``;
 * **bound** (SPEC §7 roofline for that LANES): each layer engine reads one LANES-wide weight word per cycle
   from its single memory read port, the clean and noisy passes share every read, and the engines of
   different layers work in parallel, so a sample needs at least
@@ -18,8 +18,7 @@ For the UP5K and ECP5 preset networks (``loco_fpga.config.preset``) at several L
 * **simulator speed**: simulated cycles per wall-clock second of the free-running sample phase (Python is
   only woken at sample boundaries and on output words, not every cycle);
 * **samples/s** = routed Fmax / cycles, with the Fmax of an out-of-context UP5K build (boards/synth.py) of
-  the preset's datapath core — its two layer engines and the loss unit; the full Network with its 64 encoders
-  does not fit the UP5K (docs/hdl.md, "Synthesis") — where ``--synth-lanes`` asks for one.
+  the preset's full ``Network`` where ``--synth-lanes`` asks for one.
 
 Writes ``benchmarks/results/hdl_cycles.json`` and the table between the ``hdl_cycles`` markers of
 ``docs/benchmarks.md``. This file is also the cocotb bench module (``count_cycles``) the simulators import.
@@ -68,15 +67,14 @@ async def count_cycles(dut):
     from loco_fpga.config import preset
     from loco_fpga.hdl.network import Network
     from loco_fpga.sim.benches import bench_params
-    from loco_fpga.sim.benches.network import random_stimulus, reset_and_load
+    from loco_fpga.sim.benches.network import random_stimulus, reset_and_load, x_payloads
 
     params = bench_params()
     config = preset(params["preset"])
     model = Network.from_config(config, lanes=params["lanes"])
     n_samples = params["samples"]
     weights, samples = random_stimulus(config, n_samples, np.random.default_rng(params["seed"]))
-    payloads = [model.sample_layout.const({"x": [int(v) for v in x], "label": label, "lr": lr}).as_bits()
-                for x, label, lr in samples]
+    payloads = x_payloads(model, samples)
 
     cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
     dut.x__valid.value = 0
@@ -114,13 +112,12 @@ async def count_cycles(dut):
         accepted.append(cycle())                       # the transfer happens at the end of this cycle
         await RisingEdge(dut.clk)
         dut.x__valid.value = 0
-    await RisingEdge(dut.x__ready)                     # the last sample is complete
-    await ReadOnly()
-    accepted.append(cycle())
+    while len(last_o) < n_samples:                     # the last sample is complete
+        await RisingEdge(dut.clk)
     seconds = time.monotonic() - wall
     Path(params["out"]).write_text(json.dumps({
         "accepted": accepted, "last_o": last_o, "seconds": seconds,
-        "cycles": accepted[-1] - accepted[0]}))
+        "cycles": last_o[-1] - accepted[0]}))
 
 
 # -- the driver ---------------------------------------------------------------------------------------------
@@ -136,38 +133,33 @@ def simulate(preset_name: str, lanes: int, simulator: str, samples: int) -> dict
     out = built.directory / f"cycles-{samples}.json"
     harness.run(built, "hdl_cycles", params={"samples": samples, "seed": 7, "out": str(out)})
     got = json.loads(out.read_text())
-    acc = got["accepted"]
-    periods = [b - a for a, b in zip(acc[:-1], acc[1:])]
-    latency = got["last_o"][0] - acc[0] if got["last_o"] else None
+    acc, last_o = got["accepted"], got["last_o"]
+    periods = [b - a for a, b in zip(last_o[:-1], last_o[1:])][1:]   # steady state: from the second sample on
+    latency = last_o[0] - acc[0] if last_o else None
     return {"simulator": simulator, "samples": samples, "periods": periods, "latency_first_to_last": latency,
             "build_seconds": round(built.build_seconds, 1), "sim_seconds": round(got["seconds"], 2),
             "cycles_per_second": round(got["cycles"] / got["seconds"])}
 
 
 def synth_fmax(preset_name: str, lanes: int, synth_lanes, synth_dir: str):
-    """Routed Fmax of the UP5K preset's datapath core (its 2 layer engines + loss unit, boards/synth.py,
-    out of context, 24 MHz requested, timing checked by us) — the full Network does not fit the UP5K."""
+    """Routed Fmax of the UP5K preset's full ``Network`` (boards/synth.py, out of context, 24 MHz requested,
+    timing checked by us)."""
     if preset_name != "up5k" or lanes not in synth_lanes:
         return None
     from loco_fpga.boards import synth
     from loco_fpga.config import preset
-    from loco_fpga.hdl.layer import LayerEngine
-    from loco_fpga.hdl.loss import LossUnit
-    from loco_fpga.qformat import formats
+    from loco_fpga.hdl.network import Network
 
     if synth.tools_available("up5k-sg48"):
         return None
-    config = preset("up5k")
-    designs = [LayerEngine.from_config(config, 0, lanes=lanes), LayerEngine.from_config(config, 1, lanes=lanes),
-               LossUnit(formats=formats(config), n_out=config.network.arch[-1])]
     print(f"up5k LANES={lanes}: synthesis …", flush=True)
     try:
-        res = synth.synthesize(designs, part="up5k-sg48", freq_mhz=24, dsp=True, check_timing=False,
-                               build_dir=Path(synth_dir) / f"up5k-l{lanes}")
+        res = synth.synthesize(Network.from_config(preset("up5k"), lanes=lanes), part="up5k-sg48", freq_mhz=24,
+                               dsp=True, check_timing=False, build_dir=Path(synth_dir) / f"up5k-l{lanes}")
     except synth.SynthesisError as err:
-        return {"part": "up5k-sg48", "design": "2 layer engines + loss unit", "error": str(err).splitlines()[0]}
+        return {"part": "up5k-sg48", "design": "full Network", "error": str(err).splitlines()[0]}
     print(f"  {res.summary()}", flush=True)
-    return {"part": res.part, "design": "2 layer engines + loss unit", **res.to_json()}
+    return {"part": res.part, "design": "full Network", **res.to_json()}
 
 
 def table(rows) -> str:
@@ -213,7 +205,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="simulate one LANES value per preset")
     ap.add_argument("--simulators", default=",".join(harness.available_simulators()))
     ap.add_argument("--target-cycles", type=int, default=60_000,
-                    help="simulate about this many cycles per run (2 … 60 samples)")
+                    help="simulate about this many cycles per run (3 … 60 samples)")
     ap.add_argument("--synth-lanes", default="1",
                     help="UP5K LANES values to synthesise (boards/synth.py) for Fmax; '' for none")
     args = ap.parse_args(argv)
@@ -232,13 +224,13 @@ def main(argv=None) -> int:
             net = Network.from_config(config, lanes=lanes)
             bound = roofline(arch, lanes, net.steps)
             row = {"preset": name, "arch": arch, "lanes": lanes, "steps": net.steps,
-                   "formula": net.cycles_per_sample, "latency_formula": net.schedule().loss_done,
+                   "formula": net.cycles_per_sample, "latency_formula": net.schedule().first_latency,
                    "bound": bound,
                    "efficiency": round(bound / net.cycles_per_sample, 4), "simulated": []}
             if lanes in plan[name] and simulators:
                 for sim in simulators:
                     print(f"{name} LANES={lanes}: {sim} …", flush=True)
-                    samples = max(2, min(60, math.ceil(args.target_cycles / net.cycles_per_sample)))
+                    samples = max(3, min(60, math.ceil(args.target_cycles / net.cycles_per_sample)))
                     res = simulate(name, lanes, sim, samples)
                     print(f"  {res}", flush=True)
                     if any(p != net.cycles_per_sample for p in res["periods"]):
@@ -263,8 +255,8 @@ def main(argv=None) -> int:
             "weight read per cycle per layer engine, the two passes sharing each read, engines in parallel). "
             "Simulator speeds: simulated cycles per wall-clock second over the back-to-back sample phase of the "
             "same run (same Verilog, weights and samples) on both simulators, through cocotb (Python woken per "
-            "sample and per output word). Fmax: out-of-context UP5K build of the datapath core (2 layer engines "
-            "+ loss unit), 24 MHz requested; samples/s = Fmax / formula cycles. Rows not simulated in the "
+            "sample and per output word). Fmax: out-of-context UP5K build of the full network, 24 MHz requested; "
+            "samples/s = Fmax / formula cycles. Rows not simulated in the "
             "latest run keep their earlier simulations (same network, same formula).")
     write_doc(text)
     print(text)

@@ -15,20 +15,35 @@ engine feeds each spike to both passes' accumulators.
 
 import math
 
-from amaranth import Module, Mux, Signal, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth import Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from loco_fpga.qformat import QFormat
 
 from .fixed import shape
-from .prng import Xorshift32
+from .prng import Xorshift32, xorshift32_next
 
-__all__ = ["ENCODERS", "SpikeEncoder"]
+__all__ = ["ENCODERS", "SpikeEncoder", "EncoderBank"]
 
 #: encoder kinds, spelled as in ``[spiking] encoder`` of the config
 ENCODERS = ("deterministic", "bernoulli")
 _MAX_STEPS = 4096   # the config's limit for spiking.steps
+
+
+def _check_encoder(input_format, steps, encoder):
+    if not isinstance(input_format, QFormat):
+        raise TypeError(f"input_format = {input_format!r}: expected a loco_fpga.qformat.QFormat")
+    if input_format.signed or input_format.bits != input_format.frac + 1:
+        raise ValueError(f"input_format = {input_format.label()}: the input rate format is unsigned "
+                         "with one integer bit (u<if+1>.<if>)")
+    if not 1 <= input_format.frac <= 32:
+        raise ValueError(f"input_format = {input_format.label()}: needs 1..32 fraction bits "
+                         "(the Bernoulli comparison uses the top bits of one 32-bit word)")
+    if not isinstance(steps, int) or not 1 <= steps <= _MAX_STEPS:
+        raise ValueError(f"steps = {steps!r}: must be an integer in [1, {_MAX_STEPS}]")
+    if encoder not in ENCODERS:
+        raise ValueError(f"encoder = {encoder!r}: expected one of {', '.join(ENCODERS)}")
 
 
 class SpikeEncoder(wiring.Component):
@@ -47,18 +62,7 @@ class SpikeEncoder(wiring.Component):
     """
 
     def __init__(self, *, input_format: QFormat, steps: int, encoder: str):
-        if not isinstance(input_format, QFormat):
-            raise TypeError(f"input_format = {input_format!r}: expected a loco_fpga.qformat.QFormat")
-        if input_format.signed or input_format.bits != input_format.frac + 1:
-            raise ValueError(f"input_format = {input_format.label()}: the input rate format is unsigned "
-                             "with one integer bit (u<if+1>.<if>)")
-        if not 1 <= input_format.frac <= 32:
-            raise ValueError(f"input_format = {input_format.label()}: needs 1..32 fraction bits "
-                             "(the Bernoulli comparison uses the top bits of one 32-bit word)")
-        if not isinstance(steps, int) or not 1 <= steps <= _MAX_STEPS:
-            raise ValueError(f"steps = {steps!r}: must be an integer in [1, {_MAX_STEPS}]")
-        if encoder not in ENCODERS:
-            raise ValueError(f"encoder = {encoder!r}: expected one of {', '.join(ENCODERS)}")
+        _check_encoder(input_format, steps, encoder)
         self._input_format, self._steps, self._encoder = input_format, steps, encoder
         self._sample_layout = data.StructLayout({"x": shape(input_format)})
         self._spike_layout = self.spike_layout_for(steps)
@@ -129,4 +133,164 @@ class SpikeEncoder(wiring.Component):
             m.d.sync += [busy.eq(1), x.eq(self.i.payload.x), step.eq(0)]
             if self._encoder == "deterministic":
                 m.d.sync += acc.eq(one >> 1)
+        return m
+
+
+class EncoderBank(wiring.Component):
+    """All n inputs of a network through one time-multiplexed encoder, ``lanes`` inputs per cycle.
+
+    The rule per input is :class:`SpikeEncoder`'s (``FixedNetwork.encode``). Instead of n encoders with their
+    own step counters and an n-wide rate port, the bank keeps per input i its rate x_i and its encoder state
+    (deterministic: the sigma-delta accumulator; Bernoulli: the xorshift32 state of lane (ENCODER, i)) in
+    memories of ⌈n/lanes⌉ words (input i is lane i mod lanes of word ⌊i/lanes⌋), with one step counter.
+
+    Ports:
+        x (In stream of {x: input format}): the rates of one sample, one per transfer, input order (n
+            transfers per sample). Accepted while the bank is in its FILL state: from the moment it has read
+            the rates for the previous sample's last step until n rates have arrived.
+        o (Out stream of {spikes: n}): T transfers per sample, one spike vector per step (bit i = input i).
+            The bank works one step ahead: it computes step t + 1 while step t waits on ``o``.
+        seed (In 32), seed_en (In 1), seed_index (In range(n)) — Bernoulli only: load lane i's PRNG state;
+            only while the bank is filling (between samples).
+
+    Timing (``o`` always ready): after the last rate of a sample is accepted in cycle f, step 0 is valid on
+    ``o`` from cycle f + :attr:`words` + 2; each later step needs :attr:`step_cycles` = ⌈n/lanes⌉ + 1 cycles
+    (the reads of the ⌈n/lanes⌉ words, then the hand-off), and starts in the cycle after the previous step's
+    hand-off. After the hand-off of step T − 1 the bank is back in FILL.
+    """
+
+    def __init__(self, *, n_inputs: int, input_format: QFormat, steps: int, encoder: str, lanes: int = 1):
+        _check_encoder(input_format, steps, encoder)
+        if isinstance(n_inputs, bool) or not isinstance(n_inputs, int) or not 1 <= n_inputs <= 1 << 16:
+            raise ValueError(f"n_inputs = {n_inputs!r}: must be an integer in [1, 65536]")
+        if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= n_inputs:
+            raise ValueError(f"lanes = {lanes!r}: must be an integer in [1, {n_inputs}]")
+        self._n, self._lanes = n_inputs, lanes
+        self._input_format, self._steps, self._encoder = input_format, steps, encoder
+        self._words = -(-n_inputs // lanes)
+        self._sample_layout = data.StructLayout({"x": shape(input_format)})
+        self._spikes_layout = data.StructLayout({"spikes": unsigned(n_inputs)})
+        members = {"x": In(stream.Signature(self._sample_layout)),
+                   "o": Out(stream.Signature(self._spikes_layout))}
+        if encoder == "bernoulli":
+            members.update(seed=In(32), seed_en=In(1), seed_index=In(range(n_inputs)))
+        super().__init__(members)
+
+    n_inputs = property(lambda self: self._n)
+    lanes = property(lambda self: self._lanes)
+    input_format = property(lambda self: self._input_format)
+    steps = property(lambda self: self._steps)
+    encoder = property(lambda self: self._encoder)
+    sample_layout = property(lambda self: self._sample_layout)
+    spikes_layout = property(lambda self: self._spikes_layout)
+    #: memory words per field: ⌈n/lanes⌉
+    words = property(lambda self: self._words)
+
+    @property
+    def step_cycles(self) -> int:
+        """Cycles per step when ``o`` never stalls: ⌈n/lanes⌉ reads + the hand-off."""
+        return self._words + 1
+
+    @property
+    def latency(self) -> int:
+        """Cycles from the last rate's transfer on ``x`` to step 0 being valid on ``o`` (``o`` free)."""
+        return self._words + 2
+
+    def elaborate(self, platform):
+        m = Module()
+        frac = self._input_format.frac
+        one = 1 << frac
+        n, lanes, words = self._n, self._lanes, self._words
+        bern = self._encoder == "bernoulli"
+        state_shape = unsigned(32) if bern else unsigned(frac + 1)
+
+        x_rd, x_wr, s_rd, s_wr = [], [], [], []
+        for k in range(lanes):
+            xm = memory.Memory(shape=shape(self._input_format), depth=words, init=[])
+            sm = memory.Memory(shape=state_shape, depth=words, init=[])
+            m.submodules[f"x{k}"], m.submodules[f"state{k}"] = xm, sm
+            x_rd.append(xm.read_port(domain="sync"))
+            x_wr.append(xm.write_port())
+            s_rd.append(sm.read_port(domain="sync"))
+            s_wr.append(sm.write_port())
+
+        index = Signal(range(n))                 # FILL: the next rate's input index
+        fill_word = Signal(range(words))
+        fill_lane = Signal(range(lanes))
+        word = Signal(range(words))              # READ: the word addressed this cycle
+        d_valid = Signal()                       # a word read last cycle arrives now
+        d_word = Signal(range(words))
+        step = Signal(range(self._steps))
+        vec = Signal(words * lanes)
+        o_valid = Signal()
+        o_spikes = Signal(n)
+        o_free = Signal()
+        m.d.comb += o_free.eq(~o_valid | self.o.ready)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += o_valid.eq(0)
+
+        # the data stage: every lane of the word read last cycle
+        spikes = []
+        for k in range(lanes):
+            x, old = x_rd[k].data, s_rd[k].data
+            spike = Signal(name=f"spike{k}")
+            new = Signal(state_shape, name=f"new{k}")
+            if bern:
+                word_k = xorshift32_next(old)
+                m.d.comb += [spike.eq(word_k[32 - frac:] < x), new.eq(word_k)]
+            else:
+                total = Signal(unsigned(frac + 1), name=f"total{k}")
+                m.d.comb += [total.eq(Mux(step == 0, one >> 1, old) + x), spike.eq(total >= one),
+                             new.eq(total - Mux(spike, one, 0))]
+            spikes.append(spike)
+            m.d.comb += [x_rd[k].addr.eq(word), s_rd[k].addr.eq(word), x_rd[k].en.eq(1), s_rd[k].en.eq(1),
+                         s_wr[k].addr.eq(d_word), s_wr[k].data.eq(new), s_wr[k].en.eq(d_valid),
+                         x_wr[k].addr.eq(fill_word), x_wr[k].data.eq(self.x.payload.x),
+                         x_wr[k].en.eq(self.x.valid & self.x.ready & (fill_lane == k))]
+            if bern:
+                with m.If(self.seed_en):
+                    m.d.comb += [s_wr[k].addr.eq(self.seed_index // lanes), s_wr[k].data.eq(self.seed),
+                                 s_wr[k].en.eq(self.seed_index % lanes == k)]
+        shifted = Signal(words * lanes)
+        m.d.comb += shifted.eq(Cat(vec[lanes:], *spikes)) if words > 1 else shifted.eq(Cat(*spikes))
+        m.d.sync += [d_valid.eq(0), d_word.eq(word)]
+        with m.If(d_valid):
+            m.d.sync += vec.eq(shifted)
+
+        with m.FSM() as fsm:
+            with m.State("FILL"):
+                with m.If(self.x.valid):
+                    m.d.sync += index.eq(index + 1)
+                    with m.If(fill_lane == lanes - 1):
+                        m.d.sync += [fill_lane.eq(0), fill_word.eq(fill_word + 1)]
+                    with m.Else():
+                        m.d.sync += fill_lane.eq(fill_lane + 1)
+                    with m.If(index == n - 1):
+                        m.d.sync += [index.eq(0), fill_lane.eq(0), fill_word.eq(0), step.eq(0), word.eq(0)]
+                        m.next = "READ"
+            with m.State("READ"):
+                m.d.sync += [d_valid.eq(1), word.eq(word + 1)]
+                with m.If(word == words - 1):
+                    m.d.sync += word.eq(0)
+                    m.next = "DONE"
+            with m.State("DONE"):                  # the last word arrives: the step's vector is complete
+                with m.If(o_free):
+                    m.d.sync += [o_valid.eq(1), o_spikes.eq(shifted[:n]), step.eq(step + 1)]
+                    with m.If(step == self._steps - 1):
+                        m.d.sync += step.eq(0)
+                        m.next = "FILL"
+                    with m.Else():
+                        m.next = "READ"
+                with m.Else():
+                    m.next = "HOLD"
+            with m.State("HOLD"):                  # vec holds the vector until ``o`` is free
+                with m.If(o_free):
+                    m.d.sync += [o_valid.eq(1), o_spikes.eq(vec[:n]), step.eq(step + 1)]
+                    with m.If(step == self._steps - 1):
+                        m.d.sync += step.eq(0)
+                        m.next = "FILL"
+                    with m.Else():
+                        m.next = "READ"
+        m.d.comb += [self.x.ready.eq(fsm.ongoing("FILL")), self.o.valid.eq(o_valid),
+                     self.o.payload.spikes.eq(o_spikes)]
         return m

@@ -15,6 +15,15 @@ the memory). Weights live in a memory of n_out·C words of ``lanes`` weights (C 
 per row; word i·C + c holds W[i, c·lanes … c·lanes + lanes − 1], the bias is column n_in, padding columns
 are ignored). One word is read per cycle, so a time step takes n_out·C cycles of accumulation plus a fixed
 overhead (:attr:`cycles_per_step`).
+
+**Pipeline** (:attr:`stages`; one weight word enters per cycle, neurons follow each other without bubbles):
+1. the weight word read in the previous cycle is registered; 2. both accumulators add it (the first chunk of a
+neuron starts from 0) and the neuron's last chunk addresses its state word; 3. I and Ĩ are saturated and
+registered, the state word arrives and is registered; 4. hidden: V − leak + I saturated and registered;
+output: Y + I written; 5. hidden: compare θ, soft reset, count, written, spike bits set. A neuron's state is
+read and written once per step and the step's last write happens before the next step's first read (the
+engine drains its pipeline before EMIT), so no forwarding is needed. The results are read ahead and
+registered (narrowed) before they are offered on ``r``.
 """
 
 import functools
@@ -170,20 +179,34 @@ class LayerEngine(wiring.Component):
         return self._n_out * self._chunks
 
     @property
+    def stages(self) -> int:
+        """Pipeline stages from a weight-word address to the neuron's state write: 1 (weight read, registered)
+        + 1 (accumulate) + 1 (saturate I, Ĩ; state read registered) + 1 (membrane add and saturate / output Y
+        add, written here) [+ 1 (compare θ, soft reset, count, written here), hidden]."""
+        return 4 if self._output else 5
+
+    @property
     def cycles_per_step(self) -> int:
         """Cycles from accepting step t's spikes to accepting step t + 1's, streams never stalling:
-        1 (accept) + n_out·C (weight reads) + 1 (last neuron's update) [+ 1 (emit spikes), hidden]."""
-        return self.accumulate_cycles + (2 if self._output else 3)
+        1 (accept) + n_out·C (weight reads) + :attr:`stages` (the last neuron's pipeline drains)
+        [+ 1 (emit spikes), hidden]."""
+        return 1 + self.accumulate_cycles + self.stages + (0 if self._output else 1)
+
+    @property
+    def result_cycles(self) -> int:
+        """Cycles of the result phase, ``r`` always ready: 1 (first state read) + 2 per result (the registered,
+        narrowed state word, then the transfer, while the next word is read)."""
+        return 1 + 2 * self._n_out
 
     @property
     def cycles_per_sample(self) -> int:
-        """Cycles per sample, streams never stalling: noise words, T steps, 2 per result."""
-        return self._noise_words + self.steps * self.cycles_per_step + 2 * self._n_out
+        """Cycles per sample, streams never stalling: noise words, T steps, the results."""
+        return self._noise_words + self.steps * self.cycles_per_step + self.result_cycles
 
     @property
     def latency(self) -> int:
         """Cycles from accepting a step's spikes on ``i`` to its spikes being valid on ``o`` (hidden)."""
-        return self.accumulate_cycles + 2
+        return self.accumulate_cycles + self.stages + 1
 
     def elaborate(self, platform):
         m = Module()
@@ -220,63 +243,78 @@ class LayerEngine(wiring.Component):
         spikes_c = Signal(n_out)
         spikes_n = Signal(n_out)
 
-        # -- pipeline stage 1: the word read in the previous cycle arrives ------------------------------
-        p_valid = Signal()
-        p_neuron = Signal(range(n_out))
-        p_chunk = Signal(range(chunks))
-        p_first = Signal()
-        p_last = Signal()
+        # -- the pipeline: one weight word enters per RUN cycle; per-word tags travel with it ----------
+        # stage 1: the word read in the previous cycle arrives and is registered (wq)
+        # stage 2: the accumulators add it (first chunk: from 0); the last chunk also addresses the state
+        # stage 3: I = sat_acc(A), Ĩ = sat_acc(Ã ± σ) registered; the state word arrives and is registered
+        # stage 4: hidden: V1 = sat_membrane(V − leak + I) registered; output: Y += I written
+        # stage 5 (hidden): s = V1 ≥ θ, V = V1 − θ·s, count += s written; the spike bits are set
+        tag = data.StructLayout({"valid": 1, "neuron": range(n_out), "chunk": range(chunks), "first": 1,
+                                 "last": 1})
+        t1, t2 = Signal(tag), Signal(tag)
+        wq = Signal(self._word_layout)
+        m.d.comb += [w_rd.addr.eq(neuron * chunks + chunk), w_rd.en.eq(1), s_rd.en.eq(1)]
+        m.d.sync += [t1.valid.eq(0), t2.eq(t1), wq.eq(w_rd.data)]
+
         acc_c = Signal(acc_shape)
         acc_n = Signal(acc_shape)
+        sel_c = clean_in.word_select(t2.chunk, lanes)
+        sel_n = noisy_in.word_select(t2.chunk, lanes)
+        part_c = functools.reduce(lambda a, b: a + b, [Mux(sel_c[k], wq[k], 0) for k in range(lanes)])
+        part_n = functools.reduce(lambda a, b: a + b, [Mux(sel_n[k], wq[k], 0) for k in range(lanes)])
+        with m.If(t2.valid):
+            m.d.sync += [acc_c.eq(Mux(t2.first, 0, acc_c) + part_c), acc_n.eq(Mux(t2.first, 0, acc_n) + part_n)]
 
-        m.d.comb += [w_rd.addr.eq(neuron * chunks + chunk), w_rd.en.eq(1), s_rd.en.eq(1)]
-        m.d.sync += p_valid.eq(0)
-
-        sel_c = clean_in.word_select(p_chunk, lanes)
-        sel_n = noisy_in.word_select(p_chunk, lanes)
-        word = w_rd.data
-        part_c = functools.reduce(lambda a, b: a + b, [Mux(sel_c[k], word[k], 0) for k in range(lanes)])
-        part_n = functools.reduce(lambda a, b: a + b, [Mux(sel_n[k], word[k], 0) for k in range(lanes)])
-        sum_c = Signal(acc_shape)
-        sum_n = Signal(acc_shape)
-        m.d.comb += [sum_c.eq(Mux(p_first, 0, acc_c) + part_c), sum_n.eq(Mux(p_first, 0, acc_n) + part_n)]
-        with m.If(p_valid):
-            m.d.sync += [acc_c.eq(sum_c), acc_n.eq(sum_n)]
-
-        # Neuron update, in the cycle the last chunk arrives (the state word of p_neuron arrives with it).
-        xi = Mux(signs.bit_select(p_neuron, 1), sigma, -sigma)
+        # stage 3 (the cycle after a neuron's last word was added: acc_c/acc_n hold its sums)
+        v3 = Signal()
+        n3 = Signal(range(n_out))
+        plus3 = Signal()
+        m.d.sync += [v3.eq(t2.valid & t2.last), n3.eq(t2.neuron), plus3.eq(signs.bit_select(t2.neuron, 1))]
         cur_c = Signal(shape(fm.acc))
         cur_n = Signal(shape(fm.acc))
-        m.d.comb += [cur_c.eq(saturate(sum_c, fm.acc)), cur_n.eq(saturate(sum_n + xi, fm.acc))]
         old = s_rd.data
+        v4 = Signal()
+        n4 = Signal(range(n_out))
+        m.d.sync += [v4.eq(v3), n4.eq(n3),
+                     cur_c.eq(saturate(acc_c, fm.acc)),
+                     cur_n.eq(saturate(acc_n + Mux(plus3, sigma, -sigma), fm.acc))]
         new = Signal(state_layout)
-        spike_c, spike_n = Signal(), Signal()
         if self._output:
-            m.d.comb += [new.y.eq(Mux(first_step, 0, old.y) + cur_c),
-                         new.y_noisy.eq(Mux(first_step, 0, old.y_noisy) + cur_n)]
+            y0_c = Signal(signed(fm.acc.bits + log2t + 1))
+            y0_n = Signal(signed(fm.acc.bits + log2t + 1))
+            m.d.sync += [y0_c.eq(Mux(first_step, 0, old.y)), y0_n.eq(Mux(first_step, 0, old.y_noisy))]
+            m.d.comb += [new.y.eq(y0_c + cur_c), new.y_noisy.eq(y0_n + cur_n),
+                         s_wr.addr.eq(n4), s_wr.data.eq(new), s_wr.en.eq(v4)]
+            last_write = v4 & (n4 == n_out - 1)
         else:
             theta, k = self._threshold, self._leak_shift
+            v5 = Signal()
+            n5 = Signal(range(n_out))
+            m.d.sync += [v5.eq(v4), n5.eq(n4)]
+            spike_c, spike_n = Signal(), Signal()
             for v_old, cnt_old, cur, spike, v_new, cnt_new in (
                     (old.v, old.count, cur_c, spike_c, new.v, new.count),
                     (old.v_noisy, old.count_noisy, cur_n, spike_n, new.v_noisy, new.count_noisy)):
-                v0 = Signal(shape(fm.membrane))
-                v1 = Signal(shape(fm.membrane))
-                m.d.comb += v0.eq(Mux(first_step, 0, v_old))
+                v0 = Signal(shape(fm.membrane))          # stage 3 → 4: the stored membrane (0 at step 0)
+                c0 = Signal(shape(fm.rate))
+                c1 = Signal(shape(fm.rate))
+                v1 = Signal(shape(fm.membrane))          # stage 4 → 5
+                m.d.sync += [v0.eq(Mux(first_step, 0, v_old)), c0.eq(Mux(first_step, 0, cnt_old))]
                 leaked = v0 - (v0 >> k) if k else v0
+                m.d.sync += [v1.eq(saturate(leaked + cur, fm.membrane)), c1.eq(c0)]
                 m.d.comb += [
-                    v1.eq(saturate(leaked + cur, fm.membrane)),
                     spike.eq(v1 >= theta),
                     v_new.eq(v1 - Mux(spike, theta, 0)),
-                    cnt_new.eq(Mux(first_step, 0, cnt_old) + spike),
+                    cnt_new.eq(c1 + spike),
                 ]
-        m.d.comb += [s_wr.addr.eq(p_neuron), s_wr.data.eq(new), s_wr.en.eq(p_valid & p_last)]
-        if not self._output:
-            with m.If(p_valid & p_last):
-                m.d.sync += [spikes_c.bit_select(p_neuron, 1).eq(spike_c),
-                             spikes_n.bit_select(p_neuron, 1).eq(spike_n)]
+            m.d.comb += [s_wr.addr.eq(n5), s_wr.data.eq(new), s_wr.en.eq(v5)]
+            with m.If(v5):
+                m.d.sync += [spikes_c.bit_select(n5, 1).eq(spike_c), spikes_n.bit_select(n5, 1).eq(spike_n)]
+            last_write = v5 & (n5 == n_out - 1)
 
-        # -- results ------------------------------------------------------------------------------------
+        # -- results: state read (READ), registered and narrowed (LATCH), offered (RESULT) ---------------
         r_neuron = Signal(range(n_out))
+        r_payload = Signal(self._result_layout)
         if self._output:
             result = {"y": narrow(old.y, wf + log2t, fm.out, "half-up"),
                       "y_noisy": narrow(old.y_noisy, wf + log2t, fm.out, "half-up")}
@@ -300,8 +338,8 @@ class LayerEngine(wiring.Component):
                                  noisy_in.eq(self.i.payload.noisy | bias), neuron.eq(0), chunk.eq(0)]
                     m.next = "RUN"
             with m.State("RUN"):
-                m.d.sync += [p_valid.eq(1), p_neuron.eq(neuron), p_chunk.eq(chunk),
-                             p_first.eq(chunk == 0), p_last.eq(chunk == chunks - 1)]
+                m.d.sync += [t1.valid.eq(1), t1.neuron.eq(neuron), t1.chunk.eq(chunk),
+                             t1.first.eq(chunk == 0), t1.last.eq(chunk == chunks - 1)]
                 with m.If(chunk == chunks - 1):
                     m.d.sync += chunk.eq(0)
                     with m.If(neuron == n_out - 1):
@@ -310,17 +348,17 @@ class LayerEngine(wiring.Component):
                         m.d.sync += neuron.eq(neuron + 1)
                 with m.Else():
                     m.d.sync += chunk.eq(chunk + 1)
-            with m.State("DRAIN"):                        # the last neuron's update is written now
-                last_step = step == self.steps - 1
-                if self._output:
-                    m.d.sync += [step.eq(step + 1), first_step.eq(0)]
-                    with m.If(last_step):
-                        m.d.sync += r_neuron.eq(0)
-                        m.next = "READ"
-                    with m.Else():
-                        m.next = "INPUT"
-                else:
-                    m.next = "EMIT"
+            with m.State("DRAIN"):                        # the last neuron passes the pipeline stages
+                with m.If(last_write):
+                    if self._output:
+                        m.d.sync += [step.eq(step + 1), first_step.eq(0)]
+                        with m.If(step == self.steps - 1):
+                            m.d.sync += r_neuron.eq(0)
+                            m.next = "READ"
+                        with m.Else():
+                            m.next = "INPUT"
+                    else:
+                        m.next = "EMIT"
             if not self._output:
                 with m.State("EMIT"):
                     with m.If(self.o.ready):
@@ -331,6 +369,10 @@ class LayerEngine(wiring.Component):
                         with m.Else():
                             m.next = "INPUT"
             with m.State("READ"):
+                m.next = "LATCH"
+            with m.State("LATCH"):
+                m.d.sync += [r_payload.eq(0), r_payload.last.eq(r_neuron == n_out - 1)]
+                m.d.sync += [getattr(r_payload, name).eq(value) for name, value in result.items()]
                 m.next = "RESULT"
             with m.State("RESULT"):
                 with m.If(self.r.ready):
@@ -339,15 +381,21 @@ class LayerEngine(wiring.Component):
                         m.d.sync += r_neuron.eq(0)
                         m.next = "NOISE"
                     with m.Else():
-                        m.next = "READ"
+                        m.next = "LATCH"
+        state_addr = Signal(range(n_out))
+        with m.If(fsm.ongoing("RESULT")):
+            m.d.comb += state_addr.eq(r_neuron + 1)       # the next result's state word, read ahead
+        with m.Elif(fsm.ongoing("READ")):
+            m.d.comb += state_addr.eq(r_neuron)
+        with m.Else():
+            m.d.comb += state_addr.eq(t2.neuron)          # stage 2 addresses the state word of stage 3
         m.d.comb += [
+            s_rd.addr.eq(state_addr),
             self.noise.ready.eq(fsm.ongoing("NOISE")),
             self.i.ready.eq(fsm.ongoing("INPUT")),
-            s_rd.addr.eq(Mux(fsm.ongoing("RUN"), neuron, r_neuron)),
             self.r.valid.eq(fsm.ongoing("RESULT")),
-            self.r.payload.last.eq(r_neuron == n_out - 1),
+            self.r.payload.eq(r_payload),
         ]
-        m.d.comb += [getattr(self.r.payload, name).eq(value) for name, value in result.items()]
         if not self._output:
             m.d.comb += [self.o.valid.eq(fsm.ongoing("EMIT")), self.o.payload.clean.eq(spikes_c),
                          self.o.payload.noisy.eq(spikes_n)]

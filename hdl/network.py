@@ -7,8 +7,9 @@ Per sample (x, label, lr_reg) the datapath
 
 1. draws the noise words of every layer (one xorshift32 lane per layer: PRNG stream NOISE, lane l;
    ⌈n_l/32⌉ words per sample, in draw order — golden_model/prng.py);
-2. encodes x into T spike vectors (one :class:`~.encoder.SpikeEncoder` per input; Bernoulli lanes are
-   PRNG stream ENCODER, lane i, one draw per step); both passes use the same spikes;
+2. encodes x into T spike vectors with one time-multiplexed :class:`~.encoder.EncoderBank` (the rates
+   arrive one per ``x`` transfer and live in its memory; Bernoulli lanes are PRNG stream ENCODER, lane i,
+   one draw per step, their states in the bank's memory); both passes use the same spikes;
 3. runs the T steps of both passes through the L :class:`~.layer.LayerEngine` s, one engine per layer;
 4. feeds the output layer's y, ỹ to the :class:`~.loss.LossUnit` (Δy, ΔL_sum, dl, g).
 
@@ -17,9 +18,13 @@ within a lane does, and each lane has exactly one consumer.
 
 **Pipelining.** The engines are chained by their spike streams (``o`` of layer l → ``i`` of layer l + 1), so
 layer l + 1 works on step t − 1 while layer l works on step t; the handshakes couple the stages (a layer
-emits its step's spikes only when the next layer is ready to take them). Samples are *not* overlapped: a
-new sample is accepted once every result of the previous one has been delivered. :attr:`cycles_per_sample`
-gives the exact cycle count of that schedule (streams never stalling).
+emits its step's spikes only when the next layer is ready to take them). Samples are *not* overlapped in
+the layers (training needs sample n's update before sample n + 1's reads): a sample *starts* (label, lr
+latched, noise words drawn) once every result of the previous one has been delivered. The next sample's
+rates stream into the encoder bank as soon as the bank has read the rates of the current sample's last
+step, and the bank pre-computes its step 0, so with a fast enough source the fill is hidden behind the
+current sample's tail. :meth:`Network.schedule` gives the exact cycle of every event of that schedule
+(streams never stalling) and :attr:`cycles_per_sample` its steady-state period.
 """
 
 import dataclasses
@@ -30,7 +35,7 @@ from amaranth.lib.wiring import In, Out
 
 from loco_fpga.qformat import Formats
 
-from .encoder import ENCODERS, SpikeEncoder
+from .encoder import ENCODERS, EncoderBank
 from .fixed import shape
 from .layer import NEURONS, LayerEngine, default_memory
 from .loss import LossUnit
@@ -43,16 +48,27 @@ _MAX_LAYERS = 64
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-    """Cycle numbers of one sample, relative to the cycle its ``x`` transfer happens in (cycle 0)."""
+    """The exact cycle schedule of back-to-back samples (``x`` always valid, outputs always ready), from the
+    first cycle the network can take a rate (after reset and loading; cycle 0)."""
 
-    #: per layer, per step t: the cycle the layer accepts step t's input spikes
+    #: per sample: the cycle of its first and of its last ``x`` transfer
+    first_x: tuple
+    last_x: tuple
+    #: per sample: the cycle it starts (label and lr latched, noise words requested)
+    start: tuple
+    #: per sample, per layer, per step t: the cycle the layer accepts step t's input spikes
     accept: tuple
-    #: per hidden layer: the cycle its last count transfers on ``counts[l]``
+    #: per sample, per hidden layer: the cycle its last count transfers on ``counts[l]``
     counts_done: tuple
-    #: the cycle the ``last`` transfer (ΔL_sum, dl, g) happens on ``o``
-    loss_done: int
-    #: cycles from one ``x`` transfer to the next, back to back (= max(all done) + 1)
+    #: per sample: the cycle of the ``last`` transfer (ΔL_sum, dl, g) on ``o``
+    loss_done: tuple
+    #: steady-state cycles from one sample's start to the next (the last two samples of the run)
     period: int
+
+    @property
+    def first_latency(self) -> int:
+        """Cycles from the first sample's first ``x`` transfer to its ``last`` transfer on ``o``."""
+        return self.loss_done[0] - self.first_x[0]
 
 
 def _check_int(name, value, lo, hi):
@@ -66,12 +82,16 @@ class Network(wiring.Component):
     Parameters (keyword-only): ``arch`` (n_0, n_1, …, n_L; at least one layer), ``lanes`` (synapse lanes per
     engine; layer l uses min(lanes, n_l + 1)), ``formats`` (:class:`~loco_fpga.qformat.Formats`),
     ``encoder`` (``"deterministic"``/``"bernoulli"``), ``threshold`` θ (membrane LSBs), ``neuron``
-    (``"if"``/``"lif"``), ``leak_shift`` (LIF), ``memory`` (hook, :func:`.layer.default_memory`).
+    (``"if"``/``"lif"``), ``leak_shift`` (LIF), ``memory`` (hook, :func:`.layer.default_memory`),
+    ``encoder_lanes`` (inputs the encoder bank encodes per cycle; default: the smallest number with
+    ⌈n_0/P⌉ + 1 ≤ layer 0's cycles per step, so the bank never starves layer 0).
     :meth:`from_config` derives them from a config.
 
     Ports:
-        x (In stream of :attr:`sample_layout` = {x: n_0 × input format, label: range(n_L), lr: lr format}):
-            one transfer per sample; accepted only when the previous sample is completely delivered.
+        x (In stream of :attr:`sample_layout` = {x: input format, label: range(n_L), lr: lr format}): the
+            rates of a sample, one per transfer, input order, n_0 transfers per sample; the sample's label and
+            lr are taken from its last transfer (the others' are ignored). Ready while the encoder bank is
+            filling and no complete sample is waiting to start.
         counts (Out, array of L − 1 streams of the hidden engines' :attr:`LayerEngine.result_layout`
             {count, count_noisy: rate format, last}; absent when L = 1): counts[l] carries layer l + 1's
             clean and noisy spike counts, n_{l+1} transfers per sample in neuron order.
@@ -87,7 +107,8 @@ class Network(wiring.Component):
     """
 
     def __init__(self, *, arch, lanes: int, formats: Formats, encoder: str = "deterministic",
-                 threshold: int = 1, neuron: str = "if", leak_shift: int = 0, memory=default_memory):
+                 threshold: int = 1, neuron: str = "if", leak_shift: int = 0, memory=default_memory,
+                 encoder_lanes: int | None = None):
         if (not isinstance(arch, (tuple, list)) or not 2 <= len(arch) <= _MAX_LAYERS + 1
                 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in arch)):
             raise ValueError(f"arch = {arch!r}: expected a sequence of 2 … {_MAX_LAYERS + 1} positive integers")
@@ -106,12 +127,15 @@ class Network(wiring.Component):
         self._engines = [LayerEngine(n_in=arch[l], n_out=arch[l + 1], lanes=min(lanes, arch[l] + 1),
                                      formats=formats, threshold=threshold, neuron=neuron, leak_shift=leak_shift,
                                      output=l == n_layers - 1, memory=memory) for l in range(n_layers)]
-        self._encoders = [SpikeEncoder(input_format=formats.input, steps=1 << formats.log2_steps,
-                                       encoder=encoder) for _ in range(arch[0])]
+        if encoder_lanes is None:      # the smallest bank that never starves layer 0 (one step per its step)
+            encoder_lanes = next(p for p in range(1, arch[0] + 1)
+                                 if -(-arch[0] // p) + 1 <= self._engines[0].cycles_per_step or p == arch[0])
+        self._bank = EncoderBank(n_inputs=arch[0], input_format=formats.input, steps=1 << formats.log2_steps,
+                                 encoder=encoder, lanes=encoder_lanes)
         self._loss = LossUnit(formats=formats, n_out=arch[-1])
         out = shape(formats.out)
-        self._sample_layout = data.StructLayout({"x": data.ArrayLayout(shape(formats.input), arch[0]),
-                                                 "label": range(arch[-1]), "lr": shape(formats.lr)})
+        self._sample_layout = data.StructLayout({"x": shape(formats.input), "label": range(arch[-1]),
+                                                 "lr": shape(formats.lr)})
         lo = self._loss.output_layout
         self._output_layout = data.StructLayout({"y": out, "y_noisy": out, "dy": out, "dl_sum": lo["dl_sum"].shape,
                                                  "dl": shape(formats.dl), "g": shape(formats.g), "last": 1})
@@ -133,7 +157,8 @@ class Network(wiring.Component):
         super().__init__(members)
 
     @classmethod
-    def from_config(cls, config, *, lanes: int, memory=default_memory) -> "Network":
+    def from_config(cls, config, *, lanes: int, memory=default_memory, encoder_lanes: int | None = None
+                    ) -> "Network":
         """The datapath of ``config``'s network (widths, Q formats, T, encoder, neuron, θ, leak)."""
         from loco_fpga.qformat import formats  # noqa: PLC0415
 
@@ -142,7 +167,7 @@ class Network(wiring.Component):
         lif = spk.neuron == "lif"
         return cls(arch=tuple(config.network.arch), lanes=lanes, formats=fm, encoder=spk.encoder,
                    threshold=fm.membrane.from_float(spk.threshold), neuron=spk.neuron,
-                   leak_shift=spk.leak_shift if lif else 0, memory=memory)
+                   leak_shift=spk.leak_shift if lif else 0, memory=memory, encoder_lanes=encoder_lanes)
 
     arch = property(lambda self: self._arch)
     lanes = property(lambda self: self._lanes)
@@ -152,6 +177,9 @@ class Network(wiring.Component):
     steps = property(lambda self: 1 << self._formats.log2_steps)
     #: the engines, layer order (read-only list copy): their ``lanes``, ``chunks``, ``weight_depth``
     engines = property(lambda self: list(self._engines))
+    #: the input encoder (:class:`~.encoder.EncoderBank`): its ``lanes`` (inputs per cycle), ``step_cycles``
+    bank = property(lambda self: self._bank)
+    encoder_lanes = property(lambda self: self._bank.lanes)
     sample_layout = property(lambda self: self._sample_layout)
     output_layout = property(lambda self: self._output_layout)
     counts_layout = property(lambda self: self._engines[0].result_layout)
@@ -159,36 +187,54 @@ class Network(wiring.Component):
     #: number of PRNG lanes behind ``seed_lane``: L noise lanes (+ n_0 encoder lanes, Bernoulli)
     seed_lanes = property(lambda self: self._seed_lanes)
 
-    def schedule(self) -> Schedule:
-        """The exact cycle schedule of one sample with every stream always valid/ready (a max-plus
-        recurrence over the engines' FSMs: INPUT accept → n_out·C RUN → DRAIN → EMIT [hidden] → INPUT)."""
-        engines, steps = self._engines, self.steps
-        n_layers = len(engines)
-        accept = [[0] * steps for _ in engines]
-        ready = [1 + e.noise_words for e in engines]     # first INPUT cycle: after the noise words
-        for t in range(steps):
-            for l, e in enumerate(engines):
-                # layer 0: the encoders have step t's spikes by then; layer l > 0: the EMIT of layer l − 1
-                # transfers when both sides are there
-                avail = ready[l] if l == 0 else accept[l - 1][t] + engines[l - 1].accumulate_cycles + 2
-                accept[l][t] = max(ready[l], avail)
-            for l, e in enumerate(engines):
-                if e.output:
-                    ready[l] = accept[l][t] + e.accumulate_cycles + 2
-                else:
-                    # EMIT transfers in the cycle layer l + 1 accepts
-                    ready[l] = accept[l + 1][t] + 1
-        counts_done = tuple(accept[l + 1][steps - 1] + 2 * engines[l].n_out for l in range(n_layers - 1))
-        out = engines[-1]
-        last_result = accept[-1][steps - 1] + out.accumulate_cycles + 3 + 2 * (out.n_out - 1)
-        loss_done = last_result + self._loss.final_latency
-        return Schedule(tuple(tuple(a) for a in accept), counts_done, loss_done,
-                        max((loss_done,) + counts_done) + 1)
+    def schedule(self, samples: int = 8) -> Schedule:
+        """The exact cycle schedule of ``samples`` back-to-back samples: a max-plus recurrence over the
+        encoder bank's and the engines' FSMs (FILL → READ ⌈n_0/P⌉ → DONE/HOLD hand-off; engine INPUT accept →
+        n_out·C RUN → pipeline drain → EMIT [hidden] → INPUT; results; loss unit)."""
+        engines, steps, bank = self._engines, self.steps, self._bank
+        n0, words = self._arch[0], bank.words
+        ninf = -(1 << 60)
+        bank_free, o_accept, prev_start, prev_done = 0, ninf, ninf, ninf
+        first_x, last_x, starts, accepts, counts_done, loss_done = [], [], [], [], [], []
+        for _ in range(samples):
+            x0 = max(bank_free, prev_start + 1)           # x.ready: bank filling and no sample pending
+            f = x0 + n0 - 1
+            start = max(f + 1, prev_done + 1)
+            ready = [start + 1 + e.noise_words for e in engines]
+            accept = [[0] * steps for _ in engines]
+            emit = [[0] * steps for _ in engines]
+            hand = f                                      # READ of step 0 starts in cycle f + 1
+            for t in range(steps):
+                hand = max(hand + words + 1, o_accept)    # DONE (or HOLD until the old vector is taken)
+                for l, e in enumerate(engines):
+                    # layer l > 0: layer l − 1's EMIT transfers when both are there (emit[l − 1][t] = accept)
+                    avail = hand + 1 if l == 0 else accept[l - 1][t] + engines[l - 1].latency
+                    accept[l][t] = max(ready[l], avail)
+                    if l:
+                        emit[l - 1][t] = accept[l][t]
+                        ready[l - 1] = accept[l][t] + 1
+                    if e.output:
+                        ready[l] = accept[l][t] + e.cycles_per_step
+                o_accept = accept[0][t]
+            bank_free = hand + 1
+            counts = tuple(emit[l][-1] + engines[l].result_cycles for l in range(len(engines) - 1))
+            out = engines[-1]
+            loss = accept[-1][-1] + out.cycles_per_step + out.result_cycles - 1 + self._loss.final_latency
+            prev_start, prev_done = start, max((loss,) + counts)
+            first_x.append(x0)
+            last_x.append(f)
+            starts.append(start)
+            accepts.append(tuple(tuple(a) for a in accept))
+            counts_done.append(counts)
+            loss_done.append(loss)
+        period = starts[-1] - starts[-2] if samples > 1 else loss_done[0] + 1 - starts[0]
+        return Schedule(tuple(first_x), tuple(last_x), tuple(starts), tuple(accepts), tuple(counts_done),
+                        tuple(loss_done), period)
 
     @property
     def cycles_per_sample(self) -> int:
-        """Cycles from one accepted sample to the next (both passes, all results delivered), streams never
-        stalling: :meth:`schedule` ``().period``."""
+        """Steady-state cycles from one sample's start to the next (both passes, all results delivered, the
+        next sample's rates already streamed in), streams never stalling: :meth:`schedule` ``().period``."""
         return self.schedule().period
 
     def elaborate(self, platform):
@@ -196,21 +242,26 @@ class Network(wiring.Component):
         engines, n_layers = self._engines, len(self._engines)
         for l, e in enumerate(engines):
             m.submodules[f"layer{l}"] = e
-        for i, enc in enumerate(self._encoders):
-            m.submodules[f"encoder{i}"] = enc
+        m.submodules.bank = bank = self._bank
         m.submodules.loss = loss = self._loss
 
-        # -- sample sequencing: one sample in flight --------------------------------------------------
+        # -- sample sequencing: rates stream into the bank; one sample in the layers at a time ------------
+        # ``pending``: the bank holds a complete sample (its label and lr wait here) that has not started.
         busy = Signal()
-        label = Signal.like(self.x.payload.label)
-        lr = Signal.like(self.x.payload.lr)
+        pending = Signal()
+        index = Signal(range(self._arch[0]))
+        label, lr = Signal.like(self.x.payload.label), Signal.like(self.x.payload.lr)
+        next_label, next_lr = Signal.like(self.x.payload.label), Signal.like(self.x.payload.lr)
         start = Signal()
-        m.d.comb += [self.x.ready.eq(~busy), start.eq(self.x.valid & ~busy)]
-        for i, enc in enumerate(self._encoders):
-            # the encoders are idle whenever the network is (they finish before the loss unit does)
-            m.d.comb += [enc.i.valid.eq(start), enc.i.payload.x.eq(self.x.payload.x[i])]
+        m.d.comb += [self.x.ready.eq(bank.x.ready & ~pending), bank.x.valid.eq(self.x.valid & ~pending),
+                     bank.x.payload.x.eq(self.x.payload.x), start.eq(pending & ~busy)]
+        with m.If(self.x.valid & self.x.ready):
+            m.d.sync += index.eq(index + 1)
+            with m.If(index == self._arch[0] - 1):
+                m.d.sync += [index.eq(0), pending.eq(1), next_label.eq(self.x.payload.label),
+                             next_lr.eq(self.x.payload.lr)]
         with m.If(start):
-            m.d.sync += [busy.eq(1), label.eq(self.x.payload.label), lr.eq(self.x.payload.lr)]
+            m.d.sync += [busy.eq(1), pending.eq(0), label.eq(next_label), lr.eq(next_lr)]
 
         # -- PRNG lanes: noise per layer, seeds through one port ----------------------------------------
         for l, e in enumerate(engines):
@@ -224,23 +275,18 @@ class Network(wiring.Component):
             with m.If(start):
                 m.d.sync += left.eq(e.noise_words)
         if self._encoder == "bernoulli":
-            for i, enc in enumerate(self._encoders):
-                m.d.comb += [enc.seed.eq(self.seed), enc.load.eq(self.seed_en & (self.seed_lane == n_layers + i))]
+            m.d.comb += [bank.seed.eq(self.seed), bank.seed_index.eq(self.seed_lane - n_layers),
+                         bank.seed_en.eq(self.seed_en & (self.seed_lane >= n_layers))]
 
         # -- weights ----------------------------------------------------------------------------------
         for l, e in enumerate(engines):
             m.d.comb += [e.w_en.eq(self.w_en & (self.w_layer == l)), e.w_addr.eq(self.w_addr),
                          e.w_data.eq(Cat(*(self.w_data[k] for k in range(e.lanes))))]
 
-        # -- spikes: encoders → layer 0 → … → layer L − 1 ------------------------------------------------
-        all_valid = Signal()
-        m.d.comb += all_valid.eq(Cat(*(enc.o.valid for enc in self._encoders)).all())
-        spikes = Cat(*(enc.o.payload.spike for enc in self._encoders))
+        # -- spikes: encoder bank → layer 0 → … → layer L − 1 (both passes get the same input spikes) ----
         first = engines[0]
-        m.d.comb += [first.i.valid.eq(all_valid), first.i.payload.clean.eq(spikes),
-                     first.i.payload.noisy.eq(spikes)]
-        for enc in self._encoders:
-            m.d.comb += enc.o.ready.eq(first.i.ready & all_valid)
+        m.d.comb += [first.i.valid.eq(bank.o.valid), first.i.payload.clean.eq(bank.o.payload.spikes),
+                     first.i.payload.noisy.eq(bank.o.payload.spikes), bank.o.ready.eq(first.i.ready)]
         for l in range(n_layers - 1):
             wiring.connect(m, engines[l].o, engines[l + 1].i)
 

@@ -25,11 +25,11 @@ def small_config(*, arch, steps, encoder, neuron, seed):
 
 
 def run_network(net, config, weights, samples, *, idle, stall, rng):
-    """Load weights and seeds, stream ``samples`` through; returns (counts_raw per hidden layer, o_raw,
-    cycles of every x transfer)."""
+    """Load weights and seeds, stream ``samples`` through (n_0 rate transfers each); returns (counts_raw per
+    hidden layer, o_raw, cycles of every x transfer, cycles of every ``last`` transfer on ``o``)."""
     n_samples = len(samples)
     counts_raw = [[] for _ in range(net.n_layers - 1)]
-    o_raw, x_cycles = [], []
+    o_raw, x_cycles, o_last_cycles = [], [], []
     cycle = 0
 
     async def drive(ctx):
@@ -48,13 +48,14 @@ def run_network(net, config, weights, samples, *, idle, stall, rng):
             await ctx.tick()
         ctx.set(net.seed_en, 0)
         for x, label, lr in samples:
-            while rng.random() < idle:
-                ctx.set(net.x.valid, 0)
-                await ctx.tick()
-            ctx.set(net.x.valid, 1)
-            ctx.set(net.x.payload, {"x": [int(v) for v in x], "label": label, "lr": lr})
-            await ctx.tick().until(net.x.ready)
-            x_cycles.append(cycle)
+            for v in x:
+                while rng.random() < idle:
+                    ctx.set(net.x.valid, 0)
+                    await ctx.tick()
+                ctx.set(net.x.valid, 1)
+                ctx.set(net.x.payload, {"x": int(v), "label": label, "lr": lr})
+                await ctx.tick().until(net.x.ready)
+                x_cycles.append(cycle)
         ctx.set(net.x.valid, 0)
 
     async def clock(ctx):
@@ -69,6 +70,8 @@ def run_network(net, config, weights, samples, *, idle, stall, rng):
                 _, _, valid, ready, payload = await ctx.tick().sample(port.valid, port.ready, port.payload)
                 if valid and ready:
                     out.append(payload.as_bits())
+                    if port is net.o and payload.last:
+                        o_last_cycles.append(cycle)
         return monitor
 
     sim = Simulator(net)
@@ -79,7 +82,7 @@ def run_network(net, config, weights, samples, *, idle, stall, rng):
     for l in range(net.n_layers - 1):
         sim.add_testbench(sink(net.counts[l], n_samples * net.arch[l + 1], counts_raw[l]))
     sim.run()
-    return counts_raw, o_raw, x_cycles
+    return counts_raw, o_raw, x_cycles, o_last_cycles
 
 
 CASES = [  # arch, lanes, T, encoder, neuron, idle/stall
@@ -95,7 +98,7 @@ def test_network_equals_the_model(case):
     config = small_config(arch=arch, steps=steps, encoder=encoder, neuron=neuron, seed=100 + case)
     net = Network.from_config(config, lanes=lanes)
     weights, samples = random_stimulus(config, 4, np.random.default_rng(7 + case))
-    counts_raw, o_raw, _ = run_network(net, config, weights, samples, idle=idle, stall=idle,
+    counts_raw, o_raw, _, _ = run_network(net, config, weights, samples, idle=idle, stall=idle,
                                        rng=random.Random(case))
     got = decode_results(net, counts_raw, o_raw, len(samples))
     want = golden(config, weights, samples)
@@ -126,14 +129,22 @@ def test_bench_model_matches_step_q():
 @pytest.mark.parametrize("arch,lanes,steps,encoder", [((5, 6, 4, 3), 2, 4, "bernoulli"), ((3, 2), 4, 8, "deterministic"),
                                                       ((4, 40, 2), 5, 2, "deterministic"), ((2, 3, 9), 1, 1, "bernoulli")])
 def test_cycles_per_sample(arch, lanes, steps, encoder):
-    """With an always-valid source and always-ready sinks, samples are accepted exactly
-    ``cycles_per_sample`` cycles apart."""
+    """With an always-valid source and always-ready sinks, every first and last ``x`` transfer and every
+    ``last`` transfer on ``o`` happens exactly in the cycle :meth:`Network.schedule` gives, and the steady
+    state is ``cycles_per_sample`` cycles per sample."""
     config = small_config(arch=arch, steps=steps, encoder=encoder, neuron="if", seed=1)
     net = Network.from_config(config, lanes=lanes)
-    weights, samples = random_stimulus(config, 4, np.random.default_rng(1))
-    _, _, x_cycles = run_network(net, config, weights, samples, idle=0.0, stall=0.0, rng=random.Random(0))
-    assert np.diff(x_cycles).tolist() == [net.cycles_per_sample] * (len(samples) - 1)
-    assert net.cycles_per_sample == net.schedule().period
+    n = 6
+    weights, samples = random_stimulus(config, n, np.random.default_rng(1))
+    _, _, x_cycles, o_last = run_network(net, config, weights, samples, idle=0.0, stall=0.0, rng=random.Random(0))
+    sched = net.schedule(n)
+    base = x_cycles[0]
+    n0 = arch[0]
+    assert [c - base for c in x_cycles[::n0]] == list(sched.first_x)
+    assert [c - base for c in x_cycles[n0 - 1::n0]] == list(sched.last_x)
+    assert [c - base for c in o_last] == list(sched.loss_done)
+    assert np.diff(o_last).tolist()[-1] == net.cycles_per_sample == sched.period
+    assert sched.first_latency == o_last[0] - base
 
 
 def test_parameter_errors():

@@ -13,24 +13,16 @@ from amaranth.lib.wiring import In, Out
 
 from loco_fpga.boards import synth
 from loco_fpga.config import preset
-from loco_fpga.hdl.layer import LayerEngine
-from loco_fpga.hdl.loss import LossUnit
 from loco_fpga.hdl.network import Network
-from loco_fpga.qformat import formats
 
-#: the UP5K default datapath's LANES and the clock the smoke test requests. LANES = 1 is the smallest
-#: datapath. 10 MHz, not issue 8's 24 MHz floor: the layer engine updates a neuron in one cycle (accumulator
-#: + σ → saturate → membrane add → saturate → compare θ → subtract → state write), which routes at ≈ 12 MHz on
-#: the UP5K (docs/hdl.md, "Synthesis"); the test prints the routed Fmax and keeps it in result.json.
+#: the UP5K default network's LANES and the clock the smoke test requests: LANES = 1 is the smallest datapath;
+#: 24 MHz is issue 8's floor (the layer engines' neuron update is pipelined, docs/hdl.md "Synthesis"). The
+#: test prints the routed Fmax and keeps it in result.json.
 UP5K_LANES = 1
-UP5K_MHZ = 10
-
-
-def _up5k_datapath(lanes):
-    """The UP5K preset's two layer engines (64→32 hidden, 32→10 output) and its loss unit."""
-    config = preset("up5k")
-    return [LayerEngine.from_config(config, 0, lanes=lanes), LayerEngine.from_config(config, 1, lanes=lanes),
-            LossUnit(formats=formats(config), n_out=config.network.arch[-1])]
+UP5K_MHZ = 24
+#: the deep ECP5 preset (12 hidden layers of 64) on the ULX3S-85F part, and the clock it requests
+ECP5_PART = "lfe5u-85f-bg381"
+ECP5_MHZ = 40
 
 
 def _require(part):
@@ -105,28 +97,18 @@ def test_counter_builds_on_up5k_and_timing_failure_is_an_error(tmp_path):
         synth.synthesize(Counter(), part="up5k-sg48", freq_mhz=900, build_dir=tmp_path / "fail")
 
 
-def test_up5k_default_datapath_fits_and_reports_fmax(tmp_path):
+def test_up5k_default_network_fits_and_meets_24_mhz(tmp_path):
+    """The full UP5K preset network (encoder bank, both layer engines, noise lanes, loss unit) places on the
+    UP5K and meets 24 MHz (``synthesize`` raises TimingError otherwise); its Fmax is printed."""
     _require("up5k-sg48")
-    result = synth.synthesize(_up5k_datapath(UP5K_LANES), part="up5k-sg48", freq_mhz=UP5K_MHZ,
-                              build_dir=tmp_path, dsp=True)
+    net = Network.from_config(preset("up5k"), lanes=UP5K_LANES)
+    result = synth.synthesize(net, part="up5k-sg48", freq_mhz=UP5K_MHZ, build_dir=tmp_path, dsp=True)
     print(result.summary())
     for kind, (used, available) in result.resources.items():
         assert used <= available, kind
-    assert result.resources["bram"][0] > 0           # the weight and state memories are block RAM
+    assert result.resources["bram"][0] > 0           # the weight, state and encoder memories are block RAM
     assert result.resources["dsp"][0] > 0            # the loss unit's products
     assert result.fmax_mhz >= UP5K_MHZ
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(raises=synth.SynthesisError, strict=False,
-                   reason="the full Network (64 encoders with their own step counters, 576-bit x port) needs "
-                          "≈ 5,100 iCE40 LCs out of context and nextpnr cannot place it (docs/hdl.md, Synthesis)")
-def test_up5k_full_network_fits(tmp_path):
-    _require("up5k-sg48")
-    net = Network.from_config(preset("up5k"), lanes=UP5K_LANES)
-    result = synth.synthesize(net, part="up5k-sg48", freq_mhz=UP5K_MHZ, build_dir=tmp_path, dsp=True,
-                              check_timing=False)
-    print(result.summary())
 
 
 @pytest.mark.slow
@@ -137,12 +119,13 @@ def test_counter_builds_on_ecp5_85f(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("lanes", [1, 4])
-def test_ecp5_default_network_fits_85f(tmp_path, lanes):
-    _require("lfe5u-85f-bg381")
-    net = Network.from_config(preset("ecp5"), lanes=lanes)
-    result = synth.synthesize(net, part="lfe5u-85f-bg381", freq_mhz=60, build_dir=tmp_path,
-                              check_timing=False)
+def test_ecp5_deep_network_fits_85f(tmp_path):
+    """The deep ECP5 preset network (64-64×12-10, 13 layer engines) fits the LFE5U-85F and meets ECP5_MHZ
+    (about 15 minutes on a loaded 2-core machine; numbers in docs/hdl.md)."""
+    _require(ECP5_PART)
+    net = Network.from_config(preset("ecp5"), lanes=1)
+    result = synth.synthesize(net, part=ECP5_PART, freq_mhz=ECP5_MHZ, build_dir=tmp_path)
     print(result.summary())
     for kind, (used, available) in result.resources.items():
         assert used <= available, kind
+    assert result.resources["bram"][0] > 0

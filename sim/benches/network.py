@@ -28,7 +28,8 @@ from loco_fpga.qformat import formats, narrow
 from . import bench_params
 from .streams import StreamSink, StreamSource
 
-__all__ = ["golden", "weight_writes", "seed_writes", "random_stimulus", "compare", "decode_results"]
+__all__ = ["golden", "weight_writes", "seed_writes", "random_stimulus", "compare", "decode_results",
+           "x_payloads"]
 
 
 def golden(config, weights, samples):
@@ -130,6 +131,13 @@ def random_stimulus(config, n_samples: int, rng: np.random.Generator):
     return weights, samples
 
 
+def x_payloads(dut_model, samples):
+    """The ``x`` transfers of ``samples`` [(x_q, label, lr_q)] as raw payloads: n_0 per sample, input order,
+    each carrying the sample's label and lr (the network takes them from the sample's last transfer)."""
+    return [dut_model.sample_layout.const({"x": int(v), "label": label, "lr": lr}).as_bits()
+            for x, label, lr in samples for v in x]
+
+
 def decode_results(dut_model, counts_raw, o_raw, n_samples):
     """The datapath's transfers decoded into the :func:`golden` structure (raw ints → layouts)."""
     arch = dut_model.arch
@@ -196,8 +204,7 @@ async def network_equals_the_golden_model(dut):
                for l in range(model.n_layers - 1)]
     await reset_and_load(dut, config, model, weights)
 
-    payloads = [model.sample_layout.const({"x": [int(v) for v in x], "label": label, "lr": lr}).as_bits()
-                for x, label, lr in samples]
+    payloads = x_payloads(model, samples)
     cocotb.start_soon(x_src.send(payloads))
     c_tasks = [cocotb.start_soon(s.collect(n_samples * model.arch[l + 1])) for l, s in enumerate(c_sinks)]
     o_raw = await o_sink.collect(n_samples * model.arch[-1])
