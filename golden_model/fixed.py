@@ -34,6 +34,13 @@ counts of the last hidden layer, and in step 6 e_i = narrow((y_i − t_i) · lr_
 product read with out_frac + lr_frac + sigma_shift − 1 fraction bits — i.e. η · 2 (y_i − t_i) / n_L, because
 lr_reg = η / (n_L σ) and σ = 2^-sigma_shift. The hidden layers are unchanged (ΔL then carries only their perturbations).
 
+``rule.name = "dfa"`` (direct feedback alignment): both columns run without noise (the noise words are drawn
+and ignored, as above, so the datapath is the same), the output layer takes e_L = the ``delta`` output error
+and hidden layer l takes δ_i = narrow((Σ_k b_ik e_L,k) · fb → fmts.g, half-up) · 1[0 < c_i < T], where
+b_ik = ±1 are the float model's DFA feedback signs (``rules_feedback.feedback_matrix``: PRNG lane
+(DFA, l), regenerated, never stored) and fb = 1/√n_L in ``fmts.fb``; every layer's v is its clean input
+[c; T] (no projection). The update (step 6) is the same rank-1 read-modify-write with e_i = δ_i.
+
 Inference is step 2–3 for the clean column only, prediction = first index of max y.
 """
 
@@ -255,7 +262,7 @@ class FixedNetwork:
 
 
 class FixedRule:
-    """Fixed-point NP or LOCO training step (see the module docstring for the exact order)."""
+    """Fixed-point NP, LOCO or DFA training step (see the module docstring for the exact order)."""
 
     batch_size = 1
 
@@ -277,6 +284,12 @@ class FixedRule:
         self.output_delta = config.rule.output_update == "delta"
         self.clusters = ([FixedClusters(n + 1, config, fm) for n in net.arch[:-1]]
                          if self.name == "loco" else None)
+        self.dfa = self.name == "dfa"
+        self.feedback = None
+        if self.dfa:   # ±1 signs, the float model's bits (rules_feedback): lane DFA_LANE + l of the DFA stream
+            from .rules_feedback import dfa_feedback
+            self.feedback = [np.sign(b).astype(np.int64) for b in dfa_feedback(net.arch, config.rule.feedback_seed)]
+            self.fb_q = fm.fb.from_float(1.0 / np.sqrt(net.arch[-1]))
         self.lr_scale = 1.0 / (net.arch[-1] * config.rule.sigma)
         self.last: dict = {}
 
@@ -331,21 +344,23 @@ class FixedRule:
         last = net.n_layers - 1
         if self.output_delta:                                              # ξ_L = 0
             noise[last] = np.zeros_like(noise[last])
+        if self.dfa:                                                       # no perturbation at all
+            noise = [np.zeros_like(n) for n in noise]
         # 3. clean and noisy passes
         counts, y_pair = net.run(pair, noise)
         y, y_noisy = y_pair[0], y_pair[1]
         # 4. the global scalar
         dy, dl, g = self.loss_unit(y, y_noisy, label, lr_q)
-        e_out = self.output_error(y, label, lr_q) if self.output_delta else None
+        e_out = self.output_error(y, label, lr_q) if self.output_delta or self.dfa else None
         # 5-6. per layer: input vectors, projection, rank-1 update
         ones = np.array([steps], dtype=np.int64)
-        k_stars, v_perps = [], []
+        k_stars, v_perps, es = [], [], []
         for l, w in enumerate(net.weights):
             if l == 0:  # the input layer's activity is the encoder's spike count (same in both passes)
                 u = v = np.concatenate([spikes.sum(axis=0), ones])
             else:
                 u = np.concatenate([counts[l - 1][0], ones])
-                v = u if l == last and self.output_delta else np.concatenate([counts[l - 1][1], ones])
+                v = u if self.dfa or (l == last and self.output_delta) else np.concatenate([counts[l - 1][1], ones])
             if self.clusters is not None:
                 cl = self.clusters[l]
                 u_hat = cl.normalise(u)
@@ -357,9 +372,15 @@ class FixedRule:
                 v_perp = fm.vperp.saturate(v << (fm.vperp.frac - fm.log2_steps))
                 k_stars.append(-1)
             v_perps.append(v_perp)
-            e = e_out if l == last and self.output_delta else np.where(signs[l] == 1, g, -g)
-            if self.mask and l < last:
+            if l == last and e_out is not None:
+                e = e_out
+            elif self.dfa:
+                e = narrow((self.feedback[l] @ e_out) * self.fb_q, fm.g.frac + fm.fb.frac, fm.g)
+            else:
+                e = np.where(signs[l] == 1, g, -g)
+            if (self.mask or self.dfa) and l < last:
                 e = np.where((counts[l][1] > 0) & (counts[l][1] < steps), e, 0)
+            es.append(e)
             prod = e[:, None] * v_perp[None, :]
             rand = None
             if self.rounding == "stochastic" and self.drop > 0:
@@ -367,7 +388,8 @@ class FixedRule:
             net.weights[l] = fm.weight.saturate(w - shift_round(prod, self.drop, self.rounding, rand))
         self.last = {"x": x_q, "spikes_in": spikes.sum(axis=0), "counts_clean": [c[0] for c in counts],
                      "counts_noisy": [c[1] for c in counts], "noise_signs": signs, "y": y,
-                     "y_noisy": y_noisy, "dl": dl, "g": g, "e_out": e_out, "k_star": k_stars, "v_perp": v_perps}
+                     "y_noisy": y_noisy, "dl": dl, "g": g, "e_out": e_out, "e": es, "k_star": k_stars,
+                     "v_perp": v_perps}
         return int(np.argmax(y))
 
 

@@ -8,7 +8,9 @@ the training stream (the same shuffled order and learning-rate schedule as ``tra
     ``spikes_in`` (N, n_0) input spike counts, ``y``/``y_noisy`` (N, n_L), ``dl``/``g`` (N,),
     per layer l (0-based, weights W_l of shape n_{l+1} × (n_l + 1)):
     ``L{l}.noise_sign`` (N, n_{l+1}) 1 → +σ, ``L{l}.counts_clean``/``L{l}.counts_noisy`` (N, n_{l+1})
-    (hidden layers only), ``L{l}.k_star`` (N,) (−1 for np), ``L{l}.v_perp`` (N, n_l + 1),
+    (hidden layers only), ``L{l}.k_star`` (N,) (−1 for np, dfa), ``L{l}.v_perp`` (N, n_l + 1),
+    ``L{l}.e`` (N, n_{l+1}) the per-neuron error e_i of the update (g format), ``e_out`` (N, n_L) with
+    ``output_update = "delta"`` or dfa,
     ``L{l}.weights`` (N, n_{l+1}, n_l + 1) after the step, ``L{l}.weights_initial`` (n_{l+1}, n_l + 1),
     and for loco ``L{l}.protos`` (N, K, n_l + 1), ``L{l}.recips`` (N, K), ``L{l}.h`` (N, K, K) (zero-padded
     to K × K while fewer than K prototypes exist) and ``L{l}.count`` (N,) prototypes in use;
@@ -70,6 +72,7 @@ def run_trace(config: Config, samples: int, dataset: Dataset | None = None) -> d
                 put(f"L{l}.counts_noisy", last["counts_noisy"][l])
             put(f"L{l}.k_star", last["k_star"][l])
             put(f"L{l}.v_perp", last["v_perp"][l])
+            put(f"L{l}.e", last["e"][l])
             put(f"L{l}.weights", w)
             if rule.clusters is not None:
                 cl = rule.clusters[l]

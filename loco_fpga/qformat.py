@@ -151,7 +151,9 @@ class Formats:
                     "ΔL_sum = Σ_k Δy_k (Δy_k + 2(y_k − t_k)), from 2·wf fraction bits")
         self.lr = F("lr", False, fx.lr_bits, fx.lr_frac, "half-up",
                     "learning-rate register η / (n_L σ), written by the host")
-        self.g = F("g", True, fx.g_bits, fx.g_frac, "half-up", "g = ΔL_sum · lr_reg")
+        self.g = F("g", True, fx.g_bits, fx.g_frac, "half-up",
+                   "g = ΔL_sum · lr_reg; also every per-neuron error e_i (delta readout, DFA δ_i)")
+        self.fb = F("fb", False, 10, 8, "half-up", "DFA feedback scale 1/√n_L (a constant register)")
         self.uhat = F("uhat", True, fx.proto_bits, fx.proto_frac, "half-up",
                       "û_j = u_j / ‖u‖ = (u_j · recip) >> recip_extra")
         self.norm = F("norm", False, 32, rf + fx.norm_guard, "floor-sqrt",
@@ -203,8 +205,8 @@ def _pow2_exponent(x: float) -> int | None:
 def check_config(config) -> None:
     """Cross-field checks of a fixed-point configuration; raises ConfigError naming field and value."""
     fx, spk, rule, arch = config.fixed, config.spiking, config.rule, config.network.arch
-    if rule.name not in ("np", "loco"):
-        _fail("rule.name", rule.name, "the fixed-point model implements np and loco")
+    if rule.name not in ("np", "loco", "dfa"):
+        _fail("rule.name", rule.name, "the fixed-point model implements np, loco and dfa")
     if rule.noise != "rademacher" or rule.noise_placement != "pre":
         _fail("rule.noise", rule.noise, "the fixed-point model uses Rademacher current noise ('pre')")
     if _pow2_exponent(spk.steps) is None:
@@ -240,11 +242,14 @@ def check_config(config) -> None:
     if fx.update_acc_bits < need:
         _fail("fixed.update_acc_bits", fx.update_acc_bits,
               f"the product g·v⊥ needs fixed.g_bits + fixed.vperp_bits − 1 = {need} bits")
+    need = fx.g_bits + _bits_for(arch[-1]) + 10
+    if rule.name == "dfa" and need > 63:
+        _fail("fixed.g_bits", fx.g_bits, f"the DFA feedback sum Σ_k ±e_k times fb needs {need} bits, more than 63")
     need = fx.dl_bits + fx.lr_bits
     if need > 63:
         _fail("fixed.dl_bits", fx.dl_bits, f"the product ΔL·lr needs {need} bits, more than 63")
     need = fx.out_bits + 1 + fx.lr_bits
-    if rule.output_update == "delta" and need > 63:
+    if (rule.output_update == "delta" or rule.name == "dfa") and need > 63:
         _fail("fixed.out_bits", fx.out_bits, f"the output error (y − t)·lr needs {need} bits, more than 63")
     need = 2 * (fx.out_bits + 2) + _bits_for(arch[-1])
     if need > 63:

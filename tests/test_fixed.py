@@ -105,6 +105,63 @@ def test_output_delta_update_matches_python_integers_and_the_float_gradient(digi
     np.testing.assert_array_equal(net.weights[0], expect0)
 
 
+def test_dfa_step_matches_python_integers_and_the_float_feedback(digits):
+    from loco_fpga.golden_model.rules_feedback import dfa_feedback
+    cfg = _cfg(rule={"name": "dfa"}, network={"arch": (64, 24, 16, 10)}, fixed={"update_rounding": "half-up"})
+    net, rule = _model(cfg)
+    fm, steps = net.fmts, cfg.spiking.steps
+    before = [w.copy() for w in net.weights]
+    x_q = fm.input.from_float(digits.x_train[3])
+    label = int(digits.y_train[3])
+    lr_q = rule.lr_register(0.05)
+    rule.step_q(x_q, label, lr_q)
+    last = rule.last
+    # no perturbation: both columns equal the plain inference pass
+    counts, y = _with_weights(net, before).run(net.encode(x_q, None)[:, None, :])
+    np.testing.assert_array_equal(last["y"], y[0])
+    np.testing.assert_array_equal(last["y_noisy"], y[0])
+    e_out = last["e_out"]
+    assert np.any(e_out != 0)
+    signs = [np.sign(b) for b in dfa_feedback(cfg.network.arch, cfg.rule.feedback_seed)]
+    fb = int(np.floor(256 / np.sqrt(10) + 0.5))
+    drop_fb = 8
+    for l in range(2):                                   # hidden layers: δ = mask · round((B e) · fb)
+        c = counts[l][0]
+        for i in range(len(c)):
+            total = sum(int(signs[l][i, k]) * int(e_out[k]) for k in range(10)) * fb
+            d = (total + (1 << (drop_fb - 1))) >> drop_fb
+            d = min(max(d, fm.g.min), fm.g.max) if 0 < c[i] < steps else 0
+            assert last["e"][l][i] == d, (l, i)
+    inputs = [last["spikes_in"], counts[0][0], counts[1][0]]
+    for l, w in enumerate(before):                       # W −= round(e vᵀ), v = clean input [c; T]
+        v = np.append(inputs[l], steps) << (fm.vperp.frac - fm.log2_steps)
+        np.testing.assert_array_equal(last["v_perp"][l], v)
+        expect = w.copy()
+        for i in range(w.shape[0]):
+            for j in range(w.shape[1]):
+                d = (int(last["e"][l][i]) * int(v[j]) + (1 << (rule.drop - 1))) >> rule.drop
+                expect[i, j] = min(max(int(w[i, j]) - d, fm.weight.min), fm.weight.max)
+        np.testing.assert_array_equal(net.weights[l], expect)
+
+
+def _with_weights(net, weights):
+    clone = FixedNetwork.__new__(FixedNetwork)
+    clone.__dict__.update(net.__dict__)
+    clone.weights = [w.copy() for w in weights]
+    return clone
+
+
+def test_dfa_fixed_point_learns_like_the_float_rule(digits):
+    # measured: 600 samples, constant lr 0.05, 2 epochs -> fixed spiking 0.839, float rate 0.831
+    from loco_fpga.golden_model import train
+    from loco_fpga.golden_model.datasets import Dataset
+    small = Dataset("digits", digits.x_train[:600], digits.y_train[:600], digits.x_test, digits.y_test, 10)
+    cfg = _cfg(rule={"name": "dfa", "lr": 0.05, "lr_schedule": "constant"}, train={"epochs": 2})
+    fixed = train(cfg, small).final_test_acc
+    rate = train(cfg.replace(spiking={"enabled": False}, fixed={"enabled": False}), small).final_test_acc
+    assert fixed >= 0.75 and fixed >= rate - 0.05, (fixed, rate)
+
+
 def test_weight_update_saturates_at_both_limits(digits):
     cfg = _cfg(rule={"name": "np"}, fixed={"update_rounding": "half-up"})
     net, rule = _model(cfg)
