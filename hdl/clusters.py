@@ -45,7 +45,7 @@ from .arith import Divider, Isqrt
 from .fixed import narrow, saturate, shape, shift_round
 from .solver import MatrixHalf, Solver, SolverOp
 
-__all__ = ["ClusterBlock"]
+__all__ = ["ClusterBlock", "PeekKind"]
 
 _MAX_DIM = 1 << 16
 
@@ -57,6 +57,14 @@ def _check_int(name, value, lo, hi):
 
 def _clog2(n: int) -> int:
     return max(0, math.ceil(math.log2(n))) if n > 1 else 0
+
+
+class PeekKind(enum.Enum, shape=2):
+    """What the debug port ``peek`` reads (between samples, while the block waits for input)."""
+    PROTO = 0       #: c_index[col], proto format
+    H = 1           #: H[index, col] (the solver's last INVERT)
+    RECIP = 2       #: r_index (pnorm format, unsigned)
+    COUNT = 3       #: the number of active clusters
 
 
 class _Pass(enum.Enum, shape=3):
@@ -82,6 +90,10 @@ class ClusterBlock(wiring.Component):
         o (Out stream of :attr:`output_layout` = {value: vperp, k_star: 0 … K−1, last: 1}): ``dim``
             transfers per sample, v⊥ in index order; every transfer carries the sample's k*, ``last`` marks
             the bias entry. ``o.valid`` never waits on ``o.ready``.
+
+        peek (In {what: :class:`PeekKind`, index, col}), peek_data (Out signed): debug/trace reads of the
+            prototypes, H, r_k and the count, :attr:`peek_latency` = 1 cycle, valid while ``i.ready`` is high
+            (between samples; the reads share the memories' single read ports).
 
     The prototypes (``prototypes[k]``, :class:`~amaranth.lib.memory.MemoryData`), the solver (``solver``,
     H in its ``matrix``) and the count/reciprocal registers (``state``) are attributes for simulation tests.
@@ -128,8 +140,12 @@ class ClusterBlock(wiring.Component):
                                      cv=[Signal(shape(formats.cv), name=f"cv{k}") for k in range(clusters)],
                                      w=[Signal(shape(formats.w), name=f"w{k}") for k in range(clusters)],
                                      k_star=Signal(range(clusters), name="k_star"))
+        self._peek_layout = data.StructLayout({"what": PeekKind, "index": range(clusters),
+                                               "col": range(max(dim, clusters))})
+        self._peek_width = max(formats.proto.bits, formats.h.bits, 2 * pf + 2, clusters.bit_length() + 1)
         super().__init__({"i": In(stream.Signature(self._input_layout)),
-                          "o": Out(stream.Signature(self._output_layout))})
+                          "o": Out(stream.Signature(self._output_layout)),
+                          "peek": In(self._peek_layout), "peek_data": Out(signed(self._peek_width))})
 
     @classmethod
     def from_config(cls, config, layer: int) -> "ClusterBlock":
@@ -152,6 +168,12 @@ class ClusterBlock(wiring.Component):
     recip_extra = property(lambda self: self._re)
     input_layout = property(lambda self: self._input_layout)
     output_layout = property(lambda self: self._output_layout)
+    peek_layout = property(lambda self: self._peek_layout)
+
+    @property
+    def peek_latency(self) -> int:
+        """Cycles from ``peek`` to its value on ``peek_data`` (valid only while ``i.ready`` is high)."""
+        return 1
 
     # -- published timing -------------------------------------------------------------------------------
     @property
@@ -250,7 +272,9 @@ class ClusterBlock(wiring.Component):
         in_j = Signal(range(dim))
 
         # -- datapath ------------------------------------------------------------------------------------
-        m.d.comb += [in_rd.addr.eq(j), uh_rd.addr.eq(j)] + [p.addr.eq(j) for p in c_rd]
+        idle = Signal()                      # waiting for a sample: the debug port owns the read addresses
+        m.d.comb += [in_rd.addr.eq(j), uh_rd.addr.eq(j)]
+        m.d.comb += [p.addr.eq(Mux(idle, self.peek.col, j)) for p in c_rd]
         u_j, v_j = in_rd.data.u, in_rd.data.v
         uh_j = uh_rd.data.as_signed()
         uhat_new = Signal(shape(fm.uhat))
@@ -304,7 +328,21 @@ class ClusterBlock(wiring.Component):
             return stmts
 
         # solver client signals
-        m.d.comb += [solver.rd_addr.row.eq(a), solver.rd_addr.col.eq(j), solver.rd_addr.half.eq(MatrixHalf.M)]
+        m.d.comb += [solver.rd_addr.row.eq(Mux(idle, self.peek.index, a)),
+                     solver.rd_addr.col.eq(Mux(idle, self.peek.col, j)),
+                     solver.rd_addr.half.eq(Mux(idle, MatrixHalf.H, MatrixHalf.M))]
+        # debug port: selectors registered with the memories' read addresses (one cycle latency)
+        peek_q = Signal(self._peek_layout)
+        m.d.sync += peek_q.eq(self.peek)
+        with m.Switch(peek_q.what):
+            with m.Case(PeekKind.PROTO):
+                m.d.comb += self.peek_data.eq(Array(c_val)[peek_q.index])
+            with m.Case(PeekKind.H):
+                m.d.comb += self.peek_data.eq(solver.rd_data)
+            with m.Case(PeekKind.RECIP):
+                m.d.comb += self.peek_data.eq(Array(recips)[peek_q.index])
+            with m.Case(PeekKind.COUNT):
+                m.d.comb += self.peek_data.eq(count)
         gram_value = saturate(narrow(Array(accs)[a], 2 * pf, fm.gram, "half-up") + Mux(a == b, self._ridge, 0),
                               fm.gram)
         m.d.comb += [solver.g.payload.row.eq(a), solver.g.payload.col.eq(b), solver.g.payload.value.eq(gram_value),
@@ -482,6 +520,7 @@ class ClusterBlock(wiring.Component):
                         m.next = "OUT_READ"
 
         m.d.comb += [
+            idle.eq(fsm.ongoing("RECV")),
             self.i.ready.eq(fsm.ongoing("RECV")),
             out_phase.eq(fsm.ongoing("OUT_SEND")),
             self.o.valid.eq(fsm.ongoing("OUT_SEND")),

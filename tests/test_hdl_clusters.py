@@ -12,7 +12,7 @@ from amaranth.sim import Simulator
 
 from loco_fpga.config import preset
 from loco_fpga.golden_model.fixed import FixedClusters
-from loco_fpga.hdl.clusters import ClusterBlock
+from loco_fpga.hdl.clusters import ClusterBlock, PeekKind
 from loco_fpga.qformat import formats
 
 
@@ -59,7 +59,7 @@ def golden_trace(cl: FixedClusters, samples):
     return trace
 
 
-def run_block(dut: ClusterBlock, samples, rng, idle, stall):
+def run_block(dut: ClusterBlock, samples, rng, idle, stall, peeks=True):
     """Stream the samples through; after each sample's v⊥ and the block's return to RECV, snapshot its
     state. Returns per sample {k_star, v_perp, protos, recips, count, h, start}."""
     dim, K = dut.dim, dut.clusters
@@ -98,6 +98,23 @@ def run_block(dut: ClusterBlock, samples, rng, idle, stall):
                 count=count,
                 h=np.array([[ctx.get(dut.solver.matrix[r * stride + count + c]) for c in range(count)]
                             for r in range(count)], dtype=np.int64).reshape(count, count))
+
+            if not peeks:
+                continue
+
+            # the debug port returns the same state (one cycle latency, while the block waits)
+            async def peek(what, index=0, col=0):
+                ctx.set(dut.peek, {"what": what, "index": index, "col": col})
+                await ctx.tick()
+                return ctx.get(dut.peek_data)
+            k = rng.randrange(K)
+            seen = {"count": await peek(PeekKind.COUNT),
+                    "recips": [await peek(PeekKind.RECIP, i) for i in range(K)],
+                    "proto": [await peek(PeekKind.PROTO, k, c) for c in range(dim)],
+                    "h": [[await peek(PeekKind.H, r, c) for c in range(count)] for r in range(count)]}
+            assert seen == {"count": count, "recips": got[n]["recips"].tolist(),
+                            "proto": got[n]["protos"][k].tolist(), "h": got[n]["h"].tolist()}, \
+                f"sample {n}: the peek port disagrees with the state"
 
     async def monitor(ctx):
         while len(outputs) < len(samples) * dim:
@@ -182,7 +199,7 @@ def test_published_cycles_per_sample():
     samples = make_samples(rng, 7, 8, 14)
     want = golden_trace(FixedClusters(7, cfg, fm), samples)
     dut = ClusterBlock.from_config(cfg, 0)
-    got = run_block(dut, samples, rng, 0.0, 0.0)
+    got = run_block(dut, samples, rng, 0.0, 0.0, peeks=False)
     assert first_difference(want, got, 7) is None
     kinds = set()
     for n in range(len(samples) - 1):
