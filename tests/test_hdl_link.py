@@ -1,0 +1,264 @@
+# amaranth: UnusedElaboratable=no
+"""The host link in the Amaranth simulator: CRC against the catalogue, the frame receiver against the
+Python parser (events, payload buffer, timeout, oversize, BUSY), and the whole LinkTestTop against
+``ReferenceLink`` byte for byte on a scripted session. (Thousands of frames: tests/test_sim_link.py.)"""
+
+import random
+import struct
+
+import pytest
+from amaranth.lib.crc import catalog
+from amaranth.sim import Simulator
+
+from loco_fpga.boards import protocol as proto
+from loco_fpga.hdl.link import CRC, FrameReceiver, Link, LinkTestDevice, LinkTestTop, Status
+from loco_fpga.sim.virtual import TOP_PARAMS, reference_top
+
+C = proto.Command
+
+
+def test_crc_is_the_catalogue_crc16_ccitt_false():
+    assert proto.crc16(b"123456789") == 0x29B1                       # reveng check value
+    assert CRC.compute(b"123456789") == 0x29B1
+    assert catalog.CRC16_CCITT_FALSE(8).compute(b"123456789") == 0x29B1
+    rng = random.Random(1)
+    for _ in range(200):
+        data = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 40)))
+        assert proto.crc16(data) == CRC.compute(data)
+    frame = proto.encode_frame(C.PING)
+    assert proto.crc16(frame[2:]) == 0          # residue 0 over TYPE..CRC (high byte first)
+
+
+def _receiver_run(dut, stream, timeout):
+    """Feed ``stream`` (list of byte | None for an idle cycle); return events with their payloads."""
+    events = []
+
+    async def bench(ctx):
+        ctx.set(dut.event.ready, 0)
+        for item in stream + [None] * (timeout + 4):
+            ctx.set(dut.rx.valid, item is not None)
+            ctx.set(dut.rx.payload, item or 0)
+            await ctx.tick()
+            ctx.set(dut.rx.valid, 0)
+            if ctx.get(dut.event.valid):
+                ev = ctx.get(dut.event.payload)
+                payload = b""
+                if ev.status == Status.OK:       # read the buffer, then release it
+                    ctx.set(dut.event.ready, 1)
+                    await ctx.tick()
+                    ctx.set(dut.event.ready, 0)
+                    out = []
+                    for a in range(ev.length):
+                        ctx.set(dut.rd_addr, a)
+                        await ctx.tick()
+                        out.append(ctx.get(dut.rd_data))
+                    payload = bytes(out)
+                    ctx.set(dut.release, 1)
+                    await ctx.tick()
+                    ctx.set(dut.release, 0)
+                else:
+                    ctx.set(dut.event.ready, 1)
+                    await ctx.tick()
+                    ctx.set(dut.event.ready, 0)
+                events.append((ev.status, ev.type, payload))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return events
+
+
+def test_receiver_events_equal_the_python_parser():
+    timeout, max_payload = 16, 20
+    rng = random.Random(7)
+    stream, expected = [], []
+    parser = proto.FrameParser(max_payload=max_payload)
+    for n in range(60):
+        kind = n % 6
+        payload = bytes(rng.randrange(256) for _ in range(rng.randrange(0, max_payload + 1)))
+        frame = bytearray(proto.encode_frame(rng.randrange(256), payload))
+        if kind == 1:
+            frame[rng.randrange(2, len(frame))] ^= 1 << rng.randrange(8)        # CRC (or length) error
+        elif kind == 2:
+            frame = frame[:rng.randrange(1, len(frame))]                          # truncated
+        elif kind == 3:
+            frame[3:5] = struct.pack("<H", max_payload + 1 + rng.randrange(100))  # oversize
+        elif kind == 4:
+            frame = bytearray(rng.randrange(256) for _ in range(rng.randrange(1, 12))) + frame   # garbage
+        items = []
+        for b in frame:
+            items.append(b)
+            items += [None] * rng.choice([0, 0, 1, timeout - 1])              # gaps below the timeout
+        items += [None] * (timeout + 30)                                     # let the frame end
+        stream += items
+        for b in frame:
+            ev = parser.feed(b)
+            if ev is not None:
+                expected.append(ev)
+        ev = parser.idle()
+        if ev is not None:
+            expected.append(ev)
+    dut = FrameReceiver(max_payload=max_payload, timeout=timeout)
+    got = _receiver_run(dut, stream, timeout)
+    want = [(Status.OK, e.type, e.payload) if isinstance(e, proto.Frame) else (Status(e.status.value), e.type, b"")
+            for e in expected]
+    assert len(got) == len(want)
+    assert got == want
+    assert {s for s, _, _ in got} >= {Status.OK, Status.CRC, Status.TIMEOUT, Status.OVERSIZE}
+
+
+def test_receiver_answers_busy_while_the_buffer_is_owned():
+    dut = FrameReceiver(max_payload=8, timeout=8)
+    first, second = proto.encode_frame(C.PING), proto.encode_frame(C.STATS)
+    events = []
+
+    async def bench(ctx):
+        ctx.set(dut.event.ready, 1)
+        for b in first:
+            ctx.set(dut.rx.valid, 1)
+            ctx.set(dut.rx.payload, b)
+            await ctx.tick()
+        ctx.set(dut.rx.valid, 0)
+        for _ in range(3):
+            if ctx.get(dut.event.valid):
+                events.append(ctx.get(dut.event.payload.status))
+            await ctx.tick()
+        assert ctx.get(dut.owned)                  # not released: the next good frame is BUSY
+        for b in second:
+            ctx.set(dut.rx.valid, 1)
+            ctx.set(dut.rx.payload, b)
+            await ctx.tick()
+        ctx.set(dut.rx.valid, 0)
+        for _ in range(3):
+            if ctx.get(dut.event.valid):
+                events.append(ctx.get(dut.event.payload.status))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert events == [Status.OK, Status.BUSY]
+
+
+# -- the whole top against the reference, byte for byte ------------------------------------------------
+
+def _top_session(dut, script, timeout, rng):
+    """``script``: list of byte strings; each is sent (with random short gaps) and the top is left idle
+    until it has been quiet for timeout + 40 cycles. Returns the reply bytes per script item."""
+    replies = []
+
+    async def bench(ctx):
+        for chunk in script:
+            out = bytearray()
+            for b in chunk:
+                ctx.set(dut.rx.valid, 1)
+                ctx.set(dut.rx.payload, b)
+                ctx.set(dut.tx.ready, int(rng.random() > 0.3))
+                _, _, valid, ready, data = await ctx.tick().sample(dut.tx.valid, dut.tx.ready, dut.tx.payload)
+                if valid and ready:
+                    out.append(data)
+                ctx.set(dut.rx.valid, 0)
+                for _ in range(rng.choice([0, 0, 0, 2])):
+                    _, _, valid, ready, data = await ctx.tick().sample(dut.tx.valid, dut.tx.ready, dut.tx.payload)
+                    if valid and ready:
+                        out.append(data)
+            quiet = 0
+            while quiet < timeout + 40:
+                ctx.set(dut.tx.ready, int(rng.random() > 0.3))
+                _, _, valid, ready, data = await ctx.tick().sample(dut.tx.valid, dut.tx.ready, dut.tx.payload)
+                if valid and ready:
+                    out.append(data)
+                quiet = 0 if (valid or ctx.get(dut.busy)) else quiet + 1
+            replies.append(bytes(out))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return replies
+
+
+def _script(rng, info):
+    f = proto.encode_frame
+    w = lambda words: b"".join(x.to_bytes(2, "little") for x in words)   # noqa: E731
+    sample = bytes(rng.randrange(256) for _ in range(info.sample_bytes))
+    return [
+        f(C.PING),
+        f(C.READ_REG, bytes([proto.Register.ID])),
+        f(C.WRITE_REG, bytes([proto.Register.LR]) + struct.pack("<I", 3)),
+        f(C.WRITE_REG, bytes([proto.Register.MODE]) + struct.pack("<I", 7)),          # BAD_VALUE
+        f(C.WRITE_REG, bytes([proto.Register.ID]) + struct.pack("<I", 7)),            # read-only
+        f(C.READ_REG, bytes([0x33])),                                                   # no such register
+        f(C.LOAD_WEIGHTS, bytes([0, 0, 0]) + w(rng.randrange(65536) for _ in range(16))),
+        f(C.LOAD_WEIGHTS, bytes([0, 16, 0]) + w(rng.randrange(65536) for _ in range(16))),
+        f(C.LOAD_WEIGHTS, bytes([0, 30, 0]) + w([1, 2, 3])),                           # past the end
+        f(C.LOAD_WEIGHTS, bytes([1, 0, 0]) + w([1])),                                  # no layer 1
+        f(C.LOAD_WEIGHTS, bytes([0, 0, 0, 1])),                                        # half a word
+        f(C.LOAD_PROTOTYPES, bytes([0, 2, 0]) + w([0xBEEF, 0x1234])),
+        f(C.READ_PROTOTYPES, bytes([0, 0, 0, 4, 0])),
+        f(C.READ_WEIGHTS, bytes([0, 0, 0, 31, 0])),                                    # 63 bytes > 64−1
+        f(C.READ_WEIGHTS, bytes([0, 0, 0, 0, 0])),                                     # count 0
+        f(C.READ_WEIGHTS, bytes([0, 1, 0, 20, 0])),
+        f(C.READ_WEIGHTS, bytes([0, 0xFF, 0xFF, 2, 0])),                               # wraps 16 bits
+        f(C.INFER, sample),
+        f(C.TRAIN, bytes([2]) + sample),
+        f(C.TRAIN, bytes([4]) + sample),                                               # label ≥ n_classes
+        f(C.INFER, sample[:-1]),                                                       # BAD_LENGTH
+        f(C.READ_WEIGHTS, bytes([0, 16, 0, 8, 0])),
+        f(0x55), f(0x81, b"xyz"),                                                      # unknown
+        f(C.STATS),
+        f(C.RESET_STATE, bytes([4])),
+        f(C.RESET_STATE, bytes([proto.RESET_DEVICE])),
+        f(C.READ_WEIGHTS, bytes([0, 0, 0, 4, 0])),
+        f(C.READ_REG, bytes([proto.Register.LR])),
+        proto.encode_frame(C.PING)[:-1],                                               # CRC byte missing
+        bytes([0xA5, 0xA5, 0x5A, 0x01, 0xFF, 0x00]),                                   # oversize
+        b"\x00\x5A\xA5" + proto.encode_frame(C.PING),                                  # garbage + frame
+        bytes([0xA5]),                                                                 # lone sync byte
+        f(C.STATS),
+        f(C.RESET_STATE, bytes([proto.RESET_COUNTERS])),
+        f(C.STATS),
+    ]
+
+
+def _mask_cycles(reply_bytes):
+    """STATS replies with run_cycles zeroed (the reference executes in zero cycles)."""
+    out = bytearray()
+    parser = proto.FrameParser()
+    for ev in parser.feed_all(reply_bytes):
+        assert isinstance(ev, proto.Frame), ev
+        payload = ev.payload
+        if ev.type == C.STATS | proto.REPLY_FLAG and payload[0] == 0:
+            payload = payload[:-4] + bytes(4)
+        out += proto.encode_frame(ev.type, payload)
+    return bytes(out)
+
+
+def test_link_test_top_equals_reference_link_byte_for_byte():
+    rng = random.Random(3)
+    dut = LinkTestTop(**TOP_PARAMS)
+    ref = reference_top()
+    script = _script(rng, dut.info)
+    got = _top_session(dut, script, TOP_PARAMS["timeout"], rng)
+    for n, (chunk, reply) in enumerate(zip(script, got)):
+        want = ref.feed(chunk) + ref.idle()
+        assert _mask_cycles(reply) == want, f"script item {n}: {chunk.hex()}"
+    statuses = [proto.FrameParser().feed_all(r) for r in got]
+    assert any(s and s[0].payload[0] == proto.Status.BAD_VALUE for s in statuses)
+
+
+def test_constructor_errors_quote_the_bad_value():
+    with pytest.raises(ValueError, match=r"max_payload = 0"):
+        FrameReceiver(max_payload=0, timeout=10)
+    with pytest.raises(ValueError, match=r"timeout = 1"):
+        FrameReceiver(max_payload=8, timeout=1)
+    with pytest.raises(ValueError, match=r"word_bytes = 3"):
+        Link(max_payload=64, timeout=10, word_bytes=3, sample_bytes=8, infer_bytes=9, train_bytes=1, n_classes=4)
+    with pytest.raises(ValueError, match=r"sample_bytes = 64"):
+        Link(max_payload=64, timeout=10, sample_bytes=64, infer_bytes=9, train_bytes=1, n_classes=4)
+    with pytest.raises(ValueError, match=r"n_classes = 0"):
+        Link(max_payload=64, timeout=10, sample_bytes=8, infer_bytes=9, train_bytes=1, n_classes=0)
+    with pytest.raises(ValueError, match=r"n_out = 1"):
+        LinkTestDevice(n_out=1)
