@@ -159,19 +159,26 @@ class EncoderBank(wiring.Component):
     hand-off. After the hand-off of step T − 1 the bank is back in FILL.
     """
 
-    def __init__(self, *, n_inputs: int, input_format: QFormat, steps: int, encoder: str, lanes: int = 1):
+    def __init__(self, *, n_inputs: int, input_format: QFormat, steps: int, encoder: str, lanes: int = 1,
+                 counts: bool = False):
         _check_encoder(input_format, steps, encoder)
         if isinstance(n_inputs, bool) or not isinstance(n_inputs, int) or not 1 <= n_inputs <= 1 << 16:
             raise ValueError(f"n_inputs = {n_inputs!r}: must be an integer in [1, 65536]")
         if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= n_inputs:
             raise ValueError(f"lanes = {lanes!r}: must be an integer in [1, {n_inputs}]")
-        self._n, self._lanes = n_inputs, lanes
+        if not isinstance(counts, bool):
+            raise ValueError(f"counts = {counts!r}: must be True or False")
+        self._n, self._lanes, self._counts = n_inputs, lanes, counts
         self._input_format, self._steps, self._encoder = input_format, steps, encoder
         self._words = -(-n_inputs // lanes)
         self._sample_layout = data.StructLayout({"x": shape(input_format)})
         self._spikes_layout = data.StructLayout({"spikes": unsigned(n_inputs)})
+        self._count_shape = unsigned(steps.bit_length())          # 0 … T
+        self._counts_layout = data.StructLayout({"count": self._count_shape, "last": 1})
         members = {"x": In(stream.Signature(self._sample_layout)),
                    "o": Out(stream.Signature(self._spikes_layout))}
+        if counts:
+            members["counts"] = Out(stream.Signature(self._counts_layout))
         if encoder == "bernoulli":
             members.update(seed=In(32), seed_en=In(1), seed_index=In(range(n_inputs)))
         super().__init__(members)
@@ -185,6 +192,14 @@ class EncoderBank(wiring.Component):
     spikes_layout = property(lambda self: self._spikes_layout)
     #: memory words per field: ⌈n/lanes⌉
     words = property(lambda self: self._words)
+    counts_layout = property(lambda self: self._counts_layout)
+    #: whether the bank counts each input's spikes and streams the counts out after a sample's last step
+    has_counts = property(lambda self: self._counts)
+
+    @property
+    def count_cycles(self) -> int:
+        """Cycles of the count phase (``counts`` always ready): per word, one read cycle and one per input."""
+        return self._words + self._n if self._counts else 0
 
     @property
     def step_cycles(self) -> int:
@@ -202,7 +217,9 @@ class EncoderBank(wiring.Component):
         one = 1 << frac
         n, lanes, words = self._n, self._lanes, self._words
         bern = self._encoder == "bernoulli"
-        state_shape = unsigned(32) if bern else unsigned(frac + 1)
+        enc_shape = unsigned(32) if bern else unsigned(frac + 1)
+        state_shape = (data.StructLayout({"s": enc_shape, "count": self._count_shape}) if self._counts
+                       else enc_shape)
 
         x_rd, x_wr, s_rd, s_wr = [], [], [], []
         for k in range(lanes):
@@ -232,9 +249,13 @@ class EncoderBank(wiring.Component):
         # the data stage: every lane of the word read last cycle
         spikes = []
         for k in range(lanes):
-            x, old = x_rd[k].data, s_rd[k].data
+            x, old_word = x_rd[k].data, s_rd[k].data
+            old = old_word.s if self._counts else old_word
             spike = Signal(name=f"spike{k}")
-            new = Signal(state_shape, name=f"new{k}")
+            new_word = Signal(state_shape, name=f"new{k}")
+            new = new_word.s if self._counts else new_word
+            if self._counts:
+                m.d.comb += new_word.count.eq(Mux(step == 0, 0, old_word.count) + spike)
             if bern:
                 word_k = xorshift32_next(old)
                 m.d.comb += [spike.eq(word_k[32 - frac:] < x), new.eq(word_k)]
@@ -244,19 +265,22 @@ class EncoderBank(wiring.Component):
                              new.eq(total - Mux(spike, one, 0))]
             spikes.append(spike)
             m.d.comb += [x_rd[k].addr.eq(word), s_rd[k].addr.eq(word), x_rd[k].en.eq(1), s_rd[k].en.eq(1),
-                         s_wr[k].addr.eq(d_word), s_wr[k].data.eq(new), s_wr[k].en.eq(d_valid),
+                         s_wr[k].addr.eq(d_word), s_wr[k].data.eq(new_word), s_wr[k].en.eq(d_valid),
                          x_wr[k].addr.eq(fill_word), x_wr[k].data.eq(self.x.payload.x),
                          x_wr[k].en.eq(self.x.valid & self.x.ready & (fill_lane == k))]
             if bern:
                 with m.If(self.seed_en):
-                    m.d.comb += [s_wr[k].addr.eq(self.seed_index // lanes), s_wr[k].data.eq(self.seed),
-                                 s_wr[k].en.eq(self.seed_index % lanes == k)]
+                    m.d.comb += [s_wr[k].addr.eq(self.seed_index // lanes), s_wr[k].en.eq(self.seed_index % lanes == k)]
+                    m.d.comb += (s_wr[k].data.s if self._counts else s_wr[k].data).eq(self.seed)
         shifted = Signal(words * lanes)
         m.d.comb += shifted.eq(Cat(vec[lanes:], *spikes)) if words > 1 else shifted.eq(Cat(*spikes))
         m.d.sync += [d_valid.eq(0), d_word.eq(word)]
         with m.If(d_valid):
             m.d.sync += vec.eq(shifted)
 
+        after_last = "CREAD" if self._counts else "FILL"
+        c_lane = Signal(range(lanes))
+        c_index = Signal(range(n))
         with m.FSM() as fsm:
             with m.State("FILL"):
                 with m.If(self.x.valid):
@@ -278,7 +302,7 @@ class EncoderBank(wiring.Component):
                     m.d.sync += [o_valid.eq(1), o_spikes.eq(shifted[:n]), step.eq(step + 1)]
                     with m.If(step == self._steps - 1):
                         m.d.sync += step.eq(0)
-                        m.next = "FILL"
+                        m.next = after_last
                     with m.Else():
                         m.next = "READ"
                 with m.Else():
@@ -288,9 +312,28 @@ class EncoderBank(wiring.Component):
                     m.d.sync += [o_valid.eq(1), o_spikes.eq(vec[:n]), step.eq(step + 1)]
                     with m.If(step == self._steps - 1):
                         m.d.sync += step.eq(0)
-                        m.next = "FILL"
+                        m.next = after_last
                     with m.Else():
                         m.next = "READ"
+            if self._counts:
+                # the count phase: word ``word`` is read (CREAD), then its inputs are offered one per
+                # transfer (CEMIT; the read port keeps the address, so the data stays)
+                with m.State("CREAD"):
+                    m.next = "CEMIT"
+                with m.State("CEMIT"):
+                    with m.If(self.counts.ready):
+                        m.d.sync += [c_lane.eq(c_lane + 1), c_index.eq(c_index + 1)]
+                        with m.If(c_index == n - 1):
+                            m.d.sync += [c_lane.eq(0), c_index.eq(0), word.eq(0)]
+                            m.next = "FILL"
+                        with m.Elif(c_lane == lanes - 1):
+                            m.d.sync += [c_lane.eq(0), word.eq(word + 1)]
+                            m.next = "CREAD"
         m.d.comb += [self.x.ready.eq(fsm.ongoing("FILL")), self.o.valid.eq(o_valid),
                      self.o.payload.spikes.eq(o_spikes)]
+        if self._counts:
+            lanes_data = Cat(*(s_rd[k].data.count for k in range(lanes)))
+            m.d.comb += [self.counts.valid.eq(fsm.ongoing("CEMIT")),
+                         self.counts.payload.count.eq(lanes_data.word_select(c_lane, self._count_shape.width)),
+                         self.counts.payload.last.eq(c_index == n - 1)]
         return m

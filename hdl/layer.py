@@ -87,7 +87,8 @@ class LayerEngine(wiring.Component):
     """
 
     def __init__(self, *, n_in: int, n_out: int, lanes: int, formats: Formats, threshold: int = 1,
-                 neuron: str = "if", leak_shift: int = 0, output: bool = False, memory=default_memory):
+                 neuron: str = "if", leak_shift: int = 0, output: bool = False, memory=default_memory,
+                 update_port: bool = False):
         _check_int("n_in", n_in, 1, _MAX_WIDTH)
         _check_int("n_out", n_out, 1, _MAX_WIDTH)
         _check_int("lanes", lanes, 1, n_in + 1)
@@ -114,6 +115,9 @@ class LayerEngine(wiring.Component):
                              f"weight LSB (0 ≤ s ≤ {wf})")
         if not callable(memory):
             raise TypeError(f"memory = {memory!r}: expected a callable (shape=, depth=, name=) -> Memory")
+        if not isinstance(update_port, bool):
+            raise ValueError(f"update_port = {update_port!r}: must be True or False")
+        self._update_port = update_port
         self._n_in, self._n_out, self._lanes = n_in, n_out, lanes
         self._formats, self._threshold = formats, threshold
         self._neuron, self._leak_shift, self._output = neuron, leak_shift if neuron == "lif" else 0, output
@@ -139,10 +143,14 @@ class LayerEngine(wiring.Component):
         }
         if not output:
             members["o"] = Out(stream.Signature(self._spikes_out_layout))
+        if update_port:
+            members.update(u_en=In(1), u_addr=In(range(self.weight_depth)), u_data=Out(self._word_layout),
+                           signs=Out(n_out), active=Out(n_out))
         super().__init__(members)
 
     @classmethod
-    def from_config(cls, config, layer: int, *, lanes: int, memory=default_memory) -> "LayerEngine":
+    def from_config(cls, config, layer: int, *, lanes: int, memory=default_memory,
+                    update_port: bool = False) -> "LayerEngine":
         """The engine of layer ``layer`` (0-based, weights W_layer) of ``config``'s network."""
         from loco_fpga.qformat import formats  # noqa: PLC0415
 
@@ -153,7 +161,8 @@ class LayerEngine(wiring.Component):
         lif = spk.neuron == "lif"
         return cls(n_in=arch[layer], n_out=arch[layer + 1], lanes=lanes, formats=fm,
                    threshold=fm.membrane.from_float(spk.threshold), neuron=spk.neuron,
-                   leak_shift=spk.leak_shift if lif else 0, output=layer == len(arch) - 2, memory=memory)
+                   leak_shift=spk.leak_shift if lif else 0, output=layer == len(arch) - 2, memory=memory,
+                   update_port=update_port)
 
     n_in = property(lambda self: self._n_in)
     n_out = property(lambda self: self._n_out)
@@ -163,6 +172,7 @@ class LayerEngine(wiring.Component):
     neuron = property(lambda self: self._neuron)
     leak_shift = property(lambda self: self._leak_shift)
     output = property(lambda self: self._output)
+    update_port = property(lambda self: self._update_port)
     steps = property(lambda self: 1 << self._formats.log2_steps)
     #: weight words per neuron row, ⌈(n_in + 1)/lanes⌉
     chunks = property(lambda self: self._chunks)
@@ -254,6 +264,10 @@ class LayerEngine(wiring.Component):
         t1, t2 = Signal(tag), Signal(tag)
         wq = Signal(self._word_layout)
         m.d.comb += [w_rd.addr.eq(neuron * chunks + chunk), w_rd.en.eq(1), s_rd.en.eq(1)]
+        if self._update_port:     # an update engine (or a read-back) reads the weights between samples
+            with m.If(self.u_en):
+                m.d.comb += w_rd.addr.eq(self.u_addr)
+            m.d.comb += [self.u_data.eq(w_rd.data), self.signs.eq(signs[:n_out])]
         m.d.sync += [t1.valid.eq(0), t2.eq(t1), wq.eq(w_rd.data)]
 
         acc_c = Signal(acc_shape)
@@ -286,6 +300,8 @@ class LayerEngine(wiring.Component):
             m.d.comb += [new.y.eq(y0_c + cur_c), new.y_noisy.eq(y0_n + cur_n),
                          s_wr.addr.eq(n4), s_wr.data.eq(new), s_wr.en.eq(v4)]
             last_write = v4 & (n4 == n_out - 1)
+            if self._update_port:
+                m.d.comb += self.active.eq((1 << n_out) - 1)   # no mask on the output layer
         else:
             theta, k = self._threshold, self._leak_shift
             v5 = Signal()
@@ -310,6 +326,13 @@ class LayerEngine(wiring.Component):
             m.d.comb += [s_wr.addr.eq(n5), s_wr.data.eq(new), s_wr.en.eq(v5)]
             with m.If(v5):
                 m.d.sync += [spikes_c.bit_select(n5, 1).eq(spike_c), spikes_n.bit_select(n5, 1).eq(spike_n)]
+            if self._update_port:
+                # the update's mask 1[0 < c̃_i < T], from the noisy count after the last step
+                active = Signal(n_out)
+                m.d.comb += self.active.eq(active)
+                with m.If(v5 & (step == self.steps - 1)):
+                    m.d.sync += active.bit_select(n5, 1).eq((new.count_noisy != 0) &
+                                                            (new.count_noisy != self.steps))
             last_write = v5 & (n5 == n_out - 1)
 
         # -- results: state read (READ), registered and narrowed (LATCH), offered (RESULT) ---------------

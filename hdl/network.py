@@ -29,10 +29,11 @@ current sample's tail. :meth:`Network.schedule` gives the exact cycle of every e
 
 import dataclasses
 
-from amaranth import Cat, Module, Signal, unsigned
+from amaranth import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from loco_fpga.golden_model.prng import ENCODER, LANE_STRIDE, NOISE, ROUNDING
 from loco_fpga.qformat import Formats
 
 from .encoder import ENCODERS, EncoderBank
@@ -40,10 +41,13 @@ from .fixed import shape
 from .layer import NEURONS, LayerEngine, default_memory
 from .loss import LossUnit
 from .prng import Xorshift32
+from .update import NpSource, UpdateEngine
 
-__all__ = ["Network", "Schedule"]
+__all__ = ["Network", "Schedule", "UPDATES"]
 
 _MAX_LAYERS = 64
+#: learning rules the network can run in hardware (``update``); ``None``: forward passes and loss only
+UPDATES = (None, "np")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +112,8 @@ class Network(wiring.Component):
 
     def __init__(self, *, arch, lanes: int, formats: Formats, encoder: str = "deterministic",
                  threshold: int = 1, neuron: str = "if", leak_shift: int = 0, memory=default_memory,
-                 encoder_lanes: int | None = None):
+                 encoder_lanes: int | None = None, update: str | None = None, rounding: str = "stochastic",
+                 mask: bool = False):
         if (not isinstance(arch, (tuple, list)) or not 2 <= len(arch) <= _MAX_LAYERS + 1
                 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in arch)):
             raise ValueError(f"arch = {arch!r}: expected a sequence of 2 … {_MAX_LAYERS + 1} positive integers")
@@ -119,6 +124,11 @@ class Network(wiring.Component):
             raise ValueError(f"encoder = {encoder!r}: expected one of {', '.join(ENCODERS)}")
         if neuron not in NEURONS:
             raise ValueError(f"neuron = {neuron!r}: expected one of {', '.join(NEURONS)}")
+        if update not in UPDATES:
+            raise ValueError(f"update = {update!r}: expected one of {', '.join(map(repr, UPDATES))}")
+        if not isinstance(mask, bool):
+            raise ValueError(f"mask = {mask!r}: must be True or False")
+        self._update, self._mask = update, mask
         self._arch, self._lanes, self._formats = tuple(arch), lanes, formats
         self._encoder, self._threshold, self._neuron = encoder, threshold, neuron
         self._leak_shift, self._memory = leak_shift, memory
@@ -126,12 +136,15 @@ class Network(wiring.Component):
         # The engines validate the per-layer parameters (their errors quote the value).
         self._engines = [LayerEngine(n_in=arch[l], n_out=arch[l + 1], lanes=min(lanes, arch[l] + 1),
                                      formats=formats, threshold=threshold, neuron=neuron, leak_shift=leak_shift,
-                                     output=l == n_layers - 1, memory=memory) for l in range(n_layers)]
+                                     output=l == n_layers - 1, memory=memory, update_port=update is not None)
+                         for l in range(n_layers)]
+        self._updaters = ([UpdateEngine(n_in=e.n_in, n_out=e.n_out, lanes=e.lanes, formats=formats, rounding=rounding)
+                           for e in self._engines] if update else [])
         if encoder_lanes is None:      # the smallest bank that never starves layer 0 (one step per its step)
             encoder_lanes = next(p for p in range(1, arch[0] + 1)
                                  if -(-arch[0] // p) + 1 <= self._engines[0].cycles_per_step or p == arch[0])
         self._bank = EncoderBank(n_inputs=arch[0], input_format=formats.input, steps=1 << formats.log2_steps,
-                                 encoder=encoder, lanes=encoder_lanes)
+                                 encoder=encoder, lanes=encoder_lanes, counts=update is not None)
         self._loss = LossUnit(formats=formats, n_out=arch[-1])
         out = shape(formats.out)
         self._sample_layout = data.StructLayout({"x": shape(formats.input), "label": range(arch[-1]),
@@ -140,7 +153,14 @@ class Network(wiring.Component):
         self._output_layout = data.StructLayout({"y": out, "y_noisy": out, "dy": out, "dl_sum": lo["dl_sum"].shape,
                                                  "dl": shape(formats.dl), "g": shape(formats.g), "last": 1})
         self._word_layout = data.ArrayLayout(shape(formats.weight), max(e.lanes for e in self._engines))
-        self._seed_lanes = n_layers + (arch[0] if encoder == "bernoulli" else 0)
+        seed_map = [(NOISE, l) for l in range(n_layers)]
+        if encoder == "bernoulli":
+            seed_map += [(ENCODER, i) for i in range(arch[0])]
+        for l, u in enumerate(self._updaters):
+            if u.draws:
+                seed_map += [(ROUNDING, l * LANE_STRIDE + i) for i in range(u.n_out)]
+        self._seed_map = tuple(seed_map)
+        self._seed_lanes = len(seed_map)
         members = {
             "x": In(stream.Signature(self._sample_layout)),
             "o": Out(stream.Signature(self._output_layout)),
@@ -154,11 +174,14 @@ class Network(wiring.Component):
         }
         if n_layers > 1:
             members["counts"] = Out(stream.Signature(self._engines[0].result_layout)).array(n_layers - 1)
+        if update:
+            members.update(busy=Out(1), rd_layer=In(range(n_layers)), rd_addr=In(members["w_addr"].shape),
+                           rd_data=Out(self._word_layout))
         super().__init__(members)
 
     @classmethod
-    def from_config(cls, config, *, lanes: int, memory=default_memory, encoder_lanes: int | None = None
-                    ) -> "Network":
+    def from_config(cls, config, *, lanes: int, memory=default_memory, encoder_lanes: int | None = None,
+                    update: str | None = None) -> "Network":
         """The datapath of ``config``'s network (widths, Q formats, T, encoder, neuron, θ, leak)."""
         from loco_fpga.qformat import formats  # noqa: PLC0415
 
@@ -167,7 +190,8 @@ class Network(wiring.Component):
         lif = spk.neuron == "lif"
         return cls(arch=tuple(config.network.arch), lanes=lanes, formats=fm, encoder=spk.encoder,
                    threshold=fm.membrane.from_float(spk.threshold), neuron=spk.neuron,
-                   leak_shift=spk.leak_shift if lif else 0, memory=memory, encoder_lanes=encoder_lanes)
+                   leak_shift=spk.leak_shift if lif else 0, memory=memory, encoder_lanes=encoder_lanes,
+                   update=update, rounding=config.fixed.update_rounding, mask=config.rule.mask)
 
     arch = property(lambda self: self._arch)
     lanes = property(lambda self: self._lanes)
@@ -184,8 +208,15 @@ class Network(wiring.Component):
     output_layout = property(lambda self: self._output_layout)
     counts_layout = property(lambda self: self._engines[0].result_layout)
     word_layout = property(lambda self: self._word_layout)
-    #: number of PRNG lanes behind ``seed_lane``: L noise lanes (+ n_0 encoder lanes, Bernoulli)
+    #: number of PRNG lanes behind ``seed_lane``: L noise lanes (+ n_0 encoder lanes, Bernoulli; + n_l rounding
+    #: lanes per layer, stochastic update rounding)
     seed_lanes = property(lambda self: self._seed_lanes)
+    #: (stream, index) of every seed lane, in ``seed_lane`` order (golden_model/prng.py)
+    seed_map = property(lambda self: self._seed_map)
+    update = property(lambda self: self._update)
+    mask = property(lambda self: self._mask)
+    #: the update engines, layer order (empty without ``update``)
+    updaters = property(lambda self: list(self._updaters))
 
     def schedule(self, samples: int = 8) -> Schedule:
         """The exact cycle schedule of ``samples`` back-to-back samples: a max-plus recurrence over the
@@ -253,8 +284,13 @@ class Network(wiring.Component):
         label, lr = Signal.like(self.x.payload.label), Signal.like(self.x.payload.lr)
         next_label, next_lr = Signal.like(self.x.payload.label), Signal.like(self.x.payload.lr)
         start = Signal()
+        updaters = self._updaters
+        for l, u in enumerate(updaters):
+            m.submodules[f"update{l}"] = u
+        updates_idle = Signal()
+        m.d.comb += updates_idle.eq(Cat(*(u.idle for u in updaters)).all() if updaters else 1)
         m.d.comb += [self.x.ready.eq(bank.x.ready & ~pending), bank.x.valid.eq(self.x.valid & ~pending),
-                     bank.x.payload.x.eq(self.x.payload.x), start.eq(pending & ~busy)]
+                     bank.x.payload.x.eq(self.x.payload.x), start.eq(pending & ~busy & updates_idle)]
         with m.If(self.x.valid & self.x.ready):
             m.d.sync += index.eq(index + 1)
             with m.If(index == self._arch[0] - 1):
@@ -274,14 +310,36 @@ class Network(wiring.Component):
                 m.d.sync += left.eq(left - 1)
             with m.If(start):
                 m.d.sync += left.eq(e.noise_words)
+        base = n_layers
         if self._encoder == "bernoulli":
-            m.d.comb += [bank.seed.eq(self.seed), bank.seed_index.eq(self.seed_lane - n_layers),
-                         bank.seed_en.eq(self.seed_en & (self.seed_lane >= n_layers))]
+            m.d.comb += [bank.seed.eq(self.seed), bank.seed_index.eq(self.seed_lane - base),
+                         bank.seed_en.eq(self.seed_en & (self.seed_lane >= base) &
+                                         (self.seed_lane < base + self._arch[0]))]
+            base += self._arch[0]
+        for u in updaters:
+            if u.draws:
+                m.d.comb += [u.seed.eq(self.seed), u.seed_index.eq(self.seed_lane - base),
+                             u.seed_en.eq(self.seed_en & (self.seed_lane >= base) & (self.seed_lane < base + u.n_out))]
+                base += u.n_out
 
-        # -- weights ----------------------------------------------------------------------------------
+        # -- weights: host writes, or the update engine's read-modify-write (only between samples) ---------
         for l, e in enumerate(engines):
             m.d.comb += [e.w_en.eq(self.w_en & (self.w_layer == l)), e.w_addr.eq(self.w_addr),
                          e.w_data.eq(Cat(*(self.w_data[k] for k in range(e.lanes))))]
+        if updaters:
+            rd_layer = Signal.like(self.rd_layer)
+            m.d.sync += rd_layer.eq(self.rd_layer)
+            m.d.comb += self.rd_data.eq(0)
+            for l, (e, u) in enumerate(zip(engines, updaters)):
+                # the engine reads weights only in RUN, i.e. while ``busy``; otherwise the port is the update
+                # engine's (sweeping) or the host's read-back
+                m.d.comb += [e.u_en.eq(u.busy | ~busy), e.u_addr.eq(Mux(u.busy, u.rd_addr, self.rd_addr)),
+                             u.rd_data.eq(e.u_data), u.signs.eq(e.signs),
+                             u.active.eq(e.active if self._mask else (1 << e.n_out) - 1)]
+                with m.If(u.wr_en):
+                    m.d.comb += [e.w_en.eq(1), e.w_addr.eq(u.wr_addr), e.w_data.eq(u.wr_data)]
+                with m.If(rd_layer == l):
+                    m.d.comb += self.rd_data.eq(e.u_data)
 
         # -- spikes: encoder bank → layer 0 → … → layer L − 1 (both passes get the same input spikes) ----
         first = engines[0]
@@ -292,9 +350,23 @@ class Network(wiring.Component):
 
         # -- results ------------------------------------------------------------------------------------
         done = []
+        sources = []
+        if updaters:          # NP: v⊥ of layer 0 = the input spike counts, of layer l = layer l − 1's noisy counts
+            for l, u in enumerate(updaters):
+                m.submodules[f"vperp{l}"] = src = NpSource(formats=self._formats)
+                wiring.connect(m, src.o, u.vperp)
+                sources.append(src)
+            wiring.connect(m, bank.counts, sources[0].i)
         for l in range(n_layers - 1):
-            wiring.connect(m, engines[l].r, wiring.flipped(self.counts[l]))
-            done.append(self.counts[l].valid & self.counts[l].ready & self.counts[l].payload.last)
+            r, c = engines[l].r, self.counts[l]
+            if updaters:      # a lossless fork: a result leaves the engine when both sinks take it
+                src = sources[l + 1].i
+                m.d.comb += [c.payload.eq(r.payload), c.valid.eq(r.valid & src.ready),
+                             src.payload.count.eq(r.payload.count_noisy), src.payload.last.eq(r.payload.last),
+                             src.valid.eq(r.valid & c.ready), r.ready.eq(c.ready & src.ready)]
+            else:
+                wiring.connect(m, r, wiring.flipped(c))
+            done.append(c.valid & c.ready & c.payload.last)
         out = engines[-1]
         y, y_noisy = Signal.like(out.r.payload.y), Signal.like(out.r.payload.y_noisy)
         m.d.comb += [loss.i.payload.eq(out.r.payload), loss.i.valid.eq(out.r.valid), out.r.ready.eq(loss.i.ready),
@@ -307,6 +379,18 @@ class Network(wiring.Component):
                      self.o.payload.dl_sum.eq(lp.dl_sum), self.o.payload.dl.eq(lp.dl), self.o.payload.g.eq(lp.g),
                      self.o.payload.last.eq(lp.last)]
         done.append(self.o.valid & self.o.ready & self.o.payload.last)
+
+        # -- g: broadcast to every layer's update engine at once (the depth-independent update) -----------
+        if updaters:
+            g = Signal.like(lp.g)
+            g_pending = Signal(n_layers)
+            with m.If(self.o.valid & self.o.ready & self.o.payload.last):
+                m.d.sync += [g.eq(lp.g), g_pending.eq((1 << n_layers) - 1)]
+            for l, u in enumerate(updaters):
+                m.d.comb += [u.g.valid.eq(g_pending[l]), u.g.payload.g.eq(g)]
+                with m.If(u.g.valid & u.g.ready):
+                    m.d.sync += g_pending[l].eq(0)
+            m.d.comb += self.busy.eq(busy | pending | ~updates_idle)
 
         # the sample is over when every result stream has delivered its last transfer
         seen = Signal(len(done))

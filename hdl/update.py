@@ -1,0 +1,317 @@
+"""Update engine — step 6 of ``FixedRule.step_q`` (golden_model/fixed.py): the rank-1 read-modify-write of one
+layer's weight memory, bit for bit.
+
+For every row i (in order) and column j (in order, j = 0 … N − 1, N = n_in + 1, the bias last)::
+
+    e_i  = +g if ξ_i's sign bit is 1, −g if it is 0; 0 when the row is masked off (active_i = 0)
+    W_ij ← sat_weight(W_ij − round(e_i · v⊥_j))
+
+``round`` drops d = g_frac + vperp_frac − weight_frac bits with the configured mode (``hdl.fixed.shift_round``,
+the model's ``shift_round``): ``stochastic`` adds r_ij = (word >> (32 − d)), the words being drawn from PRNG
+lane (ROUNDING, l·2^16 + i), N per row in column order (golden_model/prng.py); ``half-up``/``trunc`` draw
+nothing. e_i · v⊥_j is computed as ±(g · v⊥_j), which is the same integer.
+
+**Inputs.** ``vperp`` is a ``lib.stream`` of N values in ``fmts.vperp``, index order — for NP the network makes
+it from the previous layer's noisy counts (:class:`NpSource`), for LOCO the per-cluster units and the solver
+will produce it. ``g`` is a stream of one value per sample (the loss unit's broadcast scalar). ``signs`` and
+``active`` are the layer engine's noise sign bits and mask bits of the sample (stable while the engine waits
+for the next sample). The engine stores v⊥ as it arrives (``vperp`` is always ready until N values are in),
+takes g, and sweeps the weight memory once both are complete.
+
+**Schedule — no update races a forward read.** The engine owns the layer engine's weight read port and writes
+the weight memory only in its SWEEP/DRAIN states (``busy``); the network starts the next sample only when every
+update engine is ``idle`` again, and a layer engine reads weights only in RUN, i.e. while a sample is in the
+layers. g exists only after the output layer's last result, when every engine has finished all its steps.
+
+**Sweep pipeline** (:attr:`stages` = 4; one word of ``lanes`` weights per cycle, word i·C + c in address order,
+the layer engine's memory map): 0. address word (i, c) of the weights and chunk c of v⊥; 1. the words arrive and
+are registered, the row's PRNG lane is drawn once per valid column (its state comes from a memory of n_out
+states at the row's first chunk and goes back at its last); 2. g · v⊥_j per lane (registered); 3. ±, mask,
+rounding (registered); 4. subtract, saturate, write. Each word is read once and written once, four cycles
+later, so no read sees a stale word. :attr:`latency` = cycles from the g transfer (v⊥ already complete) to the
+cycle of the last write = n_out·C + 4.
+"""
+
+import math
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from loco_fpga.qformat import Formats
+
+from .fixed import saturate, shape, shift_round
+from .prng import xorshift32_next
+
+__all__ = ["UpdateEngine", "NpSource", "ROUNDINGS"]
+
+ROUNDINGS = ("half-up", "trunc", "stochastic")
+
+
+def _check_int(name, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{name} = {value!r}: must be an integer in [{lo}, {hi}]")
+
+
+class UpdateEngine(wiring.Component):
+    """Rank-1 update W ← sat(W − round(e vᵀ)) of one layer's weight memory (see the module docstring).
+
+    Parameters (keyword-only): ``n_in``, ``n_out``, ``lanes`` (the layer engine's; its memory map), ``formats``
+    (:class:`~loco_fpga.qformat.Formats`: weight, g, vperp), ``rounding`` (``"half-up"``, ``"trunc"`` or
+    ``"stochastic"``; ``config.fixed.update_rounding``).
+
+    Ports:
+        vperp (In stream {v: vperp format}): N = n_in + 1 values per update, index order.
+        g (In stream {g: g format}): one value per update.
+        signs (In n_out): bit i = ξ_i's sign (1 → e_i = +g); active (In n_out): bit i = 0 masks row i.
+        rd_addr (Out), rd_data (In, ``lanes`` weights): the weight memory's read port (data one cycle after
+            the address); wr_en, wr_addr, wr_data (Out): its write port. Valid while ``busy``.
+        busy (Out 1): SWEEP/DRAIN — the engine owns the weight memory.
+        idle (Out 1): nothing of the next update has arrived yet (no v⊥ value, no g) and no sweep runs.
+        seed, seed_en, seed_index (In; ``stochastic`` only): load row i's rounding lane state (while idle).
+    """
+
+    def __init__(self, *, n_in: int, n_out: int, lanes: int, formats: Formats, rounding: str):
+        _check_int("n_in", n_in, 1, 1 << 16)
+        _check_int("n_out", n_out, 1, 1 << 16)
+        _check_int("lanes", lanes, 1, n_in + 1)
+        if not isinstance(formats, Formats):
+            raise TypeError(f"formats = {formats!r}: expected a loco_fpga.qformat.Formats")
+        if rounding not in ROUNDINGS:
+            raise ValueError(f"rounding = {rounding!r}: expected one of {', '.join(ROUNDINGS)}")
+        drop = formats.g.frac + formats.vperp.frac - formats.weight.frac
+        if rounding == "stochastic" and drop > 32:
+            raise ValueError(f"formats.g.frac = {formats.g.frac}: stochastic rounding drops {drop} bits; at most "
+                             "32 (one PRNG word)")
+        self._n_in, self._n_out, self._lanes, self._formats = n_in, n_out, lanes, formats
+        self._rounding, self._drop = rounding, drop
+        self._chunks = -(-(n_in + 1) // lanes)
+        self._word_layout = data.ArrayLayout(shape(formats.weight), lanes)
+        members = {
+            "vperp": In(stream.Signature(data.StructLayout({"v": shape(formats.vperp)}))),
+            "g": In(stream.Signature(data.StructLayout({"g": shape(formats.g)}))),
+            "signs": In(n_out),
+            "active": In(n_out),
+            "rd_addr": Out(range(self.weight_depth)),
+            "rd_data": In(self._word_layout),
+            "wr_en": Out(1),
+            "wr_addr": Out(range(self.weight_depth)),
+            "wr_data": Out(self._word_layout),
+            "busy": Out(1),
+            "idle": Out(1),
+        }
+        if self.draws:
+            members.update(seed=In(32), seed_en=In(1), seed_index=In(range(n_out)))
+        super().__init__(members)
+
+    n_in = property(lambda self: self._n_in)
+    n_out = property(lambda self: self._n_out)
+    lanes = property(lambda self: self._lanes)
+    formats = property(lambda self: self._formats)
+    rounding = property(lambda self: self._rounding)
+    #: fraction bits the update narrowing drops: g_frac + vperp_frac − weight_frac
+    drop = property(lambda self: self._drop)
+    chunks = property(lambda self: self._chunks)
+    weight_depth = property(lambda self: self._n_out * self._chunks)
+    word_layout = property(lambda self: self._word_layout)
+
+    @property
+    def draws(self) -> bool:
+        """Whether the rounding draws PRNG words (stochastic with at least one dropped bit)."""
+        return self._rounding == "stochastic" and self._drop > 0
+
+    @property
+    def stages(self) -> int:
+        """Pipeline stages from a word's address to its write (read, multiply, round, saturate + write)."""
+        return 4
+
+    @property
+    def sweep_cycles(self) -> int:
+        """Cycles of one sweep: one word per cycle, n_out·C (the weight port's bound)."""
+        return self._n_out * self._chunks
+
+    @property
+    def latency(self) -> int:
+        """Cycles from the ``g`` transfer (v⊥ complete) to the cycle of the last weight write: n_out·C + 4.
+        When v⊥ completes after g, the same count runs from the last ``vperp`` transfer."""
+        return self.sweep_cycles + self.stages
+
+    def elaborate(self, platform):
+        m = Module()
+        fm = self._formats
+        n_in, n_out, lanes, chunks = self._n_in, self._n_out, self._lanes, self._chunks
+        n_cols = n_in + 1
+        drop, draws = self._drop, self.draws
+        tail = n_cols - (chunks - 1) * lanes          # valid columns in a row's last chunk
+
+        # -- v⊥ store: lane k of chunk c holds v⊥[c·lanes + k] ------------------------------------------------
+        v_rd, v_wr = [], []
+        for k in range(lanes):
+            vm = memory.Memory(shape=shape(fm.vperp), depth=chunks, init=[])
+            m.submodules[f"vperp{k}"] = vm
+            v_rd.append(vm.read_port(domain="sync"))
+            v_wr.append(vm.write_port())
+        if draws:
+            m.submodules.lanes = lm = memory.Memory(shape=unsigned(32), depth=n_out, init=[])
+            l_rd, l_wr = lm.read_port(domain="sync"), lm.write_port()
+
+        received = Signal(range(n_cols + 1))
+        in_lane = Signal(range(lanes))
+        in_chunk = Signal(range(chunks))
+        have_g = Signal()
+        g = Signal(shape(fm.g))
+        complete = Signal()
+        m.d.comb += complete.eq(received == n_cols)
+
+        row = Signal(range(n_out))
+        chunk = Signal(range(chunks))
+
+        # -- pipeline tags ---------------------------------------------------------------------------------
+        tag = data.StructLayout({"valid": 1, "row": range(n_out), "chunk": range(chunks), "first": 1, "last": 1})
+        # t_k: the word whose stage-k registers are being loaded this cycle (t1: its data arrives)
+        t1, t2, t3, t4 = Signal(tag), Signal(tag), Signal(tag), Signal(tag)
+        m.d.sync += [t1.valid.eq(0), t2.eq(t1), t3.eq(t2), t4.eq(t3)]
+        addr = Signal(range(self.weight_depth))
+        m.d.comb += [addr.eq(row * chunks + chunk), self.rd_addr.eq(addr)]
+        for k in range(lanes):
+            m.d.comb += [v_rd[k].addr.eq(chunk), v_rd[k].en.eq(1)]
+
+        # stage 1: words arrive; the row's PRNG lane is drawn for each valid column of the chunk
+        wq1 = Signal(self._word_layout)
+        vq1 = Signal(data.ArrayLayout(shape(fm.vperp), lanes))
+        m.d.sync += [wq1.eq(self.rd_data), vq1.eq(Cat(*(v_rd[k].data for k in range(lanes))))]
+        rand_shape = unsigned(max(drop, 1))
+        rands1 = Signal(data.ArrayLayout(rand_shape, lanes))
+        if draws:
+            state = Signal(32)
+            m.d.comb += [l_rd.addr.eq(row), l_rd.en.eq(1)]
+            cur = Mux(t1.first, l_rd.data, state)
+            words, w = [], cur
+            for k in range(lanes):
+                w = xorshift32_next(w)
+                words.append(w)
+            last_word = Mux(t1.last, words[tail - 1], words[lanes - 1])
+            with m.If(t1.valid):
+                m.d.sync += [state.eq(last_word)]
+                m.d.sync += [rands1[k].eq(words[k][32 - drop:]) for k in range(lanes)]
+            m.d.comb += [l_wr.addr.eq(t1.row), l_wr.data.eq(last_word), l_wr.en.eq(t1.valid & t1.last)]
+            with m.If(self.seed_en):
+                m.d.comb += [l_wr.addr.eq(self.seed_index), l_wr.data.eq(self.seed), l_wr.en.eq(1)]
+
+        # stage 2: the products g · v⊥_j
+        prod_shape = signed(fm.g.bits + fm.vperp.bits)
+        wq2 = Signal(self._word_layout)
+        rands2 = Signal.like(rands1)
+        prods = Signal(data.ArrayLayout(prod_shape, lanes))
+        m.d.sync += [wq2.eq(wq1), rands2.eq(rands1)]
+        m.d.sync += [prods[k].eq(g * vq1[k]) for k in range(lanes)]
+
+        # stage 3: e_i · v⊥_j = ±(g v⊥_j) or 0, rounded
+        wq3 = Signal(self._word_layout)
+        dec_shape = signed(prod_shape.width + 2)
+        decs = Signal(data.ArrayLayout(dec_shape, lanes))
+        plus = self.signs.bit_select(t3.row, 1)
+        on = self.active.bit_select(t3.row, 1)
+        m.d.sync += wq3.eq(wq2)
+        for k in range(lanes):
+            term = Signal(signed(prod_shape.width + 1), name=f"term{k}")
+            use = on & ~t3.last if k >= tail else on          # padding columns of a last chunk: no change
+            m.d.comb += term.eq(Mux(use, Mux(plus, prods[k], -prods[k]), 0))
+            rand = rands2[k] if draws else None
+            mode = self._rounding if draws or self._rounding != "stochastic" else "trunc"  # d ≤ 0: exact
+            m.d.sync += decs[k].eq(shift_round(term, drop, mode, rand))
+
+        # stage 4: subtract, saturate, write (padding lanes of a last chunk are written back unchanged)
+        new = Signal(self._word_layout)
+        for k in range(lanes):
+            m.d.comb += new[k].eq(saturate(wq3[k] - decs[k], fm.weight))
+        m.d.comb += [self.wr_en.eq(t4.valid), self.wr_addr.eq(t4.row * chunks + t4.chunk), self.wr_data.eq(new)]
+
+        # -- control -------------------------------------------------------------------------------------------
+        with m.FSM() as fsm:
+            with m.State("COLLECT"):
+                with m.If(self.vperp.valid & ~complete):
+                    m.d.sync += received.eq(received + 1)
+                    with m.If(in_lane == lanes - 1):
+                        m.d.sync += [in_lane.eq(0), in_chunk.eq(in_chunk + 1)]
+                    with m.Else():
+                        m.d.sync += in_lane.eq(in_lane + 1)
+                with m.If(self.g.valid & ~have_g):
+                    m.d.sync += [have_g.eq(1), g.eq(self.g.payload.g)]
+                # both complete at the end of this cycle: sweep from the next one
+                got_v = complete | (self.vperp.valid & (received == n_cols - 1))
+                with m.If(got_v & (have_g | self.g.valid)):
+                    m.d.sync += [row.eq(0), chunk.eq(0)]
+                    m.next = "SWEEP"
+            with m.State("SWEEP"):
+                m.d.sync += [t1.valid.eq(1), t1.row.eq(row), t1.chunk.eq(chunk), t1.first.eq(chunk == 0),
+                             t1.last.eq(chunk == chunks - 1)]
+                with m.If(chunk == chunks - 1):
+                    m.d.sync += chunk.eq(0)
+                    with m.If(row == n_out - 1):
+                        m.next = "DRAIN"
+                    with m.Else():
+                        m.d.sync += row.eq(row + 1)
+                with m.Else():
+                    m.d.sync += chunk.eq(chunk + 1)
+            with m.State("DRAIN"):
+                with m.If(t4.valid & (t4.row == n_out - 1) & t4.last):
+                    m.d.sync += [received.eq(0), in_lane.eq(0), in_chunk.eq(0), have_g.eq(0)]
+                    m.next = "COLLECT"
+        for k in range(lanes):
+            m.d.comb += [v_wr[k].addr.eq(in_chunk), v_wr[k].data.eq(self.vperp.payload.v),
+                         v_wr[k].en.eq(self.vperp.valid & self.vperp.ready & (in_lane == k))]
+        m.d.comb += [
+            self.vperp.ready.eq(fsm.ongoing("COLLECT") & ~complete),
+            self.g.ready.eq(fsm.ongoing("COLLECT") & ~have_g),
+            self.busy.eq(fsm.ongoing("SWEEP") | fsm.ongoing("DRAIN")),
+            self.idle.eq(fsm.ongoing("COLLECT") & (received == 0) & ~have_g),
+        ]
+        return m
+
+
+class NpSource(wiring.Component):
+    """NP's v⊥ = v << (vperp_frac − log2 T) (saturated to ``fmts.vperp``, exact in practice) from a stream of
+    spike counts, with the bias entry T appended after the count marked ``last``: N = n + 1 values per sample.
+
+    Ports: ``i`` (In stream {count: rate format, last: 1}), ``o`` (Out stream {v: vperp format}; the output
+    is a register, valid never waits on ready). ``i`` is ready whenever the output register is free or being
+    taken, except in the one cycle the bias waits. :attr:`latency` = 1.
+    """
+
+    def __init__(self, *, formats: Formats):
+        if not isinstance(formats, Formats):
+            raise TypeError(f"formats = {formats!r}: expected a loco_fpga.qformat.Formats")
+        self._formats = formats
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({"count": shape(formats.rate), "last": 1}))),
+            "o": Out(stream.Signature(data.StructLayout({"v": shape(formats.vperp)}))),
+        })
+
+    formats = property(lambda self: self._formats)
+
+    @property
+    def latency(self) -> int:
+        return 1
+
+    def elaborate(self, platform):
+        m = Module()
+        fm = self._formats
+        shift = fm.vperp.frac - fm.log2_steps
+
+        def scaled(count):
+            return saturate(count << shift if shift >= 0 else count >> -shift, fm.vperp)
+
+        valid = Signal()
+        bias_next = Signal()
+        value = Signal(shape(fm.vperp))
+        free = ~valid | self.o.ready
+        m.d.comb += [self.i.ready.eq(free & ~bias_next), self.o.valid.eq(valid), self.o.payload.v.eq(value)]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += valid.eq(0)
+        with m.If(bias_next & free):
+            m.d.sync += [valid.eq(1), value.eq(scaled(Const(1 << fm.log2_steps, fm.rate.bits + 1))),
+                         bias_next.eq(0)]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [valid.eq(1), value.eq(scaled(self.i.payload.count)), bias_next.eq(self.i.payload.last)]
+        return m

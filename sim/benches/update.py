@@ -1,0 +1,156 @@
+"""Bench: full NP training steps in hardware (hdl/network.py with ``update="np"``) against the golden model.
+
+Driver: random weights through ``w_*``, every PRNG lane's ``seed_state`` through ``seed_*`` (noise, encoder,
+rounding lanes, in the network's ``seed_map`` order), then for each step the sample's n_0 rates on ``x`` with
+random idle cycles. Monitor: ``counts[l]`` and ``o`` with random back-pressure; when ``busy`` falls the step's
+update is complete and the bench reads every weight back through ``rd_*``. Model: ``FixedRule.step_q`` of the
+golden model with ``rule.name = "np"`` on the same weights. Checker: per step, the forward results (hidden
+counts, y, ỹ, Δy, ΔL_sum, dl, g — :func:`.network.compare`) and then **every weight of every layer**, bit for
+bit; the failure names the first differing quantity, step, layer, row and column.
+"""
+
+from __future__ import annotations
+
+import random
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+
+from loco_fpga.config import Config
+from loco_fpga.golden_model import prng
+from loco_fpga.golden_model.fixed import FixedNetwork, FixedRule
+from loco_fpga.hdl.network import Network
+from loco_fpga.qformat import narrow
+
+from . import bench_params
+from .network import compare, decode_results, random_stimulus, weight_writes, x_payloads
+from .streams import StreamSink, StreamSource
+
+__all__ = ["train_model", "seed_writes", "read_weights", "compare_weights"]
+
+
+def train_model(config, weights, samples):
+    """Per step: (the forward results in :func:`.network.golden`'s structure, the weights after the step), from
+    ``FixedRule.step_q`` (NP) starting at ``weights``. Δy and ΔL_sum are recomputed from ``rule.last`` with
+    ``loss_unit``'s formula (step_q returns neither) and checked against the model's dl."""
+    net = FixedNetwork(config, np.random.default_rng(0))
+    net.weights = [np.asarray(w, dtype=np.int64).copy() for w in weights]
+    rule = FixedRule(net, config)
+    fm, wf = net.fmts, config.fixed.weight_frac
+    out = []
+    for x_q, label, lr_q in samples:
+        rule.step_q(np.asarray(x_q, dtype=np.int64), label, lr_q)
+        last = rule.last
+        y, y_noisy = last["y"], last["y_noisy"]
+        dy = fm.out.saturate(y_noisy - y)
+        target = np.zeros_like(y)
+        target[label] = 1 << wf
+        dl_sum = int(np.sum(dy * (dy + 2 * (y - target))))
+        if narrow(dl_sum, 2 * wf, fm.dl) != last["dl"]:
+            raise AssertionError(f"bench ΔL_sum {dl_sum} does not narrow to the model's dl {last['dl']}")
+        fwd = {"counts": [(c.copy(), k.copy()) for c, k in zip(last["counts_clean"], last["counts_noisy"])],
+               "y": y, "y_noisy": y_noisy, "dy": dy, "dl_sum": dl_sum, "dl": int(last["dl"]), "g": int(last["g"])}
+        out.append((fwd, [w.copy() for w in net.weights]))
+    return out
+
+
+def seed_writes(config, dut_model):
+    """[(seed lane, state)] for every lane of ``dut_model.seed_map`` ((stream, index) per lane)."""
+    return [(lane, prng.seed_state(config.train.seed, stream, index))
+            for lane, (stream, index) in enumerate(dut_model.seed_map)]
+
+
+async def read_weights(dut, dut_model):
+    """Every weight of every layer through ``rd_layer``/``rd_addr``/``rd_data`` (data one cycle later)."""
+    weights = []
+    for l, engine in enumerate(dut_model.engines):
+        rows = np.zeros((engine.n_out, engine.chunks * engine.lanes), dtype=np.int64)
+        for addr in range(engine.weight_depth):
+            dut.rd_layer.value, dut.rd_addr.value = l, addr
+            await RisingEdge(dut.clk)                  # the read port takes the address
+            await ReadOnly()
+            word = dut_model.word_layout.from_bits(dut.rd_data.value.to_unsigned())
+            i, c = divmod(addr, engine.chunks)
+            rows[i, c * engine.lanes:(c + 1) * engine.lanes] = [int(word[k]) for k in range(engine.lanes)]
+            await FallingEdge(dut.clk)
+        weights.append(rows[:, :engine.n_in + 1])
+    return weights
+
+
+def compare_weights(got, want, step):
+    """(compared, mismatch strings) for every weight."""
+    compared, errors = 0, []
+    for l, (g, w) in enumerate(zip(got, want)):
+        for i, j in np.ndindex(w.shape):
+            compared += 1
+            if int(g[i, j]) != int(w[i, j]):
+                errors.append(f"weight differs after step {step}, layer {l}, row {i}, column {j}: "
+                              f"HDL {int(g[i, j])}, model {int(w[i, j])}")
+    return compared, errors
+
+
+@cocotb.test()
+async def np_training_equals_the_golden_model(dut):
+    params = bench_params()
+    rng = random.Random(params["seed"])
+    config = Config().replace(**params["config"])
+    model = Network.from_config(config, lanes=params["lanes"], update="np")
+    n_steps = params["steps"]
+    weights, samples = random_stimulus(config, n_steps, np.random.default_rng(params["seed"]))
+    want = train_model(config, weights, samples)
+
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    dut.rst.value = 1
+    dut.w_en.value = 0
+    dut.seed_en.value = 0
+    dut.rd_layer.value = 0
+    dut.rd_addr.value = 0
+    x_src = StreamSource(dut, "x", dut.clk, idle=params["idle"], rng=rng)
+    o_sink = StreamSink(dut, "o", dut.clk, stall=params["stall"], rng=rng)
+    c_sinks = [StreamSink(dut, f"counts__{l}", dut.clk, stall=params["stall"], rng=rng)
+               for l in range(model.n_layers - 1)]
+    await RisingEdge(dut.clk)
+    dut.rst.value = 0
+    for layer, addr, row in weight_writes(model, weights):
+        dut.w_en.value, dut.w_layer.value, dut.w_addr.value = 1, layer, addr
+        dut.w_data.value = model.word_layout.const(row).as_bits()
+        await RisingEdge(dut.clk)
+    dut.w_en.value = 0
+    for lane, state in seed_writes(config, model):
+        dut.seed_en.value, dut.seed_lane.value, dut.seed.value = 1, lane, state
+        await RisingEdge(dut.clk)
+    dut.seed_en.value = 0
+
+    compared, errors = 0, []
+    for n, sample in enumerate(samples):
+        send = cocotb.start_soon(x_src.send(x_payloads(model, [sample])))
+        c_tasks = [cocotb.start_soon(s.collect((n + 1) * model.arch[l + 1])) for l, s in enumerate(c_sinks)]
+        o_raw = await o_sink.collect((n + 1) * model.arch[-1])
+        counts_raw = [await task for task in c_tasks]
+        await send
+        while True:                                     # the step is complete when busy falls
+            await ReadOnly()
+            if not dut.busy.value:
+                break
+            await RisingEdge(dut.clk)
+        await FallingEdge(dut.clk)
+        got = decode_results(model, [c[n * model.arch[l + 1]:] for l, c in enumerate(counts_raw)],
+                             o_raw[n * model.arch[-1]:], 1)
+        fwd, w_after = want[n]
+        c, e = compare(got, [fwd], model.n_layers)
+        compared += c
+        errors += [f"step {n}: {text}" for text in e]
+        c, e = compare_weights(await read_weights(dut, model), w_after, n)
+        compared += c
+        errors += e
+        if errors:
+            break
+    for text in errors[:5]:
+        dut._log.error(text)
+    dut._log.info(f"NP training {model.arch}, lanes {model.lanes}, T {model.steps}, {config.spiking.encoder}, "
+                  f"rounding {config.fixed.update_rounding}, mask {config.rule.mask}: compared {compared} integers "
+                  f"over {n_steps} steps, {len(errors)} mismatches")
+    assert compared > 0
+    assert not errors, f"{len(errors)} of {compared} integers differ; first: {errors[0]}"

@@ -1,0 +1,114 @@
+# amaranth: UnusedElaboratable=no
+"""NP training in hardware (``Network(update="np")``) in the Amaranth simulator: after every training step
+(forward passes + loss + update) every weight read back through ``rd_*`` equals ``FixedRule.step_q``'s, and
+the forward results equal the model's; the cycle schedule with the update; parameter errors."""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from loco_fpga.config import preset
+from loco_fpga.hdl.network import Network
+from loco_fpga.qformat import formats
+from loco_fpga.sim.benches.network import compare, decode_results, random_stimulus, weight_writes
+from loco_fpga.sim.benches.update import compare_weights, seed_writes, train_model
+
+
+def np_config(*, arch, steps, encoder, neuron, seed, rounding="stochastic", mask=False):
+    return preset("up5k").replace(network={"arch": arch}, train={"seed": seed},
+                                  spiking={"steps": steps, "encoder": encoder, "neuron": neuron, "leak_shift": 3,
+                                           "threshold": 0.5},
+                                  rule={"name": "np", "sigma": 2.0 ** -3, "mask": mask},
+                                  fixed={"update_rounding": rounding})
+
+
+def run_training(net, config, weights, samples, *, idle, stall, rng):
+    """Load, then one step at a time: the sample's rates, its outputs (random back-pressure), wait for ``busy``
+    to fall, read every weight back. Returns per step (counts_raw, o_raw, weights read back)."""
+    results = []
+    hidden = range(net.n_layers - 1)
+    watched = [net.o.valid, net.o.ready, net.o.payload, net.busy]
+    for l in hidden:
+        watched += [net.counts[l].valid, net.counts[l].ready, net.counts[l].payload]
+
+    async def bench(ctx):
+        for layer, addr, row in weight_writes(net, weights):
+            ctx.set(net.w_en, 1)
+            ctx.set(net.w_layer, layer)
+            ctx.set(net.w_addr, addr)
+            ctx.set(net.w_data, row)
+            await ctx.tick()
+        ctx.set(net.w_en, 0)
+        for lane, state in seed_writes(config, net):
+            ctx.set(net.seed_en, 1)
+            ctx.set(net.seed_lane, lane)
+            ctx.set(net.seed, state)
+            await ctx.tick()
+        ctx.set(net.seed_en, 0)
+        for x, label, lr in samples:
+            counts_raw, o_raw = [[] for _ in hidden], []
+            pending = [int(v) for v in x]
+            while True:
+                sending = bool(pending) and rng.random() >= idle
+                ctx.set(net.x.valid, int(sending))
+                if pending:
+                    ctx.set(net.x.payload, {"x": pending[0], "label": label, "lr": lr})
+                ctx.set(net.o.ready, int(rng.random() >= stall))
+                for l in hidden:
+                    ctx.set(net.counts[l].ready, int(rng.random() >= stall))
+                _, _, x_valid, x_ready, *vals = await ctx.tick().sample(net.x.valid, net.x.ready, *watched)
+                if x_valid and x_ready:
+                    pending.pop(0)
+                if vals[0] and vals[1]:
+                    o_raw.append(vals[2].as_bits())
+                for l in hidden:
+                    v, r, payload = vals[4 + 3 * l:7 + 3 * l]
+                    if v and r:
+                        counts_raw[l].append(payload.as_bits())
+                if not pending and not vals[3] and len(o_raw) == net.arch[-1]:
+                    break
+            ctx.set(net.x.valid, 0)
+            image = []
+            for l, e in enumerate(net.engines):
+                rows = np.zeros((e.n_out, e.chunks * e.lanes), dtype=np.int64)
+                for addr in range(e.weight_depth):
+                    ctx.set(net.rd_layer, l)
+                    ctx.set(net.rd_addr, addr)
+                    await ctx.tick()
+                    word = ctx.get(net.rd_data)
+                    i, c = divmod(addr, e.chunks)
+                    rows[i, c * e.lanes:(c + 1) * e.lanes] = [int(word[k]) for k in range(e.lanes)]
+                image.append(rows[:, :e.n_in + 1])
+            results.append((counts_raw, o_raw, image))
+
+    sim = Simulator(net)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return results
+
+
+CASES = [  # arch, lanes, T, encoder, neuron, rounding, mask, idle/stall
+    ((5, 6, 3), 2, 4, "bernoulli", "if", "stochastic", False, 0.3),
+    ((3, 2), 4, 8, "deterministic", "if", "half-up", False, 0.0),
+    ((4, 5, 4, 3), 1, 4, "deterministic", "lif", "stochastic", True, 0.2),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_np_training_equals_the_model(case):
+    arch, lanes, steps, encoder, neuron, rounding, mask, noise = CASES[case]
+    config = np_config(arch=arch, steps=steps, encoder=encoder, neuron=neuron, seed=300 + case,
+                       rounding=rounding, mask=mask)
+    net = Network.from_config(config, lanes=lanes, update="np")
+    weights, samples = random_stimulus(config, 5, np.random.default_rng(11 + case))
+    want = train_model(config, weights, samples)
+    got = run_training(net, config, weights, samples, idle=noise, stall=noise, rng=random.Random(case))
+    for n, ((counts_raw, o_raw, image), (fwd, w_after)) in enumerate(zip(got, want)):
+        res = decode_results(net, counts_raw, o_raw, 1)
+        _, errors = compare(res, [fwd], net.n_layers)
+        assert not errors, f"step {n}: {errors[0]}"
+        _, errors = compare_weights(image, w_after, n)
+        assert not errors, errors[0]
