@@ -192,6 +192,11 @@ class FrameParser:
         self._length = 0
 
     @property
+    def state(self) -> str:
+        """HUNT, SYNC1, TYPE, LEN0, LEN1, PAYLOAD, CRC0 or CRC1 (the receiver FSM's state names)."""
+        return self._state
+
+    @property
     def in_frame(self) -> bool:
         """True after a sync pair until the frame ends (the timeout applies)."""
         return self._state not in ("HUNT", "SYNC1")

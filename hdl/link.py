@@ -462,7 +462,7 @@ class Link(wiring.Component):
                     with m.Elif(args[0] & proto.RESET_DEVICE):
                         m.next = "RESET_REQ"
                     with m.Else():
-                        m.d.comb += clear.eq(1)
+                        m.d.comb += clear.eq(args[0][0])
                         reply(m, Status.OK)
 
             def device_error(m, error):

@@ -20,12 +20,20 @@ import threading
 import time
 from collections import deque
 
+from amaranth import Cat, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
 from loco_fpga.boards import protocol as proto
 
-__all__ = ["TestDeviceModel", "reference_top", "ModelTransport", "VerilatorBoard", "TOP_PARAMS"]
+__all__ = ["TestDeviceModel", "reference_top", "mask_run_cycles", "ModelTransport", "ByteFeederTop",
+           "VerilatorBoard", "TOP_PARAMS", "FEEDER_PARAMS"]
 
 #: LinkTestTop generics used by the virtual board and the benches (JSON-able, they name the build)
-TOP_PARAMS = {"timeout": 64, "max_payload": 64, "n_in": 8, "n_out": 4, "n_protos": 16, "event_depth": 4}
+TOP_PARAMS = {"timeout": 64, "max_payload": 72, "n_in": 8, "n_out": 4, "n_protos": 16, "event_depth": 4}
+
+#: ByteFeederTop generics of the benches and the virtual board
+FEEDER_PARAMS = {"feed_bytes": 128, "capture_bytes": 256, "max_gap": 127}
 
 S = proto.Status
 R = proto.Register
@@ -125,6 +133,28 @@ def reference_top(params: dict | None = None) -> proto.ReferenceLink:
     return proto.ReferenceLink(device, device.info(p["max_payload"]))
 
 
+def mask_run_cycles(reply_bytes: bytes) -> bytes:
+    """``reply_bytes`` re-encoded with the ``run_cycles`` counter of OK STATS replies set to 0 (the reference
+    executes in zero cycles). Bytes that do not parse as frames are kept as they are (so they still differ)."""
+    parser = proto.FrameParser()
+    out = bytearray()
+    pending = bytearray()
+    for byte in reply_bytes:
+        pending.append(byte)
+        ev = parser.feed(byte)
+        if isinstance(ev, proto.Frame):
+            payload = ev.payload
+            if ev.type == proto.Command.STATS | proto.REPLY_FLAG and payload[:1] == b"\x00":
+                payload = payload[:-4] + bytes(4)
+            out += pending[:len(pending) - proto.OVERHEAD - len(payload)]   # bytes before the frame
+            out += proto.encode_frame(ev.type, payload)
+            pending.clear()
+        elif ev is not None:
+            out += pending
+            pending.clear()
+    return bytes(out + pending)
+
+
 class ModelTransport:
     """A host-driver transport backed by :func:`reference_top` (no simulator; replies are instant).
 
@@ -162,3 +192,63 @@ class ModelTransport:
 
     def close(self) -> None:
         pass
+
+
+class ByteFeederTop(wiring.Component):
+    """A simulation wrapper that moves whole byte strings in and out of a ``top`` with ``rx``/``tx`` byte
+    streams, so a cocotb bench touches Python once per frame, not once per cycle.
+
+    * Feed: the bench writes ``feed_data`` (byte k at bits 8k..8k+7), ``feed_gaps`` (idle cycles after byte
+      k, ``max_gap`` at most), ``feed_len``, then changes ``feed_seq``; the wrapper sends the bytes on
+      ``top.rx`` (one per cycle plus the gaps) and raises ``feed_done`` when finished. The inputs must stay
+      stable until then.
+    * Capture: every ``top.tx`` transfer is written to the ring ``capture`` (``capture_bytes`` bytes) at
+      ``captured mod capture_bytes``; ``captured`` counts all transfers (32 bits). The bench keeps its own
+      read pointer (so nothing is lost between reads).
+    * ``stall`` (0..7): ``top.tx.ready`` is low in ``stall`` of 8 cycles on average (16-bit LFSR).
+    * ``cycles`` counts clock cycles since reset; ``busy`` is ``top.busy``.
+    """
+
+    def __init__(self, top: wiring.Component, *, feed_bytes: int, capture_bytes: int, max_gap: int):
+        self._top = top
+        self._feed_bytes, self._capture_bytes, self._max_gap = feed_bytes, capture_bytes, max_gap
+        gap_bits = max_gap.bit_length()
+        self._gap_bits = gap_bits
+        super().__init__({
+            "feed_data": In(8 * feed_bytes), "feed_gaps": In(gap_bits * feed_bytes),
+            "feed_len": In(range(feed_bytes + 1)), "feed_seq": In(8), "feed_done": Out(1),
+            "capture": Out(8 * capture_bytes), "captured": Out(32), "stall": In(3),
+            "cycles": Out(32), "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.top = top = self._top
+        seq = Signal(8)
+        idx = Signal(range(self._feed_bytes + 1))
+        gap = Signal(self._gap_bits)
+        lfsr = Signal(16, init=0xACE1)
+        m.d.sync += [lfsr.eq(Cat(lfsr[1:], lfsr[0] ^ lfsr[2] ^ lfsr[3] ^ lfsr[5])), self.cycles.eq(self.cycles + 1)]
+        m.d.comb += [top.tx.ready.eq(lfsr[:3] >= self.stall), self.busy.eq(top.busy)]
+        with m.If(top.tx.valid & top.tx.ready):
+            m.d.sync += [self.capture.word_select(self.captured[:(self._capture_bytes - 1).bit_length()], 8)
+                         .eq(top.tx.payload), self.captured.eq(self.captured + 1)]
+        with m.FSM():
+            with m.State("DONE"):
+                m.d.comb += self.feed_done.eq(self.feed_seq == seq)
+                with m.If(self.feed_seq != seq):
+                    m.d.sync += [seq.eq(self.feed_seq), idx.eq(0)]
+                    m.next = "SEND"
+            with m.State("SEND"):
+                with m.If(idx == self.feed_len):
+                    m.next = "DONE"
+                with m.Else():
+                    m.d.comb += [top.rx.valid.eq(1), top.rx.payload.eq(self.feed_data.word_select(idx, 8))]
+                    m.d.sync += [idx.eq(idx + 1), gap.eq(self.feed_gaps.word_select(idx, self._gap_bits))]
+                    with m.If(self.feed_gaps.word_select(idx, self._gap_bits) != 0):
+                        m.next = "GAP"
+            with m.State("GAP"):
+                m.d.sync += gap.eq(gap - 1)
+                with m.If(gap == 1):
+                    m.next = "SEND"
+        return m

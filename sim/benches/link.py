@@ -1,0 +1,369 @@
+"""Benches of ``LinkTestTop`` (hdl/link.py) on its byte streams.
+
+``robustness`` — thousands of random and mutated frames (bit flips, truncations, lies and changes in LEN,
+unknown types, oversize, garbage between frames, byte gaps up to and across the timeout, frames arriving
+while a command executes or its reply is being sent). Every case is fed to the Python reference
+(``ReferenceLink`` over ``TestDeviceModel``) too, and the reply bytes must be equal (STATS ``run_cycles``
+masked). After every rejected frame of a state-changing command (WRITE_REG, LOAD_*, TRAIN, RESET_STATE)
+and every ``snapshot_every`` cases, the registers, all weights and all prototypes are read back and must
+equal the reference's (which a rejected frame never changes — asserted on the reference as well). A case
+whose replies do not arrive within ``hang_cycles`` is a hang and ends the bench.
+
+``serve`` — the virtual board: bytes from a TCP client (the host driver) to ``rx`` and from ``tx`` back.
+
+The per-cycle loop awaits one falling edge per cycle: inputs written there are seen by the next rising
+edge, and ``tx`` (valid never depends on ready or on ``rx``) is sampled there for the same edge.
+"""
+
+from __future__ import annotations
+
+import random
+import select
+import socket
+import struct
+import time
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import RisingEdge, Timer
+
+from loco_fpga.boards import protocol as proto
+from loco_fpga.sim.virtual import mask_run_cycles, reference_top
+
+from . import bench_params
+
+C = proto.Command
+R = proto.Register
+STATE_CHANGING = {C.WRITE_REG, C.LOAD_WEIGHTS, C.LOAD_PROTOTYPES, C.TRAIN, C.RESET_STATE}
+
+
+class ByteDriver:
+    """Moves whole byte strings through ``ByteFeederTop`` (sim/virtual.py): Python runs once per string,
+    the simulator runs the cycles in between on its own."""
+
+    PERIOD_NS = 10
+
+    def __init__(self, dut, *, stall: float, feed_bytes: int, capture_bytes: int, max_gap: int):
+        self.dut = dut
+        self.feed_bytes, self.capture_bytes, self.max_gap = feed_bytes, capture_bytes, max_gap
+        self.gap_bits = max_gap.bit_length()
+        self.seq = 0
+        self.read = 0                       # bytes of the capture ring already taken
+        dut.feed_seq.value = 0
+        dut.feed_len.value = 0
+        dut.stall.value = min(7, round(stall * 8))
+
+    async def wait(self, cycles: int) -> None:
+        await Timer(max(1, cycles) * self.PERIOD_NS, unit="ns")
+
+    async def send(self, data: bytes, gaps=None) -> None:
+        """Send ``data`` (``gaps[k]`` idle cycles after byte k); returns when the last byte went in."""
+        if len(data) > self.feed_bytes:
+            raise ValueError(f"{len(data)} bytes > feed_bytes = {self.feed_bytes}")
+        if not data:
+            return
+        gaps = list(gaps or [0] * len(data))
+        if max(gaps) > self.max_gap:
+            raise ValueError(f"gap {max(gaps)} > max_gap = {self.max_gap}")
+        packed = 0
+        for k, g in enumerate(gaps):
+            packed |= g << (k * self.gap_bits)
+        self.dut.feed_data.value = int.from_bytes(data, "little")
+        self.dut.feed_gaps.value = packed
+        self.dut.feed_len.value = len(data)
+        self.seq = (self.seq + 1) & 0xFF
+        self.dut.feed_seq.value = self.seq
+        await self.wait(len(data) + sum(gaps) + 2)
+        while not self.dut.feed_done.value:
+            await self.wait(4)
+
+    async def idle(self, n: int) -> None:
+        await self.wait(n)
+
+    def available(self) -> int:
+        return (int(self.dut.captured.value) - self.read) & 0xFFFFFFFF
+
+    async def collect(self, count: int, limit: int) -> bool:
+        """Wait until ``count`` reply bytes are available; False after ``limit`` cycles (a hang)."""
+        spent = 0
+        while self.available() < count:
+            if spent >= limit:
+                return False
+            step = max(8, 2 * (count - self.available()))
+            await self.wait(step)
+            spent += step
+        return True
+
+    def take(self) -> bytes:
+        n = self.available()
+        if n > self.capture_bytes:
+            raise AssertionError(f"capture ring overflow: {n} bytes unread > {self.capture_bytes}")
+        ring = int(self.dut.capture.value).to_bytes(self.capture_bytes, "little")
+        out = bytes(ring[(self.read + i) % self.capture_bytes] for i in range(n))
+        self.read = (self.read + n) & 0xFFFFFFFF
+        return out
+
+    @property
+    def cycles(self) -> int:
+        return int(self.dut.cycles.value)
+
+
+# -- case generation ---------------------------------------------------------------------------------
+
+def _words(rng, n):
+    return b"".join(rng.randrange(1 << 16).to_bytes(2, "little") for _ in range(n))
+
+
+def command_frame(rng: random.Random, info: proto.DeviceInfo, n_weights: int = 32, n_protos: int = 16) -> bytes:
+    """A random command; about 70 % have valid arguments, the rest are out of range in some field."""
+    valid = rng.random() < 0.7
+    maxw = (info.max_payload - 3) // info.word_bytes
+    config = [R.LR, R.SEED, R.MODE, R.LATENCY]
+    kind = rng.choices(list(C) + ["reset_device"], weights=[3, 6, 8, 10, 8, 6, 6, 8, 8, 4, 2, 0.3])[0]
+    f = proto.encode_frame
+    if kind == C.PING or kind == C.STATS:
+        return f(kind)
+    if kind == C.READ_REG:
+        return f(kind, bytes([rng.choice(config + [R.ID, R.STATUS]) if valid else rng.randrange(256)]))
+    if kind == C.WRITE_REG:
+        addr = rng.choice(config) if valid else rng.choice([R.ID, R.STATUS, rng.randrange(256)] + config)
+        width = {R.LR: 16, R.SEED: 32, R.MODE: 2, R.LATENCY: 5}.get(addr, 32)   # LATENCY: keep runs short
+        value = rng.randrange(1 << width) if valid else rng.randrange(1 << 32)
+        if addr == R.LATENCY:
+            value &= 0x1F
+        return f(kind, bytes([addr]) + struct.pack("<I", value))
+    if kind in (C.LOAD_WEIGHTS, C.LOAD_PROTOTYPES, C.READ_WEIGHTS, C.READ_PROTOTYPES):
+        size = n_weights if kind in (C.LOAD_WEIGHTS, C.READ_WEIGHTS) else n_protos
+        if valid:
+            layer, n = 0, rng.randint(1, min(size, maxw))
+            addr = rng.randrange(size - n + 1)
+        else:
+            layer = rng.choice([0, 1, 0x80, rng.randrange(256)])
+            n = rng.randint(1, maxw)
+            addr = rng.choice([rng.randrange(size + 8), rng.randrange(1 << 16)])
+        if kind in (C.LOAD_WEIGHTS, C.LOAD_PROTOTYPES):
+            return f(kind, bytes([layer]) + struct.pack("<H", addr) + _words(rng, n))
+        count = n if valid else rng.choice([n, 0, maxw + 1, rng.randrange(1 << 16)])
+        return f(kind, bytes([layer]) + struct.pack("<HH", addr, count))
+    if kind == C.INFER:
+        return f(kind, bytes(rng.randrange(256) for _ in range(info.sample_bytes)))
+    if kind == C.TRAIN:
+        label = rng.randrange(info.n_classes) if valid else rng.randrange(256)
+        return f(kind, bytes([label]) + bytes(rng.randrange(256) for _ in range(info.sample_bytes)))
+    if kind == C.RESET_STATE:
+        return f(kind, bytes([rng.choice([proto.RESET_COUNTERS, 0]) if valid else rng.randrange(256) | 4]))
+    return f(C.RESET_STATE, bytes([rng.choice([proto.RESET_DEVICE, proto.RESET_DEVICE | proto.RESET_COUNTERS])]))
+
+
+def _garbage(rng, n):
+    return bytes(rng.choice([0xA5, 0x5A, rng.randrange(256)]) for _ in range(n))
+
+
+def mutate(rng: random.Random, frame: bytes, info: proto.DeviceInfo) -> tuple[str, bytes]:
+    """(mutation name, bytes) — a frame changed the ways a noisy, buggy or unlucky link changes it."""
+    b = bytearray(frame)
+    kind = rng.choices(["none", "flip", "truncate", "len_lie", "len_resize", "garbage_before", "garbage_after",
+                        "insert", "delete", "unknown_type", "oversize", "garbage_only", "double_sync"],
+                       weights=[30, 12, 10, 6, 6, 6, 4, 4, 4, 4, 4, 6, 4])[0]
+    if kind == "flip":
+        for _ in range(rng.randint(1, 3)):
+            b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+    elif kind == "truncate":
+        b = b[:rng.randrange(1, len(b))]
+    elif kind == "len_lie":
+        b[3:5] = struct.pack("<H", rng.choice([rng.randrange(info.max_payload + 1), rng.randrange(1 << 16)]))
+    elif kind == "len_resize":
+        body = b[5:-2]
+        body = body[:rng.randrange(len(body) + 1)] if rng.random() < 0.5 or not body else \
+            body + _garbage(rng, rng.randint(1, 4))
+        b = bytearray(proto.encode_frame(b[2], bytes(body[:info.max_payload])))
+    elif kind == "garbage_before":
+        b = _garbage(rng, rng.randint(1, 12)) + b
+    elif kind == "garbage_after":
+        b = b + _garbage(rng, rng.randint(1, 6))
+    elif kind == "insert":
+        at = rng.randrange(len(b) + 1)
+        b[at:at] = bytes([rng.randrange(256)])
+    elif kind == "delete":
+        del b[rng.randrange(len(b))]
+    elif kind == "unknown_type":
+        t = rng.choice([0x00, 0x7F, rng.randrange(0x0C, 0x100)])
+        b = bytearray(proto.encode_frame(t, bytes(b[5:-2])))
+    elif kind == "oversize":
+        b[3:5] = struct.pack("<H", rng.randint(info.max_payload + 1, 0xFFFF))
+    elif kind == "garbage_only":
+        b = bytearray(_garbage(rng, rng.randint(1, 24)))
+    elif kind == "double_sync":
+        b = bytearray(b"\xA5" * rng.randint(1, 3)) + b
+    return kind, bytes(b)
+
+
+# -- the bench ----------------------------------------------------------------------------------------
+
+async def _reset(dut):
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    dut.rst.value = 1
+    for _ in range(3):
+        await RisingEdge(dut.clk)
+    dut.rst.value = 0
+
+
+def snapshot_frames(info) -> list[bytes]:
+    """Read-back of everything a frame could change: config registers, all weights, all prototypes."""
+    f = proto.encode_frame
+    out = [f(C.READ_REG, bytes([r])) for r in (R.LR, R.SEED, R.MODE, R.LATENCY)]
+    return out + [f(C.READ_WEIGHTS, bytes([0]) + struct.pack("<HH", 0, 32)),
+                  f(C.READ_PROTOTYPES, bytes([0]) + struct.pack("<HH", 0, 16))]
+
+
+@cocotb.test()
+async def robustness(dut):
+    params = bench_params()
+    rng = random.Random(params["seed"])
+    timeout = params["timeout"]
+    hang = params.get("hang_cycles", 4000)
+    await _reset(dut)
+    drv = ByteDriver(dut, stall=params.get("stall", 0.125), feed_bytes=params["feed_bytes"],
+                     capture_bytes=params["capture_bytes"], max_gap=params["max_gap"])
+    ref = reference_top({k: params[k] for k in ("timeout", "max_payload", "n_in", "n_out", "n_protos",
+                                                "event_depth")})
+    info = ref.info
+    stats = {"cases": 0, "frames_sent": 0, "mismatches": 0, "rejected": 0, "accepted": 0, "snapshots": 0,
+             "busy_cases": 0, "busy_replies": 0, "timeouts_fired": 0, "mutations": {}}
+    start = time.monotonic()
+
+    def log_mismatch(what, chunk, want, got):
+        stats["mismatches"] += 1
+        if stats["mismatches"] <= 8:
+            dut._log.error(f"{what}: sent {chunk.hex()}\n  want {want.hex()}\n  got  {got.hex()}")
+
+    async def exchange(chunk: bytes, gaps=None, what="case", split_timeout=None) -> bytes:
+        """Send ``chunk``; model it; compare replies. ``split_timeout`` = index where the sender pauses for
+        exactly ``timeout`` idle cycles (the receiver must time out there, not one cycle later)."""
+        if split_timeout is not None:
+            gaps = [0] * len(chunk)
+            gaps[split_timeout - 1] = timeout
+            await drv.send(chunk, gaps)
+            want = ref.feed(chunk[:split_timeout]) + ref.idle() + ref.feed(chunk[split_timeout:])
+        else:
+            await drv.send(chunk, gaps)
+            want = ref.feed(chunk)
+        if ref.parser.state != "HUNT":         # the frame stopped mid-way (or ended on a sync byte)
+            await drv.idle(timeout + 2)
+            want += ref.idle()
+            stats["timeouts_fired"] += 1
+        if not await drv.collect(len(want), hang):
+            got = drv.take()
+            log_mismatch(f"HANG ({what})", chunk, want, got)
+            raise AssertionError(f"device hung: {len(got)} of {len(want)} reply bytes after {hang} cycles")
+        got = drv.take()
+        if mask_run_cycles(got) != want:
+            log_mismatch(what, chunk, want, got)
+        return want
+
+    async def snapshot():
+        stats["snapshots"] += 1
+        for frame in snapshot_frames(info):
+            await exchange(frame, what="read-back")
+
+    async def busy_case():
+        """A frame or garbage arriving while INFER/TRAIN runs (LATENCY cycles) or READ_WEIGHTS replies."""
+        stats["busy_cases"] += 1
+        latency = rng.randint(150, 300)
+        await exchange(proto.encode_frame(C.WRITE_REG, bytes([R.LATENCY]) + struct.pack("<I", latency)))
+        long_cmd = rng.choice(["infer", "train", "read"])
+        if long_cmd == "read":
+            first, delay = proto.encode_frame(C.READ_WEIGHTS, bytes([0]) + struct.pack("<HH", 0, 32)), 0
+        else:
+            first = proto.encode_frame(C.INFER, bytes(rng.randrange(256) for _ in range(info.sample_bytes))) \
+                if long_cmd == "infer" else \
+                proto.encode_frame(C.TRAIN, bytes([rng.randrange(info.n_classes)])
+                                   + bytes(rng.randrange(256) for _ in range(info.sample_bytes)))
+            delay = rng.randint(0, 60)
+        inject = command_frame(rng, info)
+        if long_cmd != "read" and rng.random() < 0.5:
+            _, inject = mutate(rng, inject, info)
+        # what the injected bytes produce: every good frame → BUSY (nothing executed); errors as parsed
+        parser = proto.FrameParser(max_payload=info.max_payload)
+        events = parser.feed_all(inject)
+        truncated = parser.in_frame
+        if truncated:
+            events.append(parser.idle())
+        want_extra = []
+        for ev in events:
+            if isinstance(ev, proto.Frame):
+                want_extra.append(proto.encode_frame(ev.type | proto.REPLY_FLAG, bytes([proto.Status.BUSY])))
+                ref.counters["busy_rejects"] += 1
+                stats["busy_replies"] += 1
+            else:
+                want_extra.append(proto.encode_frame(ev.type | proto.REPLY_FLAG, bytes([ev.status])))
+                ref.counters[{proto.Status.CRC: "crc_errors", proto.Status.TIMEOUT: "timeouts",
+                              proto.Status.OVERSIZE: "length_errors"}[ev.status]] += 1
+        await drv.send(first)
+        want_first = ref.feed(first)
+        await drv.idle(delay)
+        await drv.send(inject)
+        await drv.idle(timeout + 2)
+        want = [want_first] + want_extra
+        total = sum(len(w) for w in want)
+        if not await drv.collect(total, hang + latency):
+            raise AssertionError(f"device hung in a busy case: {drv.available()} of {total} reply bytes")
+        got_frames = proto.FrameParser().feed_all(mask_run_cycles(drv.take()))
+        got_set = sorted(fr.encode() if isinstance(fr, proto.Frame) else repr(fr).encode() for fr in got_frames)
+        if got_set != sorted(want):
+            log_mismatch(f"busy case ({long_cmd}, +{delay})", first + inject, b"|".join(sorted(want)),
+                         b"|".join(got_set))
+        await exchange(proto.encode_frame(C.WRITE_REG, bytes([R.LATENCY]) + bytes(4)))
+        await snapshot()
+
+    n_cases = params["cases"]
+    busy_every = params.get("busy_every", 50)
+    snapshot_every = params.get("snapshot_every", 100)
+    while stats["cases"] < n_cases:
+        stats["cases"] += 1
+        if stats["cases"] % busy_every == 0:
+            await busy_case()
+            continue
+        frame = command_frame(rng, info)
+        kind, chunk = mutate(rng, frame, info)
+        stats["mutations"][kind] = stats["mutations"].get(kind, 0) + 1
+        gaps = None
+        split = None
+        r = rng.random()
+        if r < 0.15:   # slow sender: gaps below the timeout, including the longest allowed one
+            gaps = [rng.choice([0, 0, 1, 3, timeout - 1]) for _ in chunk]
+        elif r < 0.20 and len(chunk) > 3:     # a pause of exactly `timeout` idle cycles: must time out
+            split = rng.randrange(3, len(chunk))
+        before = ref.device.state()
+        want = await exchange(chunk, gaps, what=kind, split_timeout=split)
+        replies = proto.FrameParser().feed_all(want)
+        stats["frames_sent"] += 1
+        accepted = any(isinstance(fr, proto.Frame) and fr.payload[:1] == b"\x00" for fr in replies)
+        stats["accepted" if accepted else "rejected"] += 1
+        if not accepted:
+            assert ref.device.state() == before, f"the reference changed state on a rejected case {chunk.hex()}"
+            if frame[2] in STATE_CHANGING and frame[2] != C.TRAIN or (frame[2] == C.TRAIN and rng.random() < 0.5):
+                await snapshot()
+        elif stats["cases"] % snapshot_every == 0:
+            await snapshot()
+        if params.get("debug_stats"):
+            prev = stats["mismatches"]
+            await exchange(proto.encode_frame(C.STATS), what=f"STATS after {kind} {chunk.hex()} gaps={gaps} split={split}")
+            if stats["mismatches"] > prev:
+                break
+    await snapshot()
+    await drv.idle(timeout * 4)
+    leftover = drv.take()
+    elapsed = time.monotonic() - start
+    dut._log.info(f"robustness: {stats['cases']} cases ({stats['frames_sent']} mutated/random frames: "
+                  f"{stats['accepted']} accepted, {stats['rejected']} rejected; {stats['busy_cases']} busy cases "
+                  f"with {stats['busy_replies']} BUSY replies; {stats['snapshots']} read-backs; "
+                  f"{stats['timeouts_fired']} receiver timeouts), {drv.cycles} cycles in {elapsed:.1f} s "
+                  f"({drv.cycles / max(elapsed, 1e-9):.0f} cycles/s); mutations {stats['mutations']}; "
+                  f"{stats['mismatches']} mismatches")
+    if "stats_file" in params:
+        import json  # noqa: PLC0415
+        with open(params["stats_file"], "w") as fh:
+            json.dump({**stats, "cycles": drv.cycles, "seconds": elapsed}, fh)
+    assert not leftover, f"{len(leftover)} unexpected reply bytes at the end: {leftover.hex()}"
+    assert stats["mismatches"] == 0, f"{stats['mismatches']} cases differ from the reference"
