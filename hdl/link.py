@@ -396,7 +396,10 @@ class Link(wiring.Component):
         load_len_ok = (ev.length >= 3 + wb) & (((ev.length - 3) & (wb - 1)) == 0)
 
         ping_bytes = Array(Const(b, 8) for b in info.encode())
-        stats_word = Array(counters[name] for name in proto.STATS_FIELDS)
+        # STATS replies with the counters as they were when the command executed (errors that arrive
+        # while the reply is being sent count, but in the next STATS): one snapshot register per counter.
+        snapshot = [Signal(32, name=f"snap_{name}") for name in proto.STATS_FIELDS]
+        stats_word = Array(snapshot)
         run_bytes = Mux(cmd == C.TRAIN, info.train_bytes, info.infer_bytes)
 
         body = tx.body
@@ -437,6 +440,7 @@ class Link(wiring.Component):
                 with m.Elif(cmd == C.PING):
                     reply(m, Status.OK, len(info.encode()))
                 with m.Elif(cmd == C.STATS):
+                    m.d.sync += [snap.eq(counters[name]) for snap, name in zip(snapshot, proto.STATS_FIELDS)]
                     reply(m, Status.OK, 4 * len(proto.STATS_FIELDS))
                 with m.Elif((cmd == C.READ_REG) | (cmd == C.WRITE_REG)):
                     m.next = "REG_REQ"

@@ -252,3 +252,87 @@ class ByteFeederTop(wiring.Component):
                 with m.If(gap == 1):
                     m.next = "SEND"
         return m
+
+
+class VerilatorBoard:
+    """``LinkTestTop`` in Verilator behind a TCP socket, opened by the host driver like a serial port.
+
+        with VerilatorBoard() as board:
+            host = Host(board.transport())
+            host.ping()
+
+    The simulator runs in a cocotb process (bench ``loco_fpga.sim.benches.link.serve``) started from a
+    background thread; :meth:`close` closes the socket, which ends the bench, and re-raises a bench failure.
+    """
+
+    def __init__(self, params: dict | None = None, *, simulator: str = "verilator", start_timeout: float = 600.0):
+        self.params = {**TOP_PARAMS, **(params or {})}
+        self.simulator, self.start_timeout = simulator, start_timeout
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._transports: list = []
+        self.port: int | None = None
+
+    def build(self):
+        from loco_fpga.hdl.link import LinkTestTop  # noqa: PLC0415
+        from loco_fpga.sim import harness  # noqa: PLC0415
+
+        top_params = dict(self.params)
+        return harness.build(lambda: ByteFeederTop(LinkTestTop(**top_params), **FEEDER_PARAMS),
+                             name="link_test_top_feeder", params={**top_params, **FEEDER_PARAMS},
+                             simulator=self.simulator)
+
+    def start(self) -> VerilatorBoard:
+        import tempfile  # noqa: PLC0415
+        from pathlib import Path  # noqa: PLC0415
+
+        from loco_fpga.sim import harness  # noqa: PLC0415
+
+        built = self.build()
+        port_file = Path(tempfile.mkdtemp(prefix="loco-virtual-")) / "port"
+
+        def run():
+            try:
+                harness.run(built, "loco_fpga.sim.benches.link", testcase="serve",
+                            params={"port_file": str(port_file)})
+            except BaseException as exc:   # noqa: BLE001  (re-raised in close())
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="verilator-board", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + self.start_timeout
+        while not port_file.exists():
+            if not self._thread.is_alive():
+                raise RuntimeError(f"the virtual board did not start: {self._error!r}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the virtual board did not listen within {self.start_timeout} s")
+            time.sleep(0.05)
+        self.port = int(port_file.read_text())
+        return self
+
+    def transport(self):
+        from loco_fpga.boards.host import SocketTransport  # noqa: PLC0415
+
+        if self.port is None:
+            self.start()
+        t = SocketTransport("127.0.0.1", self.port)
+        self._transports.append(t)
+        return t
+
+    def close(self, timeout: float = 60.0) -> None:
+        for t in self._transports:
+            t.close()
+        self._transports.clear()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise TimeoutError("the virtual board's simulator did not stop")
+            self._thread = None
+        if self._error is not None:
+            raise RuntimeError(f"the virtual board's bench failed: {self._error}") from self._error
+
+    def __enter__(self) -> VerilatorBoard:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()

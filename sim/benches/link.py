@@ -17,6 +17,7 @@ edge, and ``tx`` (valid never depends on ready or on ``rx``) is sampled there fo
 
 from __future__ import annotations
 
+import os
 import random
 import select
 import socket
@@ -367,3 +368,62 @@ async def robustness(dut):
             json.dump({**stats, "cycles": drv.cycles, "seconds": elapsed}, fh)
     assert not leftover, f"{len(leftover)} unexpected reply bytes at the end: {leftover.hex()}"
     assert stats["mismatches"] == 0, f"{stats['mismatches']} cases differ from the reference"
+
+
+@cocotb.test()
+async def serve(dut):
+    """The virtual board: serve the top's byte stream to one TCP client on 127.0.0.1.
+
+    The port is written to ``params["port_file"]`` once listening. Bytes from the client go to ``rx`` in
+    chunks of at most ``feed_bytes``; reply bytes go back as soon as they are captured. While the client
+    is quiet the simulation advances ``quiet_cycles`` per ``quiet_seconds`` of wall time (so a truncated
+    frame times out, as on a board); while bytes move or the top is busy it runs as fast as it can. The
+    test ends when the client closes the connection.
+    """
+    params = bench_params()
+    await _reset(dut)
+    drv = ByteDriver(dut, stall=params.get("stall", 0.0), feed_bytes=params["feed_bytes"],
+                     capture_bytes=params["capture_bytes"], max_gap=params["max_gap"])
+    quiet_cycles = params.get("quiet_cycles", 128)
+    quiet_seconds = params.get("quiet_seconds", 0.01)
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(params.get("accept_timeout", 120))
+    with open(params["port_file"] + ".tmp", "w") as fh:
+        fh.write(str(server.getsockname()[1]))
+    os.replace(params["port_file"] + ".tmp", params["port_file"])
+    conn, _ = server.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn.setblocking(False)
+    active, received, sent = False, 0, 0
+    while True:
+        readable, _, _ = select.select([conn], [], [], 0.0 if active else quiet_seconds)
+        data = b""
+        if readable:
+            try:
+                data = conn.recv(65536)
+            except (BlockingIOError, ConnectionResetError):
+                data = b""
+            if not data:
+                break                                   # client closed
+            received += len(data)
+            conn.setblocking(True)
+            for at in range(0, len(data), drv.feed_bytes):
+                await drv.send(data[at:at + drv.feed_bytes])
+                out = drv.take()
+                if out:
+                    conn.sendall(out)
+                    sent += len(out)
+            conn.setblocking(False)
+        await drv.idle(16 if (data or active) else quiet_cycles)
+        out = drv.take()
+        if out:
+            conn.setblocking(True)
+            conn.sendall(out)
+            conn.setblocking(False)
+            sent += len(out)
+        active = bool(data) or bool(out) or bool(dut.busy.value)
+    conn.close()
+    server.close()
+    dut._log.info(f"virtual board: {received} bytes in, {sent} bytes out, {drv.cycles} cycles")
