@@ -152,6 +152,7 @@ def test_host_api_on_the_verilator_virtual_board():
         host.transport.write(b"\x00\x37\xA5\x5A\x08\x08")     # garbage, then a frame that stops
         time.sleep(0.5)                                          # the device times it out meanwhile
         assert host.ping().n_classes == TOP_PARAMS["n_out"]
+        host.infer(bytes(range(8)))
         stats = host.stats()
-        assert stats["timeouts"] == 1 and stats["run_cycles"] > 0
+        assert stats["timeouts"] == 1 and stats["samples_inferred"] == 1 and stats["run_cycles"] > 0
         host.close()
