@@ -249,3 +249,112 @@ def test_constructor_errors_quote_the_bad_value():
         Link(max_payload=64, timeout=10, sample_bytes=8, infer_bytes=9, train_bytes=1, n_classes=0)
     with pytest.raises(ValueError, match=r"n_out = 1"):
         LinkTestDevice(n_out=1)
+
+
+# -- UART (hdl/uart.py) ----------------------------------------------------------------------------------
+
+def _uart_bench(tx_divisor, rx_divisor, payload, rng, *, idle=0.3):
+    """Transmitter → pin → receiver; returns (received bytes, framing strobes, overflow strobes)."""
+    from amaranth import Module
+
+    from loco_fpga.hdl.uart import UARTReceiver, UARTTransmitter
+
+    tx, rx = UARTTransmitter(divisor=tx_divisor), UARTReceiver(divisor=rx_divisor)
+    m = Module()
+    m.submodules.tx, m.submodules.rx = tx, rx
+    m.d.comb += rx.pin.eq(tx.pin)
+    got, errors = [], {"framing": 0, "overflow": 0}
+
+    async def source(ctx):
+        for byte in payload:
+            while rng.random() < idle:
+                await ctx.tick().repeat(rng.randrange(1, 3 * tx_divisor))
+            ctx.set(tx.tx.valid, 1)
+            ctx.set(tx.tx.payload, byte)
+            await ctx.tick().until(tx.tx.ready)
+            ctx.set(tx.tx.valid, 0)
+
+    async def sink(ctx):
+        ctx.set(rx.rx.ready, 1)
+        while len(got) < len(payload):
+            _, _, valid, data, framing, overflow = await ctx.tick().sample(
+                rx.rx.valid, rx.rx.payload, rx.errors.framing, rx.errors.overflow)
+            if valid:
+                got.append(data)
+            errors["framing"] += framing
+            errors["overflow"] += overflow
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(source)
+    sim.add_testbench(sink)
+    sim.run_until(1e-6 * (len(payload) * 14 * max(tx_divisor, rx_divisor) + 100))
+    return bytes(got), errors
+
+
+@pytest.mark.parametrize("divisor", [4, 12, 13])
+def test_uart_loopback(divisor):
+    rng = random.Random(divisor)
+    payload = bytes([0x00, 0xFF, 0x55, 0xAA, 0xA5, 0x5A]) + bytes(rng.randrange(256) for _ in range(60))
+    got, errors = _uart_bench(divisor, divisor, payload, rng)
+    assert got == payload and errors == {"framing": 0, "overflow": 0}
+
+
+@pytest.mark.parametrize("tx_divisor", [33, 35])
+def test_uart_tolerates_3_percent_rate_error(tx_divisor):
+    rng = random.Random(tx_divisor)
+    payload = bytes(rng.randrange(256) for _ in range(40))
+    got, errors = _uart_bench(tx_divisor, 34, payload, rng, idle=0.0)      # back to back: worst case
+    assert got == payload and errors["framing"] == 0
+
+
+def test_uart_rejects_a_low_stop_bit_and_ignores_glitches():
+    from loco_fpga.hdl.uart import UARTReceiver
+
+    d = 8
+    rx = UARTReceiver(divisor=d)
+    got, framing = [], []
+
+    async def drive(ctx):
+        async def bits(levels):
+            for level in levels:
+                ctx.set(rx.pin, level)
+                await ctx.tick().repeat(d)
+        ctx.set(rx.pin, 1)
+        await ctx.tick().repeat(20)
+        ctx.set(rx.pin, 0)                                   # a 2-cycle glitch: not a start bit
+        await ctx.tick().repeat(2)
+        ctx.set(rx.pin, 1)
+        await ctx.tick().repeat(3 * d)
+        await bits([0] + [1, 0, 1, 0, 1, 0, 1, 0] + [0])     # stop bit low: framing error
+        await bits([1, 1])
+        await bits([0] + [(0x3C >> i) & 1 for i in range(8)] + [1, 1])   # a good 0x3C
+
+    async def watch(ctx):
+        ctx.set(rx.rx.ready, 1)
+        async for _, _, valid, data, fr in ctx.tick().sample(rx.rx.valid, rx.rx.payload, rx.errors.framing):
+            if valid:
+                got.append(data)
+            if fr:
+                framing.append(1)
+
+    sim = Simulator(rx)
+    sim.add_clock(1e-6)
+    sim.add_testbench(drive)
+    sim.add_testbench(watch, background=True)
+    sim.run()
+    assert got == [0x3C] and framing == [1]
+
+
+def test_uart_parameters_are_validated():
+    from loco_fpga.hdl.uart import UART, UARTReceiver
+
+    assert UART(clk_freq=12_000_000, baud=115_200).divisor == 104
+    with pytest.raises(ValueError, match=r"baud = 4000000: needs at least 4 clock cycles per bit"):
+        UART(clk_freq=12_000_000, baud=4_000_000)
+    with pytest.raises(ValueError, match=r"baud = 2500000: the nearest rate .* more than 2 % off"):
+        UART(clk_freq=12_000_000, baud=2_500_000)
+    with pytest.raises(ValueError, match=r"clk_freq = 0"):
+        UART(clk_freq=0, baud=9600)
+    with pytest.raises(ValueError, match=r"divisor = 3"):
+        UARTReceiver(divisor=3)
