@@ -121,7 +121,8 @@ class FrameReceiver(wiring.Component):
         rd_addr (In), rd_data (Out 8): buffer read port, :attr:`read_latency` = 1 cycle.
         release (In 1): the dispatcher is done with the buffer.
         owned (Out 1): the buffer holds a frame not yet released (the device is BUSY for new frames).
-        strobe (Out {crc, timeout, oversize, busy, dropped}): one-cycle pulses for the STATS counters.
+        strobe (Out {ok, crc, timeout, oversize, busy, dropped}): one-cycle pulses for the STATS counters
+            (``ok``: a good frame was queued, of type ``frame_type``).
     """
 
     def __init__(self, *, max_payload: int, timeout: int, event_depth: int = 4):
@@ -135,7 +136,9 @@ class FrameReceiver(wiring.Component):
             "rd_data": Out(8),
             "release": In(1),
             "owned": Out(1),
-            "strobe": Out(data.StructLayout({"crc": 1, "timeout": 1, "oversize": 1, "busy": 1, "dropped": 1})),
+            "strobe": Out(data.StructLayout({"ok": 1, "crc": 1, "timeout": 1, "oversize": 1, "busy": 1,
+                                             "dropped": 1})),
+            "frame_type": Out(8),
         })
 
     max_payload = property(lambda self: self._max_payload)
@@ -162,7 +165,7 @@ class FrameReceiver(wiring.Component):
         storing = Signal()
         idle = Signal(range(self._timeout + 1))
         owned = Signal()
-        m.d.comb += self.owned.eq(owned)
+        m.d.comb += [self.owned.eq(owned), self.frame_type.eq(type_)]
         with m.If(self.release):
             m.d.sync += owned.eq(0)
 
@@ -233,6 +236,7 @@ class FrameReceiver(wiring.Component):
                             with m.Elif(storing):
                                 m.d.comb += ev.status.eq(Status.OK)
                                 with m.If(events.w_rdy):
+                                    m.d.comb += self.strobe.ok.eq(1)
                                     m.d.sync += owned.eq(1)
                             with m.Else():
                                 m.d.comb += [ev.status.eq(Status.BUSY), self.strobe.busy.eq(1)]
@@ -396,10 +400,12 @@ class Link(wiring.Component):
         load_len_ok = (ev.length >= 3 + wb) & (((ev.length - 3) & (wb - 1)) == 0)
 
         ping_bytes = Array(Const(b, 8) for b in info.encode())
-        # STATS replies with the counters as they were when the command executed (errors that arrive
-        # while the reply is being sent count, but in the next STATS): one snapshot register per counter.
+        # STATS replies with the counters as they were when its frame was received (the reference's
+        # semantics: errors detected later, e.g. garbage behind the frame, count in the next STATS).
         snapshot = [Signal(32, name=f"snap_{name}") for name in proto.STATS_FIELDS]
         stats_word = Array(snapshot)
+        with m.If(rx.strobe.ok & (rx.frame_type == C.STATS)):
+            m.d.sync += [snap.eq(counters[name]) for snap, name in zip(snapshot, proto.STATS_FIELDS)]
         run_bytes = Mux(cmd == C.TRAIN, info.train_bytes, info.infer_bytes)
 
         body = tx.body
@@ -440,7 +446,6 @@ class Link(wiring.Component):
                 with m.Elif(cmd == C.PING):
                     reply(m, Status.OK, len(info.encode()))
                 with m.Elif(cmd == C.STATS):
-                    m.d.sync += [snap.eq(counters[name]) for snap, name in zip(snapshot, proto.STATS_FIELDS)]
                     reply(m, Status.OK, 4 * len(proto.STATS_FIELDS))
                 with m.Elif((cmd == C.READ_REG) | (cmd == C.WRITE_REG)):
                     m.next = "REG_REQ"

@@ -206,7 +206,8 @@ class ByteFeederTop(wiring.Component):
       ``captured mod capture_bytes``; ``captured`` counts all transfers (32 bits). The bench keeps its own
       read pointer (so nothing is lost between reads).
     * ``stall`` (0..7): ``top.tx.ready`` is low in ``stall`` of 8 cycles on average (16-bit LFSR).
-    * ``cycles`` counts clock cycles since reset; ``busy`` is ``top.busy``.
+    * ``cycles`` counts clock cycles since reset; ``busy`` is ``top.busy``; ``rx_refused`` is a sticky flag:
+      ``top.rx.ready`` was low while a byte was offered (a UART would have lost it).
     """
 
     def __init__(self, top: wiring.Component, *, feed_bytes: int, capture_bytes: int, max_gap: int):
@@ -218,7 +219,7 @@ class ByteFeederTop(wiring.Component):
             "feed_data": In(8 * feed_bytes), "feed_gaps": In(gap_bits * feed_bytes),
             "feed_len": In(range(feed_bytes + 1)), "feed_seq": In(8), "feed_done": Out(1),
             "capture": Out(8 * capture_bytes), "captured": Out(32), "stall": In(3),
-            "cycles": Out(32), "busy": Out(1),
+            "cycles": Out(32), "busy": Out(1), "rx_refused": Out(1),
         })
 
     def elaborate(self, platform):
@@ -244,6 +245,8 @@ class ByteFeederTop(wiring.Component):
                     m.next = "DONE"
                 with m.Else():
                     m.d.comb += [top.rx.valid.eq(1), top.rx.payload.eq(self.feed_data.word_select(idx, 8))]
+                    with m.If(~top.rx.ready):
+                        m.d.sync += self.rx_refused.eq(1)
                     m.d.sync += [idx.eq(idx + 1), gap.eq(self.feed_gaps.word_select(idx, self._gap_bits))]
                     with m.If(self.feed_gaps.word_select(idx, self._gap_bits) != 0):
                         m.next = "GAP"

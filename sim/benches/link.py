@@ -367,6 +367,7 @@ async def robustness(dut):
         with open(params["stats_file"], "w") as fh:
             json.dump({**stats, "cycles": drv.cycles, "seconds": elapsed}, fh)
     assert not leftover, f"{len(leftover)} unexpected reply bytes at the end: {leftover.hex()}"
+    assert not dut.rx_refused.value, "the top refused a byte on rx (a UART would have lost it)"
     assert stats["mismatches"] == 0, f"{stats['mismatches']} cases differ from the reference"
 
 
