@@ -108,6 +108,20 @@ def test_receiver_events_equal_the_python_parser():
     assert {s for s, _, _ in got} >= {Status.OK, Status.CRC, Status.TIMEOUT, Status.OVERSIZE}
 
 
+@pytest.mark.parametrize("timeout", [2, 5, 16])
+def test_receiver_timeout_boundary(timeout):
+    """timeout − 1 idle cycles between two bytes continue the frame; timeout idle cycles end it."""
+    frame = list(proto.encode_frame(C.READ_REG, b"\x10"))
+    for split in (2, 3, 6, len(frame) - 1):
+        for gap, expect in ((timeout - 1, Status.OK), (timeout, Status.TIMEOUT)):
+            dut = FrameReceiver(max_payload=8, timeout=timeout)
+            stream = frame[:split] + [None] * gap + frame[split:]
+            got = _receiver_run(dut, stream, timeout)
+            assert got[0][0] == expect, (timeout, split, gap, got)
+            if expect == Status.TIMEOUT:
+                assert got[0][1] == (C.READ_REG if split > 2 else proto.NO_TYPE)
+
+
 def test_receiver_answers_busy_while_the_buffer_is_owned():
     dut = FrameReceiver(max_payload=8, timeout=8)
     first, second = proto.encode_frame(C.PING), proto.encode_frame(C.STATS)
