@@ -99,6 +99,7 @@ class NodePerturbation(Rule):
         # Preallocated bias-augmented inputs, columns (clean, noisy); the last row stays 1.
         self._inputs = [np.ones((n + 1, 2)) for n in net.arch[:-1]]
         self.output_delta = config.output_update == "delta"
+        self.energy_norm = config.step_norm == "energy"
 
     def draw_noise(self) -> np.ndarray:
         """All layers' perturbations for one sample, concatenated (sliced per layer with ``_offsets``)."""
@@ -149,15 +150,16 @@ class NodePerturbation(Rule):
         use_mask = self.config.mask or self.config.noise_placement == "post"
         last = self.net.n_layers - 1
         for l, w in enumerate(self.net.weights):
+            u = inputs[l][:, 0]
+            scale = 1.0 / float(u @ u) if self.energy_norm else 1.0   # ‖u‖² ≥ 1 (bias entry)
             if l == last and self.output_delta:     # exact local gradient of the linear readout
-                u = inputs[l][:, 0]
-                rank1_update(w, 2.0 * (y - t) / len(t), self.project(l, u, u), -lr)
+                rank1_update(w, 2.0 * (y - t) / len(t), self.project(l, u, u), -lr * scale)
                 continue
             e = xi[self._offsets[l]:self._offsets[l + 1]]
             if use_mask and masks[l] is not None:
                 e = e * masks[l]
-            v = self.project(l, inputs[l][:, 0], inputs[l][:, 1])
-            rank1_update(w, e, v, -g)
+            v = self.project(l, u, inputs[l][:, 1])
+            rank1_update(w, e, v, -g * scale)
         return int(np.argmax(y))
 
 

@@ -51,6 +51,7 @@ def default_lr(rule: str) -> float:
 NOISE_KINDS = ("rademacher", "gaussian")
 NOISE_PLACEMENTS = ("pre", "post")
 OUTPUT_UPDATES = ("perturb", "delta")
+STEP_NORMS = ("none", "energy")
 LR_SCHEDULES = ("constant", "cosine", "step")
 LLS_BASES = ("square", "sine")
 DATASETS = ("digits", "synthetic", "mnist")
@@ -147,8 +148,12 @@ class RuleConfig:
     #: perturbation. `delta`: the output layer is not perturbed and takes its exact local gradient
     #: W_L −= η · (2/n_L)(y − t) · u⊥ᵀ (u = its clean input, projected as v is for LOCO); the hidden layers still
     #: learn by perturbation only. Removes the output noise that dominates ΔL (≈ 94 % of its variance at
-    #: init for 12 hidden layers), which deep networks need (docs/results.md, depth). Float models only.
+    #: init for 12 hidden layers), which deep networks need (docs/results.md, depth).
     output_update: str = "perturb"
+    #: np, loco: `none` (default) or `energy`: each layer's step is divided by the energy ‖u_l‖² of its clean
+    #: bias-augmented input (normalised LMS), so one η suits layers and data sets of any width (SPEC §2: the
+    #: useful step scales with 1/‖v‖²). With `energy`, η is dimensionless (≈ 0.05–0.5). Float models only.
+    step_norm: str = "none"
     #: number of clusters K per layer (LOCO).
     clusters: int = 8
     #: online k-means rate η_c of the prototypes.
@@ -195,6 +200,9 @@ class RuleConfig:
         _check_choice("rule.output_update", self.output_update, OUTPUT_UPDATES)
         if self.output_update == "delta" and self.name not in ("np", "loco"):
             _fail("rule.output_update", self.output_update, f"'delta' applies to np and loco, not {self.name}")
+        _check_choice("rule.step_norm", self.step_norm, STEP_NORMS)
+        if self.step_norm != "none" and self.name not in ("np", "loco"):
+            _fail("rule.step_norm", self.step_norm, f"applies to np and loco, not {self.name}")
         _check_number("rule.clusters", self.clusters, lo=1, hi=256, integer=True)
         _check_number("rule.proto_lr", self.proto_lr, lo=0, hi=1)
         _check_number("rule.ridge", self.ridge, lo=0)

@@ -207,6 +207,8 @@ def check_config(config) -> None:
     fx, spk, rule, arch = config.fixed, config.spiking, config.rule, config.network.arch
     if rule.name not in ("np", "loco", "dfa"):
         _fail("rule.name", rule.name, "the fixed-point model implements np, loco and dfa")
+    if rule.step_norm != "none":
+        _fail("rule.step_norm", rule.step_norm, "the fixed-point model implements 'none' only")
     if rule.noise != "rademacher" or rule.noise_placement != "pre":
         _fail("rule.noise", rule.noise, "the fixed-point model uses Rademacher current noise ('pre')")
     if _pow2_exponent(spk.steps) is None:

@@ -184,3 +184,39 @@ def test_output_update_delta_gives_exact_readout_gradient_and_perturbs_hidden_on
             assert np.allclose(dw, -lr * np.outer(e, u_perp), atol=1e-12)
         changed_hidden += sum(not np.array_equal(a, b) for a, b in zip(before[:-1], net.weights[:-1]))
     assert changed_hidden > 0                    # hidden layers still learn by perturbation
+
+
+# -- rule.step_norm = "energy" (normalised steps; MNIST) -----------------------------------------------------
+
+def test_step_norm_is_validated():
+    from loco_fpga.config import ConfigError, RuleConfig, preset
+    assert RuleConfig().step_norm == "none"
+    with pytest.raises(ConfigError, match="rule.step_norm = 'energy': applies to np and loco, not bp"):
+        RuleConfig(name="bp", step_norm="energy")
+    with pytest.raises(ConfigError, match="rule.step_norm = 'l2': must be one of"):
+        RuleConfig(step_norm="l2")
+    from loco_fpga.qformat import check_config
+    with pytest.raises(ConfigError, match="rule.step_norm = 'energy': the fixed-point model"):
+        check_config(preset("up5k").replace(rule={"step_norm": "energy"}))
+
+
+@pytest.mark.parametrize("name, delta", [("np", False), ("loco", False), ("np", True), ("loco", True)])
+def test_step_norm_energy_divides_each_layers_step_by_its_input_energy(name, delta):
+    # one layer: the normalised step with η equals the plain step with η/‖u‖², same noise draws
+    from loco_fpga.golden_model.network import RateNetwork
+    from loco_fpga.golden_model.rules import make_rule
+    rng = np.random.default_rng(5)
+    x, t = rng.random(12), np.eye(5)[2]
+    u = np.append(x, 1.0)
+    after = {}
+    for norm, lr in (("energy", 0.7), ("none", 0.7 / float(u @ u))):
+        rule_cfg = {"name": name, "clusters": 3, "step_norm": norm, "output_update": "delta" if delta else "perturb"}
+        cfg = Config().replace(network={"arch": (12, 5)}, rule=rule_cfg)
+        net = RateNetwork(cfg.network, np.random.default_rng(1))
+        rule = make_rule(net, cfg.rule, np.random.default_rng(2))
+        before = net.copy_weights()[0]
+        for _ in range(3):
+            rule.step(x, t, lr)
+        after[norm] = net.weights[0] - before
+    assert np.abs(after["none"]).max() > 0
+    np.testing.assert_allclose(after["energy"], after["none"], rtol=1e-9, atol=1e-15)
