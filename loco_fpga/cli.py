@@ -344,7 +344,7 @@ def experiment_compare(quick, out_dir, seeds, epochs, quiet, jobs, data_path):
 
 @experiment.command("depth")
 @_experiment_options("results/depth", "depth")
-@click.option("--depths", default=None, help="hidden-layer counts, e.g. 1,2,4,8,12 (default: 1..12).")
+@click.option("--depths", default=None, help="hidden-layer counts, e.g. 1,2,4,8,12 (default: 1,2,4,6,8,10,12).")
 @click.option("--rules", "rule_names", default=None, help="subset of loco,np,dfa,bp (default: all four).")
 def experiment_depth(quick, out_dir, seeds, epochs, quiet, jobs, depths, rule_names):
     """Test accuracy vs 1…12 hidden layers of width 64 for loco, np, dfa and bp (digits)."""
