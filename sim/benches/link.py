@@ -5,8 +5,8 @@ unknown types, oversize, garbage between frames, byte gaps up to and across the 
 while a command executes or its reply is being sent). Every case is fed to the Python reference
 (``ReferenceLink`` over ``TestDeviceModel``) too, and the reply bytes must be equal (STATS ``run_cycles``
 masked). After every rejected frame of a state-changing command (WRITE_REG, LOAD_*, TRAIN, RESET_STATE)
-and every ``snapshot_every`` cases, the registers, all weights and all prototypes are read back and must
-equal the reference's (which a rejected frame never changes — asserted on the reference as well). A case
+what it could have changed (registers, all weights or all prototypes), and every ``snapshot_every`` cases
+all of them, are read back and must equal the reference's (which a rejected frame never changes — asserted on the reference as well). A case
 whose replies do not arrive within ``hang_cycles`` is a hang and ends the bench.
 
 ``serve`` — the virtual board: bytes from a TCP client (the host driver) to ``rx`` and from ``tx`` back.
@@ -35,7 +35,6 @@ from . import bench_params
 
 C = proto.Command
 R = proto.Register
-STATE_CHANGING = {C.WRITE_REG, C.LOAD_WEIGHTS, C.LOAD_PROTOTYPES, C.TRAIN, C.RESET_STATE}
 
 
 class ByteDriver:
@@ -209,12 +208,22 @@ async def _reset(dut):
     dut.rst.value = 0
 
 
-def snapshot_frames(info) -> list[bytes]:
-    """Read-back of everything a frame could change: config registers, all weights, all prototypes."""
+#: what a command can change, i.e. what is read back after one is rejected
+TOUCHES = {C.WRITE_REG: ("regs",), C.LOAD_WEIGHTS: ("weights",), C.LOAD_PROTOTYPES: ("protos",),
+           C.TRAIN: ("weights",), C.RESET_STATE: ("regs", "weights", "protos")}
+
+
+def snapshot_frames(parts=("regs", "weights", "protos")) -> list[bytes]:
+    """Read-back frames: the config registers, all weights, all prototypes (or some of them)."""
     f = proto.encode_frame
-    out = [f(C.READ_REG, bytes([r])) for r in (R.LR, R.SEED, R.MODE, R.LATENCY)]
-    return out + [f(C.READ_WEIGHTS, bytes([0]) + struct.pack("<HH", 0, 32)),
-                  f(C.READ_PROTOTYPES, bytes([0]) + struct.pack("<HH", 0, 16))]
+    out = []
+    if "regs" in parts:
+        out += [f(C.READ_REG, bytes([r])) for r in (R.LR, R.SEED, R.MODE, R.LATENCY)]
+    if "weights" in parts:
+        out.append(f(C.READ_WEIGHTS, bytes([0]) + struct.pack("<HH", 0, 32)))
+    if "protos" in parts:
+        out.append(f(C.READ_PROTOTYPES, bytes([0]) + struct.pack("<HH", 0, 16)))
+    return out
 
 
 @cocotb.test()
@@ -262,10 +271,10 @@ async def robustness(dut):
             log_mismatch(what, chunk, want, got)
         return want
 
-    async def snapshot():
+    async def snapshot(parts=("regs", "weights", "protos")):
         stats["snapshots"] += 1
-        for frame in snapshot_frames(info):
-            await exchange(frame, what="read-back")
+        for frame in snapshot_frames(parts):
+            await exchange(frame, what=f"read-back {parts}")
 
     async def busy_case():
         """A frame or garbage arriving while INFER/TRAIN runs (LATENCY cycles) or READ_WEIGHTS replies."""
@@ -317,6 +326,10 @@ async def robustness(dut):
         await exchange(proto.encode_frame(C.WRITE_REG, bytes([R.LATENCY]) + bytes(4)))
         await snapshot()
 
+    if params.get("profile"):                 # debugging aid: where the bench's wall time goes
+        import cProfile  # noqa: PLC0415
+        profiler = cProfile.Profile()
+        profiler.enable()
     n_cases = params["cases"]
     busy_every = params.get("busy_every", 50)
     snapshot_every = params.get("snapshot_every", 100)
@@ -343,9 +356,9 @@ async def robustness(dut):
         stats["accepted" if accepted else "rejected"] += 1
         if not accepted:
             assert ref.device.state() == before, f"the reference changed state on a rejected case {chunk.hex()}"
-            if frame[2] in STATE_CHANGING and frame[2] != C.TRAIN or (frame[2] == C.TRAIN and rng.random() < 0.5):
-                await snapshot()
-        elif stats["cases"] % snapshot_every == 0:
+            if frame[2] in TOUCHES:           # read back what the rejected command could have changed
+                await snapshot(TOUCHES[frame[2]])
+        if stats["cases"] % snapshot_every == 0:
             await snapshot()
         if params.get("debug_stats"):
             prev = stats["mismatches"]
@@ -356,6 +369,9 @@ async def robustness(dut):
     await drv.idle(timeout * 4)
     leftover = drv.take()
     elapsed = time.monotonic() - start
+    if params.get("profile"):
+        profiler.disable()
+        profiler.dump_stats(params["profile"])
     dut._log.info(f"robustness: {stats['cases']} cases ({stats['frames_sent']} mutated/random frames: "
                   f"{stats['accepted']} accepted, {stats['rejected']} rejected; {stats['busy_cases']} busy cases "
                   f"with {stats['busy_replies']} BUSY replies; {stats['snapshots']} read-backs; "
