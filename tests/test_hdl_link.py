@@ -372,3 +372,79 @@ def test_uart_parameters_are_validated():
         UART(clk_freq=0, baud=9600)
     with pytest.raises(ValueError, match=r"divisor = 3"):
         UARTReceiver(divisor=3)
+
+
+def test_reset_in_the_middle_of_train_leaves_a_consistent_state():
+    """Reset at a random cycle of a TRAIN (while the weight row is being updated): afterwards the link
+    answers, registers and counters have their reset values, and every weight word holds either its old
+    or its new value (word writes are atomic; the host reloads or reads back weights after a reset)."""
+    from amaranth import Module, Signal
+    from amaranth.hdl import ResetInserter
+
+    rng = random.Random(8)
+    top = LinkTestTop(**TOP_PARAMS)
+    rst = Signal()
+    m = Module()
+    m.submodules.top = ResetInserter(rst)(top)
+    ref = reference_top()
+    weights = [rng.randrange(1 << 16) for _ in range(32)]
+    sample = bytes(rng.randrange(1, 256) for _ in range(8))
+    label = 1
+    load = [proto.encode_frame(C.WRITE_REG, bytes([proto.Register.LR]) + struct.pack("<I", 7)),
+            proto.encode_frame(C.LOAD_WEIGHTS, bytes([0, 0, 0]) + b"".join(w.to_bytes(2, "little") for w in weights))]
+    for frame in load:
+        ref.feed(frame)
+    ref.feed(proto.encode_frame(C.TRAIN, bytes([label]) + sample))
+    new = ref.device.weights
+    outcomes = []
+
+    async def send(ctx, data):
+        out = bytearray()
+        for b in data:
+            ctx.set(top.rx.valid, 1)
+            ctx.set(top.rx.payload, b)
+            await ctx.tick()
+            ctx.set(top.rx.valid, 0)
+        quiet = 0
+        while quiet < 80:
+            _, _, valid, data_ = await ctx.tick().sample(top.tx.valid, top.tx.payload)
+            if valid:
+                out.append(data_)
+            quiet = 0 if valid or ctx.get(top.busy) else quiet + 1
+        return [f for f in proto.FrameParser().feed_all(bytes(out))]
+
+    async def bench(ctx):
+        ctx.set(top.tx.ready, 1)
+        for delay in range(1, 150, 5):
+            for frame in load:
+                assert (await send(ctx, frame))[0].payload[0] == S_OK
+            for b in proto.encode_frame(C.TRAIN, bytes([label]) + sample):
+                ctx.set(top.rx.valid, 1)
+                ctx.set(top.rx.payload, b)
+                await ctx.tick()
+            ctx.set(top.rx.valid, 0)
+            await ctx.tick().repeat(delay)
+            ctx.set(rst, 1)
+            await ctx.tick()
+            ctx.set(rst, 0)
+            await ctx.tick().repeat(3)
+            ping = await send(ctx, proto.encode_frame(C.PING))
+            lr = await send(ctx, proto.encode_frame(C.READ_REG, bytes([proto.Register.LR])))
+            stats = await send(ctx, proto.encode_frame(C.STATS))
+            back = await send(ctx, proto.encode_frame(C.READ_WEIGHTS, bytes([0, 0, 0, 32, 0])))
+            assert [len(x) for x in (ping, lr, stats, back)] == [1, 1, 1, 1]
+            assert ping[0].data[:4] == proto.MAGIC
+            assert struct.unpack("<I", lr[0].data)[0] == 1                         # reset value
+            assert struct.unpack("<11I", stats[0].data)[:2] == (2, 0)             # PING, READ_REG since reset
+            got = [int.from_bytes(back[0].data[2 * i:2 * i + 2], "little") for i in range(32)]
+            assert all(g in (w, n) for g, w, n in zip(got, weights, new)), delay
+            outcomes.append(sum(g != w for g, w in zip(got, weights)))
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert outcomes[0] == 0 and any(0 < o < 8 for o in outcomes)   # before the update, and part-way through
+
+
+S_OK = proto.Status.OK
