@@ -448,3 +448,53 @@ def test_reset_in_the_middle_of_train_leaves_a_consistent_state():
 
 
 S_OK = proto.Status.OK
+
+
+def test_link_behind_uarts_like_a_board():
+    """The board path: host UART → pin → UART → LinkTestTop → UART → pin → host UART, in the Amaranth
+    simulator at 4 cycles per bit (the link's timeout must cover a byte time: 64 > 10 bits · 4)."""
+    from amaranth import Module
+    from amaranth.lib import wiring
+
+    from loco_fpga.hdl.uart import UART, UARTReceiver, UARTTransmitter
+
+    divisor = 4
+    top = LinkTestTop(**TOP_PARAMS)
+    board = UART(clk_freq=4 * 1_000_000, baud=1_000_000)
+    host_tx, host_rx = UARTTransmitter(divisor=divisor), UARTReceiver(divisor=divisor)
+    m = Module()
+    m.submodules.top, m.submodules.board = top, board
+    m.submodules.host_tx, m.submodules.host_rx = host_tx, host_rx
+    wiring.connect(m, board.rx, top.rx)
+    wiring.connect(m, top.tx, board.tx)
+    m.d.comb += [board.rx_pin.eq(host_tx.pin), host_rx.pin.eq(board.tx_pin)]
+    ref = reference_top()
+    frames = [proto.encode_frame(C.PING),
+              proto.encode_frame(C.LOAD_WEIGHTS, bytes([0, 0, 0]) + bytes(range(16))),
+              proto.encode_frame(C.INFER, bytes(range(1, 9))),
+              b"\x13\xA5" + proto.encode_frame(C.STATS)[:-1],          # garbage, then a truncated frame
+              proto.encode_frame(C.STATS)]
+    want = b"".join(ref.feed(f) + (ref.idle() if ref.parser.in_frame else b"") for f in frames)
+    got = bytearray()
+
+    async def host(ctx):
+        for frame in frames:
+            for b in frame:
+                ctx.set(host_tx.tx.valid, 1)
+                ctx.set(host_tx.tx.payload, b)
+                await ctx.tick().until(host_tx.tx.ready)
+            ctx.set(host_tx.tx.valid, 0)
+            await ctx.tick().repeat(2500)                # replies drain; truncated frames time out
+
+    async def listen(ctx):
+        ctx.set(host_rx.rx.ready, 1)
+        async for _, _, valid, data in ctx.tick().sample(host_rx.rx.valid, host_rx.rx.payload):
+            if valid:
+                got.append(data)
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(host)
+    sim.add_testbench(listen, background=True)
+    sim.run()
+    assert mask_run_cycles(bytes(got)) == want
