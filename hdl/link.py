@@ -354,10 +354,16 @@ class Link(wiring.Component):
         m.d.comb += [inc["crc_errors"].eq(rx.strobe.crc), inc["timeouts"].eq(rx.strobe.timeout),
                      inc["busy_rejects"].eq(rx.strobe.busy), inc["replies_dropped"].eq(rx.strobe.dropped)]
         length_rx = rx.strobe.oversize
+        # The counters as they were when a STATS or RESET_STATE frame was *received* (the reference's
+        # semantics): STATS sends this snapshot; RESET_STATE clears to "what was counted since then", so
+        # an error detected between receiving and executing it (e.g. garbage right behind it) still counts.
+        snapshot = {name: Signal(32, name=f"snap_{name}") for name in proto.STATS_FIELDS}
+        with m.If(rx.strobe.ok & ((rx.frame_type == C.STATS) | (rx.frame_type == C.RESET_STATE))):
+            m.d.sync += [snapshot[name].eq(counters[name]) for name in proto.STATS_FIELDS]
         for name, counter in counters.items():
             extra = length_rx if name == "length_errors" else 0
             with m.If(clear):
-                m.d.sync += counter.eq(0)
+                m.d.sync += counter.eq(counter - snapshot[name] + inc[name] + extra)
             with m.Else():
                 m.d.sync += counter.eq(counter + inc[name] + extra)
 
@@ -400,12 +406,7 @@ class Link(wiring.Component):
         load_len_ok = (ev.length >= 3 + wb) & (((ev.length - 3) & (wb - 1)) == 0)
 
         ping_bytes = Array(Const(b, 8) for b in info.encode())
-        # STATS replies with the counters as they were when its frame was received (the reference's
-        # semantics: errors detected later, e.g. garbage behind the frame, count in the next STATS).
-        snapshot = [Signal(32, name=f"snap_{name}") for name in proto.STATS_FIELDS]
-        stats_word = Array(snapshot)
-        with m.If(rx.strobe.ok & (rx.frame_type == C.STATS)):
-            m.d.sync += [snap.eq(counters[name]) for snap, name in zip(snapshot, proto.STATS_FIELDS)]
+        stats_word = Array(snapshot[name] for name in proto.STATS_FIELDS)
         run_bytes = Mux(cmd == C.TRAIN, info.train_bytes, info.infer_bytes)
 
         body = tx.body

@@ -234,6 +234,12 @@ def _script(rng, info):
         f(C.STATS),
         f(C.RESET_STATE, bytes([proto.RESET_COUNTERS])),
         f(C.STATS),
+        # an error right behind a STATS / RESET_STATE frame is detected before the command executes:
+        # it must count after the snapshot / clear, as in the reference
+        f(C.STATS) + bytes([0xA5, 0x5A, 0x01, 0xFF, 0x00]),
+        f(C.RESET_STATE, bytes([proto.RESET_COUNTERS])) + bytes([0xA5, 0x5A, 0x01, 0xFF, 0x00]),
+        f(C.RESET_STATE, bytes([3])) + bytes([0xA5, 0x5A, 0x01, 0xFF, 0x00]),
+        f(C.STATS),
     ]
 
 

@@ -26,7 +26,7 @@ import time
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import RisingEdge, Timer
+from cocotb.triggers import FallingEdge, RisingEdge, Timer
 
 from loco_fpga.boards import protocol as proto
 from loco_fpga.sim.virtual import mask_run_cycles, reference_top
@@ -206,6 +206,9 @@ async def _reset(dut):
     for _ in range(3):
         await RisingEdge(dut.clk)
     dut.rst.value = 0
+    # From here on the bench acts only at falling edges (every wait is a whole number of periods): its writes
+    # never share a time step with a rising edge (Icarus would race them against the clocked processes).
+    await FallingEdge(dut.clk)
 
 
 #: what a command can change, i.e. what is read back after one is rejected
