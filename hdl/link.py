@@ -319,10 +319,11 @@ class Link(wiring.Component):
         _check_int("train_bytes", train_bytes, 1)
         _check_int("n_classes", n_classes, 1, 255)
         _check_int("event_depth", event_depth, 1)
+        # TRAIN carries label + sample; INFER/TRAIN replies carry status + result
         for name, size in (("sample_bytes", sample_bytes + 1), ("infer_bytes", infer_bytes + 1),
                            ("train_bytes", train_bytes + 1)):
             if size > max_payload:
-                raise ValueError(f"{name} = {size - 1}: frames of {size} bytes exceed max_payload = {max_payload}")
+                raise ValueError(f"{name} = {size - 1}: payloads of {size} bytes exceed max_payload = {max_payload}")
         self._info = proto.DeviceInfo(proto.PROTOCOL_VERSION, word_bytes, max_payload, sample_bytes,
                                       infer_bytes, train_bytes, n_classes)
         self._timeout, self._event_depth = timeout, event_depth
