@@ -8,12 +8,13 @@
     host.train(sample, label)
     host.stats()                         # {"frames_ok": …, "crc_errors": …, …}
 
-Every call sends one frame per chunk and waits for its reply (``timeout`` seconds). Retries (up to
-``retries``) happen only when the device provably did not execute the frame: it answered CRC, TIMEOUT,
-OVERSIZE or BUSY, or it rejected a frame that was not ours and ours got no answer — a rejected frame changes
-no state (docs/protocol.md). When the reply itself is lost or corrupted the command may or may not have run:
-read-only and idempotent commands are retried, TRAIN raises :class:`LinkUncertain` (the caller decides, e.g.
-reads the weights back) — the driver never leaves the board in an unknown state silently.
+Every call sends one frame per chunk and waits for its reply (``timeout`` seconds), with up to
+``retries`` resends. TRAIN is resent only when the device provably did not execute it: it answered our
+TYPE with CRC, TIMEOUT, OVERSIZE or BUSY — a rejected frame changes no state (docs/protocol.md). When the
+reply is lost or corrupted (or only an error reply for a garbled TYPE comes back) a command may or may not
+have run: idempotent commands (everything but TRAIN) are resent, TRAIN raises :class:`LinkUncertain` (the
+caller decides, e.g. reads the weights back) — the driver never leaves the board in an unknown state
+silently.
 """
 
 from __future__ import annotations
@@ -174,7 +175,7 @@ class Host:
                 return value
             if outcome == "rejected":
                 raise DeviceError(cmd, value)
-            if outcome == "ambiguous" and not idempotent:
+            if outcome in ("ambiguous", "garbled") and not idempotent:
                 raise LinkUncertain(f"{cmd.name}: {value}; it may or may not have executed "
                                     f"(read the state back before going on)")
             reason = value
@@ -213,8 +214,8 @@ class Host:
                     other_rejection = True           # our frame arrived damaged (type or sync garbled)
         if corrupted:
             return "ambiguous", "reply corrupted"
-        if other_rejection:
-            return "retry", "frame damaged on the way (device rejected a garbled frame)"
+        if other_rejection:   # most likely our frame, garbled; but a lost reply behind line noise looks alike
+            return "garbled", "frame damaged on the way (device rejected a garbled frame)"
         return "ambiguous", "no reply"
 
     # -- the typed API ----------------------------------------------------------------------------
