@@ -89,9 +89,8 @@ class Divider(wiring.Component):
 
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
-                m.d.comb += self.i.ready.eq(~self.o.valid)
                 with m.If(self.i.valid & ~self.o.valid):
                     top = self.i.payload.dividend >> wq
                     m.d.sync += [divisor.eq(self.i.payload.divisor), rem.eq(top),
@@ -109,6 +108,9 @@ class Divider(wiring.Component):
                              self.o.payload.remainder.eq(Mux(overflow, 0, rem)),
                              self.o.payload.overflow.eq(overflow)]
                 m.next = "IDLE"
+        # outside the FSM: a function of registers only, so an event-driven simulator (Icarus) evaluates it
+        # from time 0 instead of waiting for the state to change
+        m.d.comb += self.i.ready.eq(fsm.ongoing("IDLE") & ~self.o.valid)
         return m
 
 
@@ -164,9 +166,8 @@ class Isqrt(wiring.Component):
 
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
-                m.d.comb += self.i.ready.eq(~self.o.valid)
                 with m.If(self.i.valid & ~self.o.valid):
                     m.d.sync += [bits.eq(self.i.payload.radicand), rem.eq(0), root.eq(0), count.eq(r)]
                     m.next = "RUN"
@@ -179,4 +180,7 @@ class Isqrt(wiring.Component):
                 m.d.sync += [self.o.valid.eq(1), self.o.payload.root.eq(root),
                              self.o.payload.remainder.eq(rem)]
                 m.next = "IDLE"
+        # outside the FSM: a function of registers only, so an event-driven simulator (Icarus) evaluates it
+        # from time 0 instead of waiting for the state to change
+        m.d.comb += self.i.ready.eq(fsm.ongoing("IDLE") & ~self.o.valid)
         return m

@@ -174,8 +174,7 @@ class Solver(wiring.Component):
 
         with m.FSM() as fsm:
             with m.State("IDLE"):
-                m.d.comb += [self.cmd.ready.eq(1), self.g.ready.eq(1),
-                             wr.en.eq(self.g.valid), wr.addr.eq(addr(self.g.payload.row, self.g.payload.col)),
+                m.d.comb += [wr.en.eq(self.g.valid), wr.addr.eq(addr(self.g.payload.row, self.g.payload.col)),
                              wr.data.eq(self.g.payload.value)]
                 with m.If(self.cmd.valid):
                     c = self.cmd.payload
@@ -286,5 +285,7 @@ class Solver(wiring.Component):
                     with m.Else():
                         m.d.sync += j.eq(j + 1)
                         m.next = "DD_READ"
-        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        # ports as functions of the state outside the FSM (Icarus evaluates them from time 0; see layer.py)
+        m.d.comb += [self.busy.eq(~fsm.ongoing("IDLE")), self.cmd.ready.eq(fsm.ongoing("IDLE")),
+                     self.g.ready.eq(fsm.ongoing("IDLE"))]
         return m
