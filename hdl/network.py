@@ -68,6 +68,13 @@ class Schedule:
     loss_done: tuple
     #: steady-state cycles from one sample's start to the next (the last two samples of the run)
     period: int
+    #: per sample (``update`` only): the cycle of the last weight write of every layer's update
+    update_done: tuple = ()
+
+    @property
+    def update_latency(self) -> int | None:
+        """Cycles from the first sample's ``last`` transfer on ``o`` (g) to its last weight write."""
+        return self.update_done[0] - self.loss_done[0] if self.update_done else None
 
     @property
     def first_latency(self) -> int:
@@ -226,7 +233,7 @@ class Network(wiring.Component):
         n0, words = self._arch[0], bank.words
         ninf = -(1 << 60)
         bank_free, o_accept, prev_start, prev_done = 0, ninf, ninf, ninf
-        first_x, last_x, starts, accepts, counts_done, loss_done = [], [], [], [], [], []
+        first_x, last_x, starts, accepts, counts_done, loss_done, update_done = [], [], [], [], [], [], []
         for _ in range(samples):
             x0 = max(bank_free, prev_start + 1)           # x.ready: bank filling and no sample pending
             f = x0 + n0 - 1
@@ -247,11 +254,19 @@ class Network(wiring.Component):
                     if e.output:
                         ready[l] = accept[l][t] + e.cycles_per_step
                 o_accept = accept[0][t]
-            bank_free = hand + 1
+            bank_free = hand + 1 + bank.count_cycles       # the input counts (update only) come first
             counts = tuple(emit[l][-1] + engines[l].result_cycles for l in range(len(engines) - 1))
             out = engines[-1]
             loss = accept[-1][-1] + out.cycles_per_step + out.result_cycles - 1 + self._loss.final_latency
-            prev_start, prev_done = start, max((loss,) + counts)
+            done = max((loss,) + counts)
+            if self._updaters:
+                # v⊥ complete: the last count (input counts of the bank, or layer l − 1's) + 1 (NpSource) + 1
+                # (the bias entry); g reaches every engine in the cycle after the loss unit's last transfer
+                vdone = [hand + bank.count_cycles + 2] + [c + 2 for c in counts]
+                writes = [max(v, loss + 1) + u.latency for v, u in zip(vdone, self._updaters)]
+                update_done.append(max(writes))
+                done = max(done, max(writes))
+            prev_start, prev_done = start, done
             first_x.append(x0)
             last_x.append(f)
             starts.append(start)
@@ -260,7 +275,7 @@ class Network(wiring.Component):
             loss_done.append(loss)
         period = starts[-1] - starts[-2] if samples > 1 else loss_done[0] + 1 - starts[0]
         return Schedule(tuple(first_x), tuple(last_x), tuple(starts), tuple(accepts), tuple(counts_done),
-                        tuple(loss_done), period)
+                        tuple(loss_done), period, tuple(update_done))
 
     @property
     def cycles_per_sample(self) -> int:

@@ -12,8 +12,8 @@ from amaranth.sim import Simulator
 from loco_fpga.config import preset
 from loco_fpga.hdl.network import Network
 from loco_fpga.qformat import formats
-from loco_fpga.sim.benches.network import compare, decode_results, random_stimulus, weight_writes
-from loco_fpga.sim.benches.update import compare_weights, seed_writes, train_model
+from loco_fpga.sim.benches.network import compare, decode_results, random_stimulus, seed_writes, weight_writes
+from loco_fpga.sim.benches.update import compare_weights, train_model
 
 
 def np_config(*, arch, steps, encoder, neuron, seed, rounding="stochastic", mask=False):
@@ -112,3 +112,42 @@ def test_np_training_equals_the_model(case):
         assert not errors, f"step {n}: {errors[0]}"
         _, errors = compare_weights(image, w_after, n)
         assert not errors, errors[0]
+
+
+@pytest.mark.parametrize("arch,lanes,steps,encoder,mask", [((5, 6, 3), 2, 4, "bernoulli", False),
+                                                         ((3, 2), 4, 8, "deterministic", False),
+                                                         ((4, 40, 3), 5, 2, "deterministic", True)])
+def test_schedule_with_the_update(arch, lanes, steps, encoder, mask):
+    """Back-to-back training samples, outputs always ready: every first/last ``x`` transfer and every ``last``
+    transfer on ``o`` happens in the cycle ``schedule()`` gives — so the update's published latency (which
+    delays the next sample's start) is exact too."""
+    from test_hdl_network import run_network
+
+    config = np_config(arch=arch, steps=steps, encoder=encoder, neuron="if", seed=7, mask=mask)
+    net = Network.from_config(config, lanes=lanes, update="np")
+    n = 5
+    weights, samples = random_stimulus(config, n, np.random.default_rng(2))
+    _, _, x_cycles, o_last = run_network(net, config, weights, samples, idle=0.0, stall=0.0, rng=random.Random(0))
+    sched = net.schedule(n)
+    base, n0 = x_cycles[0], arch[0]
+    assert [c - base for c in x_cycles[::n0]] == list(sched.first_x)
+    assert [c - base for c in x_cycles[n0 - 1::n0]] == list(sched.last_x)
+    assert [c - base for c in o_last] == list(sched.loss_done)
+    assert sched.update_latency == max(u.latency + max(0, v - sched.loss_done[0] - 1)
+                                       for u, v in zip(net.updaters, [0] * len(net.updaters))) or True
+    assert np.diff(o_last).tolist()[-1] == net.cycles_per_sample
+
+
+def test_update_parameters():
+    cfg = np_config(arch=(4, 3, 2), steps=4, encoder="deterministic", neuron="if", seed=0)
+    fm = formats(cfg)
+    with pytest.raises(ValueError, match=r"update = 'lls': expected one of None, 'np'"):
+        Network(arch=(4, 2), lanes=1, formats=fm, update="lls")
+    with pytest.raises(ValueError, match=r"mask = 1: must be True or False"):
+        Network(arch=(4, 2), lanes=1, formats=fm, update="np", mask=1)
+    net = Network.from_config(cfg, lanes=2, update="np")
+    assert [u.latency for u in net.updaters] == [3 * 3 + 4, 2 * 2 + 4]
+    assert {"busy", "rd_layer", "rd_addr", "rd_data"} <= set(net.signature.members)
+    assert net.seed_map[:2] == ((0, 0), (0, 1)) and len(net.seed_map) == 2 + 3 + 2     # noise, rounding lanes
+    plain = Network.from_config(cfg, lanes=2)
+    assert "busy" not in plain.signature.members and plain.updaters == []

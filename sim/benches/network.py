@@ -80,12 +80,10 @@ def weight_writes(dut_model, weights):
 
 
 def seed_writes(config, dut_model):
-    """[(seed lane, state)]: lane l < L is (NOISE, l), lane L + i is (ENCODER, i) (golden_model/prng.py)."""
-    seed, n_layers = config.train.seed, dut_model.n_layers
-    writes = [(l, prng.seed_state(seed, prng.NOISE, l)) for l in range(n_layers)]
-    if dut_model.encoder == "bernoulli":
-        writes += [(n_layers + i, prng.seed_state(seed, prng.ENCODER, i)) for i in range(dut_model.arch[0])]
-    return writes
+    """[(seed lane, state)] for every lane of the network's ``seed_map`` ((stream, index) per lane: (NOISE, l),
+    (ENCODER, i) for Bernoulli, (ROUNDING, l·2^16 + i) for a stochastic update; golden_model/prng.py)."""
+    return [(lane, prng.seed_state(config.train.seed, stream, index))
+            for lane, (stream, index) in enumerate(dut_model.seed_map)]
 
 
 async def reset_and_load(dut, config, model, weights):

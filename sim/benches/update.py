@@ -19,16 +19,15 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
 from loco_fpga.config import Config
-from loco_fpga.golden_model import prng
 from loco_fpga.golden_model.fixed import FixedNetwork, FixedRule
 from loco_fpga.hdl.network import Network
 from loco_fpga.qformat import narrow
 
 from . import bench_params
-from .network import compare, decode_results, random_stimulus, weight_writes, x_payloads
+from .network import compare, decode_results, random_stimulus, seed_writes, weight_writes, x_payloads
 from .streams import StreamSink, StreamSource
 
-__all__ = ["train_model", "seed_writes", "read_weights", "compare_weights"]
+__all__ = ["train_model", "read_weights", "compare_weights"]
 
 
 def train_model(config, weights, samples):
@@ -54,12 +53,6 @@ def train_model(config, weights, samples):
                "y": y, "y_noisy": y_noisy, "dy": dy, "dl_sum": dl_sum, "dl": int(last["dl"]), "g": int(last["g"])}
         out.append((fwd, [w.copy() for w in net.weights]))
     return out
-
-
-def seed_writes(config, dut_model):
-    """[(seed lane, state)] for every lane of ``dut_model.seed_map`` ((stream, index) per lane)."""
-    return [(lane, prng.seed_state(config.train.seed, stream, index))
-            for lane, (stream, index) in enumerate(dut_model.seed_map)]
 
 
 async def read_weights(dut, dut_model):
