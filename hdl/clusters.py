@@ -35,14 +35,14 @@ Schedule of one sample (state names of the FSM; formulas in :meth:`ClusterBlock.
 import math
 from types import SimpleNamespace
 
-from amaranth import Array, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from loco_fpga.qformat import Formats
 
 from .arith import Divider, Isqrt
-from .fixed import narrow, saturate, shape, shift_round
+from .fixed import narrow_mode, shape, shift_round
 from .solver import MatrixHalf, Solver, SolverOp
 
 __all__ = ["ClusterBlock", "PeekKind"]
@@ -53,6 +53,30 @@ _MAX_DIM = 1 << 16
 def _check_int(name, value, lo, hi):
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise ValueError(f"{name} = {value!r}: must be an integer in [{lo}, {hi}]")
+
+
+def _saturate(value, fmt):
+    """``hdl.fixed.saturate`` without the comparisons the value's own range makes constant (Verilator's
+    CMPCONST lint is fatal in the harness, and a narrow û or a shifted v can never reach a limit)."""
+    value = Value.cast(value)
+    sh = Shape.cast(value.shape())
+    lo = -(1 << (sh.width - 1)) if sh.signed else 0
+    hi = (1 << (sh.width - 1)) - 1 if sh.signed else (1 << sh.width) - 1
+    if hi > fmt.max:
+        value = Mux(value > fmt.max, fmt.max, value)
+    if lo < fmt.min:
+        value = Mux(value < fmt.min, fmt.min, value)
+    sh = Shape.cast(value.shape())
+    if sh.width < fmt.bits:                     # extend by the value's own signedness before reinterpreting
+        fill = value[-1].replicate(fmt.bits - sh.width) if sh.signed else Const(0, fmt.bits - sh.width)
+        value = Cat(value, fill)
+    bits = value[:fmt.bits]
+    return bits.as_signed() if fmt.signed else bits.as_unsigned()
+
+
+def _narrow(value, src_frac, fmt, mode="half-up"):
+    """``hdl.fixed.narrow`` with :func:`_saturate`."""
+    return _saturate(shift_round(value, src_frac - fmt.frac, narrow_mode(fmt, mode)), fmt)
 
 
 def _clog2(n: int) -> int:
@@ -278,7 +302,7 @@ class ClusterBlock(wiring.Component):
         u_j, v_j = in_rd.data.u, in_rd.data.v
         uh_j = uh_rd.data.as_signed()
         uhat_new = Signal(shape(fm.uhat))
-        m.d.comb += uhat_new.eq(narrow(u_j * recip_u, pf + re, fm.uhat, "half-up"))
+        m.d.comb += uhat_new.eq(_narrow(u_j * recip_u, pf + re, fm.uhat, "half-up"))
         # the broadcast operand of the units' multipliers
         x = Signal(signed(max(pb, rf + 2) + 1))
         m.d.comb += x.eq(Mux(phase == _Pass.UHAT, uhat_new,
@@ -292,12 +316,12 @@ class ClusterBlock(wiring.Component):
         t_sum = Signal(signed(hb + pb + _clog2(K) + 1))
         m.d.comb += t_sum.eq(sum(products))
         v_scaled = v_j << (vf - rf)
-        vperp_j = saturate(v_scaled - shift_round(t_sum, pf + hf - vf, "half-up"), fm.vperp)
-        vpass_j = saturate(v_scaled, fm.vperp)
+        vperp_j = _saturate(v_scaled - shift_round(t_sum, pf + hf - vf, "half-up"), fm.vperp)
+        vpass_j = _saturate(v_scaled, fm.vperp)
         # the prototype update of unit k*
         c_k = Array(c_val)[kstar]
         c_upd = Signal(shape(fm.proto))
-        m.d.comb += c_upd.eq(saturate(c_k + shift_round(uh_j - c_k, fm.proto_shift, "half-up"), fm.proto))
+        m.d.comb += c_upd.eq(_saturate(c_k + shift_round(uh_j - c_k, fm.proto_shift, "half-up"), fm.proto))
 
         # processing of the element arriving in a pass
         with m.If(pv):
@@ -343,7 +367,7 @@ class ClusterBlock(wiring.Component):
                 m.d.comb += self.peek_data.eq(Array(recips)[peek_q.index])
             with m.Case(PeekKind.COUNT):
                 m.d.comb += self.peek_data.eq(count)
-        gram_value = saturate(narrow(Array(accs)[a], 2 * pf, fm.gram, "half-up") + Mux(a == b, self._ridge, 0),
+        gram_value = _saturate(_narrow(Array(accs)[a], 2 * pf, fm.gram, "half-up") + Mux(a == b, self._ridge, 0),
                               fm.gram)
         m.d.comb += [solver.g.payload.row.eq(a), solver.g.payload.col.eq(b), solver.g.payload.value.eq(gram_value),
                      solver.cmd.payload.n.eq(count), solver.cmd.payload.k.eq(kstar)]
@@ -402,7 +426,7 @@ class ClusterBlock(wiring.Component):
                         m.d.sync += a.eq(0)
                         m.next = "GRAM_WRITE"
                     with m.Case(_Pass.CV):
-                        m.d.sync += [cv.eq(narrow(acc, pf + rf, fm.cv, "half-up")) for cv, acc in zip(cvs, accs)]
+                        m.d.sync += [cv.eq(_narrow(acc, pf + rf, fm.cv, "half-up")) for cv, acc in zip(cvs, accs)]
                         m.next = "DOWNDATE"
                     with m.Case(_Pass.UPDATE):
                         m.next = "RK_SQRT"
@@ -495,7 +519,7 @@ class ClusterBlock(wiring.Component):
             with m.State("W_ACC"):
                 total = tacc + solver.rd_data * Array(cvs)[j]
                 with m.If(j == count - 1):
-                    m.d.sync += [Array(ws)[a].eq(narrow(total, 2 * hf, fm.w, "half-up")), tacc.eq(0), j.eq(0),
+                    m.d.sync += [Array(ws)[a].eq(_narrow(total, 2 * hf, fm.w, "half-up")), tacc.eq(0), j.eq(0),
                                  a.eq(a + 1)]
                     with m.If(a == count - 1):
                         m.next = "OUT_START"

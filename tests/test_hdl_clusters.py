@@ -53,8 +53,11 @@ def golden_trace(cl: FixedClusters, samples):
         k = cl.select(u_hat)
         new = cl.count > count
         v_perp = cl.project(v, k)
+        c_used = cl.active.copy()                                 # the C that project used
+        m_used = cl.downdate(k) if cl.count >= 2 else None
         cl.update(u_hat, k)
-        trace.append({"k_star": k, "v_perp": v_perp.copy(), "protos": cl.protos.copy(), "recips": cl.recips.copy(),
+        trace.append({"c_used": c_used, "m_used": m_used, "v": v,
+                      "k_star": k, "v_perp": v_perp.copy(), "protos": cl.protos.copy(), "recips": cl.recips.copy(),
                       "count": cl.count, "h": cl.h.copy(), "new": new, "refreshed": cl._since_refresh == 0})
     return trace
 
@@ -137,6 +140,47 @@ def run_block(dut: ClusterBlock, samples, rng, idle, stall, peeks=True):
     return got
 
 
+def orthogonality_check(cl: FixedClusters, want, got):
+    """The orthogonality error of the HDL's v⊥ against the derived bound (docs/hdl_learning.md).
+
+    For every other active cluster a ≠ k*: D_a = c_a·v⊥ − λ w*_a (real units), where λ w*_a = c_a·v⊥* is what
+    the exact ridge projection leaves (w* = (UUᵀ + λI)⁻¹ U v, U = C without row k*). Without saturation,
+    |D_a| ≤ B_a = Σ_b |(CCᵀ)_ab| (Σ_c |δM_bc| |(Cv)_c| + ‖M̃_b‖₁ u/2 + u/2) + ‖c_a‖₁ 2^-(vf+1), u = 2^-hf,
+    δM = M̃ − M* (M* = the exact downdated inverse). Returns (samples checked, worst |D_a|, worst |D_a|/B_a,
+    worst |λ w*_a|)."""
+    fm = cl.fmts
+    pf, hf, vf, rf = fm.proto.frac, fm.h.frac, fm.vperp.frac, fm.log2_steps
+    lam = cl.ridge_q * 2.0 ** -hf
+    u = 2.0 ** -hf
+    checked, worst_d, worst_ratio, worst_ridge = 0, 0.0, 0.0, 0.0
+    for w, g in zip(want, got):
+        if w["m_used"] is None:
+            continue
+        c = w["c_used"] * 2.0 ** -pf
+        m_q = w["m_used"]
+        n, k = len(c), w["k_star"]
+        vp_q = g["v_perp"]
+        if (np.any(np.abs(vp_q) >= fm.vperp.max) or np.any(np.abs(m_q) >= fm.m.max)):
+            continue                                               # the bound assumes no saturation
+        v = w["v"] * 2.0 ** -rf
+        others = [a for a in range(n) if a != k]
+        gram = c @ c.T + lam * np.eye(n)
+        m_exact = np.zeros((n, n))
+        m_exact[np.ix_(others, others)] = np.linalg.inv(gram[np.ix_(others, others)])
+        w_exact = m_exact @ (c @ v)
+        d_m = np.abs(m_q * u - m_exact)
+        w_err = d_m @ np.abs(c @ v) + np.abs(m_q * u).sum(axis=1) * u / 2 + u / 2
+        bound = np.abs(c @ c.T) @ w_err + np.abs(c).sum(axis=1) * 2.0 ** -(vf + 1)
+        for a in others:
+            d = c[a] @ (vp_q * 2.0 ** -vf) - lam * w_exact[a]
+            assert abs(d) <= bound[a], f"orthogonality: |D_{a}| = {abs(d)} > bound {bound[a]} (k* = {k})"
+            worst_d = max(worst_d, abs(d))
+            worst_ratio = max(worst_ratio, abs(d) / bound[a])
+            worst_ridge = max(worst_ridge, abs(lam * w_exact[a]))
+        checked += 1
+    return checked, worst_d, worst_ratio, worst_ridge
+
+
 def first_difference(want, got, dim):
     """The first differing quantity as 'quantity, sample n, index …: HDL x != model y', or None."""
     for n, (w, g) in enumerate(zip(want, got)):
@@ -186,6 +230,9 @@ def test_block_equals_fixed_clusters(case):
     got = run_block(dut, samples, rng, idle, stall)
     problem = first_difference(want, got, n_in + 1)
     assert problem is None, problem
+    checked, worst_d, worst_ratio, worst_ridge = orthogonality_check(FixedClusters(n_in + 1, cfg, fm), want, got)
+    print(f"case {case}: orthogonality checked on {checked} samples; max |c_a·v⊥ − λw*_a| = {worst_d:.3g}, "
+          f"max ratio to the bound {worst_ratio:.3g}; max |λ w*_a| = {worst_ridge:.3g}")
     assert max(w["count"] for w in want) == min(K, max(w["count"] for w in want))
     assert any(w["new"] for w in want) and any(not w["new"] for w in want)
 
