@@ -111,7 +111,7 @@ class ClusterBlock(wiring.Component):
     Ports:
         i (In stream of :attr:`input_layout` = {u: rate, v: rate, last: 1}): ``dim`` transfers per sample,
             index order (the unit counts them itself; ``last`` is ignored).
-        o (Out stream of :attr:`output_layout` = {value: vperp, k_star: 0 … K−1, last: 1}): ``dim``
+        o (Out stream of :attr:`output_layout` = {v: vperp, k_star: 0 … K−1, last: 1}): ``dim``
             transfers per sample, v⊥ in index order; every transfer carries the sample's k*, ``last`` marks
             the bias entry. ``o.valid`` never waits on ``o.ready``.
 
@@ -145,7 +145,7 @@ class ClusterBlock(wiring.Component):
         self._formats, self._dim, self._k, self._refresh = formats, dim, clusters, refresh
         self._ridge, self._ng, self._re = ridge, norm_guard, recip_extra
         self._input_layout = data.StructLayout({"u": shape(formats.rate), "v": shape(formats.rate), "last": 1})
-        self._output_layout = data.StructLayout({"value": shape(formats.vperp), "k_star": range(clusters),
+        self._output_layout = data.StructLayout({"v": shape(formats.vperp), "k_star": range(clusters),
                                                  "last": 1})
         pf, rf = formats.proto.frac, formats.log2_steps
         pb = formats.proto.bits
@@ -548,7 +548,7 @@ class ClusterBlock(wiring.Component):
             self.i.ready.eq(fsm.ongoing("RECV")),
             out_phase.eq(fsm.ongoing("OUT_SEND")),
             self.o.valid.eq(fsm.ongoing("OUT_SEND")),
-            self.o.payload.value.eq(Mux(count < 2, vpass_j, vperp_j)),
+            self.o.payload.v.eq(Mux(count < 2, vpass_j, vperp_j)),
             self.o.payload.k_star.eq(kstar),
             self.o.payload.last.eq(j == dim - 1),
         ]

@@ -124,7 +124,7 @@ def run_block(dut: ClusterBlock, samples, rng, idle, stall, peeks=True):
             ctx.set(dut.o.ready, int(rng.random() >= stall))
             _, _, valid, ready, payload = await ctx.tick().sample(dut.o.valid, dut.o.ready, dut.o.payload)
             if valid and ready:
-                outputs.append((int(payload.value), int(payload.k_star), int(payload.last)))
+                outputs.append((int(payload.v), int(payload.k_star), int(payload.last)))
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)

@@ -121,7 +121,7 @@ async def clusters_equal_the_golden_model(dut):
         for j, bits in enumerate(raw[n * dim:]):
             got = block.output_layout.from_bits(bits)
             check("k*", n, f"index {j}", int(got.k_star), w["k_star"])
-            check("v⊥", n, f"index {j}", int(got.value), int(w["v_perp"][j]))
+            check("v⊥", n, f"index {j}", int(got.v), int(w["v_perp"][j]))
             check("last", n, f"index {j}", int(got.last), int(j == dim - 1))
         count = await _peek(dut, block.peek_layout, PeekKind.COUNT)
         check("count", n, "-", count, w["count"])
