@@ -7,7 +7,7 @@ import time
 import pytest
 
 from loco_fpga.boards import protocol as proto
-from loco_fpga.boards.host import DeviceError, Host, LinkError, LinkTimeout, LinkUncertain, SerialTransport
+from loco_fpga.boards.host import DeviceError, Host, LinkTimeout, LinkUncertain, SerialTransport
 from loco_fpga.sim import harness
 from loco_fpga.sim.virtual import TOP_PARAMS, ModelTransport, TestDeviceModel, VerilatorBoard
 
@@ -133,14 +133,40 @@ def test_silence_is_a_timeout_not_a_hang():
         Host(Dead(), timeout=0.01).command(proto.Command.TRAIN, bytes(9), idempotent=False)
 
 
-def test_serial_transport_needs_pyserial():
+def test_serial_transport_runs_the_api_over_a_pty():
+    # pyserial on the slave side of a pseudo-terminal; the Python model of the test top serves the master side
+    import os
+    import select
+    import threading
+    import tty
+
+    from loco_fpga.sim.virtual import reference_top
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    link, stop = reference_top(None), threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            ready, _, _ = select.select([master], [], [], 0.02)
+            out = link.feed(os.read(master, 4096)) if ready else link.idle()
+            if out:
+                os.write(master, out)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
     try:
-        import serial  # noqa: F401
-    except ImportError:
-        with pytest.raises(LinkError, match="pyserial is not installed"):
-            SerialTransport("/dev/null")
-    else:
-        pytest.skip("pyserial is installed; a real port is needed to test SerialTransport")
+        transport = SerialTransport(os.ttyname(slave), 115200, timeout=0.05)
+        try:
+            _exercise(Host(transport, timeout=2.0), random.Random(7), rounds=1)
+        finally:
+            transport.close()
+    finally:
+        stop.set()
+        thread.join(2)
+        os.close(master)
+        os.close(slave)
+    with pytest.raises(ValueError, match="baud = 0"):
+        SerialTransport("/dev/null", 0)
 
 
 def test_host_api_on_the_verilator_virtual_board():
