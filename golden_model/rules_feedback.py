@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import prng
-from .network import clamp01
+from .network import clamp01, rank1_update
 from .rules import Rule
 
 __all__ = [
@@ -129,9 +129,9 @@ class FeedbackAlignment(Rule):
         return [np.outer(d, u) for d, u in zip(ds, inputs)], y
 
     def step(self, x, t, lr):
-        grads, y = self.gradients(x, t)
-        for w, g in zip(self.net.weights, grads):
-            w -= lr * g
+        inputs, zs, y = forward_trace(self.net.weights, x)
+        for w, d, u in zip(self.net.weights, self.deltas(zs, output_error(y, t)), inputs):
+            rank1_update(w, d, u, -lr)          # W −= η δ uᵀ in place (BLAS dger), = gradients()
         return int(np.argmax(y))
 
 

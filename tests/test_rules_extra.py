@@ -129,6 +129,18 @@ def test_dfa_with_one_hidden_layer_and_transposed_output_weights_is_backprop():
         np.testing.assert_allclose(g, g_fd, rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.parametrize("name", ["fa", "dfa"])
+def test_feedback_step_applies_minus_lr_times_the_gradients(name):
+    net = _net()
+    rule = _rule(name, net)
+    x, t = _sample()
+    grads, _ = rule.gradients(x, t)
+    before = net.copy_weights()
+    rule.step(x, t, 0.3)
+    for w, w0, g in zip(net.weights, before, grads):
+        np.testing.assert_allclose(w, w0 - 0.3 * g, rtol=1e-12, atol=1e-14)
+
+
 def test_dfa_hidden_error_is_feedback_times_output_error():
     net = _net()
     rule = _rule("dfa", net)
