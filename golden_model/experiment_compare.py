@@ -48,11 +48,13 @@ def compare_points(dataset: str, quick: bool, epochs: int | None, data_path: str
 
 
 def run_compare(out_dir: str | Path, quick: bool = False, data_path: str | None = None, seeds: int | None = None,
-                epochs: int | None = None, progress: bool = True, jobs: int = 1) -> list[Path]:
+                epochs: int | None = None, progress: bool = True, jobs: int = 1,
+                digits: bool = True) -> list[Path]:
+    """``digits = False`` (with a ``data_path``) runs MNIST only."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n_seeds = seeds or (1 if quick else 3)
-    sets = [("digits", digits_subset(quick), None)]
+    sets = [("digits", digits_subset(quick), None)] if digits or not data_path else []
     if data_path:
         mnist = load_mnist(data_path)
         if quick:

@@ -334,12 +334,15 @@ def _echo_paths(paths) -> None:
 @_experiment_options("results/compare", "compare")
 @click.option("--data", "data_path", type=click.Path(exists=True), default=None,
               help="an MNIST .npz (or IDX folder): also compare loco, np, dfa, bp on 784-500-500-10.")
-def experiment_compare(quick, out_dir, seeds, epochs, quiet, jobs, data_path):
+@click.option("--mnist-only", is_flag=True, help="with --data: skip the digits comparison.")
+def experiment_compare(quick, out_dir, seeds, epochs, quiet, jobs, data_path, mnist_only):
     """Every rule on digits (and MNIST with --data): final test accuracy, samples to 90 %, wall time;
     mean ± std over seeds."""
     from .golden_model.experiment_compare import run_compare
+    if mnist_only and not data_path:
+        raise UserError("--mnist-only needs --data FILE (an MNIST .npz or IDX folder)")
     _echo_paths(run_compare(out_dir, quick=quick, data_path=data_path, seeds=seeds, epochs=epochs,
-                            progress=not quiet, jobs=jobs))
+                            progress=not quiet, jobs=jobs, digits=not mnist_only))
 
 
 @experiment.command("depth")

@@ -220,3 +220,23 @@ def test_step_norm_energy_divides_each_layers_step_by_its_input_energy(name, del
         after[norm] = net.weights[0] - before
     assert np.abs(after["none"]).max() > 0
     np.testing.assert_allclose(after["energy"], after["none"], rtol=1e-9, atol=1e-15)
+
+
+def test_compare_mnist_only_quick(tmp_path):
+    from pathlib import Path
+    mnist = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
+    if not mnist.exists():
+        pytest.skip("MNIST file ../shared/data/mnist.npz not present")
+    assert main(["experiment", "compare", "--quick", "-q", "--mnist-only", "--data", str(mnist),
+                 "--out-dir", str(tmp_path)]) == 0
+    assert not (tmp_path / "compare_digits.json").exists()
+    data = json.loads((tmp_path / "compare_mnist.json").read_text())
+    runs = {r["rule"]: r for r in data["runs"]}
+    assert set(runs) == {"loco", "bp"} and data["n_train"] == 1000
+    assert runs["loco"]["config"]["rule"]["step_norm"] == "energy"
+    assert runs["loco"]["config"]["network"]["arch"] == [784, 500, 500, 10]
+
+
+def test_compare_mnist_only_needs_data(tmp_path, capsys):
+    assert main(["experiment", "compare", "--mnist-only", "--out-dir", str(tmp_path)]) == 2
+    assert "--mnist-only needs --data" in capsys.readouterr().err
