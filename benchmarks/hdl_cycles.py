@@ -162,6 +162,43 @@ def synth_fmax(preset_name: str, lanes: int, synth_lanes, synth_dir: str):
     return {"part": res.part, "design": "full Network", **res.to_json()}
 
 
+#: depths (weight layers) and LANES of the update-latency table (issue 6: flat in depth is the claim)
+UPDATE_DEPTHS = (2, 4, 8, 12)
+UPDATE_LANES = (1, 16)
+
+
+def update_rows():
+    """NP training in hardware (``Network(update="np")``), by formula (``Network.schedule``, checked against the
+    simulator in tests/test_hdl_update_network.py): for 64-wide hidden layers (the ECP5 preset's shape) at depth
+    L, the cycles from g (the loss unit's last transfer) to the last weight written, against the weight-port
+    bound max_l n_l·C_l (every layer's update engine sweeps its memory in parallel, one word per cycle), and
+    the cycles per training sample."""
+    from loco_fpga.config import preset
+    from loco_fpga.hdl.network import Network
+
+    rows = []
+    for depth in UPDATE_DEPTHS:
+        arch = (64,) + (64,) * (depth - 1) + (10,)
+        config = preset("ecp5").replace(network={"arch": arch}, rule={"name": "np"})
+        for lanes in UPDATE_LANES:
+            net = Network.from_config(config, lanes=lanes, update="np")
+            sched = net.schedule(3)
+            bound = max(u.sweep_cycles for u in net.updaters)
+            rows.append({"layers": depth, "arch": arch, "lanes": lanes, "g_to_last_write": sched.update_latency,
+                         "bound": bound, "train_cycles_per_sample": sched.period,
+                         "forward_bound": roofline(arch, lanes, net.steps)})
+    return rows
+
+
+def update_table(rows) -> str:
+    lines = ["| layers L | LANES | g → last weight written | bound max_l n_l·C_l | training cycles/sample | "
+             "forward bound T·max_l n_l·C_l |", "|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['layers']} | {r['lanes']} | {r['g_to_last_write']:,} | {r['bound']:,} | "
+                     f"{r['train_cycles_per_sample']:,} | {r['forward_bound']:,} |")
+    return "\n".join(lines)
+
+
 def table(rows) -> str:
     lines = ["| network | LANES | cycles/sample (formula) | measured (sim) | first x → last o (sim; formula) | bound | "
              "efficiency | Verilator cyc/s | Icarus cyc/s | Fmax (part) | samples/s |",
@@ -246,9 +283,10 @@ def main(argv=None) -> int:
             "cpus": os.cpu_count(), "load_1min": round(os.getloadavg()[0], 2),
             "python": platform.python_version(), "command": "python benchmarks/hdl_cycles.py"
             + (" --quick" if args.quick else "")}
+    updates = update_rows()
     RESULTS.mkdir(parents=True, exist_ok=True)
     OUT_JSON.write_text(json.dumps({"meta": meta, "bound": "T * max_l n_l * ceil((n_{l-1}+1)/min(LANES, "
-                                    "n_{l-1}+1))", "rows": rows}, indent=1) + "\n")
+                                    "n_{l-1}+1))", "rows": rows, "np_update": updates}, indent=1) + "\n")
     text = (table(rows) + "\n\n"
             f"Measured {meta['date']} on {meta['machine']} ({meta['cpus']} cores, 1-min load {meta['load_1min']} "
             f"at the end); `{meta['command']}`. Bound = T·max_l n_l·⌈(n_(l−1)+1)/LANES⌉ (one LANES-wide "
@@ -257,7 +295,11 @@ def main(argv=None) -> int:
             "same run (same Verilog, weights and samples) on both simulators, through cocotb (Python woken per "
             "sample and per output word). Fmax: out-of-context UP5K build of the full network, 24 MHz requested; "
             "samples/s = Fmax / formula cycles. Rows not simulated in the "
-            "latest run keep their earlier simulations (same network, same formula).")
+            "latest run keep their earlier simulations (same network, same formula).\n\n"
+            "NP training in hardware (`Network(update=\"np\")`, T = 16, 64-wide hidden layers, by formula "
+            "`Network.schedule`, which tests/test_hdl_update_network.py checks against the simulator): every "
+            "layer's update engine sweeps its weight memory in parallel after the one broadcast of g, so the "
+            "update latency does not grow with depth.\n\n" + update_table(updates))
     write_doc(text)
     print(text)
     return 0

@@ -20,9 +20,10 @@ from loco_fpga.hdl.network import Network
 #: test prints the routed Fmax and keeps it in result.json.
 UP5K_LANES = 1
 UP5K_MHZ = 24
-#: the deep ECP5 preset (12 hidden layers of 64) on the ULX3S-85F part, and the clock it requests
+#: the deep ECP5 preset (12 hidden layers of 64) on the ULX3S-85F part, and the clock it requests: nextpnr's
+#: post-placement estimate for it was 34.7 MHz; the routed Fmax has not been measured yet (docs/hdl.md)
 ECP5_PART = "lfe5u-85f-bg381"
-ECP5_MHZ = 40
+ECP5_MHZ = 30
 
 
 def _require(part):
@@ -121,7 +122,7 @@ def test_counter_builds_on_ecp5_85f(tmp_path):
 @pytest.mark.slow
 def test_ecp5_deep_network_fits_85f(tmp_path):
     """The deep ECP5 preset network (64-64×12-10, 13 layer engines) fits the LFE5U-85F and meets ECP5_MHZ
-    (about 15 minutes on a loaded 2-core machine; numbers in docs/hdl.md)."""
+    (more than an hour on a loaded 2-core machine; numbers in docs/hdl.md)."""
     _require(ECP5_PART)
     net = Network.from_config(preset("ecp5"), lanes=1)
     result = synth.synthesize(net, part=ECP5_PART, freq_mhz=ECP5_MHZ, build_dir=tmp_path)
