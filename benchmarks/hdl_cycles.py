@@ -282,7 +282,8 @@ def main(argv=None) -> int:
     meta = {"date": datetime.date.today().isoformat(), "machine": platform.machine(),
             "cpus": os.cpu_count(), "load_1min": round(os.getloadavg()[0], 2),
             "python": platform.python_version(), "command": "python benchmarks/hdl_cycles.py"
-            + (" --quick" if args.quick else "")}
+            + (" --quick" if args.quick else "") + (" --simulators ''" if not simulators else "")
+            + (" --synth-lanes ''" if not synth_lanes else "")}
     updates = update_rows()
     RESULTS.mkdir(parents=True, exist_ok=True)
     OUT_JSON.write_text(json.dumps({"meta": meta, "bound": "T * max_l n_l * ceil((n_{l-1}+1)/min(LANES, "
