@@ -15,8 +15,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import (RULE_DEFAULT_LR, RULES, Config, ConfigError, load_config, parse_arch, read_config_data,
-                     save_config)
+from .config import (PRESETS, RULE_DEFAULT_LR, RULES, Config, ConfigError, load_config, parse_arch, preset,
+                     read_config_data, save_config)
 from .toolchain import setup_tool_environment
 
 EXIT_USAGE = 2
@@ -207,11 +207,14 @@ def config():
 @config.command("init")
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="overwrite an existing file.")
-def config_init(path, force):
-    """Write the default configuration to PATH (.toml or .json)."""
+@click.option("--preset", "preset_name", type=click.Choice(sorted(PRESETS)), default=None,
+              help="write a hardware default (fixed-point spiking network; docs/fixed_point.md) instead.")
+def config_init(path, force, preset_name):
+    """Write the default configuration (or a hardware preset) to PATH (.toml or .json); train it with
+    `loco-fpga train --config PATH`."""
     if Path(path).exists() and not force:
         raise UserError(f"{path} exists; pass --force to overwrite it")
-    save_config(Config(), path)
+    save_config(preset(preset_name) if preset_name else Config(), path)
     click.echo(f"wrote {path}")
 
 
@@ -238,10 +241,9 @@ def doctor(as_json):
 
 def _fixed_point_config(config_path: str | None, preset_name: str | None, seed: int | None) -> Config:
     """A fixed-point config: a preset, or a config file (with [fixed] and [spiking] switched on)."""
-    from .config import preset as _preset
     if preset_name is not None and config_path is not None:
         raise UserError("give --config or --preset, not both")
-    cfg = _preset(preset_name) if preset_name is not None else _load_base_config(config_path)[0]
+    cfg = preset(preset_name) if preset_name is not None else _load_base_config(config_path)[0]
     changes = {"fixed": {"enabled": True}, "spiking": {"enabled": True}}
     if seed is not None:
         changes["train"] = {"seed": seed}

@@ -91,6 +91,15 @@ def test_config_file_drives_training_and_cli_overrides_it(tmp_path):
     assert checked.returncode == 0 and json.loads(checked.stdout)["rule"]["name"] == "bp"
 
 
+def test_config_init_preset_writes_the_hardware_default(tmp_path):
+    from loco_fpga.config import load_config, preset
+    cfg = tmp_path / "up5k.toml"
+    assert run("config", "init", "--preset", "up5k", str(cfg)).returncode == 0
+    assert load_config(cfg) == preset("up5k")
+    bad = run("config", "init", "--preset", "zynq", str(tmp_path / "z.toml"))
+    assert bad.returncode == 2 and "zynq" in bad.stderr
+
+
 def test_demo_runs_and_writes_report(tmp_path):
     out = run("demo", "--epochs", "1", "-q", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
