@@ -51,13 +51,15 @@ def _run(case: int, simulator: str, steps: int):
                         "idle": rng.choice([0.0, 0.2, 0.5]), "stall": rng.choice([0.0, 0.2, 0.5])})
 
 
-# Default run: 4 random configurations × 10 training steps on Verilator and 2 more on Icarus.
-@pytest.mark.parametrize("case", range(4))
+# Default run: 2 random configurations × 10 training steps on Verilator and 4 more on Icarus (a cold Verilator
+# build of a training network takes 5–25 min on the shared 2-core machine; Icarus builds in seconds and runs
+# these small networks in about a minute each).
+@pytest.mark.parametrize("case", range(2))
 def test_np_training_bench_verilator(case):
     _run(case, "verilator", 10)
 
 
-@pytest.mark.parametrize("case", range(4, 6))
+@pytest.mark.parametrize("case", range(2, 6))
 def test_np_training_bench_icarus(case):
     _run(case, "icarus", 10)
 
