@@ -185,11 +185,14 @@ class UpdateEngine(wiring.Component):
         if draws:
             state = Signal(32)
             m.d.comb += [l_rd.addr.eq(row), l_rd.en.eq(1)]
-            cur = Mux(t1.first, l_rd.data, state)
+            cur = Signal(32)
+            m.d.comb += cur.eq(Mux(t1.first, l_rd.data, state))
             words, w = [], cur
-            for k in range(lanes):
-                w = xorshift32_next(w)
-                words.append(w)
+            for k in range(lanes):      # one Signal per draw: the chained expression would grow as 2^(3·lanes)
+                word_k = Signal(32, name=f"draw{k}")
+                m.d.comb += word_k.eq(xorshift32_next(w))
+                words.append(word_k)
+                w = word_k
             last_word = Mux(t1.last, words[tail - 1], words[lanes - 1])
             with m.If(t1.valid):
                 m.d.sync += [state.eq(last_word)]
