@@ -179,12 +179,13 @@ def update_rows():
     rows = []
     for depth in UPDATE_DEPTHS:
         arch = (64,) + (64,) * (depth - 1) + (10,)
-        config = preset("ecp5").replace(network={"arch": arch}, rule={"name": "np"})
+        config = preset("ecp5").replace(network={"arch": arch}, rule={"name": "np", "output_update": "perturb"})
         for lanes in UPDATE_LANES:
             net = Network.from_config(config, lanes=lanes, update="np")
             sched = net.schedule(3)
             bound = max(u.sweep_cycles for u in net.updaters)
-            rows.append({"layers": depth, "arch": arch, "lanes": lanes, "g_to_last_write": sched.update_latency,
+            rows.append({"layers": depth, "arch": arch, "lanes": lanes, "steps": net.steps,
+                         "g_to_last_write": sched.update_latency,
                          "bound": bound, "train_cycles_per_sample": sched.period,
                          "forward_bound": roofline(arch, lanes, net.steps)})
     return rows
@@ -297,7 +298,8 @@ def main(argv=None) -> int:
             "sample and per output word). Fmax: out-of-context UP5K build of the full network, 24 MHz requested; "
             "samples/s = Fmax / formula cycles. Rows not simulated in the "
             "latest run keep their earlier simulations (same network, same formula).\n\n"
-            "NP training in hardware (`Network(update=\"np\")`, T = 16, 64-wide hidden layers, by formula "
+            f"NP training in hardware (`Network(update=\"np\")`, T = {updates[0]['steps']}, 64-wide hidden layers, "
+            "the ECP5 preset's formats, by formula "
             "`Network.schedule`, which tests/test_hdl_update_network.py checks against the simulator): every "
             "layer's update engine sweeps its weight memory in parallel after the one broadcast of g, so the "
             "update latency does not grow with depth.\n\n" + update_table(updates))

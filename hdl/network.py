@@ -189,9 +189,15 @@ class Network(wiring.Component):
     @classmethod
     def from_config(cls, config, *, lanes: int, memory=default_memory, encoder_lanes: int | None = None,
                     update: str | None = None) -> "Network":
-        """The datapath of ``config``'s network (widths, Q formats, T, encoder, neuron, θ, leak)."""
+        """The datapath of ``config``'s network (widths, Q formats, T, encoder, neuron, θ, leak).
+
+        With ``update`` (on-chip training) the config's rule must be one the gateware implements: ``np``
+        with the output layer perturbed (``rule.output_update = "perturb"``)."""
         from loco_fpga.qformat import formats  # noqa: PLC0415
 
+        if update is not None and config.rule.output_update != "perturb":
+            raise ValueError(f"rule.output_update = {config.rule.output_update!r}: the update engines implement "
+                             "'perturb' only (the delta readout is in the golden model, not yet in gateware)")
         fm = formats(config)
         spk = config.spiking
         lif = spk.neuron == "lif"
