@@ -20,8 +20,8 @@ from loco_fpga.hdl.network import Network
 #: test prints the routed Fmax and keeps it in result.json.
 UP5K_LANES = 1
 UP5K_MHZ = 24
-#: the deep ECP5 preset (12 hidden layers of 64) on the ULX3S-85F part, and the clock it requests: nextpnr's
-#: post-placement estimate for it was 34.7 MHz; the routed Fmax has not been measured yet (docs/hdl.md)
+#: the deep ECP5 preset on the ULX3S-85F part, and the clock it requests: nextpnr's post-placement estimate
+#: for the earlier 12-hidden-layer preset was 34.7 MHz; the routed Fmax has not been measured yet (docs/hdl.md)
 ECP5_PART = "lfe5u-85f-bg381"
 ECP5_MHZ = 30
 
@@ -121,7 +121,7 @@ def test_counter_builds_on_ecp5_85f(tmp_path):
 
 @pytest.mark.slow
 def test_ecp5_deep_network_fits_85f(tmp_path):
-    """The deep ECP5 preset network (64-64×12-10, 13 layer engines) fits the LFE5U-85F and meets ECP5_MHZ
+    """The deep ECP5 preset network (64-64×10-10, 11 layer engines) fits the LFE5U-85F and meets ECP5_MHZ
     (more than an hour on a loaded 2-core machine; numbers in docs/hdl.md)."""
     _require(ECP5_PART)
     net = Network.from_config(preset("ecp5"), lanes=1)
