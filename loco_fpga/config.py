@@ -470,7 +470,7 @@ PRESETS: dict[str, dict] = {
     # settings and their accuracy: docs/fixed_point.md §8 — 12 layers at T = 16 stay at chance).
     "ecp5": {
         "network": {"arch": (64,) + (64,) * 10 + (10,), "init_gain": 6.0**0.5},
-        "rule": {"name": "loco", "lr": 0.01, "sigma": 2.0**-5, "clusters": 8, "proto_lr": 2.0**-5,
+        "rule": {"name": "loco", "lr": 0.02, "sigma": 2.0**-5, "clusters": 8, "proto_lr": 2.0**-5,
                  "ridge": 1e-4, "refresh": 4, "mask": True, "output_update": "delta"},
         "spiking": {"enabled": True, "steps": 32, "encoder": "deterministic", "neuron": "if"},
         "fixed": {"enabled": True, "weight_bits": 16, "weight_frac": 12, "update_rounding": "stochastic"},
