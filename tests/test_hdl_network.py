@@ -13,8 +13,8 @@ from loco_fpga.config import preset
 from loco_fpga.golden_model.fixed import FixedNetwork, FixedRule
 from loco_fpga.hdl.network import Network
 from loco_fpga.qformat import formats
-from loco_fpga.sim.benches.network import (compare, decode_results, golden, random_stimulus, seed_writes,
-                                           weight_writes)
+from loco_fpga.sim.benches.network import (compare, decode_results, golden, load_in_amaranth_sim,
+                                           random_stimulus)
 
 
 def small_config(*, arch, steps, encoder, neuron, seed):
@@ -34,19 +34,7 @@ def run_network(net, config, weights, samples, *, idle, stall, rng):
 
     async def drive(ctx):
         nonlocal cycle
-        for layer, addr, row in weight_writes(net, weights):
-            ctx.set(net.w_en, 1)
-            ctx.set(net.w_layer, layer)
-            ctx.set(net.w_addr, addr)
-            ctx.set(net.w_data, row)
-            await ctx.tick()
-        ctx.set(net.w_en, 0)
-        for lane, state in seed_writes(config, net):
-            ctx.set(net.seed_en, 1)
-            ctx.set(net.seed_lane, lane)
-            ctx.set(net.seed, state)
-            await ctx.tick()
-        ctx.set(net.seed_en, 0)
+        await load_in_amaranth_sim(ctx, net, config, weights)
         for x, label, lr in samples:
             for v in x:
                 while rng.random() < idle:

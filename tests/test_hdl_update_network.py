@@ -12,7 +12,7 @@ from amaranth.sim import Simulator
 from loco_fpga.config import preset
 from loco_fpga.hdl.network import Network
 from loco_fpga.qformat import formats
-from loco_fpga.sim.benches.network import compare, decode_results, random_stimulus, seed_writes, weight_writes
+from loco_fpga.sim.benches.network import compare, decode_results, load_in_amaranth_sim, random_stimulus
 from loco_fpga.sim.benches.update import compare_weights, train_model
 
 
@@ -34,19 +34,7 @@ def run_training(net, config, weights, samples, *, idle, stall, rng):
         watched += [net.counts[l].valid, net.counts[l].ready, net.counts[l].payload]
 
     async def bench(ctx):
-        for layer, addr, row in weight_writes(net, weights):
-            ctx.set(net.w_en, 1)
-            ctx.set(net.w_layer, layer)
-            ctx.set(net.w_addr, addr)
-            ctx.set(net.w_data, row)
-            await ctx.tick()
-        ctx.set(net.w_en, 0)
-        for lane, state in seed_writes(config, net):
-            ctx.set(net.seed_en, 1)
-            ctx.set(net.seed_lane, lane)
-            ctx.set(net.seed, state)
-            await ctx.tick()
-        ctx.set(net.seed_en, 0)
+        await load_in_amaranth_sim(ctx, net, config, weights)
         for x, label, lr in samples:
             counts_raw, o_raw = [[] for _ in hidden], []
             pending = [int(v) for v in x]

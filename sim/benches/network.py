@@ -28,8 +28,8 @@ from loco_fpga.qformat import formats, narrow
 from . import bench_params
 from .streams import StreamSink, StreamSource
 
-__all__ = ["golden", "weight_writes", "seed_writes", "random_stimulus", "compare", "decode_results",
-           "x_payloads"]
+__all__ = ["golden", "weight_writes", "seed_writes", "load_in_amaranth_sim", "random_stimulus", "compare",
+           "decode_results", "x_payloads"]
 
 
 def golden(config, weights, samples):
@@ -84,6 +84,24 @@ def seed_writes(config, dut_model):
     (ENCODER, i) for Bernoulli, (ROUNDING, l·2^16 + i) for a stochastic update; golden_model/prng.py)."""
     return [(lane, prng.seed_state(config.train.seed, stream, index))
             for lane, (stream, index) in enumerate(dut_model.seed_map)]
+
+
+async def load_in_amaranth_sim(ctx, net, config, weights):
+    """:func:`reset_and_load`'s writes for the Amaranth simulator (``ctx`` of a testbench, ``net`` the Network
+    itself): every weight word, then every PRNG lane's seed state, one per cycle."""
+    for layer, addr, row in weight_writes(net, weights):
+        ctx.set(net.w_en, 1)
+        ctx.set(net.w_layer, layer)
+        ctx.set(net.w_addr, addr)
+        ctx.set(net.w_data, row)
+        await ctx.tick()
+    ctx.set(net.w_en, 0)
+    for lane, state in seed_writes(config, net):
+        ctx.set(net.seed_en, 1)
+        ctx.set(net.seed_lane, lane)
+        ctx.set(net.seed, state)
+        await ctx.tick()
+    ctx.set(net.seed_en, 0)
 
 
 async def reset_and_load(dut, config, model, weights):
