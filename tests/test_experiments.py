@@ -226,7 +226,7 @@ def test_compare_mnist_only_quick(tmp_path):
     from pathlib import Path
     mnist = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
     if not mnist.exists():
-        pytest.skip("MNIST file ../shared/data/mnist.npz not present")
+        pytest.skip(reason="MNIST file ../shared/data/mnist.npz not present")
     assert main(["experiment", "compare", "--quick", "-q", "--mnist-only", "--data", str(mnist),
                  "--out-dir", str(tmp_path)]) == 0
     assert not (tmp_path / "compare_digits.json").exists()

@@ -29,7 +29,7 @@ ECP5_MHZ = 30
 def _require(part):
     reason = synth.tools_available(part)
     if reason:
-        pytest.skip(reason)
+        pytest.skip(reason=reason)
 
 
 class Counter(wiring.Component):
