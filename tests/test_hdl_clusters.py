@@ -14,6 +14,7 @@ from loco_fpga.config import preset
 from loco_fpga.golden_model.fixed import FixedClusters
 from loco_fpga.hdl.clusters import ClusterBlock, PeekKind
 from loco_fpga.qformat import formats
+from loco_fpga.sim.benches.clusters import make_samples
 
 
 def make_config(*, n_in, clusters, refresh, steps=16, base="up5k", fixed=None, proto_lr=2.0 ** -5, ridge=1e-4):
@@ -21,27 +22,6 @@ def make_config(*, n_in, clusters, refresh, steps=16, base="up5k", fixed=None, p
                                 rule={"clusters": clusters, "refresh": refresh, "proto_lr": proto_lr,
                                       "ridge": ridge},
                                 spiking={"steps": steps}, fixed=fixed or {})
-
-
-def make_samples(rng: random.Random, dim: int, steps: int, count: int):
-    """(u, v) pairs of spike counts with the bias entry T: a few recurring patterns (repeated û: the
-    "equal prototype" rule and cluster reuse), small variations of them, and fresh random vectors."""
-    patterns = [[rng.randint(0, steps) if rng.random() < 0.5 else 0 for _ in range(dim - 1)] for _ in range(3)]
-    out = []
-    for _ in range(count):
-        r = rng.random()
-        if r < 0.3:
-            u = list(rng.choice(patterns))
-        elif r < 0.6:
-            u = [min(steps, max(0, x + rng.randint(-1, 1))) for x in rng.choice(patterns)]
-        elif r < 0.7:
-            u = [0] * (dim - 1)                                   # silent input: û = bias only
-        else:
-            d = rng.random()
-            u = [rng.randint(0, steps) if rng.random() < d else 0 for _ in range(dim - 1)]
-        v = [min(steps, max(0, x + (rng.randint(-2, 2) if rng.random() < 0.3 else 0))) for x in u]
-        out.append((np.array(u + [steps], dtype=np.int64), np.array(v + [steps], dtype=np.int64)))
-    return out
 
 
 def golden_trace(cl: FixedClusters, samples):

@@ -24,7 +24,7 @@ from loco_fpga.hdl.network import Network
 from loco_fpga.qformat import narrow
 
 from . import bench_params
-from .network import compare, decode_results, random_stimulus, seed_writes, weight_writes, x_payloads
+from .network import compare, decode_results, random_stimulus, reset_and_load, x_payloads
 from .streams import StreamSink, StreamSource
 
 __all__ = ["train_model", "read_weights", "compare_weights"]
@@ -95,26 +95,13 @@ async def np_training_equals_the_golden_model(dut):
     want = train_model(config, weights, samples)
 
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    dut.w_en.value = 0
-    dut.seed_en.value = 0
     dut.rd_layer.value = 0
     dut.rd_addr.value = 0
     x_src = StreamSource(dut, "x", dut.clk, idle=params["idle"], rng=rng)
     o_sink = StreamSink(dut, "o", dut.clk, stall=params["stall"], rng=rng)
     c_sinks = [StreamSink(dut, f"counts__{l}", dut.clk, stall=params["stall"], rng=rng)
                for l in range(model.n_layers - 1)]
-    await RisingEdge(dut.clk)
-    dut.rst.value = 0
-    for layer, addr, row in weight_writes(model, weights):
-        dut.w_en.value, dut.w_layer.value, dut.w_addr.value = 1, layer, addr
-        dut.w_data.value = model.word_layout.const(row).as_bits()
-        await RisingEdge(dut.clk)
-    dut.w_en.value = 0
-    for lane, state in seed_writes(config, model):
-        dut.seed_en.value, dut.seed_lane.value, dut.seed.value = 1, lane, state
-        await RisingEdge(dut.clk)
-    dut.seed_en.value = 0
+    await reset_and_load(dut, config, model, weights)
 
     compared, errors = 0, []
     for n, sample in enumerate(samples):
