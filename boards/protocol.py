@@ -27,7 +27,8 @@ __all__ = [
     "SYNC", "HEADER_BYTES", "TRAILER_BYTES", "OVERHEAD", "REPLY_FLAG", "NO_TYPE", "PROTOCOL_VERSION", "MAGIC",
     "Command", "Status", "Register", "STATS_FIELDS", "Frame", "crc16", "encode_frame", "FrameParser",
     "ParseError", "DeviceInfo", "ReferenceLink", "RESET_COUNTERS", "RESET_DEVICE",
-    "weights_space", "prototypes_space", "PROTOTYPE_SPACE_FLAG",
+    "weights_space", "prototypes_space", "PROTOTYPE_SPACE_FLAG", "layer_geometry", "pack_weights",
+    "unpack_weights", "AcceleratorRegister", "RULE_CODES", "ACCELERATOR_RESETS",
 ]
 
 SYNC = b"\xA5\x5A"
@@ -412,3 +413,57 @@ class ReferenceLink:
 
 def _reply(type_: int, status: Status, data: bytes = b"") -> bytes:
     return encode_frame(type_ | REPLY_FLAG, bytes([int(status)]) + data)
+
+
+# -- the accelerator top's weight memory map (docs/protocol.md, "Accelerator top") --------------------
+
+def layer_geometry(n_in: int, lanes: int) -> tuple[int, int]:
+    """(P, C) of a layer with ``n_in`` inputs on an accelerator with ``lanes`` lanes: P = min(lanes, n_in + 1)
+    weights per engine word, C = ⌈(n_in + 1)/P⌉ words per row. The layer's memory space has n_out·C·P words;
+    column j of row i is word i·C·P + j (j ≥ n_in + 1: padding)."""
+    if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
+        raise ValueError(f"lanes = {lanes!r}: must be a positive integer")
+    p = min(lanes, n_in + 1)
+    return p, -(-(n_in + 1) // p)
+
+
+def pack_weights(w, lanes: int, bits: int) -> list[int]:
+    """The wire words of an integer weight matrix ``w`` (n_out × (n_in + 1), bias last): two's complement in
+    ``bits`` bits, rows padded with zeros to C·P columns (:func:`layer_geometry`)."""
+    n_out, n = len(w), len(w[0])
+    p, c = layer_geometry(n - 1, lanes)
+    mask = (1 << bits) - 1
+    out = []
+    for row in w:
+        out += [int(v) & mask for v in row] + [0] * (c * p - n)
+    return out
+
+
+def unpack_weights(words, n_out: int, n_in: int, lanes: int, bits: int) -> list[list[int]]:
+    """Inverse of :func:`pack_weights` (padding dropped): signed integers, n_out rows of n_in + 1."""
+    p, c = layer_geometry(n_in, lanes)
+    if len(words) != n_out * c * p:
+        raise ValueError(f"{len(words)} words: a {n_out}×{n_in + 1} layer at lanes {lanes} has {n_out * c * p}")
+    sign = 1 << (bits - 1)
+    return [[((words[i * c * p + j] & ((1 << bits) - 1)) ^ sign) - sign for j in range(n_in + 1)]
+            for i in range(n_out)]
+
+
+class AcceleratorRegister(enum.IntEnum):
+    """Register addresses of the accelerator top (hdl/top.py; docs/protocol.md, "Accelerator top")."""
+
+    ID = 0x00          # RO  "LOCO"
+    STATUS = 0x01      # RO  bit 0: the network is busy (reads 0 over the link: commands run one at a time)
+    LR = 0x10          # RW  lr register η/(n_L σ) (fmts.lr), used by every TRAIN; reset 0
+    SEED_LANE = 0x11   # RW  the PRNG lane a SEED write loads (< SEED_LANES); reset 0
+    SEED = 0x12        # RW  write: load lane SEED_LANE with this state (≠ 0); read: the last value written; reset 0
+    SEED_LANES = 0x13  # RO  number of PRNG lanes (hdl Network.seed_map order)
+    RULE = 0x14        # RO  the on-chip update rule (RULE_CODES)
+    LANES = 0x15       # RO  synapse lanes (the LANES generic)
+    LAYERS = 0x16      # RO  number of layers L
+
+
+#: values of the accelerator's RULE register
+RULE_CODES = {"np": 1, "loco": 2}
+#: the accelerator's read-write registers and their reset values
+ACCELERATOR_RESETS = {AcceleratorRegister.LR: 0, AcceleratorRegister.SEED_LANE: 0, AcceleratorRegister.SEED: 0}

@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from loco_fpga.boards import protocol as proto
 
-__all__ = ["TestDeviceModel", "reference_top", "mask_run_cycles", "ModelTransport", "ByteFeederTop",
+__all__ = ["TestDeviceModel", "AcceleratorModel", "accelerator_reference", "reference_top", "mask_run_cycles", "ModelTransport", "ByteFeederTop",
            "VerilatorBoard", "TOP_PARAMS", "FEEDER_PARAMS"]
 
 #: LinkTestTop generics used by the virtual board and the benches (JSON-able, they name the build)
@@ -124,6 +124,182 @@ class TestDeviceModel:
                 a = label * self.n_in + i
                 self.weights[a] = (self.weights[a] + s * self.regs[R.LR]) & mask
         return bytes([pred])
+
+
+class AcceleratorModel:
+    """The accelerator device (``hdl.top.AcceleratorDevice``) in Python, on the golden model: registers, the
+    weight memory spaces and INFER/TRAIN as ``FixedRule.step_q`` (TRAIN: lr_q = the LR register; INFER:
+    lr_q = 0, which changes no weight but draws the same PRNG words, as the gateware does).
+
+    ``config`` and ``lanes`` as for ``AcceleratorTop``. The weights start at 0 (the gateware's memories
+    are initialised to 0); the PRNG lanes start at the golden model's seeds (the gateware's lanes start at
+    their reset seed): a host loads every lane through SEED_LANE/SEED before training, so only loaded
+    states are ever compared.
+    """
+
+    def __init__(self, config, *, lanes: int):
+        import numpy as np  # noqa: PLC0415
+
+        from loco_fpga.golden_model import prng  # noqa: PLC0415
+        from loco_fpga.golden_model.fixed import FixedNetwork, FixedRule  # noqa: PLC0415
+        from loco_fpga.hdl.network import Network  # noqa: PLC0415  (layout only: lanes, seed_map; not elaborated)
+
+        self._np = np
+        self.config, self.lanes = config, lanes
+        layout = Network.from_config(config, lanes=lanes, update=config.rule.name)
+        self.seed_map = layout.seed_map
+        self.geometry = [proto.layer_geometry(n, lanes) for n in config.network.arch[:-1]]
+        self.net = FixedNetwork(config, np.random.default_rng(0))
+        self.rule = FixedRule(self.net, config)
+        self.fmts = self.net.fmts
+        self.wbits = self.fmts.weight.bits
+        self.input_bytes = (self.fmts.input.bits + 7) // 8
+        self.out_bytes = (self.fmts.out.bits + 7) // 8
+        self.n_classes = config.network.arch[-1]
+        self._prng = prng
+        self.reset()
+
+    def reset(self):
+        np = self._np
+        self.regs = {int(r): v for r, v in proto.ACCELERATOR_RESETS.items()}
+        self.net.weights = [np.zeros_like(w) for w in self.net.weights]
+        self.padding = [np.zeros((w.shape[0], p * c - w.shape[1]), dtype=np.int64)
+                        for w, (p, c) in zip(self.net.weights, self.geometry)]
+
+    # -- sizes -------------------------------------------------------------------------------------
+    @property
+    def word_bytes(self) -> int:
+        return 2 if self.wbits <= 16 else 4
+
+    @property
+    def sample_bytes(self) -> int:
+        return self.config.network.arch[0] * self.input_bytes
+
+    @property
+    def infer_bytes(self) -> int:
+        return self.n_classes * self.out_bytes + 1
+
+    train_bytes = 9
+
+    def info(self, max_payload: int) -> proto.DeviceInfo:
+        return proto.DeviceInfo(proto.PROTOCOL_VERSION, self.word_bytes, max_payload, self.sample_bytes,
+                                self.infer_bytes, self.train_bytes, self.n_classes)
+
+    def state(self):
+        """Everything a rejected frame must leave unchanged (registers, weights, padding, PRNG lanes)."""
+        return (dict(self.regs), [w.tolist() for w in self.net.weights], [p.tolist() for p in self.padding],
+                self.lane_states())
+
+    # -- PRNG lanes, in the gateware's seed_lane order -----------------------------------------------
+    def _lane(self, index):
+        stream, i = self.seed_map[index]
+        prng, rule = self._prng, self.rule
+        if stream == prng.NOISE:
+            return rule.noise_banks[i], ()
+        if stream == prng.ENCODER:
+            return rule.encoder_bank, (i,)
+        layer, row = divmod(i, prng.LANE_STRIDE)
+        return rule.rounding_banks[layer], (row,)
+
+    def lane_states(self) -> list[int]:
+        out = []
+        for index in range(len(self.seed_map)):
+            bank, at = self._lane(index)
+            out.append(int(bank.state[at]) if at else int(bank.state.reshape(-1)[0]))
+        return out
+
+    def load_lane(self, index: int, state: int) -> None:
+        bank, at = self._lane(index)
+        if at:
+            bank.state[at] = state
+        else:
+            bank.state[...] = state
+
+    # -- the device port -----------------------------------------------------------------------------
+    def read_reg(self, addr):
+        A = proto.AcceleratorRegister
+        fixed = {A.ID: int.from_bytes(proto.MAGIC, "big"), A.STATUS: 0, A.SEED_LANES: len(self.seed_map),
+                 A.RULE: proto.RULE_CODES[self.config.rule.name], A.LANES: self.lanes,
+                 A.LAYERS: len(self.config.network.arch) - 1}
+        if addr in fixed:
+            return S.OK, fixed[addr]
+        if addr in self.regs:
+            return S.OK, self.regs[addr]
+        return S.BAD_ADDRESS, 0
+
+    def write_reg(self, addr, value):
+        A = proto.AcceleratorRegister
+        if addr == A.LR:
+            if value >> self.fmts.lr.bits:
+                return S.BAD_VALUE
+        elif addr == A.SEED_LANE:
+            if value >= len(self.seed_map):
+                return S.BAD_VALUE
+        elif addr == A.SEED:
+            if value == 0:
+                return S.BAD_VALUE
+            self.load_lane(self.regs[A.SEED_LANE], value)
+        else:
+            return S.BAD_ADDRESS
+        self.regs[addr] = value
+        return S.OK
+
+    def _cell(self, space, addr):
+        """(array, row, column) of word ``addr`` of memory ``space``, or None."""
+        layer = space
+        if space & proto.PROTOTYPE_SPACE_FLAG or layer >= len(self.geometry):
+            return None
+        p, c = self.geometry[layer]
+        w = self.net.weights[layer]
+        if addr >= w.shape[0] * p * c:
+            return None
+        i, j = divmod(addr, p * c)
+        return (w, i, j) if j < w.shape[1] else (self.padding[layer], i, j - w.shape[1])
+
+    def probe(self, space, addr):
+        return S.OK if self._cell(space, addr) is not None else S.BAD_ADDRESS
+
+    def write_mem(self, space, addr, word):
+        cell = self._cell(space, addr)
+        if cell is None:
+            return S.BAD_ADDRESS
+        arr, i, j = cell
+        sign = 1 << (self.wbits - 1)
+        arr[i, j] = ((word & ((1 << self.wbits) - 1)) ^ sign) - sign    # the low weight_bits bits
+        return S.OK
+
+    def read_mem(self, space, addr):
+        cell = self._cell(space, addr)
+        if cell is None:
+            return S.BAD_ADDRESS, 0
+        arr, i, j = cell
+        return S.OK, int(arr[i, j]) & ((1 << self.wbits) - 1)
+
+    def sample_rates(self, sample: bytes):
+        """The quantised inputs of a sample: ``input_bytes`` little-endian each, clamped to 2^input_frac."""
+        one = 1 << self.config.fixed.input_frac
+        b = self.input_bytes
+        return self._np.array([min(int.from_bytes(sample[k:k + b], "little"), one)
+                               for k in range(0, len(sample), b)], dtype=self._np.int64)
+
+    def run(self, op, label, sample):
+        lr_q = self.regs[proto.AcceleratorRegister.LR] if op == "train" else 0
+        pred = self.rule.step_q(self.sample_rates(sample), label % self.n_classes if op == "train" else 0, lr_q)
+        last = self.rule.last
+        if op == "train":
+            return bytes([pred]) + (int(last["dl"]) & 0xFFFFFFFF).to_bytes(4, "little") + \
+                (int(last["g"]) & 0xFFFFFFFF).to_bytes(4, "little")
+        mask = (1 << (8 * self.out_bytes)) - 1
+        return b"".join((int(y) & mask).to_bytes(self.out_bytes, "little") for y in last["y"]) + bytes([pred])
+
+
+def accelerator_reference(config, *, lanes: int, max_payload: int | None = None) -> proto.ReferenceLink:
+    """``AcceleratorTop(config, lanes=lanes, max_payload=…)`` in Python: a ReferenceLink over an
+    :class:`AcceleratorModel` (``max_payload`` default as the top's)."""
+    device = AcceleratorModel(config, lanes=lanes)
+    if max_payload is None:
+        max_payload = max(256, device.sample_bytes + 2, device.infer_bytes + 1)
+    return proto.ReferenceLink(device, device.info(max_payload))
 
 
 def reference_top(params: dict | None = None) -> proto.ReferenceLink:

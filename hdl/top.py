@@ -1,0 +1,343 @@
+# amaranth: UnusedElaboratable=no
+# (the top builds its link, device and network in __init__ to validate the parameters and publish the sizes;
+# a top that is only inspected — sizes, the virtual board's build key — never elaborates them)
+"""The accelerator top: the host link (:class:`~.link.Link`) in front of the training network
+(:class:`~.network.Network` with an on-chip update), behind the link's :class:`~.link.DeviceSignature`.
+
+* :class:`AcceleratorDevice` — the device side of the protocol for a :class:`~.network.Network`: the config
+  registers (LR, the PRNG lane seeds), the weight memories of every layer as protocol memory spaces, INFER and
+  TRAIN (docs/protocol.md, "Accelerator top").
+* :class:`AcceleratorTop` — :class:`~.link.Link` + :class:`AcceleratorDevice` with ``rx``/``tx`` byte streams
+  and ``busy``, built from a :class:`~loco_fpga.config.Config`: ``AcceleratorTop(config, lanes=8)``.
+
+**TRAIN(label, x)** streams the n_0 inputs (``input_bytes`` each, little-endian; values above the rate 1.0,
+2^input_frac, are clamped to it) into the network together with the label and the LR register, collects the
+outputs y (the clean pass: the prediction is the first index of the maximum, *before* the update), ΔL (dl) and
+g, waits until every layer's update engine has written its last word, then replies ``prediction u8, dl i32,
+g i32``. **INFER(x)** is the same step with lr = 0: g = 0, so no weight changes, and replies the n_L outputs
+(``out_bytes`` each, signed little-endian) and the prediction. Every step (INFER too) draws its PRNG words
+(noise, Bernoulli encoder, stochastic rounding lanes), as the golden model's ``FixedRule.step_q`` does with
+``lr_q = 0``: the Python twin, ``loco_fpga.sim.virtual.AcceleratorModel``, is built on that function.
+
+**Weights on the wire.** Layer l is memory space l with n_l · C_l · P_l words (P_l = the layer engine's lanes,
+a power of two; C_l = its chunks per row): word a is lane a mod P_l of engine word ⌊a / P_l⌋, so row i is
+words i·C_l·P_l … and column j of row i is word i·C_l·P_l + j; the columns N_l … C_l·P_l − 1 are padding (the
+engines never use them; the host writes 0). A word is ``word_bytes`` little-endian; a write keeps its low
+``weight_bits`` bits (two's complement), a read returns them zero-extended.
+"""
+
+from __future__ import annotations
+
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from loco_fpga.boards import protocol as proto
+from loco_fpga.qformat import formats as make_formats
+
+from .layer import default_memory
+from .link import DeviceError, DeviceOp, DeviceSignature, Link, RunOp
+from .network import UPDATES, Network
+
+__all__ = ["AcceleratorRegister", "RULE_CODES", "AcceleratorDevice", "AcceleratorTop", "REGISTER_RESETS"]
+
+
+AcceleratorRegister = proto.AcceleratorRegister
+RULE_CODES = proto.RULE_CODES
+REGISTER_RESETS = proto.ACCELERATOR_RESETS
+
+
+def _bytes_for(bits: int) -> int:
+    return (bits + 7) // 8
+
+
+class AcceleratorDevice(wiring.Component):
+    """The protocol device of a training :class:`~.network.Network` (see the module docstring).
+
+    Parameters (keyword-only): ``network`` (a :class:`~.network.Network` with ``update`` set; every layer's
+    lanes a power of two), ``word_bytes`` (2 or 4, ≥ the weight width).
+
+    Ports: ``host`` (In :class:`~.link.DeviceSignature`), ``busy`` (Out 1).
+    Sizes for the link: :attr:`sample_bytes`, :attr:`infer_bytes`, :attr:`train_bytes`, :attr:`n_classes`.
+    """
+
+    def __init__(self, *, network: Network, word_bytes: int = 2):
+        if not isinstance(network, Network):
+            raise TypeError(f"network = {network!r}: expected a loco_fpga.hdl.network.Network")
+        if network.update is None:
+            raise ValueError("network.update = None: the accelerator needs a network with an on-chip update "
+                             f"(one of {', '.join(u for u in UPDATES if u)})")
+        for l, e in enumerate(network.engines):
+            if e.lanes & (e.lanes - 1):
+                raise ValueError(f"lanes = {network.lanes!r}: layer {l} uses {e.lanes} lanes; the accelerator's "
+                                 "weight address map needs a power of two in every layer")
+        fm = network.formats
+        if isinstance(word_bytes, bool) or word_bytes not in (2, 4) or 8 * word_bytes < fm.weight.bits:
+            raise ValueError(f"word_bytes = {word_bytes!r}: must be 2 or 4 and hold a {fm.weight.bits}-bit weight")
+        for name in ("dl", "g"):
+            if getattr(fm, name).bits > 32:
+                raise ValueError(f"fixed.{name}_bits = {getattr(fm, name).bits}: TRAIN replies carry it in 32 bits")
+        self._net, self._word_bytes = network, word_bytes
+        self._input_bytes = _bytes_for(fm.input.bits)
+        self._out_bytes = _bytes_for(fm.out.bits)
+        super().__init__({"host": In(DeviceSignature()), "busy": Out(1)})
+
+    network = property(lambda self: self._net)
+    word_bytes = property(lambda self: self._word_bytes)
+    #: bytes per input in a sample (little-endian, unsigned)
+    input_bytes = property(lambda self: self._input_bytes)
+    #: bytes per output in an INFER reply (little-endian, two's complement)
+    out_bytes = property(lambda self: self._out_bytes)
+    sample_bytes = property(lambda self: self._net.arch[0] * self._input_bytes)
+    infer_bytes = property(lambda self: self._net.arch[-1] * self._out_bytes + 1)
+    train_bytes = property(lambda self: 9)       # prediction u8, dl i32, g i32
+    n_classes = property(lambda self: self._net.arch[-1])
+
+    def weight_words(self, layer: int) -> int:
+        """Words of layer ``layer``'s memory space: n_l · C_l · P_l."""
+        e = self._net.engines[layer]
+        return e.weight_depth * e.lanes
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.network = net = self._net
+        fm = net.formats
+        host = self.host
+        A = AcceleratorRegister
+        n_layers, n_in, n_out = net.n_layers, net.arch[0], net.arch[-1]
+        engines = net.engines
+        wbits = fm.weight.bits
+
+        # -- registers -------------------------------------------------------------------------------
+        lr = Signal(fm.lr.bits, init=REGISTER_RESETS[A.LR])
+        seed_lane = Signal(range(max(2, net.seed_lanes)), init=REGISTER_RESETS[A.SEED_LANE])
+        seed = Signal(32, init=REGISTER_RESETS[A.SEED])
+        ro = {A.ID: int.from_bytes(proto.MAGIC, "big"), A.SEED_LANES: net.seed_lanes,
+              A.RULE: RULE_CODES[net.update], A.LANES: net.lanes, A.LAYERS: n_layers}
+
+        req = host.req.payload
+        resp = host.resp
+        m.d.comb += [net.seed.eq(seed), net.seed_lane.eq(seed_lane)]
+
+        # -- memory spaces: layer l weights, word a = (engine word a >> log2 P_l, lane a mod P_l) -------
+        words = [self.weight_words(l) for l in range(n_layers)]
+        space_ok = Signal()
+        addr_ok = Signal()
+        eword = Signal(range(max(e.weight_depth for e in engines)))
+        elane = Signal(range(max(2, max(e.lanes for e in engines))))
+        for l, e in enumerate(engines):
+            with m.If(req.space == proto.weights_space(l)):
+                m.d.comb += [space_ok.eq(1), addr_ok.eq(req.addr < words[l]),
+                             eword.eq(req.addr >> (e.lanes.bit_length() - 1)), elane.eq(req.addr & (e.lanes - 1))]
+        mem_layer = Signal(range(max(2, n_layers)))
+        mem_word = Signal.like(eword)
+        mem_lane = Signal.like(elane)
+        mem_data = Signal(wbits)
+        mem_is_write = Signal()
+        m.d.comb += [net.rd_layer.eq(mem_layer), net.rd_addr.eq(mem_word)]
+        lanes_of_word = [net.rd_data[k].as_unsigned() for k in range(net.word_layout.length)]
+
+        # -- a run: sample bytes → x transfers; outputs → result bytes --------------------------------
+        op = Signal(RunOp)
+        label = Signal(range(n_out))
+        in_index = Signal(range(n_in + 1))
+        in_byte = Signal(range(max(2, self._input_bytes)))
+        in_value = Signal(8 * self._input_bytes)
+        x_valid = Signal()
+        x_value = Signal(fm.input.bits)
+        one = 1 << (fm.input.bits - 1)                       # rate 1.0 (the input format is u(frac + 1, frac))
+        assembled = Cat(in_value[8:], host.sample.payload.data)     # little-endian: shifted in from the top
+        out_shape = signed(8 * self._out_bytes)
+        ys = Array(Signal(out_shape, name=f"y{k}") for k in range(n_out))
+        out_k = Signal(range(n_out + 1))
+        best = Signal(out_shape)
+        pred = Signal(8)
+        dl = Signal(signed(32))
+        g = Signal(signed(32))
+        byte_i = Signal(range(max(self.infer_bytes, self.train_bytes) + 1))
+        infer_bytes = Cat(*[ys[k] for k in range(n_out)], pred)
+        train_bytes = Cat(pred, dl, g)
+        clr_layer = Signal(range(max(2, n_layers)))
+        clr_word = Signal.like(eword)
+        last_word = Array(Const(e.weight_depth - 1, eword.shape()) for e in engines)
+
+        # the network's x stream: one rate per transfer, label and lr with every one (taken from the last)
+        m.d.comb += [net.x.valid.eq(x_valid), net.x.payload.x.eq(x_value), net.x.payload.label.eq(label),
+                     net.x.payload.lr.eq(Mux(op == RunOp.TRAIN, lr, 0)), net.o.ready.eq(1)]
+        for l in range(n_layers - 1):
+            m.d.comb += net.counts[l].ready.eq(1)          # hidden counts are not reported: drained
+        with m.If(net.x.valid & net.x.ready):
+            m.d.sync += x_valid.eq(0)
+
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                m.d.comb += [host.req.ready.eq(1), host.run.ready.eq(1)]
+                with m.If(host.run.valid):
+                    m.d.sync += [op.eq(host.run.payload.op), label.eq(host.run.payload.label), in_index.eq(0),
+                                 in_byte.eq(0), out_k.eq(0), pred.eq(0)]
+                    m.next = "SAMPLE"
+                with m.Elif(host.req.valid):
+                    m.d.sync += [resp.payload.data.eq(0), resp.payload.error.eq(DeviceError.NONE)]
+                    m.next = "RESPOND"
+                    with m.Switch(req.op):
+                        with m.Case(DeviceOp.READ_REG):
+                            with m.Switch(req.addr):
+                                for addr, value in ro.items():
+                                    with m.Case(addr):
+                                        m.d.sync += resp.payload.data.eq(value)
+                                with m.Case(A.STATUS):
+                                    m.d.sync += resp.payload.data.eq(net.busy)
+                                with m.Case(A.LR):
+                                    m.d.sync += resp.payload.data.eq(lr)
+                                with m.Case(A.SEED_LANE):
+                                    m.d.sync += resp.payload.data.eq(seed_lane)
+                                with m.Case(A.SEED):
+                                    m.d.sync += resp.payload.data.eq(seed)
+                                with m.Default():
+                                    m.d.sync += resp.payload.error.eq(DeviceError.ADDRESS)
+                        with m.Case(DeviceOp.WRITE_REG):
+                            with m.Switch(req.addr):
+                                with m.Case(A.LR):
+                                    with m.If((req.data >> fm.lr.bits).any()):
+                                        m.d.sync += resp.payload.error.eq(DeviceError.VALUE)
+                                    with m.Else():
+                                        m.d.sync += lr.eq(req.data)
+                                with m.Case(A.SEED_LANE):
+                                    with m.If(req.data >= net.seed_lanes):
+                                        m.d.sync += resp.payload.error.eq(DeviceError.VALUE)
+                                    with m.Else():
+                                        m.d.sync += seed_lane.eq(req.data)
+                                with m.Case(A.SEED):
+                                    with m.If(req.data == 0):         # a zero state is a fixed point of xorshift
+                                        m.d.sync += resp.payload.error.eq(DeviceError.VALUE)
+                                    with m.Else():
+                                        m.d.sync += seed.eq(req.data)
+                                        m.next = "SEED_LOAD"
+                                with m.Default():                     # read-only or absent
+                                    m.d.sync += resp.payload.error.eq(DeviceError.ADDRESS)
+                        with m.Case(DeviceOp.PROBE):
+                            m.d.sync += resp.payload.error.eq(Mux(space_ok & addr_ok, DeviceError.NONE,
+                                                                  DeviceError.ADDRESS))
+                        with m.Case(DeviceOp.READ_MEM, DeviceOp.WRITE_MEM):
+                            with m.If(space_ok & addr_ok):
+                                m.d.sync += [mem_layer.eq(req.space[:7]), mem_word.eq(eword), mem_lane.eq(elane),
+                                             mem_data.eq(req.data[:wbits])]
+                                m.d.sync += mem_is_write.eq(req.op == DeviceOp.WRITE_MEM)
+                                m.next = "MEM_ADDR"
+                            with m.Else():
+                                m.d.sync += resp.payload.error.eq(DeviceError.ADDRESS)
+                        with m.Case(DeviceOp.RESET):
+                            m.d.sync += [lr.eq(REGISTER_RESETS[A.LR]), seed_lane.eq(REGISTER_RESETS[A.SEED_LANE]),
+                                         seed.eq(REGISTER_RESETS[A.SEED]), clr_layer.eq(0), clr_word.eq(0)]
+                            m.next = "CLEAR"
+                        with m.Default():
+                            m.d.sync += resp.payload.error.eq(DeviceError.ADDRESS)
+            with m.State("SEED_LOAD"):
+                m.d.comb += net.seed_en.eq(1)
+                m.next = "RESPOND"
+            with m.State("MEM_ADDR"):                  # rd_layer/rd_addr held; the word arrives next cycle
+                m.next = "MEM_DATA"
+            with m.State("MEM_DATA"):
+                m.d.sync += resp.payload.data.eq(Array(lanes_of_word)[mem_lane][:wbits])
+                with m.If(mem_is_write):
+                    m.next = "MEM_WRITE"
+                with m.Else():
+                    m.next = "RESPOND"
+            with m.State("MEM_WRITE"):                 # read-modify-write of the engine word, one lane changed
+                m.d.comb += [net.w_en.eq(1), net.w_layer.eq(mem_layer), net.w_addr.eq(mem_word)]
+                for k in range(net.word_layout.length):
+                    m.d.comb += net.w_data[k].eq(Mux(mem_lane == k, mem_data, net.rd_data[k]))
+                m.d.sync += resp.payload.data.eq(0)
+                m.next = "RESPOND"
+            with m.State("CLEAR"):                     # every engine word of every layer ← 0
+                m.d.comb += [net.w_en.eq(1), net.w_layer.eq(clr_layer), net.w_addr.eq(clr_word), net.w_data.eq(0)]
+                m.d.sync += clr_word.eq(clr_word + 1)
+                with m.If(clr_word == last_word[clr_layer]):
+                    m.d.sync += [clr_word.eq(0), clr_layer.eq(clr_layer + 1)]
+                    with m.If(clr_layer == n_layers - 1):
+                        m.next = "RESPOND"
+            with m.State("RESPOND"):
+                m.d.comb += resp.valid.eq(1)
+                with m.If(resp.ready):
+                    m.next = "IDLE"
+
+            with m.State("SAMPLE"):                    # bytes → one rate per x transfer (clamped to 1.0)
+                m.d.comb += host.sample.ready.eq(~x_valid)
+                with m.If(host.sample.valid & ~x_valid):
+                    m.d.sync += [in_value.eq(assembled), in_byte.eq(in_byte + 1)]
+                    with m.If(in_byte == self._input_bytes - 1):
+                        m.d.sync += [in_byte.eq(0), in_index.eq(in_index + 1), x_valid.eq(1),
+                                     x_value.eq(Mux(assembled > one, one, assembled))]
+                        with m.If(in_index == n_in - 1):
+                            m.next = "OUTPUTS"
+            with m.State("OUTPUTS"):                   # y_k (clean pass) in order; the last one carries dl, g
+                with m.If(net.o.valid):
+                    y = net.o.payload.y
+                    m.d.sync += [ys[out_k].eq(y), out_k.eq(out_k + 1)]
+                    with m.If((out_k == 0) | (y > best)):
+                        m.d.sync += [best.eq(y), pred.eq(out_k)]
+                    with m.If(net.o.payload.last):
+                        m.d.sync += [dl.eq(net.o.payload.dl), g.eq(net.o.payload.g)]
+                        m.next = "UPDATE"
+            with m.State("UPDATE"):                    # every layer's last weight write done
+                with m.If(~net.busy):
+                    m.d.sync += byte_i.eq(0)
+                    m.next = "EMIT"
+            with m.State("EMIT"):
+                n_bytes = Mux(op == RunOp.TRAIN, self.train_bytes, self.infer_bytes)
+                last = byte_i == n_bytes - 1
+                value = Mux(op == RunOp.TRAIN, train_bytes.word_select(byte_i, 8),
+                            infer_bytes.word_select(byte_i, 8))
+                m.d.comb += [host.result.valid.eq(1), host.result.payload.data.eq(value),
+                             host.result.payload.last.eq(last)]
+                with m.If(host.result.ready):
+                    m.d.sync += byte_i.eq(byte_i + 1)
+                    with m.If(last):
+                        m.next = "IDLE"
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE") | net.busy)
+        return m
+
+
+class AcceleratorTop(wiring.Component):
+    """:class:`~.link.Link` + :class:`AcceleratorDevice` over ``Network.from_config(config, lanes=…,
+    update=config.rule.name)``: the whole accelerator on ``rx``/``tx`` byte streams.
+
+    Parameters: ``config`` (:class:`~loco_fpga.config.Config`; its rule must be one the gateware updates,
+    :data:`~.network.UPDATES`), keyword-only ``lanes`` (synapse lanes per layer engine; a power of two in every
+    layer), ``timeout`` (idle cycles that end a truncated frame), ``max_payload`` (default: room for a sample
+    and the longest reply, at least 256), ``event_depth``, ``memory`` (the layer engines' memory hook).
+    """
+
+    def __init__(self, config, *, lanes: int, timeout: int = 1024, max_payload: int | None = None,
+                 event_depth: int = 4, memory=default_memory):
+        rule = config.rule.name
+        if rule not in UPDATES or rule is None:
+            raise ValueError(f"rule.name = {rule!r}: the gateware updates {', '.join(u for u in UPDATES if u)} "
+                             "only (train another rule in the golden model)")
+        self._config = config
+        self._network = Network.from_config(config, lanes=lanes, memory=memory, update=rule)
+        fm = make_formats(config)
+        self._device = AcceleratorDevice(network=self._network, word_bytes=2 if fm.weight.bits <= 16 else 4)
+        d = self._device
+        if max_payload is None:
+            max_payload = max(256, d.sample_bytes + 2, d.infer_bytes + 1)
+        self._link = Link(max_payload=max_payload, timeout=timeout, word_bytes=d.word_bytes,
+                          sample_bytes=d.sample_bytes, infer_bytes=d.infer_bytes, train_bytes=d.train_bytes,
+                          n_classes=d.n_classes, event_depth=event_depth)
+        super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)), "busy": Out(1)})
+
+    config = property(lambda self: self._config)
+    network = property(lambda self: self._network)
+    device = property(lambda self: self._device)
+    link = property(lambda self: self._link)
+    info = property(lambda self: self._link.info)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.link = link = self._link
+        m.submodules.device = device = self._device
+        wiring.connect(m, link.device, device.host)
+        wiring.connect(m, wiring.flipped(self.rx), link.rx)
+        wiring.connect(m, link.tx, wiring.flipped(self.tx))
+        m.d.comb += self.busy.eq(link.busy | device.busy)
+        return m
