@@ -422,6 +422,12 @@ def experiment_all(quick, out_dir, jobs, quiet):
                f"({', '.join(f'{k} {v / 60:.1f}' for k, v in timing.items())})")
 
 
+# `loco-fpga build` lives in boards/build_cli.py (only click is imported until it runs)
+from .boards.build_cli import build as _build_command  # noqa: E402
+
+cli.add_command(_build_command)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .golden_model.datasets import DatasetError
 
