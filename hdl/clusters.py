@@ -1,3 +1,5 @@
+# amaranth: UnusedElaboratable=no
+# (the solver is built in __init__ to publish its cycle counts; a block that is only inspected never elaborates it)
 """LOCO cluster block of one layer — the gateware twin of ``FixedClusters`` (golden_model/fixed.py).
 
 Per sample it takes u (clean) and v (noisy) of the layer's input — ``dim`` = n + 1 rate-format values each,
@@ -98,6 +100,7 @@ class _Pass(enum.Enum, shape=3):
     GRAM = 2
     CV = 3
     UPDATE = 4
+    LOAD = 5        #: Σ_j c_bj² of a loaded prototype b (for its r_b)
 
 
 class ClusterBlock(wiring.Component):
@@ -114,10 +117,16 @@ class ClusterBlock(wiring.Component):
         o (Out stream of :attr:`output_layout` = {v: vperp, k_star: 0 … K−1, last: 1}): ``dim``
             transfers per sample, v⊥ in index order; every transfer carries the sample's k*, ``last`` marks
             the bias entry. ``o.valid`` never waits on ``o.ready``.
+        idle (Out 1): the block waits for a sample and has received nothing of it (``RECV``, no element in).
 
         peek (In {what: :class:`PeekKind`, index, col}), peek_data (Out signed): debug/trace reads of the
             prototypes, H, r_k and the count, :attr:`peek_latency` = 1 cycle, valid while ``i.ready`` is high
             (between samples; the reads share the memories' single read ports).
+        load_en, load (In {count: 1, index, col, value}): host load, taken only while ``idle``. ``count`` = 0:
+            c_index[col] ← value (proto format). ``count`` = 1: the number of active clusters ← value (0 … K),
+            then the block recomputes r_k of every active prototype and refreshes H from them (as a
+            ``FixedClusters`` whose ``protos``/``count`` were set, followed by ``refresh()``), samples since
+            refresh ← 0; ``idle`` is low until that is done (:meth:`load_cycles`).
 
     The prototypes (``prototypes[k]``, :class:`~amaranth.lib.memory.MemoryData`), the solver (``solver``,
     H in its ``matrix``) and the count/reciprocal registers (``state``) are attributes for simulation tests.
@@ -167,9 +176,14 @@ class ClusterBlock(wiring.Component):
         self._peek_layout = data.StructLayout({"what": PeekKind, "index": range(clusters),
                                                "col": range(max(dim, clusters))})
         self._peek_width = max(formats.proto.bits, formats.h.bits, 2 * pf + 2, clusters.bit_length() + 1)
+        self._load_layout = data.StructLayout({"count": 1, "index": range(clusters), "col": range(dim),
+                                               "value": signed(max(formats.proto.bits,
+                                                                   clusters.bit_length() + 1))})
         super().__init__({"i": In(stream.Signature(self._input_layout)),
                           "o": Out(stream.Signature(self._output_layout)),
-                          "peek": In(self._peek_layout), "peek_data": Out(signed(self._peek_width))})
+                          "idle": Out(1),
+                          "peek": In(self._peek_layout), "peek_data": Out(signed(self._peek_width)),
+                          "load_en": In(1), "load": In(self._load_layout)})
 
     @classmethod
     def from_config(cls, config, layer: int) -> "ClusterBlock":
@@ -193,6 +207,7 @@ class ClusterBlock(wiring.Component):
     input_layout = property(lambda self: self._input_layout)
     output_layout = property(lambda self: self._output_layout)
     peek_layout = property(lambda self: self._peek_layout)
+    load_layout = property(lambda self: self._load_layout)
 
     @property
     def peek_latency(self) -> int:
@@ -220,17 +235,11 @@ class ClusterBlock(wiring.Component):
         (command + the solver's cycles + 1 to see it idle)."""
         return n * (self.pass_cycles + n) + 1 + self.solver.invert_cycles(n) + 1
 
-    def sample_cycles(self, count: int, new: bool, refreshed: bool) -> int:
-        """Cycles from accepting a sample's first (u, v) to accepting the next sample's first, with ``i``
-        always valid and ``o`` always ready.
-
-        ``count``: active clusters *after* the selection; ``new``: the sample opened cluster count − 1;
-        ``refreshed``: the update's refresh ran (the N_ref-th sample since the last refresh). A new cluster
-        always refreshes once more inside the selection.
-        """
+    def output_cycles(self, count: int, new: bool) -> int:
+        """Cycles from a sample's last ``i`` transfer to its last ``o`` transfer (``o`` always ready);
+        ``count`` and ``new`` as in :meth:`sample_cycles`."""
         before = count - 1 if new else count
-        c = self._dim                                             # RECV (the first transfer included)
-        c += self.isqrt_cycles + self.divide_cycles               # NORM
+        c = self.isqrt_cycles + self.divide_cycles                # NORM
         c += self.pass_cycles                                     # UHAT
         c += before + 1                                           # SCORE (one per active cluster) + decide
         if new:
@@ -239,11 +248,28 @@ class ClusterBlock(wiring.Component):
         if count >= 2:
             c += self.pass_cycles + 1 + self.solver.downdate_cycles(count) + 1   # CV, DOWNDATE
             c += 2 * count * count + 1                                            # w = M cv
-        c += 2 * self._dim                                        # OUT_READ / OUT_SEND per entry
-        c += self.pass_cycles + self.isqrt_cycles + self.divide_cycles            # UPDATE, r_k*
-        if refreshed:
-            c += self.refresh_cycles(count)
-        return c
+        return c + 2 * self._dim                                  # OUT_READ / OUT_SEND per entry
+
+    def tail_cycles(self, count: int, refreshed: bool) -> int:
+        """Cycles from a sample's last ``o`` transfer to the last cycle before ``idle`` is high again (the
+        prototype update, r_k*, and the refresh when ``refreshed``): ``idle`` rises tail_cycles + 1 cycles after
+        the last ``o`` transfer."""
+        c = self.pass_cycles + self.isqrt_cycles + self.divide_cycles            # UPDATE, r_k*
+        return c + (self.refresh_cycles(count) if refreshed else 0)
+
+    def load_cycles(self, count: int) -> int:
+        """Cycles from the ``load`` of the count (``count`` ≥ 1) until ``idle`` is high again."""
+        return count * (self.pass_cycles + self.isqrt_cycles + self.divide_cycles) + self.refresh_cycles(count)
+
+    def sample_cycles(self, count: int, new: bool, refreshed: bool) -> int:
+        """Cycles from accepting a sample's first (u, v) to accepting the next sample's first, with ``i``
+        always valid and ``o`` always ready: ``dim`` + :meth:`output_cycles` + :meth:`tail_cycles`.
+
+        ``count``: active clusters *after* the selection; ``new``: the sample opened cluster count − 1;
+        ``refreshed``: the update's refresh ran (the N_ref-th sample since the last refresh). A new cluster
+        always refreshes once more inside the selection.
+        """
+        return self._dim + self.output_cycles(count, new) + self.tail_cycles(count, refreshed)
 
     def elaborate(self, platform):
         m = Module()
@@ -335,13 +361,19 @@ class ClusterBlock(wiring.Component):
                 with m.Case(_Pass.NEW):
                     for k in range(K):
                         m.d.comb += [c_wr[k].en.eq(count == k), c_wr[k].addr.eq(pj), c_wr[k].data.eq(uh_j)]
-                with m.Case(_Pass.GRAM, _Pass.CV):
+                with m.Case(_Pass.GRAM, _Pass.CV, _Pass.LOAD):
                     for k in range(K):
                         m.d.sync += accs[k].eq(accs[k] + products[k])
                 with m.Case(_Pass.UPDATE):
                     for k in range(K):
                         m.d.comb += [c_wr[k].en.eq(kstar == k), c_wr[k].addr.eq(pj), c_wr[k].data.eq(c_upd)]
                     m.d.sync += s_c.eq(s_c + c_upd * c_upd)
+
+        # host load of a prototype word (between samples)
+        with m.If(self.load_en & self.idle & ~self.load.count):
+            for k in range(K):
+                m.d.comb += [c_wr[k].en.eq(self.load.index == k), c_wr[k].addr.eq(self.load.col),
+                             c_wr[k].data.eq(self.load.value)]
 
         def start_pass(kind, *, clear_acc=True, clear_sc=False):
             stmts = [phase.eq(kind), j.eq(0)]
@@ -379,7 +411,12 @@ class ClusterBlock(wiring.Component):
 
         with m.FSM() as fsm:
             with m.State("RECV"):
-                with m.If(self.i.valid):
+                with m.If(self.load_en & self.idle & self.load.count):
+                    m.d.sync += [count.eq(self.load.value), since.eq(0), b.eq(0)]
+                    with m.If(self.load.value != 0):
+                        m.d.sync += start_pass(_Pass.LOAD)
+                        m.next = "PASS"
+                with m.Elif(self.i.valid):
                     p = self.i.payload
                     m.d.comb += [in_wr.en.eq(1), in_wr.addr.eq(in_j), in_wr.data.u.eq(p.u), in_wr.data.v.eq(p.v)]
                     m.d.sync += [s_u.eq(s_u + p.u * p.u), in_j.eq(in_j + 1)]
@@ -430,6 +467,9 @@ class ClusterBlock(wiring.Component):
                         m.next = "DOWNDATE"
                     with m.Case(_Pass.UPDATE):
                         m.next = "RK_SQRT"
+                    with m.Case(_Pass.LOAD):              # acc_b = Σ_j c_bj²: r_b of loaded prototype b
+                        m.d.sync += [s_c.eq(Array(accs)[b]), kstar.eq(b)]
+                        m.next = "RK_SQRT"
 
             # -- selection -----------------------------------------------------------------------------------
             with m.State("SCORE"):
@@ -464,7 +504,13 @@ class ClusterBlock(wiring.Component):
                 m.d.comb += div.o.ready.eq(1)
                 with m.If(div.o.valid):
                     m.d.sync += Array(recips)[kstar].eq(Mux(root == 0, 0, div.o.payload.quotient))
-                    with m.If(phase == _Pass.NEW):
+                    with m.If(phase == _Pass.LOAD):
+                        with m.If(b == count - 1):
+                            m.d.sync += [after_refresh.eq(1), b.eq(0)] + start_pass(_Pass.GRAM)
+                        with m.Else():
+                            m.d.sync += [b.eq(b + 1)] + start_pass(_Pass.LOAD)
+                        m.next = "PASS"
+                    with m.Elif(phase == _Pass.NEW):
                         m.d.sync += [count.eq(count + 1), after_refresh.eq(0), b.eq(0)] + start_pass(_Pass.GRAM)
                         m.next = "PASS"
                     with m.Elif(since + 1 >= self._refresh):
@@ -545,7 +591,8 @@ class ClusterBlock(wiring.Component):
 
         m.d.comb += [
             idle.eq(fsm.ongoing("RECV")),
-            self.i.ready.eq(fsm.ongoing("RECV")),
+            self.idle.eq(fsm.ongoing("RECV") & (in_j == 0)),
+            self.i.ready.eq(fsm.ongoing("RECV") & ~self.load_en),
             out_phase.eq(fsm.ongoing("OUT_SEND")),
             self.o.valid.eq(fsm.ongoing("OUT_SEND")),
             self.o.payload.v.eq(Mux(count < 2, vpass_j, vperp_j)),

@@ -29,25 +29,26 @@ current sample's tail. :meth:`Network.schedule` gives the exact cycle of every e
 
 import dataclasses
 
-from amaranth import Cat, Module, Mux, Signal, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from loco_fpga.golden_model.prng import ENCODER, LANE_STRIDE, NOISE, ROUNDING
 from loco_fpga.qformat import Formats
 
+from .clusters import ClusterBlock, PeekKind
 from .encoder import ENCODERS, EncoderBank
 from .fixed import shape
 from .layer import NEURONS, LayerEngine, default_memory
 from .loss import LossUnit
 from .prng import Xorshift32
-from .update import NpSource, UpdateEngine
+from .update import NpSource, PairSource, UpdateEngine
 
 __all__ = ["Network", "Schedule", "UPDATES"]
 
 _MAX_LAYERS = 64
 #: learning rules the network can run in hardware (``update``); ``None``: forward passes and loss only
-UPDATES = (None, "np")
+UPDATES = (None, "np", "loco")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +71,10 @@ class Schedule:
     period: int
     #: per sample (``update`` only): the cycle of the last weight write of every layer's update
     update_done: tuple = ()
+    #: per sample, per layer (``loco`` only): the cycle of the cluster block's last v⊥ transfer, and the last
+    #: cycle before it is idle again (prototype update and refresh done; the next sample starts after it)
+    vperp_done: tuple = ()
+    clusters_idle: tuple = ()
 
     @property
     def update_latency(self) -> int | None:
@@ -80,6 +85,18 @@ class Schedule:
     def first_latency(self) -> int:
         """Cycles from the first sample's first ``x`` transfer to its ``last`` transfer on ``o``."""
         return self.loss_done[0] - self.first_x[0]
+
+
+def _split(m, addr, base, stride, count, name):
+    """(index, offset) of ``addr`` − ``base`` = index·``stride`` + offset, 0 ≤ index < ``count`` (comparisons,
+    no divider; an address past the last block gives index ``count`` − 1)."""
+    index = Signal(range(count), name=f"{name}_index")
+    offset = Signal(len(addr), name=f"{name}_offset")
+    m.d.comb += [index.eq(0), offset.eq(addr - base)]
+    for k in range(1, count):
+        with m.If(addr >= base + k * stride):
+            m.d.comb += [index.eq(k), offset.eq(addr - (base + k * stride))]
+    return index, offset
 
 
 def _check_int(name, value, lo, hi):
@@ -120,7 +137,8 @@ class Network(wiring.Component):
     def __init__(self, *, arch, lanes: int, formats: Formats, encoder: str = "deterministic",
                  threshold: int = 1, neuron: str = "if", leak_shift: int = 0, memory=default_memory,
                  encoder_lanes: int | None = None, update: str | None = None, rounding: str = "stochastic",
-                 mask: bool = False):
+                 mask: bool = False, clusters: int = 8, refresh: int = 1, ridge: int = 0, norm_guard: int = 8,
+                 recip_extra: int = 16):
         if (not isinstance(arch, (tuple, list)) or not 2 <= len(arch) <= _MAX_LAYERS + 1
                 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in arch)):
             raise ValueError(f"arch = {arch!r}: expected a sequence of 2 … {_MAX_LAYERS + 1} positive integers")
@@ -147,6 +165,10 @@ class Network(wiring.Component):
                          for l in range(n_layers)]
         self._updaters = ([UpdateEngine(n_in=e.n_in, n_out=e.n_out, lanes=e.lanes, formats=formats, rounding=rounding)
                            for e in self._engines] if update else [])
+        # LOCO: one cluster block per layer (they validate K, N_ref, λ, the guard bits; errors quote the value)
+        self._cluster_blocks = ([ClusterBlock(formats=formats, dim=e.n_in + 1, clusters=clusters, refresh=refresh,
+                                              ridge=ridge, norm_guard=norm_guard, recip_extra=recip_extra)
+                                 for e in self._engines] if update == "loco" else [])
         if encoder_lanes is None:      # the smallest bank that never starves layer 0 (one step per its step)
             encoder_lanes = next(p for p in range(1, arch[0] + 1)
                                  if -(-arch[0] // p) + 1 <= self._engines[0].cycles_per_step or p == arch[0])
@@ -184,6 +206,18 @@ class Network(wiring.Component):
         if update:
             members.update(busy=Out(1), rd_layer=In(range(n_layers)), rd_addr=In(members["w_addr"].shape),
                            rd_data=Out(self._word_layout))
+        if self._cluster_blocks:
+            blocks = self._cluster_blocks
+            load_bits = max(b.load_layout["value"].shape.width for b in blocks)
+            peek_bits = max(b.peek_data.shape().width for b in blocks)
+            members.update(pw_en=In(1), pw_layer=In(range(n_layers)),
+                           pw_addr=In(range(max(b.clusters * b.dim + 1 for b in blocks))),
+                           pw_data=In(signed(load_bits)), pr_layer=In(range(n_layers)),
+                           pr_addr=In(range(max(self.proto_read_depth(l) for l in range(n_layers)))),
+                           pr_data=Out(signed(peek_bits)))
+            self._tap_layout = data.StructLayout({"valid": 1, "v": shape(formats.vperp),
+                                                  "k_star": range(clusters), "last": 1})
+            members["vperp_tap"] = Out(self._tap_layout).array(n_layers)
         super().__init__(members)
 
     @classmethod
@@ -191,10 +225,13 @@ class Network(wiring.Component):
                     update: str | None = None) -> "Network":
         """The datapath of ``config``'s network (widths, Q formats, T, encoder, neuron, θ, leak).
 
-        With ``update`` (on-chip training) the config's rule must be one the gateware implements: ``np``
-        with the output layer perturbed (``rule.output_update = "perturb"``)."""
+        With ``update`` (on-chip training) the config's rule must be the one named (``np`` or ``loco``) with the
+        output layer perturbed (``rule.output_update = "perturb"``); ``loco`` takes K, N_ref, λ (quantised to
+        the gram format), the norm guard and reciprocal bits from the config."""
         from loco_fpga.qformat import formats  # noqa: PLC0415
 
+        if update is not None and config.rule.name != update:
+            raise ValueError(f"rule.name = {config.rule.name!r}: the network was asked for update = {update!r}")
         if update is not None and config.rule.output_update != "perturb":
             raise ValueError(f"rule.output_update = {config.rule.output_update!r}: the update engines implement "
                              "'perturb' only (the delta readout is in the golden model, not yet in gateware)")
@@ -204,7 +241,9 @@ class Network(wiring.Component):
         return cls(arch=tuple(config.network.arch), lanes=lanes, formats=fm, encoder=spk.encoder,
                    threshold=fm.membrane.from_float(spk.threshold), neuron=spk.neuron,
                    leak_shift=spk.leak_shift if lif else 0, memory=memory, encoder_lanes=encoder_lanes,
-                   update=update, rounding=config.fixed.update_rounding, mask=config.rule.mask)
+                   update=update, rounding=config.fixed.update_rounding, mask=config.rule.mask,
+                   clusters=config.rule.clusters, refresh=config.rule.refresh, ridge=fm.gram.from_float(config.rule.ridge),
+                   norm_guard=config.fixed.norm_guard, recip_extra=config.fixed.recip_extra)
 
     arch = property(lambda self: self._arch)
     lanes = property(lambda self: self._lanes)
@@ -230,17 +269,46 @@ class Network(wiring.Component):
     mask = property(lambda self: self._mask)
     #: the update engines, layer order (empty without ``update``)
     updaters = property(lambda self: list(self._updaters))
+    #: the LOCO cluster blocks, layer order (empty unless ``update = "loco"``)
+    cluster_blocks = property(lambda self: list(self._cluster_blocks))
 
-    def schedule(self, samples: int = 8) -> Schedule:
+    def proto_write_depth(self, layer: int) -> int:
+        """Words of layer ``layer``'s prototype space on ``pw_*``: K·N prototype words, then the count."""
+        b = self._cluster_blocks[layer]
+        return b.clusters * b.dim + 1
+
+    def proto_read_depth(self, layer: int) -> int:
+        """Words of layer ``layer``'s prototype space on ``pr_*``: K·N prototype words, the count, K r_k, K² H."""
+        b = self._cluster_blocks[layer]
+        return b.clusters * b.dim + 1 + b.clusters + b.clusters * b.clusters
+
+    def steady_clusters(self, samples: int) -> tuple:
+        """``schedule``'s default ``clusters`` events: every layer's K clusters in use, no new one, the refresh on
+        every N_ref-th sample (samples since refresh = 0 before the first sample, e.g. after a prototype load)."""
+        return tuple(tuple((b.clusters, False, (n + 1) % b.refresh == 0) for b in self._cluster_blocks)
+                     for n in range(samples))
+
+    def schedule(self, samples: int = 8, clusters=None) -> Schedule:
         """The exact cycle schedule of ``samples`` back-to-back samples: a max-plus recurrence over the
         encoder bank's and the engines' FSMs (FILL → READ ⌈n_0/P⌉ → DONE/HOLD hand-off; engine INPUT accept →
-        n_out·C RUN → pipeline drain → EMIT [hidden] → INPUT; results; loss unit)."""
+        n_out·C RUN → pipeline drain → EMIT [hidden] → INPUT; results; loss unit).
+
+        ``loco``: the cluster blocks' cycles depend on their state, so ``clusters`` gives per sample, per layer
+        (count after the selection, new cluster, refreshed after the update) — the arguments of
+        :meth:`ClusterBlock.sample_cycles <loco_fpga.hdl.clusters.ClusterBlock.sample_cycles>`; default
+        :meth:`steady_clusters`. The next sample starts when every block is idle again."""
+        if self._cluster_blocks:
+            clusters = self.steady_clusters(samples) if clusters is None else tuple(clusters)
+            if len(clusters) < samples or any(len(ev) != self.n_layers for ev in clusters[:samples]):
+                raise ValueError(f"clusters = {clusters!r}: expected {samples} samples × {self.n_layers} layers "
+                                 "of (count, new, refreshed)")
+        vperp_done, clusters_idle = [], []
         engines, steps, bank = self._engines, self.steps, self._bank
         n0, words = self._arch[0], bank.words
         ninf = -(1 << 60)
         bank_free, o_accept, prev_start, prev_done = 0, ninf, ninf, ninf
         first_x, last_x, starts, accepts, counts_done, loss_done, update_done = [], [], [], [], [], [], []
-        for _ in range(samples):
+        for n in range(samples):
             x0 = max(bank_free, prev_start + 1)           # x.ready: bank filling and no sample pending
             f = x0 + n0 - 1
             start = max(f + 1, prev_done + 1)
@@ -269,6 +337,13 @@ class Network(wiring.Component):
                 # v⊥ complete: the last count (input counts of the bank, or layer l − 1's) + 1 (NpSource) + 1
                 # (the bias entry); g reaches every engine in the cycle after the loss unit's last transfer
                 vdone = [hand + bank.count_cycles + 2] + [c + 2 for c in counts]
+                if self._cluster_blocks:   # LOCO: v⊥ leaves the layer's cluster block, which then updates
+                    ev = clusters[n]
+                    vdone = [v + b.output_cycles(cnt, new) for v, b, (cnt, new, _) in zip(vdone, self._cluster_blocks, ev)]
+                    idle = [v + b.tail_cycles(cnt, ref) for v, b, (cnt, _, ref) in zip(vdone, self._cluster_blocks, ev)]
+                    vperp_done.append(tuple(vdone))
+                    clusters_idle.append(tuple(idle))
+                    done = max(done, max(idle))
                 writes = [max(v, loss + 1) + u.latency for v, u in zip(vdone, self._updaters)]
                 update_done.append(max(writes))
                 done = max(done, max(writes))
@@ -281,7 +356,7 @@ class Network(wiring.Component):
             loss_done.append(loss)
         period = starts[-1] - starts[-2] if samples > 1 else loss_done[0] + 1 - starts[0]
         return Schedule(tuple(first_x), tuple(last_x), tuple(starts), tuple(accepts), tuple(counts_done),
-                        tuple(loss_done), period, tuple(update_done))
+                        tuple(loss_done), period, tuple(update_done), tuple(vperp_done), tuple(clusters_idle))
 
     @property
     def cycles_per_sample(self) -> int:
@@ -308,8 +383,12 @@ class Network(wiring.Component):
         updaters = self._updaters
         for l, u in enumerate(updaters):
             m.submodules[f"update{l}"] = u
+        blocks = self._cluster_blocks
+        for l, b in enumerate(blocks):
+            m.submodules[f"clusters{l}"] = b
         updates_idle = Signal()
-        m.d.comb += updates_idle.eq(Cat(*(u.idle for u in updaters)).all() if updaters else 1)
+        m.d.comb += updates_idle.eq(Cat(*(u.idle for u in updaters), *(b.idle for b in blocks)).all()
+                                    if updaters else 1)
         m.d.comb += [self.x.ready.eq(bank.x.ready & ~pending), bank.x.valid.eq(self.x.valid & ~pending),
                      bank.x.payload.x.eq(self.x.payload.x), start.eq(pending & ~busy & updates_idle)]
         with m.If(self.x.valid & self.x.ready):
@@ -372,18 +451,34 @@ class Network(wiring.Component):
         # -- results ------------------------------------------------------------------------------------
         done = []
         sources = []
-        if updaters:          # NP: v⊥ of layer 0 = the input spike counts, of layer l = layer l − 1's noisy counts
+        if updaters and not blocks:  # NP: v⊥ of layer 0 = the input counts, of layer l = layer l − 1's noisy counts
             for l, u in enumerate(updaters):
                 m.submodules[f"vperp{l}"] = src = NpSource(formats=self._formats)
                 wiring.connect(m, src.o, u.vperp)
                 sources.append(src)
             wiring.connect(m, bank.counts, sources[0].i)
+        elif blocks:          # LOCO: (u, v) = (clean, noisy) input counts → cluster block → v⊥ → update engine
+            for l, (u, b) in enumerate(zip(updaters, blocks)):
+                m.submodules[f"pairs{l}"] = src = PairSource(formats=self._formats)
+                wiring.connect(m, src.o, b.i)
+                m.d.comb += [u.vperp.valid.eq(b.o.valid), u.vperp.payload.v.eq(b.o.payload.v),
+                             b.o.ready.eq(u.vperp.ready),
+                             self.vperp_tap[l].valid.eq(b.o.valid & b.o.ready), self.vperp_tap[l].v.eq(b.o.payload.v),
+                             self.vperp_tap[l].k_star.eq(b.o.payload.k_star), self.vperp_tap[l].last.eq(b.o.payload.last)]
+                sources.append(src)
+            bc, first_src = bank.counts, sources[0].i    # layer 0: u = v = the encoder's spike counts
+            m.d.comb += [first_src.valid.eq(bc.valid), first_src.payload.u.eq(bc.payload.count),
+                         first_src.payload.v.eq(bc.payload.count), first_src.payload.last.eq(bc.payload.last),
+                         bc.ready.eq(first_src.ready)]
         for l in range(n_layers - 1):
             r, c = engines[l].r, self.counts[l]
             if updaters:      # a lossless fork: a result leaves the engine when both sinks take it
                 src = sources[l + 1].i
-                m.d.comb += [c.payload.eq(r.payload), c.valid.eq(r.valid & src.ready),
-                             src.payload.count.eq(r.payload.count_noisy), src.payload.last.eq(r.payload.last),
+                if blocks:
+                    m.d.comb += [src.payload.u.eq(r.payload.count), src.payload.v.eq(r.payload.count_noisy)]
+                else:
+                    m.d.comb += src.payload.count.eq(r.payload.count_noisy)
+                m.d.comb += [c.payload.eq(r.payload), c.valid.eq(r.valid & src.ready), src.payload.last.eq(r.payload.last),
                              src.valid.eq(r.valid & c.ready), r.ready.eq(c.ready & src.ready)]
             else:
                 wiring.connect(m, r, wiring.flipped(c))
@@ -412,6 +507,33 @@ class Network(wiring.Component):
                 with m.If(u.g.valid & u.g.ready):
                     m.d.sync += g_pending[l].eq(0)
             m.d.comb += self.busy.eq(busy | pending | ~updates_idle)
+
+        # -- prototypes: host load (pw_*) and read-back (pr_*, one cycle), only while ~busy ----------------
+        if blocks:
+            pr_layer = Signal.like(self.pr_layer)
+            m.d.sync += pr_layer.eq(self.pr_layer)
+            m.d.comb += self.pr_data.eq(0)
+            for l, b in enumerate(blocks):
+                K, dim = b.clusters, b.dim
+                protos = K * dim
+                w_index, w_col = _split(m, self.pw_addr, 0, dim, K, f"pw{l}")
+                m.d.comb += [b.load_en.eq(self.pw_en & (self.pw_layer == l) & (self.pw_addr <= protos)),
+                             b.load.count.eq(self.pw_addr == protos), b.load.index.eq(w_index),
+                             b.load.col.eq(w_col), b.load.value.eq(self.pw_data)]
+                addr = self.pr_addr
+                p_index, p_col = _split(m, addr, 0, dim, K, f"pr{l}")
+                r_base, h_base = protos + 1, protos + 1 + K
+                h_index, h_col = _split(m, addr, h_base, K, K, f"ph{l}")
+                with m.If(addr < protos):
+                    m.d.comb += [b.peek.what.eq(PeekKind.PROTO), b.peek.index.eq(p_index), b.peek.col.eq(p_col)]
+                with m.Elif(addr == protos):
+                    m.d.comb += b.peek.what.eq(PeekKind.COUNT)
+                with m.Elif(addr < h_base):
+                    m.d.comb += [b.peek.what.eq(PeekKind.RECIP), b.peek.index.eq(addr - r_base)]
+                with m.Else():
+                    m.d.comb += [b.peek.what.eq(PeekKind.H), b.peek.index.eq(h_index), b.peek.col.eq(h_col)]
+                with m.If(pr_layer == l):
+                    m.d.comb += self.pr_data.eq(b.peek_data)
 
         # the sample is over when every result stream has delivered its last transfer
         seen = Signal(len(done))

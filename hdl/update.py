@@ -43,7 +43,7 @@ from loco_fpga.qformat import Formats
 from .fixed import saturate, shape, shift_round
 from .prng import xorshift32_next
 
-__all__ = ["UpdateEngine", "NpSource", "ROUNDINGS"]
+__all__ = ["UpdateEngine", "NpSource", "PairSource", "ROUNDINGS"]
 
 ROUNDINGS = ("half-up", "trunc", "stochastic")
 
@@ -317,4 +317,46 @@ class NpSource(wiring.Component):
                          bias_next.eq(0)]
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [valid.eq(1), value.eq(scaled(self.i.payload.count)), bias_next.eq(self.i.payload.last)]
+        return m
+
+
+class PairSource(wiring.Component):
+    """LOCO's cluster-block input: the pairs (u_j, v_j) of a layer's clean and noisy input spike counts (rate
+    format), with the bias pair (T, T) appended after the pair marked ``last``: N = n + 1 pairs per sample, the
+    bias one marked ``last`` (:class:`~.clusters.ClusterBlock`'s ``i``).
+
+    Ports: ``i`` (In stream {u, v: rate format, last: 1}), ``o`` (Out stream {u, v: rate format, last: 1}; a
+    register, valid never waits on ready). Like :class:`NpSource`: ``i`` is ready whenever the output register
+    is free or being taken, except in the one cycle the bias waits. :attr:`latency` = 1.
+    """
+
+    def __init__(self, *, formats: Formats):
+        if not isinstance(formats, Formats):
+            raise TypeError(f"formats = {formats!r}: expected a loco_fpga.qformat.Formats")
+        self._formats = formats
+        self._layout = data.StructLayout({"u": shape(formats.rate), "v": shape(formats.rate), "last": 1})
+        super().__init__({"i": In(stream.Signature(self._layout)), "o": Out(stream.Signature(self._layout))})
+
+    formats = property(lambda self: self._formats)
+    layout = property(lambda self: self._layout)
+
+    @property
+    def latency(self) -> int:
+        return 1
+
+    def elaborate(self, platform):
+        m = Module()
+        steps = 1 << self._formats.log2_steps
+        valid = Signal()
+        bias_next = Signal()
+        value = Signal(self._layout)
+        free = ~valid | self.o.ready
+        m.d.comb += [self.i.ready.eq(free & ~bias_next), self.o.valid.eq(valid), self.o.payload.eq(value)]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += valid.eq(0)
+        with m.If(bias_next & free):
+            m.d.sync += [valid.eq(1), value.u.eq(steps), value.v.eq(steps), value.last.eq(1), bias_next.eq(0)]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [valid.eq(1), value.u.eq(self.i.payload.u), value.v.eq(self.i.payload.v), value.last.eq(0),
+                         bias_next.eq(self.i.payload.last)]
         return m

@@ -255,3 +255,52 @@ def test_parameter_errors_quote_the_value():
         ClusterBlock(**{**kw, "formats": "q"})
     with pytest.raises(ValueError, match=r"layer = 2: must be an integer in \[0, 1\]"):
         ClusterBlock.from_config(make_config(n_in=4, clusters=2, refresh=1), 2)
+
+
+@pytest.mark.parametrize("count", [1, 3, 4])
+def test_load_sets_prototypes_recips_and_h(count):
+    """A host load (prototype words, then the count) leaves the block in the state of a ``FixedClusters``
+    whose prototypes and count were set, with r_k recomputed and ``refresh()`` run; ``idle`` rises after
+    ``load_cycles(count)`` cycles (training after a load: tests/test_hdl_update_loco.py)."""
+    from loco_fpga.sim.benches.update import load_prototypes
+
+    rng = random.Random(70 + count)
+    cfg = make_config(n_in=5, clusters=4, refresh=2, steps=8)
+    fm = formats(cfg)
+    dut = ClusterBlock.from_config(cfg, 0)
+    dim, K = dut.dim, dut.clusters
+    c = np.array([[rng.randrange(0, 1 << fm.proto.frac) // 3 for _ in range(dim)] for _ in range(K)])
+    cl = FixedClusters(dim, cfg, fm)
+    load_prototypes(type("Rule", (), {"clusters": [cl]})(), [(c, count)])
+    got = {}
+
+    async def bench(ctx):
+        for k in range(K):
+            for j in range(dim):
+                ctx.set(dut.load_en, 1)
+                ctx.set(dut.load, {"count": 0, "index": k, "col": j, "value": int(c[k, j])})
+                await ctx.tick()
+        ctx.set(dut.load, {"count": 1, "index": 0, "col": 0, "value": count})
+        await ctx.tick()
+        ctx.set(dut.load_en, 0)
+        cycles = 0
+        while True:
+            cycles += 1
+            await ctx.tick()
+            if ctx.get(dut.idle):
+                break
+        got["cycles"] = cycles
+        got["protos"] = np.array([[ctx.get(dut.prototypes[k][j]) for j in range(dim)] for k in range(K)])
+        got["recips"] = [ctx.get(r) for r in dut.state.recips]
+        got["count"] = ctx.get(dut.state.count)
+        got["h"] = [[ctx.get(dut.solver.matrix[r * 2 * K + count + q]) for q in range(count)] for r in range(count)]
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got["count"] == cl.count == count
+    assert (got["protos"] == cl.protos).all()
+    assert got["recips"] == cl.recips.tolist()
+    assert got["h"] == cl.h.tolist()
+    assert got["cycles"] == dut.load_cycles(count)

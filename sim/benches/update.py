@@ -27,16 +27,39 @@ from . import bench_params
 from .network import compare, decode_results, random_stimulus, reset_and_load, x_payloads
 from .streams import StreamSink, StreamSource
 
-__all__ = ["train_model", "read_weights", "compare_weights"]
+__all__ = ["train_model", "train_trace", "load_prototypes", "read_weights", "compare_weights"]
+
+
+def load_prototypes(rule: FixedRule, protos) -> None:
+    """What a prototype load through ``pw_*`` does, on the model: per layer (C: K × N integers, count) set
+    ``protos``/``count``, r_k = ``_recip_norm`` of every active prototype, then ``refresh()``."""
+    for cl, (c, count) in zip(rule.clusters, protos):
+        cl.protos[:] = np.asarray(c, dtype=np.int64)
+        cl.count = int(count)
+        for k in range(cl.count):
+            cl.recips[k] = cl._recip_norm(cl.protos[k])
+        if cl.count:
+            cl.refresh()
+        cl._since_refresh = 0
 
 
 def train_model(config, weights, samples):
     """Per step: (the forward results in :func:`.network.golden`'s structure, the weights after the step), from
-    ``FixedRule.step_q`` (NP) starting at ``weights``. Δy and ΔL_sum are recomputed from ``rule.last`` with
-    ``loss_unit``'s formula (step_q returns neither) and checked against the model's dl."""
+    ``FixedRule.step_q`` starting at ``weights`` (:func:`train_trace` without the cluster state)."""
+    return [(t["fwd"], t["weights"]) for t in train_trace(config, weights, samples)]
+
+
+def train_trace(config, weights, samples, protos=None):
+    """Per step a dict: ``fwd`` (the forward results in :func:`.network.golden`'s structure), ``weights`` after
+    the step, and for LOCO per layer ``clusters[l]`` = {k_star, v_perp, count, protos, recips, h (K × K,
+    zero-padded)} after the step, from ``FixedRule.step_q`` starting at ``weights`` (and, for LOCO, at the
+    prototypes ``protos`` loaded as :func:`load_prototypes` does). Δy and ΔL_sum are recomputed from
+    ``rule.last`` with ``loss_unit``'s formula (step_q returns neither) and checked against the model's dl."""
     net = FixedNetwork(config, np.random.default_rng(0))
     net.weights = [np.asarray(w, dtype=np.int64).copy() for w in weights]
     rule = FixedRule(net, config)
+    if protos is not None:
+        load_prototypes(rule, protos)
     fm, wf = net.fmts, config.fixed.weight_frac
     out = []
     for x_q, label, lr_q in samples:
@@ -51,7 +74,14 @@ def train_model(config, weights, samples):
             raise AssertionError(f"bench ΔL_sum {dl_sum} does not narrow to the model's dl {last['dl']}")
         fwd = {"counts": [(c.copy(), k.copy()) for c, k in zip(last["counts_clean"], last["counts_noisy"])],
                "y": y, "y_noisy": y_noisy, "dy": dy, "dl_sum": dl_sum, "dl": int(last["dl"]), "g": int(last["g"])}
-        out.append((fwd, [w.copy() for w in net.weights]))
+        step = {"fwd": fwd, "weights": [w.copy() for w in net.weights], "clusters": []}
+        for l, cl in enumerate(rule.clusters or []):
+            h = np.zeros((cl.capacity, cl.capacity), dtype=np.int64)
+            h[:cl.count, :cl.count] = cl.h
+            step["clusters"].append({"k_star": last["k_star"][l], "v_perp": last["v_perp"][l].copy(),
+                                     "count": cl.count, "protos": cl.protos.copy(), "recips": cl.recips.copy(),
+                                     "h": h, "since": cl._since_refresh})
+        out.append(step)
     return out
 
 

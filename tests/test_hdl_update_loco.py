@@ -1,0 +1,305 @@
+# amaranth: UnusedElaboratable=no
+"""LOCO training in hardware (``Network(update="loco")``) in the Amaranth simulator: after every training step
+(forward passes + loss + cluster blocks + update) the forward results, every layer's k* and v⊥ (the ``vperp_tap``
+ports), every weight (``rd_*``) and every layer's count, prototypes, r_k and H (``pr_*``) equal
+``FixedRule.step_q``'s; a prototype load through ``pw_*``; the cycle schedule with the cluster blocks; errors."""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from loco_fpga.config import preset
+from loco_fpga.hdl.network import Network
+from loco_fpga.qformat import formats
+from loco_fpga.sim.benches.network import compare, decode_results, load_in_amaranth_sim, random_stimulus
+from loco_fpga.sim.benches.update import compare_weights, train_trace
+
+
+def loco_config(*, arch, steps, encoder="deterministic", neuron="if", seed=0, rounding="stochastic", mask=False,
+                clusters=3, refresh=1, ridge=2.0 ** -6):
+    return preset("up5k").replace(network={"arch": arch}, train={"seed": seed},
+                                  spiking={"steps": steps, "encoder": encoder, "neuron": neuron, "leak_shift": 3,
+                                           "threshold": 0.5},
+                                  rule={"name": "loco", "sigma": 2.0 ** -3, "mask": mask, "clusters": clusters,
+                                        "refresh": refresh, "ridge": ridge},
+                                  fixed={"update_rounding": rounding})
+
+
+def run_training(net, config, weights, samples, *, idle, stall, rng, protos=None):
+    """Load weights, seeds (and prototypes), then one step at a time: rates in, outputs out (random
+    back-pressure), v⊥ taps collected, wait for ``busy`` to fall, read back every weight and the whole
+    prototype space. Returns per step {counts_raw, o_raw, taps, weights, clusters, start}."""
+    results = []
+    hidden = range(net.n_layers - 1)
+    watched = [net.o.valid, net.o.ready, net.o.payload, net.busy]
+    for l in hidden:
+        watched += [net.counts[l].valid, net.counts[l].ready, net.counts[l].payload]
+    taps = list(net.vperp_tap)
+
+    async def bench(ctx):
+        await load_in_amaranth_sim(ctx, net, config, weights)
+        if protos is not None:
+            await load_protos(ctx, net, protos)
+        for x, label, lr in samples:
+            counts_raw, o_raw, tapped = [[] for _ in hidden], [], [[] for _ in taps]
+            pending = [int(v) for v in x]
+            while True:
+                sending = bool(pending) and rng.random() >= idle
+                ctx.set(net.x.valid, int(sending))
+                if pending:
+                    ctx.set(net.x.payload, {"x": pending[0], "label": label, "lr": lr})
+                ctx.set(net.o.ready, int(rng.random() >= stall))
+                for l in hidden:
+                    ctx.set(net.counts[l].ready, int(rng.random() >= stall))
+                _, _, x_valid, x_ready, *vals = await ctx.tick().sample(net.x.valid, net.x.ready, *watched, *taps)
+                if x_valid and x_ready:
+                    pending.pop(0)
+                if vals[0] and vals[1]:
+                    o_raw.append(vals[2].as_bits())
+                for l in hidden:
+                    v, r, payload = vals[4 + 3 * l:7 + 3 * l]
+                    if v and r:
+                        counts_raw[l].append(payload.as_bits())
+                for l, tap in enumerate(vals[4 + 3 * len(hidden):]):
+                    if tap.valid:
+                        tapped[l].append((int(tap.v), int(tap.k_star), int(tap.last)))
+                if not pending and not vals[3] and len(o_raw) == net.arch[-1]:
+                    break
+            ctx.set(net.x.valid, 0)
+            results.append({"counts_raw": counts_raw, "o_raw": o_raw, "taps": tapped,
+                            "weights": await read_weights(ctx, net), "clusters": await read_protos(ctx, net)})
+
+    sim = Simulator(net)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return results
+
+
+async def read_weights(ctx, net):
+    image = []
+    for l, e in enumerate(net.engines):
+        rows = np.zeros((e.n_out, e.chunks * e.lanes), dtype=np.int64)
+        for addr in range(e.weight_depth):
+            ctx.set(net.rd_layer, l)
+            ctx.set(net.rd_addr, addr)
+            await ctx.tick()
+            word = ctx.get(net.rd_data)
+            i, c = divmod(addr, e.chunks)
+            rows[i, c * e.lanes:(c + 1) * e.lanes] = [int(word[k]) for k in range(e.lanes)]
+        image.append(rows[:, :e.n_in + 1])
+    return image
+
+
+async def read_protos(ctx, net):
+    """Every layer's read space through ``pr_*``: {protos (K × N), count, recips (K), h (K × K)}."""
+    out = []
+    for l, b in enumerate(net.cluster_blocks):
+        words = []
+        for addr in range(net.proto_read_depth(l)):
+            ctx.set(net.pr_layer, l)
+            ctx.set(net.pr_addr, addr)
+            await ctx.tick()
+            words.append(int(ctx.get(net.pr_data)))
+        K, dim = b.clusters, b.dim
+        count = words[K * dim]
+        h = np.array(words[K * dim + 1 + K:], dtype=np.int64).reshape(K, K)
+        mask = np.zeros((K, K), dtype=bool)
+        mask[:count, :count] = True
+        out.append({"protos": np.array(words[:K * dim], dtype=np.int64).reshape(K, dim), "count": count,
+                    "recips": np.array(words[K * dim + 1:K * dim + 1 + K], dtype=np.int64),
+                    "h": np.where(mask, h, 0)})
+    return out
+
+
+async def load_protos(ctx, net, protos):
+    """Every prototype word through ``pw_*``, then the count (which starts the r_k and H recompute), per layer;
+    then wait until ``busy`` is low."""
+    for l, (c, count) in enumerate(protos):
+        K, dim = c.shape
+        for k in range(K):
+            for j in range(dim):
+                ctx.set(net.pw_en, 1)
+                ctx.set(net.pw_layer, l)
+                ctx.set(net.pw_addr, k * dim + j)
+                ctx.set(net.pw_data, int(c[k, j]))
+                await ctx.tick()
+        ctx.set(net.pw_addr, K * dim)
+        ctx.set(net.pw_data, count)
+        await ctx.tick()
+        ctx.set(net.pw_en, 0)
+        await ctx.tick()
+        while ctx.get(net.busy):
+            await ctx.tick()
+
+
+def check_step(net, n, got, want):
+    """The first difference of step n, or None: forward results, k*/v⊥ per layer, weights, cluster state."""
+    res = decode_results(net, got["counts_raw"], got["o_raw"], 1)
+    _, errors = compare(res, [want["fwd"]], net.n_layers)
+    if errors:
+        return f"step {n}: {errors[0]}"
+    for l, (tap, cl) in enumerate(zip(got["taps"], want["clusters"])):
+        if len(tap) != len(cl["v_perp"]):
+            return f"step {n}, layer {l}: {len(tap)} v⊥ transfers, model {len(cl['v_perp'])}"
+        for j, ((v, k, last), vm) in enumerate(zip(tap, cl["v_perp"])):
+            if k != cl["k_star"]:
+                return f"k* differs at step {n}, layer {l}, index {j}: HDL {k}, model {cl['k_star']}"
+            if v != int(vm):
+                return f"v⊥ differs at step {n}, layer {l}, index {j}: HDL {v}, model {int(vm)}"
+            if last != int(j == len(tap) - 1):
+                return f"v⊥ last differs at step {n}, layer {l}, index {j}"
+    _, errors = compare_weights(got["weights"], want["weights"], n)
+    if errors:
+        return errors[0]
+    for l, (g, w) in enumerate(zip(got["clusters"], want["clusters"])):
+        if g["count"] != w["count"]:
+            return f"count differs after step {n}, layer {l}: HDL {g['count']}, model {w['count']}"
+        for name in ("protos", "recips", "h"):
+            diff = np.argwhere(g[name] != w[name])
+            if len(diff):
+                idx = tuple(int(i) for i in diff[0])
+                return (f"{name} differs after step {n}, layer {l}, index {idx}: HDL {int(g[name][idx])}, "
+                        f"model {int(w[name][idx])}")
+    return None
+
+
+def random_protos(config, rng: np.random.Generator, counts):
+    """Per layer (C: K × N prototype words in the proto format, count): random non-negative unit-ish rows."""
+    fm = formats(config)
+    out = []
+    for n_in, count in zip(config.network.arch[:-1], counts):
+        K = config.rule.clusters
+        c = rng.integers(0, 1 << fm.proto.frac, size=(K, n_in + 1)) // max(1, int(np.sqrt(n_in + 1)))
+        out.append((c.astype(np.int64), count))
+    return out
+
+
+CASES = [  # arch, lanes, T, encoder, neuron, rounding, mask, K, N_ref, idle/stall, preload
+    ((5, 6, 3), 2, 4, "bernoulli", "if", "stochastic", False, 3, 1, 0.3, False),
+    ((3, 2), 4, 8, "deterministic", "if", "half-up", False, 2, 2, 0.0, False),
+    ((4, 5, 4, 3), 1, 4, "deterministic", "lif", "stochastic", True, 4, 1, 0.2, True),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_loco_training_equals_the_model(case):
+    arch, lanes, steps, encoder, neuron, rounding, mask, K, n_ref, noise, preload = CASES[case]
+    config = loco_config(arch=arch, steps=steps, encoder=encoder, neuron=neuron, seed=500 + case,
+                         rounding=rounding, mask=mask, clusters=K, refresh=n_ref)
+    net = Network.from_config(config, lanes=lanes, update="loco")
+    weights, samples = random_stimulus(config, 7, np.random.default_rng(21 + case))
+    np_rng = np.random.default_rng(40 + case)
+    protos = random_protos(config, np_rng, [K - 1, K] + [K] * len(arch)) if preload else None
+    want = train_trace(config, weights, samples, protos)
+    got = run_training(net, config, weights, samples, idle=noise, stall=noise, rng=random.Random(case),
+                       protos=protos)
+    for n, (g, w) in enumerate(zip(got, want)):
+        problem = check_step(net, n, g, w)
+        assert problem is None, problem
+    assert any(w["clusters"][0]["count"] >= 2 for w in want)       # the projection ran
+
+
+def test_update_parameters_loco():
+    cfg = loco_config(arch=(4, 3, 2), steps=4)
+    with pytest.raises(ValueError, match=r"rule.name = 'loco': the network was asked for update = 'np'"):
+        Network.from_config(cfg, lanes=1, update="np")
+    with pytest.raises(ValueError, match=r"clusters = 0: must be an integer in \[1, 64\]"):
+        Network(arch=(4, 2), lanes=1, formats=formats(cfg), update="loco", clusters=0)
+    net = Network.from_config(cfg, lanes=2, update="loco")
+    assert [b.dim for b in net.cluster_blocks] == [5, 4]
+    assert net.proto_write_depth(0) == 3 * 5 + 1 and net.proto_read_depth(1) == 3 * 4 + 1 + 3 + 9
+    assert {"pw_en", "pw_layer", "pw_addr", "pw_data", "pr_layer", "pr_addr", "pr_data", "vperp_tap"} \
+        <= set(net.signature.members)
+
+
+def cluster_events(want, initial_counts):
+    """``Network.schedule``'s ``clusters`` argument from the model's trace: per step, per layer (count after the
+    selection, new cluster, refreshed after the update)."""
+    events, before = [], list(initial_counts)
+    for step in want:
+        ev = []
+        for l, cl in enumerate(step["clusters"]):
+            ev.append((cl["count"], cl["count"] > before[l], cl["since"] == 0))
+            before[l] = cl["count"]
+        events.append(tuple(ev))
+    return events
+
+
+@pytest.mark.parametrize("arch,lanes,steps,K,n_ref,preload", [((5, 6, 3), 2, 4, 3, 1, False),
+                                                               ((3, 2), 4, 8, 2, 3, False),
+                                                               ((4, 7, 3), 3, 2, 4, 2, True)])
+def test_schedule_with_the_cluster_blocks(arch, lanes, steps, K, n_ref, preload):
+    """Back-to-back LOCO training samples, outputs always ready: every first/last ``x`` transfer and every ``last``
+    transfer on ``o`` happens in the cycle ``schedule(clusters=…)`` gives (the cluster blocks' cycles from the
+    model's per-step cluster events), so their published output and tail cycles, which delay the update and the
+    next sample's start, are exact."""
+    config = loco_config(arch=arch, steps=steps, seed=9, clusters=K, refresh=n_ref)
+    net = Network.from_config(config, lanes=lanes, update="loco")
+    n = 7
+    weights, samples = random_stimulus(config, n, np.random.default_rng(3))
+    protos = random_protos(config, np.random.default_rng(4), [K] * (len(arch) - 1)) if preload else None
+    want = train_trace(config, weights, samples, protos)
+    events = cluster_events(want, [K if preload else 0] * (len(arch) - 1))
+    if preload:
+        assert events == list(net.steady_clusters(n))
+    x_cycles, o_last, tap_last = run_back_to_back(net, config, weights, samples, protos)
+    sched = net.schedule(n, events)
+    base, n0 = x_cycles[0], arch[0]
+    assert [c - base for c in x_cycles[::n0]] == list(sched.first_x)
+    assert [c - base for c in x_cycles[n0 - 1::n0]] == list(sched.last_x)
+    assert [c - base for c in o_last] == list(sched.loss_done)
+    assert [tuple(c - base for c in t) for t in tap_last] == list(sched.vperp_done)
+    assert any(ev[0] == K and not ev[1] and ev[2] for step in events for ev in step)
+
+
+def run_back_to_back(net, config, weights, samples, protos):
+    """Load (weights, seeds, prototypes), then every sample's rates with ``x`` always valid and ``o``/``counts``
+    always ready; returns (cycles of every ``x`` transfer, cycles of every ``last`` transfer on ``o``)."""
+    x_cycles, o_last, tap_last = [], [], []
+    cycle = 0
+
+    async def drive(ctx):
+        await load_in_amaranth_sim(ctx, net, config, weights)
+        if protos is not None:
+            await load_protos(ctx, net, protos)
+        for l in range(net.n_layers - 1):
+            ctx.set(net.counts[l].ready, 1)
+        ctx.set(net.o.ready, 1)
+        for x, label, lr in samples:
+            for v in x:
+                ctx.set(net.x.valid, 1)
+                ctx.set(net.x.payload, {"x": int(v), "label": label, "lr": lr})
+                await ctx.tick().until(net.x.ready)
+                x_cycles.append(cycle)
+        ctx.set(net.x.valid, 0)
+        while len(o_last) < len(samples) or len(tap_last) < len(samples):
+            await ctx.tick()
+
+    async def clock(ctx):
+        nonlocal cycle
+        async for _ in ctx.tick():
+            cycle += 1
+
+    async def watch(ctx):
+        seen = []
+        async for _, _, valid, ready, last, *taps in ctx.tick().sample(net.o.valid, net.o.ready, net.o.payload.last,
+                                                                       *net.vperp_tap):
+            if valid and ready and last:
+                o_last.append(cycle)
+            for l, tap in enumerate(taps):
+                if tap.valid and tap.last:
+                    seen.append((l, cycle))
+                    if len(seen) == net.n_layers:
+                        tap_last.append(tuple(c for _, c in sorted(seen)))
+                        seen = []
+
+    sim = Simulator(net)
+    sim.add_clock(1e-6)
+    sim.add_testbench(drive)
+    sim.add_process(clock)
+    sim.add_testbench(watch, background=True)
+    sim.run()
+    return x_cycles, o_last, tap_last
