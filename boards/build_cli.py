@@ -31,13 +31,16 @@ class _BuildFailed(click.ClickException):
 @click.option("--freq", "freq_mhz", type=float, default=None,
               help="system clock in MHz (default: the board's, docs/boards.md); the PLL's nearest setting is used.")
 @click.option("--baud", type=int, default=115200, show_default=True, help="UART rate.")
-@click.option("--lanes", type=int, default=1, show_default=True, help="synapse lanes per layer engine.")
+@click.option("--design", type=click.Choice(["accelerator", "echo", "link-test"]), default="accelerator",
+              show_default=True, help="what goes behind the UART: the accelerator of the config; echo (every byte sent "
+                                      "back: a UART bring-up test); link-test (the protocol with its test device).")
+@click.option("--lanes", type=int, default=None, help="synapse lanes per layer engine (default: the board's).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="build folder (default: build/<board>).")
 @click.option("--seed", type=int, default=1, show_default=True, help="nextpnr placement seed.")
 @click.option("--json", "as_json", is_flag=True, help="print report.json on stdout instead of the summary.")
 @click.option("-q", "--quiet", is_flag=True, help="no progress lines.")
-def build(board, config_path, freq_mhz, baud, lanes, out_dir, seed, as_json, quiet):
+def build(board, config_path, freq_mhz, baud, design, lanes, out_dir, seed, as_json, quiet):
     """Build a bitstream of the accelerator for BOARD and check that it meets its clock.
 
     Writes <out>/top.bin (iCE40) or top.bit (ECP5), report.json (resources used/available, routed Fmax, clock,
@@ -53,7 +56,7 @@ def build(board, config_path, freq_mhz, baud, lanes, out_dir, seed, as_json, qui
 
     from .build import build_board  # noqa: PLC0415
     from .synth import SynthesisError, TimingError  # noqa: PLC0415
-    from .tops import BOARDS, board_inner  # noqa: PLC0415
+    from .tops import BOARDS, Echo, board_inner  # noqa: PLC0415
 
     config = load_config(config_path) if config_path else None
     out_dir = out_dir or f"build/{board}"
@@ -64,7 +67,13 @@ def build(board, config_path, freq_mhz, baud, lanes, out_dir, seed, as_json, qui
             click.echo(f"[{time.monotonic() - start:5.0f} s] {text}", err=True)
 
     try:
-        inner, config = board_inner(BOARDS[board], config, lanes=lanes)
+        if design == "accelerator":
+            inner, config = board_inner(BOARDS[board], config, lanes=lanes)
+        elif design == "echo":
+            inner = Echo()
+        else:
+            from loco_fpga.hdl.link import LinkTestTop  # noqa: PLC0415
+            inner = LinkTestTop()
         result = build_board(board, out_dir=out_dir, config=config, freq_mhz=freq_mhz, baud=baud, seed=seed,
                              inner=inner, progress=progress)
     except TimingError as err:

@@ -4,26 +4,13 @@ board-independent core (UART + inner top + LEDs) in the Amaranth simulator, each
 the files ``platform.build`` writes, and parameter errors. The builds themselves: tests/test_build.py."""
 
 import pytest
-from amaranth import Module
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from loco_fpga.boards import protocol as proto
 from loco_fpga.boards import tops
+from loco_fpga.boards.tops import Echo
 from loco_fpga.config import preset
 from loco_fpga.hdl.link import LinkTestTop
-
-class Echo(wiring.Component):
-    """The smallest inner design: every received byte is sent back."""
-    rx: In(stream.Signature(8))
-    tx: Out(stream.Signature(8))
-
-    def elaborate(self, platform):
-        m = Module()
-        wiring.connect(m, wiring.flipped(self.rx), wiring.flipped(self.tx))
-        return m
-
 
 # -- PLL settings: every result must satisfy the vendor's formula and ranges (written out here, TN1251/TN1263)
 

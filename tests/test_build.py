@@ -1,0 +1,136 @@
+"""``loco-fpga build`` (boards/build.py): full board builds — Yosys, nextpnr, the packer — checked through
+report.json (SPEC §6 tier 4).
+
+The default run builds the accelerator of a small network (6-5-3, T = 4, NP) for the iCEBreaker (iCE40) through
+the command line, and the echo design on the ULX3S-85F (ECP5); the full-size default builds of all three boards
+are under ``-m slow``. Tool-dependent tests skip with a reason when the YoWASP (or system) tools are missing.
+"""
+
+import json
+import math
+
+import pytest
+
+from loco_fpga.boards import build as board_build
+from loco_fpga.boards import synth, tops
+from loco_fpga.cli import main
+from loco_fpga.config import preset, save_config
+
+from loco_fpga.boards.tops import Echo
+
+
+def _require(board):
+    reason = board_build.board_tools_available(board)
+    if reason:
+        pytest.skip(reason=reason)
+
+
+def small_config():
+    """A small NP network (6-5-3, T = 4): the accelerator top with every block, a few hundred LCs of network."""
+    return preset("up5k").replace(network={"arch": (6, 5, 3)}, spiking={"steps": 4}, rule={"name": "np"})
+
+
+def check_report(report: dict, board: str, freq_mhz: float, out_dir):
+    """report.json: every key, the right types, and numbers that agree with each other and with the files."""
+    b = tops.BOARDS[board]
+    assert set(board_build.REPORT_KEYS) <= set(report)
+    assert (report["board"], report["part"], report["family"]) == (board, b.part, b.family)
+    clock = report["clock"]
+    assert clock["requested_mhz"] == freq_mhz and abs(clock["mhz"] - freq_mhz) <= 0.01 * freq_mhz
+    assert isinstance(report["fmax_mhz"], float) and report["fmax_mhz"] > 0
+    achieved = [c["achieved_mhz"] for c in clock["constraints"].values()]
+    assert achieved and report["fmax_mhz"] == min(achieved)
+    raw = {"fmax": {net: {"achieved": c["achieved_mhz"], "constraint": c["constraint_mhz"]}
+                    for net, c in clock["constraints"].items()}}
+    assert report["met"] is board_build.timing_verdict(raw, clock["mhz"])[1]
+    kinds = {"lut", "ff", "bram", "dsp"} | ({"lc", "spram"} if b.family == "ice40" else set())
+    assert kinds <= set(report["resources"])
+    for kind, r in report["resources"].items():
+        assert isinstance(r["used"], int) and isinstance(r["available"], int), kind
+        assert 0 <= r["used"] <= r["available"], kind
+    if b.family == "ice40":
+        lc = report["resources"]["lc"]
+        assert (lc["available"], report["resources"]["bram"]["available"],
+                report["resources"]["spram"]["available"], report["resources"]["dsp"]["available"]) \
+            == (5280, 30, 4, 8)                                        # the UP5K's datasheet numbers
+        # a logic cell holds one LUT4 and one FF: LCs used ≥ both counts
+        assert lc["used"] >= max(report["resources"]["lut"]["used"], report["resources"]["ff"]["used"])
+        assert report["resources"]["lut"]["used"] == report["cells"]["SB_LUT4"]
+    else:
+        assert (report["resources"]["lut"]["available"], report["resources"]["bram"]["available"],
+                report["resources"]["dsp"]["available"]) == (83640, 208, 156)   # LFE5U-85F
+    assert report["seed"] == 1 and report["baud"] == 115200
+    assert all(isinstance(v, str) and v for v in report["tools"].values()) and "YOSYS" in report["tools"]
+    bit = out_dir / b.bitstream
+    assert report["bitstream"]["bytes"] == bit.stat().st_size > 0
+    assert json.loads((out_dir / "report.json").read_text()) == json.loads(json.dumps(report))
+
+
+# -- no tools needed ------------------------------------------------------------------------------------------
+
+def test_timing_verdict_compares_every_clock_with_its_constraint():
+    report = {"fmax": {"clk": {"achieved": 30.0, "constraint": 24.0004}}}
+    constraints, met = board_build.timing_verdict(report, 24.0)
+    assert met and constraints == {"clk": {"constraint_mhz": 24.0004, "achieved_mhz": 30.0}}
+    assert board_build.timing_verdict({"fmax": {"clk": {"achieved": 24.0, "constraint": 24.0004}}}, 24.0)[1]
+    assert not board_build.timing_verdict({"fmax": {"clk": {"achieved": 23.9, "constraint": 24.0}}}, 24.0)[1]
+    two = {"fmax": {"a": {"achieved": 70.0, "constraint": 60.0}, "b": {"achieved": 50.0, "constraint": 48.0}}}
+    assert board_build.timing_verdict(two, 48.0)[1] and not board_build.timing_verdict(two, 60.0)[1]
+    with pytest.raises(synth.SynthesisError, match="no 'fmax'"):
+        board_build.timing_verdict({}, 24.0)
+
+
+def test_build_parameter_errors_quote_the_value(tmp_path):
+    with pytest.raises(ValueError, match=r"board = 'de10'"):
+        board_build.build_board("de10", out_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"seed = -1"):
+        board_build.build_board("icebreaker", out_dir=tmp_path, seed=-1, inner=Echo())
+    assert main(["build", "--board", "ulx3s-85f", "--freq", "24", "--out", str(tmp_path), "-q"]) == 2
+
+
+# -- full builds ----------------------------------------------------------------------------------------------
+
+def test_icebreaker_build_through_the_cli(tmp_path, capsys):
+    """The whole flow of a user: ``loco-fpga build``, a bitstream and report.json (the echo design: the UART
+    bring-up build; the accelerator builds are under -m slow)."""
+    _require("icebreaker")
+    out = tmp_path / "ice"
+    code = main(["build", "--board", "icebreaker", "--design", "echo", "--out", str(out), "-q"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    report = json.loads((out / "report.json").read_text())
+    print(text)
+    check_report(report, "icebreaker", 24.0, out)
+    assert report["met"] and report["fmax_mhz"] >= 24.0 and report["inner"].endswith("Echo")
+    assert report["clock"]["pll"]["DIVF"] == 63                 # 12 MHz · 64 / 2^5 = 24 MHz
+    assert "timing met" in text and (out / "summary.txt").read_text().strip() in text
+
+
+def test_ulx3s_build_of_the_echo_design_meets_60_mhz(tmp_path):
+    _require("ulx3s-85f")
+    out = tmp_path / "ulx3s"
+    report = board_build.build_board("ulx3s-85f", out_dir=out, inner=Echo(), config=small_config())
+    check_report(report, "ulx3s-85f", 60.0, out)
+    assert report["met"] and report["clock"]["pll"]["CLKFB_DIV"] * 25 / report["clock"]["pll"]["CLKI_DIV"] == 60
+
+
+# -- full-size default builds (many minutes each on the shared 2-core machine) --------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board", list(tops.BOARDS))
+def test_default_board_build_meets_timing(board, tmp_path):
+    _require(board)
+    report = board_build.build_board(board, out_dir=tmp_path)
+    check_report(report, board, tops.BOARDS[board].default_mhz, tmp_path)
+    assert report["met"]
+    print(report.summary())
+
+
+@pytest.mark.slow
+def test_timing_failure_is_a_nonzero_exit_with_a_clear_message(tmp_path, capsys):
+    _require("icebreaker")
+    code = main(["build", "--board", "icebreaker", "--freq", "200", "--out", str(tmp_path), "-q"])
+    err = capsys.readouterr().err
+    assert code == 1 and "timing not met on icebreaker: routed Fmax" in err
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["met"] is False and math.isfinite(report["fmax_mhz"]) and report["fmax_mhz"] < 200
