@@ -169,8 +169,13 @@ class BoardCore(wiring.Component):
     def __init__(self, *, inner: wiring.Component, clk_hz: int, baud: int):
         members = getattr(getattr(inner, "signature", None), "members", None)
         if (not isinstance(inner, wiring.Component) or "rx" not in members or "tx" not in members):
+            self._MustUse__silence = True
             raise TypeError(f"inner = {inner!r}: expected a wiring.Component with rx and tx byte streams")
-        self._uart = UART(clk_freq=clk_hz, baud=baud)       # validates clk_hz and baud
+        try:
+            self._uart = UART(clk_freq=clk_hz, baud=baud)       # validates clk_hz and baud
+        except ValueError:
+            self._MustUse__silence = True
+            raise
         self._inner, self._clk_hz, self._baud = inner, clk_hz, baud
         super().__init__({
             "rx_pin": In(1, init=1),
@@ -373,6 +378,14 @@ class BoardTop(wiring.Component):
     """
 
     def __init__(self, *, board, inner: wiring.Component, freq_mhz: float | None = None, baud: int = 115200):
+        try:
+            self._validate(board, inner, freq_mhz, baud)
+        except (TypeError, ValueError):
+            self._MustUse__silence = True         # a top that failed to construct is not an unused elaboratable
+            raise
+        super().__init__({})
+
+    def _validate(self, board, inner, freq_mhz, baud):
         self._board = _check_board(board)
         if freq_mhz is None:
             freq_mhz = self._board.default_mhz
@@ -392,7 +405,6 @@ class BoardTop(wiring.Component):
                                  f"{f_in / 1e6:g} MHz clock (within 1 %)") from None
             self._clk_hz = self._pll.f_out_hz
         self._core = BoardCore(inner=inner, clk_hz=round(self._clk_hz), baud=baud)
-        super().__init__({})
 
     board = property(lambda self: self._board)
     pll = property(lambda self: self._pll)

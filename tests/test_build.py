@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """``loco-fpga build`` (boards/build.py): full board builds — Yosys, nextpnr, the packer — checked through
 report.json (SPEC §6 tier 4).
 
