@@ -228,6 +228,18 @@ class BoardCore(wiring.Component):
 
 # -- the boards -----------------------------------------------------------------------------------------------
 
+#: the rule the boards train on chip by default: NP. LOCO is in the gateware (``Network(update="loco")``) but its
+#: per-layer cluster blocks do not fit the UP5K and one of them routed at 19.5 MHz on the ECP5-85F
+#: (docs/hdl_learning.md), far below the 60 MHz the ECP5 boards run at; ``--config`` with ``rule.name = "loco"``
+#: builds it (at a ``--freq`` it meets).
+BOARD_RULE = "np"
+#: the network the ECP5 boards build by default. The deep ``ecp5`` preset (10 hidden layers, delta readout) is not
+#: buildable yet: the update engines implement the perturbed output layer only (``Network.from_config(update=)``
+#: rejects the delta readout) and its 11 layer engines took more than an hour to place and route; the ECP5
+#: boards build the ``up5k`` network until then (docs/boards.md).
+ECP5_BOARD_PRESET = "up5k"
+
+
 @dataclasses.dataclass(frozen=True)
 class Board:
     """A supported board: its amaranth-boards platform, part, clock and defaults.
@@ -250,6 +262,7 @@ class Board:
     programmer: str
     bitstream: str
     default_lanes: int = 1
+    default_rule: str = BOARD_RULE
 
     def platform(self):
         """A fresh amaranth-boards platform (with the OrangeCrab's header UART added)."""
@@ -280,11 +293,6 @@ def _orangecrab_85f():
     return platform
 
 
-#: the network the ECP5 boards build by default. The deep ``ecp5`` preset (10 hidden layers, delta readout) is not
-#: buildable yet: the update engines implement the perturbed output layer only (``Network.from_config(update=)``
-#: rejects the delta readout) and its 11 layer engines took more than an hour to place and route; the ECP5
-#: boards build the ``up5k`` network until then (docs/boards.md).
-ECP5_BOARD_PRESET = "up5k"
 
 BOARDS: dict[str, Board] = {
     "icebreaker": Board(
@@ -324,7 +332,8 @@ def _check_board(board):
 def board_inner(board, config=None, *, lanes: int | None = None):
     """(inner design, the config it was built from) for a board build.
 
-    ``config``: default the board's preset (:attr:`Board.default_preset`); ``lanes``: default
+    ``config``: default the board's preset (:attr:`Board.default_preset`) with its rule (:attr:`Board.default_rule`,
+    :data:`BOARD_RULE`); ``lanes``: default
     :attr:`Board.default_lanes`. The inner design is the accelerator
     top's ``board_top(config, lanes=…)`` (``loco_fpga.hdl.top``; it trains the config's rule when the gateware
     implements it, else ``np``; the returned config is the one it actually built), or, in a checkout without
@@ -334,7 +343,7 @@ def board_inner(board, config=None, *, lanes: int | None = None):
     lanes = board.default_lanes if lanes is None else lanes
     if config is None:
         from loco_fpga.config import preset       # noqa: PLC0415
-        config = preset(board.default_preset)
+        config = preset(board.default_preset).replace(rule={"name": board.default_rule})
     try:
         from loco_fpga.hdl import top as accelerator      # noqa: PLC0415
     except ImportError:
