@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """boards/dsp.py: the registered multiplier — its behavioural model in the Amaranth simulator, and its SB_MAC16
 instance (what an iCE40 build uses) in Icarus against Yosys' own ``SB_MAC16`` simulation model."""
 
@@ -14,7 +15,8 @@ from amaranth.sim import Simulator
 from loco_fpga.boards.dsp import Multiplier, use_sb_mac16
 
 SHAPES = [(signed(16), signed(16)), (unsigned(16), signed(16)), (unsigned(16), unsigned(16)),
-          (signed(9), unsigned(5)), (signed(1), signed(16))]
+          (signed(9), unsigned(5)), (signed(24), signed(16)), (signed(32), unsigned(16)), (unsigned(20), signed(7)),
+          (signed(1), signed(16))]
 
 
 def _operands(shape, rng, n):
@@ -29,23 +31,26 @@ def test_behavioural_product_after_one_cycle(a_shape, b_shape):
     pairs = list(zip(_operands(a_shape, rng, 60), reversed(_operands(b_shape, rng, 60))))
     got = []
 
-    async def bench(ctx):
-        for a, b in pairs:
+    async def bench(ctx):                       # a new pair every cycle: p must follow exactly `latency` later
+        for a, b in pairs + [(0, 0)] * mul.latency:
             ctx.set(mul.a, a)
             ctx.set(mul.b, b)
-            await ctx.tick().repeat(mul.latency)
+            await ctx.tick()
             got.append(ctx.get(mul.p))
 
     sim = Simulator(mul)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    assert got == [a * b for a, b in pairs]
+    assert got[mul.latency - 1:mul.latency - 1 + len(pairs)] == [a * b for a, b in pairs]
 
 
 def test_parameter_errors_quote_the_value():
-    with pytest.raises(ValueError, match=r"a_shape = signed\(17\)"):
-        Multiplier(a_shape=signed(17), b_shape=8)
+    with pytest.raises(ValueError, match=r"a_shape = signed\(33\)"):
+        Multiplier(a_shape=signed(33), b_shape=8)
+    with pytest.raises(ValueError, match=r"b_shape = signed\(17\)"):
+        Multiplier(a_shape=8, b_shape=signed(17))
+    assert [Multiplier(a_shape=w, b_shape=8).latency for w in (16, 17, 32)] == [1, 2, 2]
     with pytest.raises(TypeError, match=r"b_shape = 'x'"):
         Multiplier(a_shape=8, b_shape="x")
     assert not use_sb_mac16(None)
@@ -60,7 +65,7 @@ def _cells_sim() -> Path | None:
     return path if path.exists() else None
 
 
-@pytest.mark.parametrize("a_shape, b_shape", SHAPES[:4])
+@pytest.mark.parametrize("a_shape, b_shape", SHAPES[:7])
 def test_sb_mac16_instance_matches_the_products_in_icarus(a_shape, b_shape, tmp_path):
     """Elaborated for the iCEBreaker the block is an SB_MAC16; Yosys' simulation model of that cell, run by
     Icarus, must give every product one cycle later."""
@@ -82,6 +87,7 @@ def test_sb_mac16_instance_matches_the_products_in_icarus(a_shape, b_shape, tmp_
     (tmp_path / "mul.v").write_text(text)
     (tmp_path / "tb.v").write_text(f"""
 module tb;
+  localparam LATENCY = {mul.latency};
   reg clk = 0, rst = 0;
   reg [{aw - 1}:0] a; reg [{bw - 1}:0] b; wire [{pw - 1}:0] p;
   integer f, n, i;
@@ -90,9 +96,11 @@ module tb;
     f = $fopen("vec.txt", "r");
     for (i = 0; i < {len(pairs)}; i = i + 1) begin
       n = $fscanf(f, "%h %h\\n", a, b);
+      #1 $display("%0h", p);
       #1 clk = 1; #1 clk = 0;
-      $display("%0h", p);
     end
+    a = 0; b = 0;
+    for (i = 0; i < LATENCY; i = i + 1) begin #1 $display("%0h", p); #1 clk = 1; #1 clk = 0; end
     $finish;
   end
 endmodule
@@ -100,6 +108,9 @@ endmodule
     subprocess.run([iverilog, "-g2012", "-o", "sim", "-DNO_ICE40_DEFAULT_ASSIGNMENTS", "tb.v", "mul.v", str(cells)],
                    cwd=tmp_path, check=True, capture_output=True)
     out = subprocess.run(["vvp", "-n", "sim"], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
-    got = [int(line, 16) for line in out.split() if line and all(c in "0123456789abcdef" for c in line)]
+    # one line per cycle; a register not yet written shows as x (None here)
+    got = [int(line, 16) if all(c in "0123456789abcdef" for c in line) else None for line in out.split()]
+    assert len(got) == len(pairs) + mul.latency
     mask = (1 << pw) - 1
-    assert got == [(a * b) & mask for a, b in pairs]
+    lat = mul.latency               # a new pair every cycle, p shown before each edge: pair t − latency
+    assert got[lat:lat + len(pairs)] == [(a * b) & mask for a, b in pairs]
