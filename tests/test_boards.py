@@ -176,7 +176,7 @@ def test_ecp5_board_pins_and_pll(board, pins):
     assert f'LOCATE COMP "uart_0__rx__io" SITE "{rx}"' in lpf
     assert f'LOCATE COMP "uart_0__tx__io" SITE "{tx}"' in lpf
     assert f'SITE "{clk}"' in lpf and f'SITE "{button}"' in lpf
-    assert "EHXPLLL" in plan.files["top.il"] and top.clk_hz == 60e6
+    assert "EHXPLLL" in plan.files["top.il"] and top.clk_hz == tops.ECP5_BOARD_MHZ * 1e6
 
 
 def test_board_inner_builds_the_accelerator_of_the_board_preset():
