@@ -8,7 +8,8 @@ order), and computes, with the formats of ``loco_fpga.qformat``:
   accumulator is wide enough for any n_L, so the order of summation cannot matter);
 * dl = narrow(ΔL_sum → fmts.dl, half-up), g = narrow(dl · lr_reg → fmts.g, half-up).
 
-It is sequential (one output per cycle, then two cycles for dl and g): the loss unit runs once per sample,
+It is sequential (one output per cycle; the ΔL_sum term is a three-stage pipeline, then one cycle each for dl,
+dl·lr and g, so that the 60 MHz ECP5 clock closes): the loss unit runs once per sample,
 next to T·n_out·⌈(n_in+1)/LANES⌉ cycles of the layer engines, so it is never the bottleneck.
 """
 
@@ -42,7 +43,7 @@ class LossUnit(wiring.Component):
             and g (zero on the others).
 
     Timing: :attr:`latency` = 1 cycle from accepting output k < n_out − 1 to its Δy on ``o``;
-    :attr:`final_latency` = 3 cycles from accepting the last output to the transfer carrying g.
+    :attr:`final_latency` = 6 cycles from accepting the last output to the transfer carrying g.
     ``o.valid`` never waits on ``o.ready``.
     """
 
@@ -79,31 +80,38 @@ class LossUnit(wiring.Component):
     @property
     def final_latency(self) -> int:
         """Cycles from accepting the last output of a sample to the transfer carrying ΔL_sum, dl and g."""
-        return 3
+        return 6
 
     def elaborate(self, platform):
         m = Module()
         fm = self._formats
         wf = fm.weight.frac
+        ob = fm.out.bits
 
         k = Signal(range(self._n_out))
         acc = Signal(self._sum_shape)
-        total = Signal(self._sum_shape)
         dy = Signal(shape(fm.out))
         dy_last = Signal(shape(fm.out))
         dl = Signal(shape(fm.dl))
         product = Signal(signed(fm.dl.bits + fm.lr.bits + 1))
-        term = Signal(self._sum_shape)
 
+        # ΔL_sum's term Δy·(Δy + 2(y − t)) is a three-stage pipeline — operands, product, accumulate — so
+        # that no path holds an adder, a wide multiplier and the accumulator at once (the 60 MHz ECP5 target).
         p = self.i.payload
         target = Signal(signed(wf + 2))
+        take = Signal()
+        op_valid, op_dy, op_sum = Signal(), Signal(shape(fm.out)), Signal(signed(ob + 3))
+        term_valid, term = Signal(), Signal(self._sum_shape)
         m.d.comb += [
             target.eq((k == self.label) << wf),
             dy.eq(narrow(p.y_noisy - p.y, wf, fm.out)),          # sat_out(ỹ − y); no bits dropped
-            term.eq(dy * (dy + 2 * (p.y - target))),
-            total.eq(acc + term),
-            product.eq(dl * self.lr),
         ]
+        m.d.sync += [
+            op_valid.eq(take), op_dy.eq(dy), op_sum.eq(dy + 2 * (p.y - target)),
+            term_valid.eq(op_valid), term.eq(op_dy * op_sum),
+        ]
+        with m.If(term_valid):
+            m.d.sync += acc.eq(acc + term)
 
         out_free = ~self.o.valid | self.o.ready
         with m.If(self.o.valid & self.o.ready):
@@ -111,15 +119,23 @@ class LossUnit(wiring.Component):
 
         with m.FSM() as fsm:
             with m.State("ACCUMULATE"):
-                with m.If(self.i.valid & out_free):
+                m.d.comb += take.eq(self.i.valid & out_free)
+                with m.If(take):
                     with m.If(k == self._n_out - 1):
-                        m.d.sync += [acc.eq(total), dy_last.eq(dy), k.eq(0)]
-                        m.next = "DL"
+                        m.d.sync += [dy_last.eq(dy), k.eq(0)]
+                        m.next = "DRAIN"
                     with m.Else():
-                        m.d.sync += [acc.eq(total), k.eq(k + 1), self.o.valid.eq(1),
+                        m.d.sync += [k.eq(k + 1), self.o.valid.eq(1),
                                      self.o.payload.eq(0), self.o.payload.dy.eq(dy)]
+            with m.State("DRAIN"):                   # the last term is in the product stage
+                m.next = "SUM"
+            with m.State("SUM"):                     # ... and is being accumulated
+                m.next = "DL"
             with m.State("DL"):
                 m.d.sync += dl.eq(narrow(acc, 2 * wf, fm.dl, "half-up"))
+                m.next = "PRODUCT"
+            with m.State("PRODUCT"):
+                m.d.sync += product.eq(dl * self.lr)
                 m.next = "G"
             with m.State("G"):
                 with m.If(out_free):
