@@ -39,12 +39,17 @@ from .layer import default_memory
 from .link import DeviceError, DeviceOp, DeviceSignature, Link, RunOp
 from .network import UPDATES, Network
 
-__all__ = ["AcceleratorRegister", "RULE_CODES", "AcceleratorDevice", "AcceleratorTop", "REGISTER_RESETS"]
+__all__ = ["AcceleratorRegister", "RULE_CODES", "AcceleratorDevice", "AcceleratorTop", "REGISTER_RESETS",
+           "SUPPORTED_RULES", "BOARD_TIMEOUT", "board_top"]
 
 
 AcceleratorRegister = proto.AcceleratorRegister
 RULE_CODES = proto.RULE_CODES
 REGISTER_RESETS = proto.ACCELERATOR_RESETS
+#: the rules the accelerator trains on chip (the network's update engines)
+SUPPORTED_RULES = tuple(u for u in UPDATES if u)
+#: the frame timeout of a board top, in clock cycles (~44 ms at 24 MHz: many UART byte times at any usual rate)
+BOARD_TIMEOUT = 1 << 20
 
 
 def _bytes_for(bits: int) -> int:
@@ -341,3 +346,15 @@ class AcceleratorTop(wiring.Component):
         wiring.connect(m, link.tx, wiring.flipped(self.tx))
         m.d.comb += self.busy.eq(link.busy | device.busy)
         return m
+
+
+def board_top(config=None, *, lanes: int = 1) -> AcceleratorTop:
+    """The accelerator a board build puts behind its UART (``boards/tops.py`` ``default_inner``): ``config``
+    (default: the ``up5k`` preset; its rule becomes ``np`` when the gateware does not update it) at ``lanes``
+    (default 1, the configuration whose routed Fmax is measured), with :data:`BOARD_TIMEOUT`."""
+    from loco_fpga.config import preset  # noqa: PLC0415
+
+    config = preset("up5k") if config is None else config
+    if config.rule.name not in SUPPORTED_RULES:
+        config = config.replace(rule={"name": "np"})
+    return AcceleratorTop(config, lanes=lanes, timeout=BOARD_TIMEOUT)

@@ -180,23 +180,69 @@ def train(config_path, rule, dataset, data_path, arch, epochs, lr, lr_schedule, 
 
 
 @cli.command()
-@click.option("--epochs", type=int, default=None, help="passes over the digits training set (default: 40).")
-@click.option("--seed", type=int, default=None, help="seed (default: 0).")
-@click.option("--out-dir", type=click.Path(file_okay=False), default="loco-demo", show_default=True,
+@click.option("--board", type=click.Choice(["virtual", "icebreaker", "ulx3s", "orangecrab"]), default="virtual",
+              show_default=True, help="virtual: the accelerator in Verilator behind a socket (built once per config).")
+@click.option("--port", default=None, help="serial port of a real board (e.g. /dev/ttyUSB1).")
+@click.option("--baud", type=click.IntRange(min=1), default=115200, show_default=True, help="real boards: UART rate.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="a fixed-point spiking config (default: the up5k preset, 64-32-10, T = 16).")
+@click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True, help="passes over the stream.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="train on the first N samples of each epoch.")
+@click.option("--lanes", type=click.IntRange(min=1), default=8, show_default=True,
+              help="virtual board: synapse lanes of the simulated accelerator (a power of two).")
+@click.option("--fmax-report", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="report.json of `loco-fpga build` whose routed fmax_mhz gives samples/s at Fmax.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="loco-demo", show_default=True,
               help="where report.json and curve.png are written.")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar.")
-def demo(epochs, seed, out_dir, quiet):
-    """Learning demo: LOCO trains 64-100-100-10 on the digits data set (golden model).
+def demo(board, port, baud, config_path, epochs, limit, lanes, fmax_report, out_dir, as_json, quiet):
+    """On-chip learning demo: train the digits on a board (or the virtual board), check it against the golden
+    fixed-point model bit for bit, evaluate the test split on chip (boards/demo.py, docs/demo.md).
 
-    The data set ships inside scikit-learn's wheel; nothing is downloaded. A later release runs the
-    same demo on the simulated (virtual) board and on real boards.
+    \b
+    Examples:
+      loco-fpga demo                                   # virtual board, up5k preset, one epoch
+      loco-fpga demo --limit 200 --out quick           # a quick look
+      loco-fpga demo --board icebreaker --port /dev/ttyUSB1
     """
-    cfg = Config()
-    train_changes = {k: v for k, v in (("epochs", epochs), ("seed", seed)) if v is not None}
-    if train_changes:
-        cfg = cfg.replace(train=train_changes)
-    out = Path(out_dir)
-    _run_training(cfg, True, str(out / "report.json"), str(out / "curve.png"), quiet, False, "demo")
+    from .boards import demo as board_demo
+    from .boards.host import Host, LinkError, SerialTransport
+
+    cfg = load_config(config_path) if config_path else preset("up5k")
+    chip_cfg, _note = board_demo.on_chip_config(cfg)
+    fmax = None
+    if fmax_report:
+        data = json.loads(Path(fmax_report).read_text(encoding="utf-8"))
+        fmax = (float(data["fmax_mhz"]), f"{fmax_report} (routed on {data.get('part', '?')})")
+    log = (lambda text: None) if as_json else (lambda text: click.echo(text, err=True))
+    try:
+        if board == "virtual":
+            from .sim.virtual import VerilatorBoard
+
+            log(f"virtual board: building/loading the accelerator in Verilator ({chip_cfg.network.arch_str}, "
+                f"lanes {lanes}; cached in sim_build/)")
+            with VerilatorBoard(config=chip_cfg, lanes=lanes, log_level="WARNING") as vboard:
+                host = Host(vboard.transport(), timeout=30.0)
+                report = board_demo.run_demo(host=host, config=cfg, epochs=epochs, limit=limit, board=board,
+                                             progress=not quiet and not as_json, log=log, fmax=fmax)
+                report["virtual_build_seconds"] = round(vboard.built.build_seconds, 1)
+        else:
+            if port is None:
+                raise UserError(f"--board {board} needs --port (the board's serial port)")
+            host = Host(SerialTransport(port, baud), timeout=2.0)
+            with host:
+                report = board_demo.run_demo(host=host, config=cfg, epochs=epochs, limit=limit, board=board,
+                                             progress=not quiet and not as_json, log=log, fmax=fmax)
+    except (board_demo.DemoError, LinkError) as exc:
+        raise click.ClickException(str(exc)) from None
+    path_json, path_png = board_demo.write_outputs(report, out_dir)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(board_demo.summary(report))
+        click.echo(f"report: {path_json}\nplot: {path_png}")
+    return 0 if report["bit_exact"] and report["chip_test_acc"] == report["golden_test_acc"] else 1
 
 
 @cli.group()

@@ -433,28 +433,97 @@ class ByteFeederTop(wiring.Component):
         return m
 
 
-class VerilatorBoard:
-    """``LinkTestTop`` in Verilator behind a TCP socket, opened by the host driver like a serial port.
+#: Verilator flags of the virtual board's build: cocotb's runner marks *every* signal public (``--public-flat-rw``),
+#: which keeps Verilator from optimising the design (the UP5K accelerator then simulates at ~10k cycles/s on the
+#: shared machine); the virtual board only touches ``ByteFeederTop``'s ports, so only the top module stays public.
+FAST_BUILD_ARGS = ("--no-public-flat-rw", "--public-depth", "1")
 
-        with VerilatorBoard() as board:
+
+def build_fast(component, *, name: str, params: dict):
+    """``component`` (a factory) built for Verilator like ``harness.build`` — one cached build per parameter set in
+    ``sim_build/<name>-verilator-fast-<hash>/``, rebuilt only when the Verilog changes — but with only the top
+    module's signals visible to cocotb (:data:`FAST_BUILD_ARGS`). Returns a ``harness.Build`` for ``harness.run``."""
+    import fcntl  # noqa: PLC0415
+    import hashlib  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    from cocotb_tools.runner import get_runner  # noqa: PLC0415
+
+    from loco_fpga.sim import harness  # noqa: PLC0415
+    from loco_fpga.toolchain import setup_tool_environment  # noqa: PLC0415
+
+    setup_tool_environment()
+    dut = component()
+    text = harness.to_verilog(dut)
+    ports = harness.port_names(dut)
+    root = harness.sim_build_root()
+    root.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(json.dumps({"name": name, "params": params, "args": FAST_BUILD_ARGS}, sort_keys=True,
+                                    default=str).encode()).hexdigest()[:12]
+    directory = root / f"{name}-verilator-fast-{key}"
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    with open(root / f"{directory.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stamp, source = directory / "built.sha256", directory / "top.v"
+        if stamp.exists() and stamp.read_text() == digest and source.exists():
+            return harness.Build(name, "verilator", directory, source, ports, params, False, 0.0, True)
+        directory.mkdir(parents=True, exist_ok=True)
+        stamp.unlink(missing_ok=True)
+        source.write_text(text)
+        (directory / "params.json").write_text(json.dumps(params, indent=1, sort_keys=True, default=str))
+        start = time.monotonic()
+        get_runner("verilator").build(sources=[source], hdl_toplevel="top", build_dir=directory, always=True,
+                                      build_args=["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-CASEINCOMPLETE",
+                                                  "-Wno-ASCRANGE", "-Wno-CMPCONST", *FAST_BUILD_ARGS],
+                                      timescale=("1ns", "1ps"), log_file=directory / "build.log")
+        seconds = time.monotonic() - start
+        stamp.write_text(digest)
+    return harness.Build(name, "verilator", directory, source, ports, params, False, seconds, False)
+
+
+class VerilatorBoard:
+    """A top in Verilator behind a TCP socket, opened by the host driver like a serial port: ``LinkTestTop``
+    by default, the accelerator (``hdl.top.AcceleratorTop(config, lanes=…)``) when ``config`` is given.
+
+        with VerilatorBoard(config=preset("up5k").replace(rule={"name": "np"}), lanes=8) as board:
             host = Host(board.transport())
             host.ping()
 
     The simulator runs in a cocotb process (bench ``loco_fpga.sim.benches.link.serve``) started from a
     background thread; :meth:`close` closes the socket, which ends the bench, and re-raises a bench failure.
+    Builds are cached per top and parameter set (``sim_build/``; a cold Verilator build of the UP5K
+    accelerator takes minutes, a cached one a few seconds of Verilog generation).
     """
 
-    def __init__(self, params: dict | None = None, *, simulator: str = "verilator", start_timeout: float = 600.0):
-        self.params = {**TOP_PARAMS, **(params or {})}
-        self.simulator, self.start_timeout = simulator, start_timeout
+    def __init__(self, params: dict | None = None, *, config=None, lanes: int = 8, timeout: int = 127,
+                 simulator: str = "verilator", start_timeout: float = 1800.0, log_level: str | None = None):
+        if config is not None and params is not None:
+            raise ValueError("params = {params!r}: LinkTestTop parameters and an accelerator config are exclusive")
+        self.config, self.lanes, self.timeout = config, lanes, timeout
+        self.params = {**TOP_PARAMS, **(params or {})} if config is None else \
+            {"config": config.to_dict(), "lanes": lanes, "timeout": timeout}
+        self.simulator, self.start_timeout, self.log_level = simulator, start_timeout, log_level
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._transports: list = []
         self.port: int | None = None
+        #: the harness Build (after start): ``build_seconds``, ``cached``
+        self.built = None
 
     def build(self):
-        from loco_fpga.hdl.link import LinkTestTop  # noqa: PLC0415
         from loco_fpga.sim import harness  # noqa: PLC0415
+
+        if self.config is not None:
+            from loco_fpga.hdl.top import AcceleratorTop  # noqa: PLC0415
+
+            config, lanes, timeout = self.config, self.lanes, self.timeout
+            factory = lambda: ByteFeederTop(AcceleratorTop(config, lanes=lanes, timeout=timeout),  # noqa: E731
+                                            **FEEDER_PARAMS)
+            if self.simulator == "verilator":
+                return build_fast(factory, name="accelerator_feeder", params={**self.params, **FEEDER_PARAMS})
+            return harness.build(factory, name="accelerator_feeder", params={**self.params, **FEEDER_PARAMS},
+                                 simulator=self.simulator)
+        from loco_fpga.hdl.link import LinkTestTop  # noqa: PLC0415
 
         top_params = dict(self.params)
         return harness.build(lambda: ByteFeederTop(LinkTestTop(**top_params), **FEEDER_PARAMS),
@@ -467,7 +536,11 @@ class VerilatorBoard:
 
         from loco_fpga.sim import harness  # noqa: PLC0415
 
-        built = self.build()
+        built = self.built = self.build()
+        if self.log_level is not None:      # the simulator process inherits it (cocotb's own log lines)
+            import os  # noqa: PLC0415
+
+            os.environ["COCOTB_LOG_LEVEL"] = self.log_level
         port_file = Path(tempfile.mkdtemp(prefix="loco-virtual-")) / "port"
 
         def run():

@@ -213,8 +213,8 @@ def test_reset_in_the_middle_of_train_leaves_a_consistent_state():
 
 
 def test_constructor_errors_quote_the_bad_value():
-    with pytest.raises(ValueError, match="rule.name = 'dfa'"):
-        AcceleratorTop(small_config().replace(rule={"name": "dfa"}), lanes=4)
+    with pytest.raises(ValueError, match="rule.name = 'bp'"):
+        AcceleratorTop(small_config().replace(fixed={"enabled": False}, rule={"name": "bp"}), lanes=4)
     with pytest.raises(ValueError, match="lanes = 3"):
         AcceleratorTop(small_config(), lanes=3)
     with pytest.raises(ValueError, match="network.update = None"):
