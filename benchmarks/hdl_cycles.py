@@ -167,27 +167,36 @@ UPDATE_DEPTHS = (2, 4, 8, 12)
 UPDATE_LANES = (1, 16)
 
 
-def update_rows():
-    """NP training in hardware (``Network(update="np")``), by formula (``Network.schedule``, checked against the
-    simulator in tests/test_hdl_update_network.py): for 64-wide hidden layers (the ECP5 preset's shape) at depth
-    L, the cycles from g (the loss unit's last transfer) to the last weight written, against the weight-port
-    bound max_l n_l·C_l (every layer's update engine sweeps its memory in parallel, one word per cycle), and
-    the cycles per training sample."""
+def update_rows(rule: str = "np"):
+    """NP, LOCO or DFA training in hardware (``Network(update=rule)``), by formula (``Network.schedule``, checked
+    against the simulator in tests/test_hdl_update_network.py, test_hdl_update_loco.py, test_hdl_update_dfa.py):
+    for 64-wide
+    hidden layers (the ECP5 preset's shape and formats) at depth L, the cycles from g (the loss unit's last
+    transfer) to the last weight written, against the weight-port bound max_l n_l·C_l (every layer's update engine
+    sweeps its memory in parallel, one word per cycle), and the cycles per training sample. LOCO: every layer's
+    cluster block in its steady state (K clusters in use), N_ref = the preset's; the cycles per sample are the
+    mean over one refresh period; ``vperp_after_g`` = cycles from g to the last layer's last v⊥ (≤ 0: v⊥ was
+    ready before g)."""
     from loco_fpga.config import preset
     from loco_fpga.hdl.network import Network
 
     rows = []
     for depth in UPDATE_DEPTHS:
         arch = (64,) + (64,) * (depth - 1) + (10,)
-        config = preset("ecp5").replace(network={"arch": arch}, rule={"name": "np", "output_update": "perturb"})
+        config = preset("ecp5").replace(network={"arch": arch}, rule={"name": rule, "output_update": "perturb"})
         for lanes in UPDATE_LANES:
-            net = Network.from_config(config, lanes=lanes, update="np")
-            sched = net.schedule(3)
+            net = Network.from_config(config, lanes=lanes, update=rule)
+            period = config.rule.refresh if rule == "loco" else 1
+            sched = net.schedule(2 * period + 2)
             bound = max(u.sweep_cycles for u in net.updaters)
-            rows.append({"layers": depth, "arch": arch, "lanes": lanes, "steps": net.steps,
-                         "g_to_last_write": sched.update_latency,
-                         "bound": bound, "train_cycles_per_sample": sched.period,
-                         "forward_bound": roofline(arch, lanes, net.steps)})
+            row = {"layers": depth, "arch": arch, "lanes": lanes, "steps": net.steps,
+                   "g_to_last_write": sched.update_latency, "bound": bound,
+                   "train_cycles_per_sample": (sched.start[-1] - sched.start[-1 - period]) / period,
+                   "forward_bound": roofline(arch, lanes, net.steps)}
+            if rule == "loco":
+                row.update(refresh=config.rule.refresh, clusters=config.rule.clusters,
+                           vperp_after_g=max(sched.vperp_done[0]) - sched.loss_done[0])
+            rows.append(row)
     return rows
 
 
@@ -196,7 +205,7 @@ def update_table(rows) -> str:
              "forward bound T·max_l n_l·C_l |", "|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['layers']} | {r['lanes']} | {r['g_to_last_write']:,} | {r['bound']:,} | "
-                     f"{r['train_cycles_per_sample']:,} | {r['forward_bound']:,} |")
+                     f"{r['train_cycles_per_sample']:,g} | {r['forward_bound']:,} |")
     return "\n".join(lines)
 
 
@@ -286,9 +295,13 @@ def main(argv=None) -> int:
             + (" --quick" if args.quick else "") + (" --simulators ''" if not simulators else "")
             + (" --synth-lanes ''" if not synth_lanes else "")}
     updates = update_rows()
+    loco_updates = update_rows("loco")
+    dfa_updates = update_rows("dfa")
     RESULTS.mkdir(parents=True, exist_ok=True)
     OUT_JSON.write_text(json.dumps({"meta": meta, "bound": "T * max_l n_l * ceil((n_{l-1}+1)/min(LANES, "
-                                    "n_{l-1}+1))", "rows": rows, "np_update": updates}, indent=1) + "\n")
+                                    "n_{l-1}+1))", "rows": rows, "np_update": updates, "loco_update": loco_updates,
+                                    "dfa_update": dfa_updates},
+                                   indent=1) + "\n")
     text = (table(rows) + "\n\n"
             f"Measured {meta['date']} on {meta['machine']} ({meta['cpus']} cores, 1-min load {meta['load_1min']} "
             f"at the end); `{meta['command']}`. Bound = T·max_l n_l·⌈(n_(l−1)+1)/LANES⌉ (one LANES-wide "
@@ -302,7 +315,17 @@ def main(argv=None) -> int:
             "the ECP5 preset's formats, by formula "
             "`Network.schedule`, which tests/test_hdl_update_network.py checks against the simulator): every "
             "layer's update engine sweeps its weight memory in parallel after the one broadcast of g, so the "
-            "update latency does not grow with depth.\n\n" + update_table(updates))
+            "update latency does not grow with depth.\n\n" + update_table(updates) + "\n\n"
+            f"LOCO training in hardware (`Network(update=\"loco\")`, same networks, K = {loco_updates[0]['clusters']}, "
+            f"N_ref = {loco_updates[0]['refresh']}, every layer's cluster block in its steady state; cycles per sample "
+            "= mean over one refresh period): the cluster blocks of all layers run in parallel, each from its "
+            "layer's input counts, so v⊥ and the update latency do not grow with depth either; the cluster "
+            "block's prototype update and refresh run after v⊥ and delay the next sample.\n\n"
+            + update_table(loco_updates) + "\n\n"
+            "DFA training in hardware (`Network(update=\"dfa\")`, same networks; \"g\" = the loss unit's last "
+            "transfer): the output error e goes to the output layer's update engine and to one feedback unit per "
+            "hidden layer (n_l·(n_L + 1) cycles each, all in parallel), so the update latency is flat in depth.\n\n"
+            + update_table(dfa_updates))
     write_doc(text)
     print(text)
     return 0

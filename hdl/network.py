@@ -28,16 +28,18 @@ current sample's tail. :meth:`Network.schedule` gives the exact cycle of every e
 """
 
 import dataclasses
+import math
 
 from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from loco_fpga.golden_model.prng import ENCODER, LANE_STRIDE, NOISE, ROUNDING
+from loco_fpga.golden_model.prng import DFA, ENCODER, LANE_STRIDE, NOISE, ROUNDING
 from loco_fpga.qformat import Formats
 
 from .clusters import ClusterBlock, PeekKind
 from .encoder import ENCODERS, EncoderBank
+from .feedback import FeedbackUnit, OutputError
 from .fixed import shape
 from .layer import NEURONS, LayerEngine, default_memory
 from .loss import LossUnit
@@ -48,7 +50,7 @@ __all__ = ["Network", "Schedule", "UPDATES"]
 
 _MAX_LAYERS = 64
 #: learning rules the network can run in hardware (``update``); ``None``: forward passes and loss only
-UPDATES = (None, "np", "loco")
+UPDATES = (None, "np", "loco", "dfa")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,15 +132,23 @@ class Network(wiring.Component):
             into layer ``w_layer``'s engine at its word address (``LayerEngine`` memory map; a layer with
             fewer lanes uses the first ones). Only between samples.
         seed_en, seed_lane, seed (In): load a PRNG lane's state: lane l < L is (NOISE, l); lane L + i is
-            (ENCODER, i) (Bernoulli only). Only between samples. The host writes
-            ``golden_model.prng.seed_state(seed, stream, index)`` into every lane before the first sample.
+            (ENCODER, i) (Bernoulli only); then the rounding lanes (stochastic update) and, for DFA, one lane
+            (DFA, l) per hidden layer — :attr:`seed_map` lists them in order. Only between samples. The host
+            writes ``golden_model.prng.seed_state(seed, stream, index)`` into every lane before the first
+            sample: ``seed`` = ``train.seed``, except ``rule.feedback_seed`` for the DFA lanes (the feedback
+            matrices; these lanes hold a start state that every sample restarts from).
+
+    With ``update`` (``"np"``, ``"loco"``, ``"dfa"``; docs/hdl_learning.md): ``busy``, ``rd_layer``/``rd_addr``/
+    ``rd_data`` (weight read-back, one cycle); with ``"loco"`` also ``pw_*`` (prototype load), ``pr_*``
+    (prototype, count, r_k, H read-back, one cycle) and ``vperp_tap`` (v⊥ monitor). ``"dfa"`` uses the clean
+    column only: the noisy column, Δy, dl and g on ``o`` are not part of the rule.
     """
 
     def __init__(self, *, arch, lanes: int, formats: Formats, encoder: str = "deterministic",
                  threshold: int = 1, neuron: str = "if", leak_shift: int = 0, memory=default_memory,
                  encoder_lanes: int | None = None, update: str | None = None, rounding: str = "stochastic",
                  mask: bool = False, clusters: int = 8, refresh: int = 1, ridge: int = 0, norm_guard: int = 8,
-                 recip_extra: int = 16):
+                 recip_extra: int = 16, fb: int = 0):
         if (not isinstance(arch, (tuple, list)) or not 2 <= len(arch) <= _MAX_LAYERS + 1
                 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in arch)):
             raise ValueError(f"arch = {arch!r}: expected a sequence of 2 … {_MAX_LAYERS + 1} positive integers")
@@ -163,8 +173,14 @@ class Network(wiring.Component):
                                      formats=formats, threshold=threshold, neuron=neuron, leak_shift=leak_shift,
                                      output=l == n_layers - 1, memory=memory, update_port=update is not None)
                          for l in range(n_layers)]
-        self._updaters = ([UpdateEngine(n_in=e.n_in, n_out=e.n_out, lanes=e.lanes, formats=formats, rounding=rounding)
+        self._updaters = ([UpdateEngine(n_in=e.n_in, n_out=e.n_out, lanes=e.lanes, formats=formats, rounding=rounding,
+                                        errors=update == "dfa")
                            for e in self._engines] if update else [])
+        # DFA: the output error, and one feedback unit per hidden layer (validates fb; the error quotes it)
+        dfa = update == "dfa"
+        self._output_error = OutputError(formats=formats, n_out=arch[-1]) if dfa else None
+        self._feedback = ([FeedbackUnit(formats=formats, n_rows=e.n_out, n_err=arch[-1], fb=fb)
+                           for e in self._engines[:-1]] if dfa else [])
         # LOCO: one cluster block per layer (they validate K, N_ref, λ, the guard bits; errors quote the value)
         self._cluster_blocks = ([ClusterBlock(formats=formats, dim=e.n_in + 1, clusters=clusters, refresh=refresh,
                                               ridge=ridge, norm_guard=norm_guard, recip_extra=recip_extra)
@@ -188,6 +204,7 @@ class Network(wiring.Component):
         for l, u in enumerate(self._updaters):
             if u.draws:
                 seed_map += [(ROUNDING, l * LANE_STRIDE + i) for i in range(u.n_out)]
+        seed_map += [(DFA, l) for l in range(len(self._feedback))]   # DFA_LANE + l; seeded from rule.feedback_seed
         self._seed_map = tuple(seed_map)
         self._seed_lanes = len(seed_map)
         members = {
@@ -215,9 +232,9 @@ class Network(wiring.Component):
                            pw_data=In(signed(load_bits)), pr_layer=In(range(n_layers)),
                            pr_addr=In(range(max(self.proto_read_depth(l) for l in range(n_layers)))),
                            pr_data=Out(signed(peek_bits)))
-            self._tap_layout = data.StructLayout({"valid": 1, "v": shape(formats.vperp),
-                                                  "k_star": range(clusters), "last": 1})
-            members["vperp_tap"] = Out(self._tap_layout).array(n_layers)
+            self._tap_layout = data.StructLayout({"v": shape(formats.vperp), "k_star": range(clusters), "last": 1})
+            tap = wiring.Signature({"valid": Out(1), "payload": Out(self._tap_layout)})
+            members["vperp_tap"] = Out(tap).array(n_layers)
         super().__init__(members)
 
     @classmethod
@@ -243,7 +260,8 @@ class Network(wiring.Component):
                    leak_shift=spk.leak_shift if lif else 0, memory=memory, encoder_lanes=encoder_lanes,
                    update=update, rounding=config.fixed.update_rounding, mask=config.rule.mask,
                    clusters=config.rule.clusters, refresh=config.rule.refresh, ridge=fm.gram.from_float(config.rule.ridge),
-                   norm_guard=config.fixed.norm_guard, recip_extra=config.fixed.recip_extra)
+                   norm_guard=config.fixed.norm_guard, recip_extra=config.fixed.recip_extra,
+                   fb=int(fm.fb.from_float(1.0 / math.sqrt(config.network.arch[-1]))))
 
     arch = property(lambda self: self._arch)
     lanes = property(lambda self: self._lanes)
@@ -344,7 +362,12 @@ class Network(wiring.Component):
                     vperp_done.append(tuple(vdone))
                     clusters_idle.append(tuple(idle))
                     done = max(done, max(idle))
-                writes = [max(v, loss + 1) + u.latency for v, u in zip(vdone, self._updaters)]
+                if self._update == "dfa":  # e_out leaves the output error 1 cycle after y_k enters the loss unit
+                    e_last = loss - self._loss.final_latency + 1
+                    edone = [e_last + f.done_cycles() for f in self._feedback] + [e_last]
+                    writes = [max(v, e) + u.latency for v, e, u in zip(vdone, edone, self._updaters)]
+                else:
+                    writes = [max(v, loss + 1) + u.latency for v, u in zip(vdone, self._updaters)]
                 update_done.append(max(writes))
                 done = max(done, max(writes))
             prev_start, prev_done = start, done
@@ -421,6 +444,9 @@ class Network(wiring.Component):
                 m.d.comb += [u.seed.eq(self.seed), u.seed_index.eq(self.seed_lane - base),
                              u.seed_en.eq(self.seed_en & (self.seed_lane >= base) & (self.seed_lane < base + u.n_out))]
                 base += u.n_out
+        for l, f in enumerate(self._feedback):
+            m.submodules[f"feedback{l}"] = f
+            m.d.comb += [f.seed.eq(self.seed), f.seed_en.eq(self.seed_en & (self.seed_lane == base + l))]
 
         # -- weights: host writes, or the update engine's read-modify-write (only between samples) ---------
         for l, e in enumerate(engines):
@@ -434,8 +460,10 @@ class Network(wiring.Component):
                 # the engine reads weights only in RUN, i.e. while ``busy``; otherwise the port is the update
                 # engine's (sweeping) or the host's read-back
                 m.d.comb += [e.u_en.eq(u.busy | ~busy), e.u_addr.eq(Mux(u.busy, u.rd_addr, self.rd_addr)),
-                             u.rd_data.eq(e.u_data), u.signs.eq(e.signs),
-                             u.active.eq(e.active if self._mask else (1 << e.n_out) - 1)]
+                             u.rd_data.eq(e.u_data),
+                             u.active.eq(e.active if self._mask and self._update != "dfa" else (1 << e.n_out) - 1)]
+                if not u.errors:
+                    m.d.comb += u.signs.eq(e.signs)
                 with m.If(u.wr_en):
                     m.d.comb += [e.w_en.eq(1), e.w_addr.eq(u.wr_addr), e.w_data.eq(u.wr_data)]
                 with m.If(rd_layer == l):
@@ -463,8 +491,8 @@ class Network(wiring.Component):
                 wiring.connect(m, src.o, b.i)
                 m.d.comb += [u.vperp.valid.eq(b.o.valid), u.vperp.payload.v.eq(b.o.payload.v),
                              b.o.ready.eq(u.vperp.ready),
-                             self.vperp_tap[l].valid.eq(b.o.valid & b.o.ready), self.vperp_tap[l].v.eq(b.o.payload.v),
-                             self.vperp_tap[l].k_star.eq(b.o.payload.k_star), self.vperp_tap[l].last.eq(b.o.payload.last)]
+                             self.vperp_tap[l].valid.eq(b.o.valid & b.o.ready),
+                             self.vperp_tap[l].payload.eq(b.o.payload)]
                 sources.append(src)
             bc, first_src = bank.counts, sources[0].i    # layer 0: u = v = the encoder's spike counts
             m.d.comb += [first_src.valid.eq(bc.valid), first_src.payload.u.eq(bc.payload.count),
@@ -476,8 +504,8 @@ class Network(wiring.Component):
                 src = sources[l + 1].i
                 if blocks:
                     m.d.comb += [src.payload.u.eq(r.payload.count), src.payload.v.eq(r.payload.count_noisy)]
-                else:
-                    m.d.comb += src.payload.count.eq(r.payload.count_noisy)
+                else:             # NP: the noisy counts; DFA: the clean ones (its passes are unperturbed)
+                    m.d.comb += src.payload.count.eq(r.payload.count if self._update == "dfa" else r.payload.count_noisy)
                 m.d.comb += [c.payload.eq(r.payload), c.valid.eq(r.valid & src.ready), src.payload.last.eq(r.payload.last),
                              src.valid.eq(r.valid & c.ready), r.ready.eq(c.ready & src.ready)]
             else:
@@ -485,8 +513,28 @@ class Network(wiring.Component):
             done.append(c.valid & c.ready & c.payload.last)
         out = engines[-1]
         y, y_noisy = Signal.like(out.r.payload.y), Signal.like(out.r.payload.y_noisy)
-        m.d.comb += [loss.i.payload.eq(out.r.payload), loss.i.valid.eq(out.r.valid), out.r.ready.eq(loss.i.ready),
-                     loss.label.eq(label), loss.lr.eq(lr)]
+        m.d.comb += [loss.i.payload.eq(out.r.payload), loss.label.eq(label), loss.lr.eq(lr)]
+        oe = self._output_error
+        if oe is None:
+            m.d.comb += [loss.i.valid.eq(out.r.valid), out.r.ready.eq(loss.i.ready)]
+        else:                 # DFA: a lossless fork of the outputs into the loss unit and the output error
+            m.submodules.output_error = oe
+            m.d.comb += [loss.i.valid.eq(out.r.valid & oe.i.ready), oe.i.valid.eq(out.r.valid & loss.i.ready),
+                         out.r.ready.eq(loss.i.ready & oe.i.ready), oe.i.payload.y.eq(out.r.payload.y),
+                         oe.label.eq(label), oe.lr.eq(lr)]
+            # e_out → the output layer's update engine and every feedback unit (a lossless fork)
+            sinks = [updaters[-1].e] + [f.err for f in self._feedback]
+            m.d.comb += oe.o.ready.eq(Cat(*(s.ready for s in sinks)).all())
+            for s_ in sinks:
+                m.d.comb += [s_.valid.eq(oe.o.valid & oe.o.ready), s_.payload.e.eq(oe.o.payload.e)]
+            # hidden layer l: δ from its feedback unit, masked by 1[0 < c_i < T] of its clean counts
+            for l, f in enumerate(self._feedback):
+                wiring.connect(m, f.o, updaters[l].e)
+                r = engines[l].r
+                idx = Signal(range(engines[l].n_out), name=f"mask_index{l}")
+                with m.If(r.valid & r.ready):
+                    m.d.sync += [f.active.bit_select(idx, 1).eq((r.payload.count != 0) & (r.payload.count != self.steps)),
+                                 idx.eq(Mux(r.payload.last, 0, idx + 1))]
         with m.If(loss.i.valid & loss.i.ready):     # Δy_k leaves the loss unit after its y_k entered it
             m.d.sync += [y.eq(out.r.payload.y), y_noisy.eq(out.r.payload.y_noisy)]
         lp = loss.o.payload
@@ -497,7 +545,7 @@ class Network(wiring.Component):
         done.append(self.o.valid & self.o.ready & self.o.payload.last)
 
         # -- g: broadcast to every layer's update engine at once (the depth-independent update) -----------
-        if updaters:
+        if updaters and self._update != "dfa":
             g = Signal.like(lp.g)
             g_pending = Signal(n_layers)
             with m.If(self.o.valid & self.o.ready & self.o.payload.last):
@@ -506,6 +554,7 @@ class Network(wiring.Component):
                 m.d.comb += [u.g.valid.eq(g_pending[l]), u.g.payload.g.eq(g)]
                 with m.If(u.g.valid & u.g.ready):
                     m.d.sync += g_pending[l].eq(0)
+        if updaters:
             m.d.comb += self.busy.eq(busy | pending | ~updates_idle)
 
         # -- prototypes: host load (pw_*) and read-back (pr_*, one cycle), only while ~busy ----------------

@@ -71,12 +71,14 @@ class UpdateEngine(wiring.Component):
         seed, seed_en, seed_index (In; ``stochastic`` only): load row i's rounding lane state (while idle).
     """
 
-    def __init__(self, *, n_in: int, n_out: int, lanes: int, formats: Formats, rounding: str):
+    def __init__(self, *, n_in: int, n_out: int, lanes: int, formats: Formats, rounding: str, errors: bool = False):
         _check_int("n_in", n_in, 1, 1 << 16)
         _check_int("n_out", n_out, 1, 1 << 16)
         _check_int("lanes", lanes, 1, n_in + 1)
         if not isinstance(formats, Formats):
             raise TypeError(f"formats = {formats!r}: expected a loco_fpga.qformat.Formats")
+        if not isinstance(errors, bool):
+            raise ValueError(f"errors = {errors!r}: must be True or False")
         if rounding not in ROUNDINGS:
             raise ValueError(f"rounding = {rounding!r}: expected one of {', '.join(ROUNDINGS)}")
         drop = formats.g.frac + formats.vperp.frac - formats.weight.frac
@@ -84,13 +86,13 @@ class UpdateEngine(wiring.Component):
             raise ValueError(f"formats.g.frac = {formats.g.frac}: stochastic rounding drops {drop} bits; at most "
                              "32 (one PRNG word)")
         self._n_in, self._n_out, self._lanes, self._formats = n_in, n_out, lanes, formats
-        self._rounding, self._drop = rounding, drop
+        self._rounding, self._drop, self._errors = rounding, drop, errors
         self._chunks = -(-(n_in + 1) // lanes)
         self._word_layout = data.ArrayLayout(shape(formats.weight), lanes)
         members = {
             "vperp": In(stream.Signature(data.StructLayout({"v": shape(formats.vperp)}))),
-            "g": In(stream.Signature(data.StructLayout({"g": shape(formats.g)}))),
-            "signs": In(n_out),
+            **({"e": In(stream.Signature(data.StructLayout({"e": shape(formats.g)})))} if errors else
+               {"g": In(stream.Signature(data.StructLayout({"g": shape(formats.g)}))), "signs": In(n_out)}),
             "active": In(n_out),
             "rd_addr": Out(range(self.weight_depth)),
             "rd_data": In(self._word_layout),
@@ -109,6 +111,8 @@ class UpdateEngine(wiring.Component):
     lanes = property(lambda self: self._lanes)
     formats = property(lambda self: self._formats)
     rounding = property(lambda self: self._rounding)
+    #: per-row errors (DFA): e_i from the ``e`` stream instead of ±g by the noise signs
+    errors = property(lambda self: self._errors)
     #: fraction bits the update narrowing drops: g_frac + vperp_frac − weight_frac
     drop = property(lambda self: self._drop)
     chunks = property(lambda self: self._chunks)
@@ -158,8 +162,13 @@ class UpdateEngine(wiring.Component):
         received = Signal(range(n_cols + 1))
         in_lane = Signal(range(lanes))
         in_chunk = Signal(range(chunks))
-        have_g = Signal()
+        have_g = Signal()                 # g taken (errors: all n_out e_i stored)
         g = Signal(shape(fm.g))
+        errors = self._errors
+        if errors:
+            m.submodules.errors = em = memory.Memory(shape=shape(fm.g), depth=n_out, init=[])
+            e_rd, e_wr = em.read_port(domain="sync"), em.write_port()
+            e_count = Signal(range(n_out + 1))
         complete = Signal()
         m.d.comb += complete.eq(received == n_cols)
 
@@ -207,13 +216,19 @@ class UpdateEngine(wiring.Component):
         rands2 = Signal.like(rands1)
         prods = Signal(data.ArrayLayout(prod_shape, lanes))
         m.d.sync += [wq2.eq(wq1), rands2.eq(rands1)]
-        m.d.sync += [prods[k].eq(g * vq1[k]) for k in range(lanes)]
+        if errors:                        # e_row: read at the row address in stage 0, registered in stage 1
+            eq1 = Signal(shape(fm.g))
+            m.d.comb += [e_rd.addr.eq(row), e_rd.en.eq(1)]
+            m.d.sync += eq1.eq(e_rd.data)
+            m.d.sync += [prods[k].eq(eq1 * vq1[k]) for k in range(lanes)]
+        else:
+            m.d.sync += [prods[k].eq(g * vq1[k]) for k in range(lanes)]
 
         # stage 3: e_i · v⊥_j = ±(g v⊥_j) or 0, rounded
         wq3 = Signal(self._word_layout)
         dec_shape = signed(prod_shape.width + 2)
         decs = Signal(data.ArrayLayout(dec_shape, lanes))
-        plus = self.signs.bit_select(t3.row, 1)
+        plus = 1 if errors else self.signs.bit_select(t3.row, 1)
         on = self.active.bit_select(t3.row, 1)
         m.d.sync += wq3.eq(wq2)
         for k in range(lanes):
@@ -239,11 +254,20 @@ class UpdateEngine(wiring.Component):
                         m.d.sync += [in_lane.eq(0), in_chunk.eq(in_chunk + 1)]
                     with m.Else():
                         m.d.sync += in_lane.eq(in_lane + 1)
-                with m.If(self.g.valid & ~have_g):
-                    m.d.sync += [have_g.eq(1), g.eq(self.g.payload.g)]
+                if errors:
+                    with m.If(self.e.valid & ~have_g):
+                        m.d.comb += [e_wr.en.eq(1), e_wr.addr.eq(e_count), e_wr.data.eq(self.e.payload.e)]
+                        m.d.sync += e_count.eq(e_count + 1)
+                        with m.If(e_count == n_out - 1):
+                            m.d.sync += have_g.eq(1)
+                    g_in = self.e.valid & (e_count == n_out - 1)
+                else:
+                    with m.If(self.g.valid & ~have_g):
+                        m.d.sync += [have_g.eq(1), g.eq(self.g.payload.g)]
+                    g_in = self.g.valid
                 # both complete at the end of this cycle: sweep from the next one
                 got_v = complete | (self.vperp.valid & (received == n_cols - 1))
-                with m.If(got_v & (have_g | self.g.valid)):
+                with m.If(got_v & (have_g | g_in)):
                     m.d.sync += [row.eq(0), chunk.eq(0)]
                     m.next = "SWEEP"
             with m.State("SWEEP"):
@@ -260,15 +284,17 @@ class UpdateEngine(wiring.Component):
             with m.State("DRAIN"):
                 with m.If(t4.valid & (t4.row == n_out - 1) & t4.last):
                     m.d.sync += [received.eq(0), in_lane.eq(0), in_chunk.eq(0), have_g.eq(0)]
+                    if errors:
+                        m.d.sync += e_count.eq(0)
                     m.next = "COLLECT"
         for k in range(lanes):
             m.d.comb += [v_wr[k].addr.eq(in_chunk), v_wr[k].data.eq(self.vperp.payload.v),
                          v_wr[k].en.eq(self.vperp.valid & self.vperp.ready & (in_lane == k))]
         m.d.comb += [
             self.vperp.ready.eq(fsm.ongoing("COLLECT") & ~complete),
-            self.g.ready.eq(fsm.ongoing("COLLECT") & ~have_g),
+            (self.e if errors else self.g).ready.eq(fsm.ongoing("COLLECT") & ~have_g),
             self.busy.eq(fsm.ongoing("SWEEP") | fsm.ongoing("DRAIN")),
-            self.idle.eq(fsm.ongoing("COLLECT") & (received == 0) & ~have_g),
+            self.idle.eq(fsm.ongoing("COLLECT") & (received == 0) & ~have_g & ((e_count == 0) if errors else 1)),
         ]
         return m
 

@@ -11,6 +11,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from loco_fpga.config import preset
+from loco_fpga.golden_model import prng
 from loco_fpga.hdl.network import Network
 from loco_fpga.qformat import formats
 from loco_fpga.sim.benches.network import compare, decode_results, load_in_amaranth_sim, random_stimulus
@@ -36,14 +37,21 @@ def run_training(net, config, weights, samples, *, idle, stall, rng, protos=None
     watched = [net.o.valid, net.o.ready, net.o.payload, net.busy]
     for l in hidden:
         watched += [net.counts[l].valid, net.counts[l].ready, net.counts[l].payload]
-    taps = list(net.vperp_tap)
+    taps = [t for tap in net.vperp_tap for t in (tap.valid, tap.payload)] if net.update == "loco" else []
 
     async def bench(ctx):
         await load_in_amaranth_sim(ctx, net, config, weights)
+        for lane, (stream, index) in enumerate(net.seed_map):     # DFA lanes: rule.feedback_seed
+            if stream == prng.DFA:
+                ctx.set(net.seed_en, 1)
+                ctx.set(net.seed_lane, lane)
+                ctx.set(net.seed, prng.seed_state(config.rule.feedback_seed, stream, index))
+                await ctx.tick()
+        ctx.set(net.seed_en, 0)
         if protos is not None:
             await load_protos(ctx, net, protos)
         for x, label, lr in samples:
-            counts_raw, o_raw, tapped = [[] for _ in hidden], [], [[] for _ in taps]
+            counts_raw, o_raw, tapped = [[] for _ in hidden], [], [[] for _ in net.cluster_blocks]
             pending = [int(v) for v in x]
             while True:
                 sending = bool(pending) and rng.random() >= idle
@@ -62,8 +70,10 @@ def run_training(net, config, weights, samples, *, idle, stall, rng, protos=None
                     v, r, payload = vals[4 + 3 * l:7 + 3 * l]
                     if v and r:
                         counts_raw[l].append(payload.as_bits())
-                for l, tap in enumerate(vals[4 + 3 * len(hidden):]):
-                    if tap.valid:
+                tap_vals = vals[4 + 3 * len(hidden):]
+                for l in range(len(tapped)):
+                    valid, tap = tap_vals[2 * l:2 * l + 2]
+                    if valid:
                         tapped[l].append((int(tap.v), int(tap.k_star), int(tap.last)))
                 if not pending and not vals[3] and len(o_raw) == net.arch[-1]:
                     break
@@ -275,7 +285,7 @@ def run_back_to_back(net, config, weights, samples, protos):
                 await ctx.tick().until(net.x.ready)
                 x_cycles.append(cycle)
         ctx.set(net.x.valid, 0)
-        while len(o_last) < len(samples) or len(tap_last) < len(samples):
+        while len(o_last) < len(samples) or (net.cluster_blocks and len(tap_last) < len(samples)):
             await ctx.tick()
 
     async def clock(ctx):
@@ -285,12 +295,14 @@ def run_back_to_back(net, config, weights, samples, protos):
 
     async def watch(ctx):
         seen = []
+        tap_ports = list(net.vperp_tap) if net.cluster_blocks else []
         async for _, _, valid, ready, last, *taps in ctx.tick().sample(net.o.valid, net.o.ready, net.o.payload.last,
-                                                                       *net.vperp_tap):
+                                                                       *(t.valid for t in tap_ports),
+                                                                       *(t.payload for t in tap_ports)):
             if valid and ready and last:
                 o_last.append(cycle)
-            for l, tap in enumerate(taps):
-                if tap.valid and tap.last:
+            for l in range(len(tap_ports)):
+                if taps[l] and taps[len(tap_ports) + l].last:
                     seen.append((l, cycle))
                     if len(seen) == net.n_layers:
                         tap_last.append(tuple(c for _, c in sorted(seen)))
