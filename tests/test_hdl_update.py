@@ -14,7 +14,7 @@ from amaranth.sim import Simulator
 
 from loco_fpga.config import preset
 from loco_fpga.golden_model import prng
-from loco_fpga.hdl.update import NpSource, UpdateEngine
+from loco_fpga.hdl.update import NpSource, PairSource, UpdateEngine
 from loco_fpga.qformat import formats, shift_round
 
 
@@ -206,3 +206,10 @@ def test_properties_and_errors():
         UpdateEngine(n_in=4, n_out=2, lanes=1, formats=None, rounding="trunc")
     with pytest.raises(TypeError, match=r"formats = 3"):
         NpSource(formats=3)
+    with pytest.raises(ValueError, match=r"errors = 1: must be True or False"):
+        UpdateEngine(n_in=4, n_out=2, lanes=1, formats=fm, rounding="trunc", errors=1)
+    per_row = UpdateEngine(n_in=4, n_out=2, lanes=1, formats=fm, rounding="trunc", errors=True)
+    assert "e" in per_row.signature.members and "g" not in per_row.signature.members
+    assert "signs" not in per_row.signature.members and per_row.errors
+    with pytest.raises(TypeError, match=r"formats = 3"):
+        PairSource(formats=3)

@@ -94,3 +94,19 @@ def test_dfa_parameters():
     net = Network.from_config(cfg, lanes=2, update="dfa")
     assert net.seed_map[-1] == (3, 0)                          # (DFA, DFA_LANE + 0): rule.feedback_seed
     assert "e" in net.updaters[0].signature.members and "g" not in net.updaters[0].signature.members
+
+
+def test_feedback_parameters():
+    from loco_fpga.hdl.feedback import FeedbackUnit, OutputError
+
+    fm = formats(dfa_config(arch=(4, 3, 2), steps=4))
+    with pytest.raises(ValueError, match=r"n_rows = 0: must be an integer"):
+        FeedbackUnit(formats=fm, n_rows=0, n_err=2, fb=10)
+    with pytest.raises(ValueError, match=r"n_err = 0: must be an integer"):
+        FeedbackUnit(formats=fm, n_rows=3, n_err=0, fb=10)
+    with pytest.raises(ValueError, match=rf"fb = {fm.fb.max + 1}: must be an integer"):
+        FeedbackUnit(formats=fm, n_rows=3, n_err=2, fb=fm.fb.max + 1)
+    with pytest.raises(TypeError, match=r"formats = None"):
+        OutputError(formats=None, n_out=2)
+    with pytest.raises(ValueError, match=r"n_out = 0: must be an integer"):
+        OutputError(formats=fm, n_out=0)
