@@ -14,8 +14,8 @@ One job: drive the :class:`~loco_fpga.boards.host.Host` API (the same calls for 
    step; the prediction, ΔL (dl) and g of every TRAIN reply are compared with it;
 4. INFER on the whole test split (the device's INFER is a step with lr 0: no weight changes; its twin is
    ``step_q(x, 0, 0)``), outputs and predictions compared, accuracy on chip vs golden;
-5. the weights read back after training and after the evaluation, compared word for word; STATS for the
-   simulated (or real) cycles.
+5. the weights (LOCO: and every layer's prototypes and cluster count) read back after training and after the
+   evaluation, compared word for word; STATS for the simulated (or real) cycles.
 
 The report (JSON) holds all numbers; the PNG shows the running training accuracy on chip and in the golden model
 and the golden model's test accuracy per epoch. Any difference from the golden model is printed (the first one)
@@ -149,6 +149,9 @@ def run_demo(*, host: Host, config, epochs: int = 1, limit: int | None = None, b
         host.load_weights(l, words)
     mismatches: list[Mismatch] = []
 
+    clusters = rule.clusters or []                   # LOCO: every layer's prototypes and count are read back too
+    pbits = fm.proto.bits
+
     def read_back(when):
         for l, (w, n) in enumerate(zip(net.weights, sizes)):
             got = np.array(proto.unpack_weights(host.read_weights(l, n), w.shape[0], w.shape[1] - 1, lanes, wbits))
@@ -156,6 +159,14 @@ def run_demo(*, host: Host, config, epochs: int = 1, limit: int | None = None, b
                 i, j = (int(v) for v in np.argwhere(got != w)[0])
                 mismatches.append(Mismatch("weight", f"{when}, layer {l}, row {i}, column {j}",
                                            int(got[i, j]), int(w[i, j])))
+                return False
+        for l, cl in enumerate(clusters):
+            want = [int(v) & ((1 << pbits) - 1) for v in cl.protos.reshape(-1)] + [cl.count]
+            got = host.read_prototypes(l, len(want))
+            if got != want:
+                a = next(i for i, (g, v) in enumerate(zip(got, want)) if g != v)
+                where = "count" if a == len(want) - 1 else f"prototype {a // cl.dim}, column {a % cl.dim}"
+                mismatches.append(Mismatch("prototype word", f"{when}, layer {l}, {where}", got[a], want[a]))
                 return False
         return True
 
@@ -258,6 +269,7 @@ def run_demo(*, host: Host, config, epochs: int = 1, limit: int | None = None, b
         "epochs_run": epochs,
         "train_samples_per_epoch": per_epoch,
         "samples_trained": seen,
+        "prototypes_compared": bool(clusters),
         "test_samples": len(y_test),
         "chip_running_acc": chip_correct / max(seen, 1),
         "golden_running_acc": golden_correct / max(seen, 1),

@@ -24,6 +24,11 @@ a power of two; C_l = its chunks per row): word a is lane a mod P_l of engine wo
 words i·C_l·P_l … and column j of row i is word i·C_l·P_l + j; the columns N_l … C_l·P_l − 1 are padding (the
 engines never use them; the host writes 0). A word is ``word_bytes`` little-endian; a write keeps its low
 ``weight_bits`` bits (two's complement), a read returns them zero-extended.
+
+**Prototypes** (LOCO networks): space 0x80 | l has K·N_l + 1 words — c_k[j] at k·N_l + j (low ``proto_bits``,
+two's complement), then the cluster count (a write is clamped to K and makes the layer's cluster block recompute
+every r_k and refresh H; the reply waits until it is done). RESET_STATE(device) clears weights, prototypes and
+counts.
 """
 
 from __future__ import annotations
@@ -134,12 +139,22 @@ class AcceleratorDevice(wiring.Component):
             with m.If(req.space == proto.weights_space(l)):
                 m.d.comb += [space_ok.eq(1), addr_ok.eq(req.addr < words[l]),
                              eword.eq(req.addr >> (e.lanes.bit_length() - 1)), elane.eq(req.addr & (e.lanes - 1))]
+        blocks = net.cluster_blocks if hasattr(net, "cluster_blocks") else []
+        proto_words = [net.proto_write_depth(l) for l in range(n_layers)] if blocks else []
+        is_proto = Signal()                            # the request's space is a layer's prototypes
+        for l, depth in enumerate(proto_words):
+            with m.If(req.space == proto.prototypes_space(l)):
+                m.d.comb += [space_ok.eq(1), addr_ok.eq(req.addr < depth), is_proto.eq(1)]
         mem_layer = Signal(range(max(2, n_layers)))
         mem_word = Signal.like(eword)
         mem_lane = Signal.like(elane)
         mem_data = Signal(wbits)
         mem_is_write = Signal()
+        mem_proto = Signal()
+        mem_addr = Signal(16)
         m.d.comb += [net.rd_layer.eq(mem_layer), net.rd_addr.eq(mem_word)]
+        if blocks:
+            m.d.comb += [net.pr_layer.eq(mem_layer), net.pr_addr.eq(mem_addr)]
         lanes_of_word = [net.rd_data[k].as_unsigned() for k in range(net.word_layout.length)]
 
         # -- a run: sample bytes → x transfers; outputs → result bytes --------------------------------
@@ -227,7 +242,8 @@ class AcceleratorDevice(wiring.Component):
                             with m.If(space_ok & addr_ok):
                                 m.d.sync += [mem_layer.eq(req.space[:7]), mem_word.eq(eword), mem_lane.eq(elane),
                                              mem_data.eq(req.data[:wbits])]
-                                m.d.sync += mem_is_write.eq(req.op == DeviceOp.WRITE_MEM)
+                                m.d.sync += [mem_is_write.eq(req.op == DeviceOp.WRITE_MEM), mem_proto.eq(is_proto),
+                                             mem_addr.eq(req.addr)]
                                 m.next = "MEM_ADDR"
                             with m.Else():
                                 m.d.sync += resp.payload.error.eq(DeviceError.ADDRESS)
@@ -244,10 +260,32 @@ class AcceleratorDevice(wiring.Component):
                 m.next = "MEM_DATA"
             with m.State("MEM_DATA"):
                 m.d.sync += resp.payload.data.eq(Array(lanes_of_word)[mem_lane][:wbits])
-                with m.If(mem_is_write):
+                if blocks:
+                    with m.If(mem_proto):
+                        m.d.sync += resp.payload.data.eq(net.pr_data[:fm.proto.bits])
+                    with m.If(mem_is_write & mem_proto):
+                        m.next = "PROTO_WRITE"
+                with m.If(mem_is_write & ~mem_proto):
                     m.next = "MEM_WRITE"
-                with m.Else():
+                with m.Elif(~mem_is_write):
                     m.next = "RESPOND"
+            if blocks:
+                # prototype word c_k[j] (low proto_bits, two's complement) or the count (clamped to K); a count
+                # write makes the layer's cluster block recompute r_k and refresh H: wait until it is idle again
+                K = blocks[0].clusters
+                count_addr = Array(Const(d - 1, 16) for d in proto_words)[mem_layer]
+                count_value = Mux(mem_data > K, K, mem_data)
+                with m.State("PROTO_WRITE"):
+                    m.d.comb += [net.pw_en.eq(1), net.pw_layer.eq(mem_layer), net.pw_addr.eq(mem_addr),
+                                 net.pw_data.eq(Mux(mem_addr == count_addr, count_value,
+                                                    mem_data[:fm.proto.bits].as_signed()))]
+                    m.d.sync += resp.payload.data.eq(0)
+                    m.next = "PROTO_SETTLE"
+                with m.State("PROTO_SETTLE"):
+                    m.next = "PROTO_WAIT"
+                with m.State("PROTO_WAIT"):
+                    with m.If(~net.busy):
+                        m.next = "RESPOND"
             with m.State("MEM_WRITE"):                 # read-modify-write of the engine word, one lane changed
                 m.d.comb += [net.w_en.eq(1), net.w_layer.eq(mem_layer), net.w_addr.eq(mem_word)]
                 for k in range(net.word_layout.length):
@@ -260,7 +298,17 @@ class AcceleratorDevice(wiring.Component):
                 with m.If(clr_word == last_word[clr_layer]):
                     m.d.sync += [clr_word.eq(0), clr_layer.eq(clr_layer + 1)]
                     with m.If(clr_layer == n_layers - 1):
-                        m.next = "RESPOND"
+                        m.d.sync += [clr_layer.eq(0), mem_addr.eq(0)]
+                        m.next = "CLEAR_PROTOS" if blocks else "RESPOND"
+            if blocks:
+                with m.State("CLEAR_PROTOS"):          # every prototype word of every layer ← 0, then count ← 0
+                    m.d.comb += [net.pw_en.eq(1), net.pw_layer.eq(clr_layer), net.pw_addr.eq(mem_addr),
+                                 net.pw_data.eq(0)]
+                    m.d.sync += mem_addr.eq(mem_addr + 1)
+                    with m.If(mem_addr == Array(Const(d - 1, 16) for d in proto_words)[clr_layer]):
+                        m.d.sync += [mem_addr.eq(0), clr_layer.eq(clr_layer + 1)]
+                        with m.If(clr_layer == n_layers - 1):
+                            m.next = "PROTO_SETTLE"
             with m.State("RESPOND"):
                 m.d.comb += resp.valid.eq(1)
                 with m.If(resp.ready):

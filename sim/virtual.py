@@ -163,6 +163,10 @@ class AcceleratorModel:
         np = self._np
         self.regs = {int(r): v for r, v in proto.ACCELERATOR_RESETS.items()}
         self.net.weights = [np.zeros_like(w) for w in self.net.weights]
+        for cl in self.rule.clusters or []:          # prototypes 0, count 0 (r_k and H are unused until count ≥ 1)
+            cl.protos[...] = 0
+            cl.count = 0
+            cl._since_refresh = 0
         self.padding = [np.zeros((w.shape[0], p * c - w.shape[1]), dtype=np.int64)
                         for w, (p, c) in zip(self.net.weights, self.geometry)]
 
@@ -187,8 +191,9 @@ class AcceleratorModel:
 
     def state(self):
         """Everything a rejected frame must leave unchanged (registers, weights, padding, PRNG lanes)."""
+        protos = [(c.protos.tolist(), c.count) for c in self.rule.clusters or []]
         return (dict(self.regs), [w.tolist() for w in self.net.weights], [p.tolist() for p in self.padding],
-                self.lane_states())
+                self.lane_states(), protos)
 
     # -- PRNG lanes, in the gateware's seed_lane order -----------------------------------------------
     def _lane(self, index):
@@ -245,10 +250,18 @@ class AcceleratorModel:
         return S.OK
 
     def _cell(self, space, addr):
-        """(array, row, column) of word ``addr`` of memory ``space``, or None."""
-        layer = space
-        if space & proto.PROTOTYPE_SPACE_FLAG or layer >= len(self.geometry):
+        """(array, row, column) of word ``addr`` of memory ``space``, or None; prototypes: (clusters, k, j),
+        j = dim for the count word."""
+        layer = space & ~proto.PROTOTYPE_SPACE_FLAG
+        if layer >= len(self.geometry):
             return None
+        if space & proto.PROTOTYPE_SPACE_FLAG:
+            if not self.rule.clusters:
+                return None
+            cl = self.rule.clusters[layer]
+            if addr > cl.capacity * cl.dim:
+                return None
+            return (cl,) + ((cl.capacity, cl.dim) if addr == cl.capacity * cl.dim else divmod(addr, cl.dim))
         p, c = self.geometry[layer]
         w = self.net.weights[layer]
         if addr >= w.shape[0] * p * c:
@@ -264,15 +277,37 @@ class AcceleratorModel:
         if cell is None:
             return S.BAD_ADDRESS
         arr, i, j = cell
+        if not isinstance(arr, self._np.ndarray):   # a layer's prototypes (FixedClusters)
+            self._write_proto(arr, i, j, word)
+            return S.OK
         sign = 1 << (self.wbits - 1)
         arr[i, j] = ((word & ((1 << self.wbits) - 1)) ^ sign) - sign    # the low weight_bits bits
         return S.OK
+
+    def _write_proto(self, cl, k, j, word):
+        """c_k[j] ← the low proto_bits bits (two's complement); the count word: count ← min(word mod 2^16, K),
+        then r_k of every active prototype and H recomputed, samples-since-refresh 0 (what the cluster block's
+        count load does: ``FixedClusters`` with its prototypes and count set, then ``refresh()``)."""
+        if k == cl.capacity:
+            cl.count = min(word & 0xFFFF, cl.capacity)
+            cl._since_refresh = 0
+            if cl.count:
+                for b in range(cl.count):
+                    cl.recips[b] = cl._recip_norm(cl.protos[b])
+                cl.refresh()
+            return
+        bits = self.fmts.proto.bits
+        sign = 1 << (bits - 1)
+        cl.protos[k, j] = ((word & ((1 << bits) - 1)) ^ sign) - sign
 
     def read_mem(self, space, addr):
         cell = self._cell(space, addr)
         if cell is None:
             return S.BAD_ADDRESS, 0
         arr, i, j = cell
+        if not isinstance(arr, self._np.ndarray):
+            value = arr.count if i == arr.capacity else int(arr.protos[i, j])
+            return S.OK, value & ((1 << self.fmts.proto.bits) - 1)
         return S.OK, int(arr[i, j]) & ((1 << self.wbits) - 1)
 
     def sample_rates(self, sample: bytes):

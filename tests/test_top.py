@@ -126,9 +126,25 @@ def sample_bytes(rng, n, input_bytes, *, wild=False):
     return b"".join(int(rng.integers(0, top)).to_bytes(input_bytes, "little") for _ in range(n))
 
 
-@pytest.mark.parametrize("rounding,lanes", [("stochastic", 2), ("half-up", 4)])
-def test_accelerator_top_equals_its_model_byte_for_byte(rounding, lanes):
-    config = small_config().replace(fixed={"update_rounding": rounding})
+def proto_frames(top, rng, wb):
+    """LOCO: random prototypes (unit-ish vectors in the proto format) and a count of 2 for every layer, then the
+    read-back of every prototype word and the count."""
+    loads, reads = [], []
+    net = top.network
+    one = 1 << net.formats.proto.frac
+    for l in range(net.n_layers):
+        depth = net.proto_write_depth(l)
+        words = [int(v) & 0xFFFF for v in rng.integers(-one // 2, one // 2, size=depth - 1)] + [2]
+        loads += [f(C.LOAD_PROTOTYPES, bytes([l]) + struct.pack("<H", 0) + b"".join(w.to_bytes(wb, "little")
+                                                                                  for w in words))]
+        reads += [f(C.READ_PROTOTYPES, bytes([l]) + struct.pack("<HH", 0, depth))]
+    return loads, reads
+
+
+@pytest.mark.parametrize("rounding,lanes,rule", [("stochastic", 2, "np"), ("half-up", 4, "np"),
+                                                 ("stochastic", 2, "loco")])
+def test_accelerator_top_equals_its_model_byte_for_byte(rounding, lanes, rule):
+    config = small_config(name=rule, clusters=3).replace(fixed={"update_rounding": rounding})
     top = AcceleratorTop(config, lanes=lanes, timeout=32)
     ref = accelerator_reference(config, lanes=lanes, max_payload=top.info.max_payload)
     info = top.info
@@ -140,11 +156,15 @@ def test_accelerator_top_equals_its_model_byte_for_byte(rounding, lanes):
     ib = top.device.input_bytes
     script = [f(C.PING)] + [reg(a) for a in A] + seed_frames(config, model_net.seed_map)
     script += load_frames(weights, lanes, bits, info.max_payload, wb) + read_frames(weights, lanes, info.max_payload, wb)
+    proto_reads = []
+    if rule == "loco":
+        proto_loads, proto_reads = proto_frames(top, rng, wb)
+        script += proto_reads + proto_loads + proto_reads
     lr_q = 40000
     script.append(reg(A.LR, lr_q))
     for step in range(4):
         script.append(f(C.TRAIN, bytes([step % 3]) + sample_bytes(rng, 6, ib, wild=step == 3)))
-        script += read_frames(weights, lanes, info.max_payload, wb)
+        script += read_frames(weights, lanes, info.max_payload, wb) + proto_reads
     script.append(f(C.INFER, sample_bytes(rng, 6, ib)))
     script += read_frames(weights, lanes, info.max_payload, wb)
     # argument errors: none may change anything
@@ -155,6 +175,7 @@ def test_accelerator_top_equals_its_model_byte_for_byte(rounding, lanes):
     script += read_frames(weights, lanes, info.max_payload, wb) + [f(C.STATS)]
     script += [f(C.RESET_STATE, bytes([proto.RESET_DEVICE])), reg(A.LR)] + read_frames(weights, lanes,
                                                                                       info.max_payload, wb)
+    script += proto_reads
     got = run_session(top, script)
     want, trained_differs = [], False
     for chunk in script:
