@@ -125,6 +125,8 @@ def test_experiment_all_quick_writes_every_experiment_and_the_timing(tmp_path):
     suite = json.loads((tmp_path / "suite.json").read_text())
     assert set(suite["wall_time_s"]) == {"compare", "depth", "continual", "lr", "spiking"}
     assert suite["total_s"] >= max(suite["wall_time_s"].values()) > 0
+    assert set(suite["cpu_time_s"]) == set(suite["wall_time_s"]) and min(suite["cpu_time_s"].values()) > 0
+    assert suite["total_cpu_s"] >= sum(suite["cpu_time_s"].values()) - 0.5     # rounding of each entry
     for name in suite["wall_time_s"]:
         assert (tmp_path / name / f"{name}.md").exists()
 
