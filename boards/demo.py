@@ -322,7 +322,7 @@ def write_outputs(report: dict, out_dir: str | Path) -> tuple[Path, Path]:
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
     ax.set_title(f"{report['rule_on_chip']} {report['network']} on digits, {report['board']} board")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     path_png = out / "curve.png"
     fig.savefig(path_png, dpi=110)
