@@ -118,18 +118,15 @@ class FeedbackUnit(wiring.Component):
         m.d.comb += [lane.seed.eq(start)]
         sign = lane.word.bit_select(bit, 1)
         e_k = Array(errs)[k]
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("COLLECT"):
-                m.d.comb += self.err.ready.eq(1)
                 with m.If(self.err.valid):
                     m.d.sync += [Array(errs)[got].eq(self.err.payload.e), got.eq(got + 1)]
                     with m.If(got == n_err - 1):
                         m.d.sync += [got.eq(0), row.eq(0), k.eq(0), bit.eq(0), acc.eq(0)]
-                        m.d.comb += lane.load.eq(1)
                         m.next = "SUM"
             with m.State("SUM"):                       # one bit (and one e_k) per cycle
                 total = acc + Mux(sign, e_k, -e_k)
-                m.d.comb += lane.en.eq(bit == 31)
                 m.d.sync += bit.eq(bit + 1)
                 with m.If(k == n_err - 1):
                     m.d.sync += [k.eq(0), acc.eq(0),
@@ -139,11 +136,15 @@ class FeedbackUnit(wiring.Component):
                 with m.Else():
                     m.d.sync += [k.eq(k + 1), acc.eq(total)]
             with m.State("EMIT"):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.e.eq(delta)]
                 with m.If(self.o.ready):
                     with m.If(row == n - 1):
                         m.next = "COLLECT"
                     with m.Else():
                         m.d.sync += row.eq(row + 1)
                         m.next = "SUM"
+        # outside the FSM: continuous assignments (Icarus evaluates an ``always @*`` block only once one of its
+        # inputs changes, so a ready/valid set inside a state would never be seen at time 0; docs/hdl_learning.md)
+        m.d.comb += [self.err.ready.eq(fsm.ongoing("COLLECT")), self.o.valid.eq(fsm.ongoing("EMIT")),
+                     self.o.payload.e.eq(delta), lane.en.eq(fsm.ongoing("SUM") & (bit == 31)),
+                     lane.load.eq(fsm.ongoing("COLLECT") & self.err.valid & (got == n_err - 1))]
         return m

@@ -1,0 +1,70 @@
+"""cocotb bench of DFA training in hardware (``Network(update="dfa")``) against ``FixedRule.step_q`` with rule dfa:
+random configurations (the network bench's random up5k variations — depth 1–4 weight layers, widths, LANES, T,
+IF/LIF, encoder, Q formats — with rule dfa, random feedback seed and update rounding), several per build
+(``sim/benches/loco.py``, which also runs DFA), random data, random idle cycles on ``x`` and back-pressure on
+``counts``/``o``; per training step the clean hidden counts, y and every weight compared bit for bit."""
+
+import random
+
+import pytest
+
+from loco_fpga.config import Config, ConfigError, preset
+from loco_fpga.hdl.network import Network
+from loco_fpga.sim import harness
+from loco_fpga.sim.benches.loco import Batch
+
+from test_sim_network import random_config as network_config
+from test_sim_loco import ROUNDINGS, full_replace
+
+
+def make_case(case: int, steps: int) -> dict:
+    rng = random.Random(9800 + case)
+    while True:
+        changes, lanes = network_config(rng)
+        changes["rule"] = {**changes["rule"], "name": "dfa", "feedback_seed": rng.randrange(1 << 20)}
+        changes["fixed"] = {**changes["fixed"], "update_rounding": ROUNDINGS[case % len(ROUNDINGS)]}
+        try:
+            preset("up5k").replace(**changes)
+        except ConfigError:
+            continue
+        break
+    return {"config": full_replace(changes), "lanes": lanes, "seed": rng.randrange(1 << 30), "steps": steps,
+            "idle": rng.choice([0.0, 0.2, 0.5]), "stall": rng.choice([0.0, 0.2, 0.5]), "preload": False}
+
+
+def _run(cases, simulator: str, steps: int):
+    harness.require_simulator(simulator)
+    specs = [make_case(c, steps) for c in cases]
+
+    def top():
+        return Batch([Network.from_config(Config().replace(**s["config"]), lanes=s["lanes"], update="dfa")
+                      for s in specs])
+
+    hw = [{"config": s["config"], "lanes": s["lanes"]} for s in specs]
+    built = harness.build(top, name="network-dfa", params={"parts": hw}, simulator=simulator)
+    harness.run(built, "loco_fpga.sim.benches.loco", params={"cases": specs})
+
+
+#: default cases: the draws among 0 … 15 with at least one hidden layer (the feedback units), 1–3 hidden layers
+DEFAULT_VERILATOR = (3, 4, 5, 8, 9, 11)
+DEFAULT_ICARUS = (10, 12)
+
+
+def test_dfa_training_bench_verilator():
+    """6 random configurations × 10 steps in one Verilator build (no cluster blocks: a small build)."""
+    _run(DEFAULT_VERILATOR, "verilator", 10)
+
+
+def test_dfa_training_bench_icarus():
+    _run(DEFAULT_ICARUS, "icarus", 10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch", range(3))
+def test_dfa_training_bench_random_configs_slow(batch):
+    """24 more random configurations (draws 16 … 39), 30 steps, 8 per build; `pytest -m slow`."""
+    _run(range(16 + 8 * batch, 24 + 8 * batch), "verilator", 30)
+
+
+def test_default_cases_have_hidden_layers():
+    assert all(len(make_case(c, 10)["config"]["network"]["arch"]) >= 3 for c in DEFAULT_VERILATOR + DEFAULT_ICARUS)
