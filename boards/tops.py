@@ -238,11 +238,11 @@ BOARD_RULE = "np"
 #: rejects the delta readout) and its 11 layer engines took more than an hour to place and route; the ECP5
 #: boards build the ``up5k`` network until then (docs/boards.md).
 ECP5_BOARD_PRESET = "up5k"
-#: the ECP5 boards' default clock: the accelerator routed at 34.5 MHz on the LFE5U-85F-6 when asked for 60 MHz
-#: (ULX3S, seed 1); its critical path is the loss unit's Δy·(Δy + 2(y − t)) term (the output layer's y through
-#: a subtract, an add and a MULT18X18D into the ΔL accumulator in one cycle, hdl/loss.py). 30 MHz is the
-#: nearest round clock both boards' PLLs make exactly below that, with margin for seeds.
-ECP5_BOARD_MHZ = 30.0
+#: the ECP5 boards' default clock, the issue's 60 MHz floor: with the loss unit pipelined (commit c616fcc) the
+#: accelerator routes at 62.0 MHz on the LFE5U-85F-6 (ULX3S, seed 1; critical path: update engine 0's FSM state
+#: into layer 0's weight-memory write data) and faster on the -8 OrangeCrab part (docs/boards.md). Before that
+#: change it routed at 34.5 MHz (the loss unit's product term in one cycle).
+ECP5_BOARD_MHZ = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
