@@ -147,7 +147,8 @@ def markdown(rows) -> str:
 def depth_table(rows) -> str:
     lines = ["| layers L | LANES | g → last weight written (cycles) | training cycles/sample |", "|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['layers']} | {r['lanes']} | {r['g_to_last_write']:,} | {r['train_cycles_per_sample']:,} |")
+        lines.append(f"| {r['layers']} | {r['lanes']} | {int(r['g_to_last_write']):,} | "
+                     f"{int(r['train_cycles_per_sample']):,} |")
     return "\n".join(lines)
 
 
@@ -162,7 +163,11 @@ def plot(rows, depth, path: Path) -> None:
     chip = [r.get("samples_per_s_fmax", 0) for r in rows]
     uart = [r.get("samples_per_s_uart", 0) for r in rows]
     gold = [r["golden"][0]["samples_per_s"] for r in rows]
-    a.bar(x - 0.27, chip, 0.27, label="on chip at routed Fmax")
+    bars = a.bar(x - 0.27, chip, 0.27, label="on chip at routed Fmax")
+    for k, r in enumerate(rows):             # a board whose build failed: what it would do at its clock, hatched
+        if "samples_per_s_projected_at_clock" in r:
+            a.bar(x[k] - 0.27, r["samples_per_s_projected_at_clock"], 0.27, fill=False, hatch="//",
+                  edgecolor=bars.patches[0].get_facecolor(), label="projected at the clock (did not fit)")
     a.bar(x, uart, 0.27, label="on chip through the UART")
     a.bar(x + 0.27, gold, 0.27, label="golden model on this CPU")
     a.set_xticks(x, names)
@@ -193,6 +198,15 @@ def write_doc(text: str) -> None:
     DOC.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
 
 
+def _git_head() -> str | None:
+    import subprocess
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    except OSError:
+        return None
+    return out.stdout.strip() or None
+
+
 def main(argv=None) -> None:
     from hdl_cycles import update_rows
 
@@ -209,12 +223,13 @@ def main(argv=None) -> None:
     depth = update_rows()
     meta = {"date": datetime.date.today().isoformat(), "machine": platform.machine(), "cpus": os.cpu_count(),
             "load_1min": round(os.getloadavg()[0], 2), "python": platform.python_version(),
-            "numpy": np.__version__, "command": "python benchmarks/perf_report.py " + " ".join(argv or sys.argv[1:])}
+            "numpy": np.__version__, "git_head": _git_head(), "command": "python benchmarks/perf_report.py " + " ".join(argv or sys.argv[1:])}
     RESULTS.mkdir(parents=True, exist_ok=True)
     OUT_JSON.write_text(json.dumps({"meta": meta, "boards": rows, "update_latency": depth}, indent=1) + "\n")
     plot(rows, depth, PLOT)
     table = markdown(rows) + "\n\nUpdate latency vs depth (NP update in gateware, `Network.schedule`):\n\n" + depth_table(depth)
-    table += (f"\n\nMeasured {meta['date']} on {meta['cpus']} CPUs (1-min load {meta['load_1min']}), Python "
+    table += (f"\n\nMeasured {meta['date']} at git {meta['git_head']} on {meta['cpus']} CPUs (1-min load "
+              f"{meta['load_1min']}: the golden-model rates are from a shared, loaded machine), Python "
               f"{meta['python']}, NumPy {meta['numpy']}; `{meta['command'].strip()}`.")
     if not args.no_doc:
         write_doc(table)

@@ -239,8 +239,8 @@ def build_board(board: str, *, out_dir: str | os.PathLike, config=None, freq_mhz
         slow = ", ".join(f"{net} {c['achieved_mhz']:.2f} < {c['constraint_mhz']:g} MHz"
                          for net, c in constraints.items() if c["achieved_mhz"] < c["constraint_mhz"] - 1e-3)
         raise TimingError(f"timing not met on {b.name}: routed Fmax {fmax:.2f} MHz < requested {clk_mhz:g} MHz "
-                          f"({slow or 'slowest clock'}; critical path in {out / 'top.tim'}; report {out / 'report.json'})",
-                          result)
+                          f"({slow or 'slowest clock'}; critical path in {out / 'top.tim'}; "
+                          f"report {out / 'report.json'})", result)
     return data
 
 

@@ -1,8 +1,8 @@
-"""A registered multiplier with an iCE40 ``SB_MAC16`` behind a platform hook (behavioural model elsewhere).
+"""A registered multiplier: explicit iCE40 ``SB_MAC16`` behind a platform hook, behavioural elsewhere.
 
 One job: p = a · b, registered (:attr:`Multiplier.latency` = 1 cycle up to 16 × 16 bits, 2 cycles for an ``a``
-of 17 … 32 bits), signed or unsigned operands independently. ``synth_ice40 -dsp`` infers ``SB_MAC16`` from ``a * b`` only where its
-patterns match (TOOLCHAIN.md: "inference has gaps"); this block instantiates it explicitly when the platform is an
+of 17 … 32 bits), signed or unsigned operands independently. ``synth_ice40 -dsp`` infers ``SB_MAC16`` from
+``a * b`` only where its patterns match (TOOLCHAIN.md: "inference has gaps"); this block instantiates it explicitly when the platform is an
 iCE40 one (:func:`use_sb_mac16`), and is a plain ``a * b`` register in simulation and on ECP5 (where
 ``synth_ecp5`` maps it to ``MULT18X18D``). The ``SB_MAC16`` parameters are the ones Yosys' own ``ice40_dsp``
 mapping chooses for ``always @(posedge clk) p <= a * b`` with 16-bit operands (16×16 mode, both 8×8 product

@@ -308,14 +308,16 @@ BOARDS: dict[str, Board] = {
         programmer="iceprog build/icebreaker/top.bin", bitstream="top.bin"),
     "ulx3s-85f": Board(
         name="ulx3s-85f", part="lfe5u-85f-bg381", family="ecp5", platform_factory=_ulx3s_85f,
-        clock="clk25", clock_hz=25_000_000, default_mhz=ECP5_BOARD_MHZ, default_preset=ECP5_BOARD_PRESET, reset=("button_fire", 0),
+        clock="clk25", clock_hz=25_000_000, default_mhz=ECP5_BOARD_MHZ, default_preset=ECP5_BOARD_PRESET,
+        reset=("button_fire", 0),
         leds={"heartbeat": ("led", 0), "busy": ("led", 1), "activity": ("led", 2), "error": ("led", 3)},
         uart="FT231X USB serial (US1 port): FPGA rx M1, tx L4",
         programmer="openFPGALoader -b ulx3s build/ulx3s-85f/top.bit",
         bitstream="top.bit"),
     "orangecrab-85f": Board(
         name="orangecrab-85f", part="lfe5u-85f-mg285", family="ecp5", platform_factory=_orangecrab_85f,
-        clock="clk", clock_hz=48_000_000, default_mhz=ECP5_BOARD_MHZ, default_preset=ECP5_BOARD_PRESET, reset=("button", 0),
+        clock="clk", clock_hz=48_000_000, default_mhz=ECP5_BOARD_MHZ, default_preset=ECP5_BOARD_PRESET,
+        reset=("button", 0),
         leds={"heartbeat": ("rgb_led", "g"), "busy": ("rgb_led", "b"), "activity": ("rgb_led", "b"),
               "error": ("rgb_led", "r")},
         uart="Feather header: pin 0 (N17) = FPGA rx, pin 1 (M18) = FPGA tx; 3.3 V USB-UART adapter",
