@@ -233,6 +233,56 @@ def test_reset_in_the_middle_of_train_leaves_a_consistent_state():
     assert partial, "no reset point caught the update sweep part-way"
 
 
+def test_reset_in_the_middle_of_a_loco_train():
+    """LOCO (K = 3, two prototypes and the count loaded per layer; the step opens a third cluster): after a reset
+    at points of a TRAIN every prototype word reads its value before or after the step, every weight likewise, and
+    every layer's cluster count reads 0 (the blocks' registers are reset): the host reloads prototypes and counts
+    — docs/protocol.md."""
+    config = small_config(name="loco", clusters=3)
+    lanes = 2
+    top = AcceleratorTop(config, lanes=lanes, timeout=32)
+    info = top.info
+    ref = accelerator_reference(config, lanes=lanes, max_payload=info.max_payload)
+    rng = np.random.default_rng(5)
+    weights, bits = random_weights(config, rng)
+    loads, proto_reads = proto_frames(top, rng, info.word_bytes)
+    setup = (seed_frames(config, top.network.seed_map) + load_frames(weights, lanes, bits, info.max_payload,
+                                                                     info.word_bytes) + loads + [reg(A.LR, 60000)])
+    train = f(C.TRAIN, bytes([1]) + sample_bytes(rng, 6, top.device.input_bytes))
+    for frame in setup:
+        ref.feed(frame)
+    words_of = lambda: [[int(v) & 0xFFFF for v in c.protos.reshape(-1)] for c in ref.device.rule.clusters]  # noqa: E731
+    old_p, old_w = words_of(), [w.copy() for w in ref.device.net.weights]
+    ref.feed(train)
+    new_p, new_w = words_of(), [w.copy() for w in ref.device.net.weights]
+    assert old_p != new_p and [c.count for c in ref.device.rule.clusters] == [3] * len(new_p)
+    reads = read_frames(weights, lanes, info.max_payload, info.word_bytes)
+    moved = 0
+    for delay in (150, 400, 1200):
+        got = run_session(top, setup + [train, f(C.PING)] + proto_reads + reads, reset_after=(len(setup), delay),
+                          stall=0)
+        assert proto.FrameParser().feed_all(got[len(setup) + 1])[0].data[:4] == proto.MAGIC
+        for l, reply in enumerate(got[len(setup) + 2:len(setup) + 2 + len(proto_reads)]):
+            data = proto.FrameParser().feed_all(reply)[0].data
+            back = [int.from_bytes(data[k:k + 2], "little") for k in range(0, len(data), 2)]
+            assert back[-1] == 0, f"reset after {delay} cycles: layer {l} cluster count {back[-1]}, expected 0"
+            assert all(b in (o, n) for b, o, n in zip(back[:-1], old_p[l], new_p[l])), \
+                f"reset after {delay} cycles: a prototype word of layer {l} is neither old nor new"
+            moved += sum(b != o for b, o in zip(back[:-1], old_p[l]))
+        words = []
+        for reply in got[len(setup) + 2 + len(proto_reads):]:
+            words += [int.from_bytes(fr.data[k:k + 2], "little") for fr in proto.FrameParser().feed_all(reply)
+                      for k in range(0, len(fr.data), 2)]
+        at = 0
+        for w, o, n in zip(weights, old_w, new_w):
+            p, c = proto.layer_geometry(w.shape[1] - 1, lanes)
+            k = w.shape[0] * p * c
+            b = np.array(proto.unpack_weights(words[at:at + k], w.shape[0], w.shape[1] - 1, lanes, bits))
+            at += k
+            assert np.all((b == o) | (b == n)), f"reset after {delay} cycles: a weight is neither old nor new"
+    assert moved, "no reset point came after a prototype write"
+
+
 def test_constructor_errors_quote_the_bad_value():
     with pytest.raises(ValueError, match="rule.name = 'bp'"):
         AcceleratorTop(small_config().replace(fixed={"enabled": False}, rule={"name": "bp"}), lanes=4)
