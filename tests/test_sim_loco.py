@@ -89,6 +89,12 @@ def test_loco_training_bench_six_configs_slow():
 
 
 @pytest.mark.slow
+def test_loco_training_bench_extra_icarus_slow():
+    """2 more draws (K 7 and 5) × 20 steps on Icarus (~4 min)."""
+    _run((13, 33), "icarus", 20, "network-loco")
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", range(8))
 def test_loco_training_bench_random_configs_slow(batch):
     """All 40 random configurations, 20 steps each, 5 per Verilator build; `pytest -m slow`."""
