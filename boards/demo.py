@@ -35,19 +35,43 @@ import numpy as np
 from . import protocol as proto
 from .host import Host
 
-__all__ = ["BOARDS", "ROUTED_FMAX", "DemoError", "run_demo", "on_chip_config"]
+__all__ = ["BOARDS", "ROUTED_FMAX", "BUILD_REPORT", "DemoError", "run_demo", "on_chip_config", "fmax_from_report",
+           "default_fmax"]
 
 #: board → (default config preset, default serial baud). The virtual board runs the accelerator in Verilator.
 BOARDS = {"virtual": ("up5k", None), "icebreaker": ("up5k", 115200), "ulx3s": ("up5k", 115200),
           "orangecrab": ("up5k", 115200)}
 
-#: Routed Fmax (MHz) used for "samples/s at Fmax", and where the number comes from. The accelerator top itself has
-#: not been placed and routed yet; the number is the full training network's (docs/hdl.md, "Synthesis": nextpnr-ice40
-#: on the up5k-sg48 with ``tests/test_synth.py``, LANES 1; the critical path is in the loss unit, which every LANES
-#: shares). A board build (``loco-fpga build``) writes its own ``report.json`` with ``fmax_mhz``: pass it as
-#: ``fmax_report`` to use a measured number instead.
+#: Where "samples/s at Fmax" takes its Fmax from, in order: ``--fmax-report`` (a ``loco-fpga build`` report.json);
+#: the committed board build of the accelerator top, :data:`BUILD_REPORT` (``report.json`` of ``loco-fpga build
+#: --board ulx3s-85f``: routed Fmax of ``AcceleratorTop``, the config and LANES it was built with — np, LANES 1 when
+#: this was written; the UP5K part does not fit the accelerator, docs/boards.md); else :data:`ROUTED_FMAX`, the full
+#: UP5K training network alone (docs/hdl.md "Synthesis", nextpnr-ice40, LANES 1, no link).
+BUILD_REPORT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "boards" / "ulx3s-85f" / "report.json"
 ROUTED_FMAX = {"up5k": (26.6, "docs/hdl.md Synthesis: Network.from_config(preset('up5k'), lanes=1), "
-                               "nextpnr-ice40 routed Fmax on up5k-sg48 (the accelerator top not yet routed)")}
+                               "nextpnr-ice40 routed Fmax on up5k-sg48 (the network alone, without the link)")}
+
+
+def fmax_from_report(path, name: str | None = None) -> tuple[float, str]:
+    """(routed Fmax in MHz, where it comes from) of a ``loco-fpga build`` report.json (``name``: how to call it)."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    path = name or path
+    cfg = data.get("config") or {}
+    rule = (cfg.get("rule") or {}).get("name", "?")
+    arch = "-".join(str(n) for n in (cfg.get("network") or {}).get("arch", []))
+    return (float(data["fmax_mhz"]),
+            f"{path}: {data.get('inner', '?')} ({arch}, rule {rule}) routed on {data.get('part', '?')} "
+            f"at {data.get('clock', {}).get('mhz', '?')} MHz by `loco-fpga build`; the cycles are this run's design")
+
+
+def default_fmax() -> tuple[float, str]:
+    if BUILD_REPORT.exists():
+        try:
+            return fmax_from_report(BUILD_REPORT, str(BUILD_REPORT.relative_to(BUILD_REPORT.parents[4])))
+        except (ValueError, KeyError, OSError):
+            pass
+    return ROUTED_FMAX["up5k"]
+
 
 A = proto.AcceleratorRegister
 
@@ -255,7 +279,7 @@ def run_demo(*, host: Host, config, epochs: int = 1, limit: int | None = None, b
     gold_acc = float(np.mean(np.array(gold_preds) == y_test))
     cycles_train = stats_train["run_cycles"]
     per_sample = cycles_train / max(seen, 1)
-    fmax_mhz, fmax_source = fmax if fmax is not None else ROUTED_FMAX["up5k"]
+    fmax_mhz, fmax_source = fmax if fmax is not None else default_fmax()
     report = {
         "board": board,
         "rule_on_chip": chip_config.rule.name,
@@ -341,7 +365,7 @@ def summary(report: dict) -> str:
         f"accuracy {report['chip_running_acc']:.4f}",
         f"weights and replies vs the golden model: {'bit for bit equal' if report['bit_exact'] else 'DIFFERENT'}",
         f"cycles: {cyc['train_run_cycles']} for training ({cyc['per_train_sample']:.0f} per sample), "
-        f"{cyc['total_run_cycles']} in all; at {report['fmax_mhz']} MHz ({report['fmax_source']}): "
+        f"{cyc['total_run_cycles']} in all; at {report['fmax_mhz']:.1f} MHz ({report['fmax_source']}): "
         f"{report['samples_per_s_at_fmax']:.0f} training samples/s",
         f"wall time {report['wall_time_s']:.1f} s (training {report['train_wall_s']:.1f} s, "
         f"{report['train_samples_per_s_wall']:.1f} samples/s; test {report['eval_wall_s']:.1f} s)",

@@ -211,10 +211,7 @@ def demo(board, port, baud, config_path, epochs, limit, lanes, fmax_report, out_
 
     cfg = load_config(config_path) if config_path else preset("up5k")
     chip_cfg, _note = board_demo.on_chip_config(cfg)
-    fmax = None
-    if fmax_report:
-        data = json.loads(Path(fmax_report).read_text(encoding="utf-8"))
-        fmax = (float(data["fmax_mhz"]), f"{fmax_report} (routed on {data.get('part', '?')})")
+    fmax = board_demo.fmax_from_report(fmax_report) if fmax_report else None
     log = (lambda text: None) if as_json else (lambda text: click.echo(text, err=True))
     try:
         if board == "virtual":

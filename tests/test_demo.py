@@ -70,3 +70,14 @@ def test_on_chip_config_says_which_rule():
 def test_demo_real_board_needs_a_port(tmp_path):
     out = run_cli("--board", "icebreaker", cwd=tmp_path, timeout=120)
     assert out.returncode == 2 and "--port" in out.stderr
+
+
+def test_fmax_comes_from_a_build_report(tmp_path):
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps({"fmax_mhz": 48.5, "part": "lfe5u-85f", "inner": "AcceleratorTop",
+                                "config": {"network": {"arch": [64, 32, 10]}, "rule": {"name": "loco"}},
+                                "clock": {"mhz": 45.0}}))
+    mhz, source = demo.fmax_from_report(path)
+    assert mhz == 48.5 and str(path) in source and "lfe5u-85f" in source and "rule loco" in source
+    mhz, source = demo.default_fmax()
+    assert mhz > 0 and ("report.json" in source or "docs/hdl.md" in source)
