@@ -14,8 +14,9 @@ from loco_fpga.config import preset
 from loco_fpga.golden_model import prng
 from loco_fpga.hdl.network import Network
 from loco_fpga.qformat import formats
-from loco_fpga.sim.benches.network import compare, decode_results, load_in_amaranth_sim, random_stimulus
-from loco_fpga.sim.benches.update import compare_weights, train_trace
+from loco_fpga.sim.benches.network import load_in_amaranth_sim, random_stimulus
+from loco_fpga.sim.benches.loco import check_step, random_protos
+from loco_fpga.sim.benches.update import train_trace
 
 
 def loco_config(*, arch, steps, encoder="deterministic", neuron="if", seed=0, rounding="stochastic", mask=False,
@@ -145,48 +146,6 @@ async def load_protos(ctx, net, protos):
             await ctx.tick()
 
 
-def check_step(net, n, got, want):
-    """The first difference of step n, or None: forward results, k*/v⊥ per layer, weights, cluster state."""
-    res = decode_results(net, got["counts_raw"], got["o_raw"], 1)
-    _, errors = compare(res, [want["fwd"]], net.n_layers)
-    if errors:
-        return f"step {n}: {errors[0]}"
-    for l, (tap, cl) in enumerate(zip(got["taps"], want["clusters"])):
-        if len(tap) != len(cl["v_perp"]):
-            return f"step {n}, layer {l}: {len(tap)} v⊥ transfers, model {len(cl['v_perp'])}"
-        for j, ((v, k, last), vm) in enumerate(zip(tap, cl["v_perp"])):
-            if k != cl["k_star"]:
-                return f"k* differs at step {n}, layer {l}, index {j}: HDL {k}, model {cl['k_star']}"
-            if v != int(vm):
-                return f"v⊥ differs at step {n}, layer {l}, index {j}: HDL {v}, model {int(vm)}"
-            if last != int(j == len(tap) - 1):
-                return f"v⊥ last differs at step {n}, layer {l}, index {j}"
-    _, errors = compare_weights(got["weights"], want["weights"], n)
-    if errors:
-        return errors[0]
-    for l, (g, w) in enumerate(zip(got["clusters"], want["clusters"])):
-        if g["count"] != w["count"]:
-            return f"count differs after step {n}, layer {l}: HDL {g['count']}, model {w['count']}"
-        for name in ("protos", "recips", "h"):
-            diff = np.argwhere(g[name] != w[name])
-            if len(diff):
-                idx = tuple(int(i) for i in diff[0])
-                return (f"{name} differs after step {n}, layer {l}, index {idx}: HDL {int(g[name][idx])}, "
-                        f"model {int(w[name][idx])}")
-    return None
-
-
-def random_protos(config, rng: np.random.Generator, counts):
-    """Per layer (C: K × N prototype words in the proto format, count): random non-negative unit-ish rows."""
-    fm = formats(config)
-    out = []
-    for n_in, count in zip(config.network.arch[:-1], counts):
-        K = config.rule.clusters
-        c = rng.integers(0, 1 << fm.proto.frac, size=(K, n_in + 1)) // max(1, int(np.sqrt(n_in + 1)))
-        out.append((c.astype(np.int64), count))
-    return out
-
-
 CASES = [  # arch, lanes, T, encoder, neuron, rounding, mask, K, N_ref, idle/stall, preload
     ((5, 6, 3), 2, 4, "bernoulli", "if", "stochastic", False, 3, 1, 0.3, False),
     ((3, 2), 4, 8, "deterministic", "if", "half-up", False, 2, 2, 0.0, False),
@@ -207,7 +166,7 @@ def test_loco_training_equals_the_model(case):
     got = run_training(net, config, weights, samples, idle=noise, stall=noise, rng=random.Random(case),
                        protos=protos)
     for n, (g, w) in enumerate(zip(got, want)):
-        problem = check_step(net, n, g, w)
+        _, problem = check_step(net, n, g, w)
         assert problem is None, problem
     assert any(w["clusters"][0]["count"] >= 2 for w in want)       # the projection ran
 

@@ -89,9 +89,10 @@ def test_loco_training_bench_six_configs_slow():
 
 
 @pytest.mark.slow
-def test_loco_training_bench_extra_icarus_slow():
-    """2 more draws (K 7 and 5) × 20 steps on Icarus (~4 min)."""
-    _run((13, 33), "icarus", 20, "network-loco")
+@pytest.mark.parametrize("cases", [(13, 33), (2, 11, 23)])
+def test_loco_training_bench_extra_icarus_slow(cases):
+    """5 more draws (K 1 … 8, three with a prototype load) × 20 steps on Icarus (~4 min per batch)."""
+    _run(cases, "icarus", 20, "network-loco")
 
 
 @pytest.mark.slow
