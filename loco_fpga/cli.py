@@ -88,7 +88,7 @@ def cli():
 
     \b
     Main commands:
-      loco-fpga demo             the learning demo (golden model on the digits data set for now)
+      loco-fpga demo             on-chip learning on the virtual board (Verilator), checked bit for bit
       loco-fpga train --help     train a network with a chosen rule and write JSON/PNG results
       loco-fpga config init F    write the default configuration to F (TOML or JSON) to edit
       loco-fpga doctor           show which simulators and synthesis tools were found
@@ -187,6 +187,9 @@ def train(config_path, rule, dataset, data_path, arch, epochs, lr, lr_schedule, 
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
               help="a fixed-point spiking config (default: the up5k preset, 64-32-10, T = 16).")
 @click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True, help="passes over the stream.")
+@click.option("--lr", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True), default=None,
+              help="initial learning rate of the config's schedule (default: 0.1 with the preset, whose own 0.02 "
+                   "needs tens of epochs; the file's value with --config).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="train on the first N samples of each epoch.")
 @click.option("--lanes", type=click.IntRange(min=1), default=8, show_default=True,
               help="virtual board: synapse lanes of the simulated accelerator (a power of two).")
@@ -196,20 +199,22 @@ def train(config_path, rule, dataset, data_path, arch, epochs, lr, lr_schedule, 
               help="where report.json and curve.png are written.")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar.")
-def demo(board, port, baud, config_path, epochs, limit, lanes, fmax_report, out_dir, as_json, quiet):
+def demo(board, port, baud, config_path, epochs, lr, limit, lanes, fmax_report, out_dir, as_json, quiet):
     """On-chip learning demo: train the digits on a board (or the virtual board), check it against the golden
     fixed-point model bit for bit, evaluate the test split on chip (boards/demo.py, docs/demo.md).
 
     \b
     Examples:
-      loco-fpga demo                                   # virtual board, up5k preset, one epoch
+      loco-fpga demo                                   # virtual board, up5k preset (lr 0.1), one epoch
       loco-fpga demo --limit 200 --out quick           # a quick look
       loco-fpga demo --board icebreaker --port /dev/ttyUSB1
     """
     from .boards import demo as board_demo
     from .boards.host import Host, LinkError, SerialTransport
 
-    cfg = load_config(config_path) if config_path else preset("up5k")
+    cfg = load_config(config_path) if config_path else preset("up5k").replace(rule={"lr": board_demo.DEMO_LR})
+    if lr is not None:
+        cfg = cfg.replace(rule={"lr": lr})
     chip_cfg, _note = board_demo.on_chip_config(cfg)
     fmax = board_demo.fmax_from_report(fmax_report) if fmax_report else None
     log = (lambda text: None) if as_json else (lambda text: click.echo(text, err=True))

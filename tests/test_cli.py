@@ -100,14 +100,6 @@ def test_config_init_preset_writes_the_hardware_default(tmp_path):
     assert bad.returncode == 2 and "zynq" in bad.stderr
 
 
-def test_demo_runs_and_writes_report(tmp_path):
-    out = run("demo", "--epochs", "1", "-q", cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    report = json.loads((tmp_path / "loco-demo" / "report.json").read_text())
-    assert report["config"]["rule"]["name"] == "loco" and report["epochs_run"] == 1
-    assert (tmp_path / "loco-demo" / "curve.png").exists()
-
-
 def test_doctor_json():
     out = run("doctor", "--json")
     assert out.returncode == 0
