@@ -300,7 +300,7 @@ class ClusterBlock(wiring.Component):
         # -- state ---------------------------------------------------------------------------------------
         st = self.state
         count, recips, since = st.count, st.recips, st.since
-        j = Signal(range(dim + 1))           # read address of every buffer/prototype memory
+        j = Signal(range(max(dim, K) + 1))   # read address of every buffer/prototype memory; cluster index in W_ACC
         pv = Signal()                        # a pass's data for index pj arrives this cycle
         pj = Signal(range(dim))
         phase = Signal(_Pass)

@@ -274,3 +274,23 @@ def run_back_to_back(net, config, weights, samples, protos):
     sim.add_testbench(watch, background=True)
     sim.run()
     return x_cycles, o_last, tap_last
+
+
+def test_more_clusters_than_inputs():
+    """K = 5 clusters on layers with N = 3 and 4 inputs (random draw 35 of tests/test_sim_loco.py): the block's
+    index counter, shared by the input passes (N values) and the w = M·cv loop (count values), once had N + 1
+    values only, so the loop never ended when count > N — this hung the Icarus bench; 20 steps bit-exact."""
+    from loco_fpga.config import Config
+    from test_sim_loco import make_case
+
+    case = make_case(35, 20)
+    config = Config().replace(**case["config"])
+    net = Network.from_config(config, lanes=case["lanes"], update="loco")
+    assert config.rule.clusters > min(b.dim for b in net.cluster_blocks) + 1
+    weights, samples = random_stimulus(config, 20, np.random.default_rng(case["seed"]))
+    want = train_trace(config, weights, samples)
+    got = run_training(net, config, weights, samples, idle=0.0, stall=0.0, rng=random.Random(0))
+    for n, (g, w) in enumerate(zip(got, want)):
+        _, problem = check_step(net, n, g, w)
+        assert problem is None, problem
+    assert max(w["clusters"][1]["count"] for w in want) > net.cluster_blocks[1].dim
