@@ -834,19 +834,16 @@ class LinkTestDevice(wiring.Component):
         return m
 
 
-class LinkTestTop(wiring.Component):
-    """:class:`Link` + :class:`LinkTestDevice`: the protocol end to end (``rx``/``tx`` byte streams).
+class LinkTop(wiring.Component):
+    """A :class:`Link` wired to a device (``link.device`` ↔ ``device.host``) behind ``rx``/``tx`` byte streams.
 
-    Parameters (keyword-only): ``timeout`` (idle cycles ending a truncated frame), ``max_payload``,
-    ``n_in``, ``n_out``, ``n_protos``, ``event_depth``. Words are 2 bytes on the wire, 16 bits wide.
+    The composition every top shares (:class:`LinkTestTop`, :class:`~.top.AcceleratorTop`): subclasses build
+    ``self._link`` and ``self._device`` and call ``super().__init__(device_busy=…)``. ``busy`` = the link's busy,
+    or'ed with the device's ``busy`` when ``device_busy``.
     """
 
-    def __init__(self, *, timeout: int = 64, max_payload: int = 64, n_in: int = 8, n_out: int = 4,
-                 n_protos: int = 16, event_depth: int = 4):
-        self._device = LinkTestDevice(n_in=n_in, n_out=n_out, n_protos=n_protos, word_bits=16)
-        self._link = Link(max_payload=max_payload, timeout=timeout, word_bytes=2, sample_bytes=n_in,
-                          infer_bytes=self._device.infer_bytes, train_bytes=self._device.train_bytes,
-                          n_classes=n_out, event_depth=event_depth)
+    def __init__(self, *, device_busy: bool):
+        self._device_busy = device_busy
         super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)), "busy": Out(1)})
 
     link = property(lambda self: self._link)
@@ -860,5 +857,21 @@ class LinkTestTop(wiring.Component):
         wiring.connect(m, link.device, device.host)
         wiring.connect(m, wiring.flipped(self.rx), link.rx)
         wiring.connect(m, link.tx, wiring.flipped(self.tx))
-        m.d.comb += self.busy.eq(link.busy)
+        m.d.comb += self.busy.eq(link.busy | device.busy if self._device_busy else link.busy)
         return m
+
+
+class LinkTestTop(LinkTop):
+    """:class:`Link` + :class:`LinkTestDevice`: the protocol end to end (``rx``/``tx`` byte streams).
+
+    Parameters (keyword-only): ``timeout`` (idle cycles ending a truncated frame), ``max_payload``,
+    ``n_in``, ``n_out``, ``n_protos``, ``event_depth``. Words are 2 bytes on the wire, 16 bits wide.
+    """
+
+    def __init__(self, *, timeout: int = 64, max_payload: int = 64, n_in: int = 8, n_out: int = 4,
+                 n_protos: int = 16, event_depth: int = 4):
+        self._device = LinkTestDevice(n_in=n_in, n_out=n_out, n_protos=n_protos, word_bits=16)
+        self._link = Link(max_payload=max_payload, timeout=timeout, word_bytes=2, sample_bytes=n_in,
+                          infer_bytes=self._device.infer_bytes, train_bytes=self._device.train_bytes,
+                          n_classes=n_out, event_depth=event_depth)
+        super().__init__(device_busy=False)

@@ -41,7 +41,7 @@ from loco_fpga.boards import protocol as proto
 from loco_fpga.qformat import formats as make_formats
 
 from .layer import default_memory
-from .link import DeviceError, DeviceOp, DeviceSignature, Link, RunOp
+from .link import DeviceError, DeviceOp, DeviceSignature, Link, LinkTop, RunOp
 from .network import UPDATES, Network
 
 __all__ = ["AcceleratorRegister", "RULE_CODES", "AcceleratorDevice", "AcceleratorTop", "REGISTER_RESETS",
@@ -351,7 +351,7 @@ class AcceleratorDevice(wiring.Component):
         return m
 
 
-class AcceleratorTop(wiring.Component):
+class AcceleratorTop(LinkTop):
     """:class:`~.link.Link` + :class:`AcceleratorDevice` over ``Network.from_config(config, lanes=…,
     update=config.rule.name)``: the whole accelerator on ``rx``/``tx`` byte streams.
 
@@ -377,23 +377,10 @@ class AcceleratorTop(wiring.Component):
         self._link = Link(max_payload=max_payload, timeout=timeout, word_bytes=d.word_bytes,
                           sample_bytes=d.sample_bytes, infer_bytes=d.infer_bytes, train_bytes=d.train_bytes,
                           n_classes=d.n_classes, event_depth=event_depth)
-        super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)), "busy": Out(1)})
+        super().__init__(device_busy=True)
 
     config = property(lambda self: self._config)
     network = property(lambda self: self._network)
-    device = property(lambda self: self._device)
-    link = property(lambda self: self._link)
-    info = property(lambda self: self._link.info)
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.link = link = self._link
-        m.submodules.device = device = self._device
-        wiring.connect(m, link.device, device.host)
-        wiring.connect(m, wiring.flipped(self.rx), link.rx)
-        wiring.connect(m, link.tx, wiring.flipped(self.tx))
-        m.d.comb += self.busy.eq(link.busy | device.busy)
-        return m
 
 
 def board_top(config=None, *, lanes: int = 1) -> AcceleratorTop:
