@@ -41,6 +41,10 @@ b_ik = ±1 are the float model's DFA feedback signs (``rules_feedback.feedback_m
 (DFA, l), regenerated, never stored) and fb = 1/√n_L in ``fmts.fb``; every layer's v is its clean input
 [c; T] (no projection). The update (step 6) is the same rank-1 read-modify-write with e_i = δ_i.
 
+``rule.name = "lls"``: as DFA (no perturbation, delta output error, clean v), but hidden layer l's e comes from
+its own clean counts through :class:`~loco_fpga.golden_model.fixed_lls.FixedLocalError` (the integer local
+loss against the square-wave basis; exact algorithm in ``fixed_lls``).
+
 Inference is step 2–3 for the clean column only, prediction = first index of max y.
 """
 
@@ -262,7 +266,7 @@ class FixedNetwork:
 
 
 class FixedRule:
-    """Fixed-point NP, LOCO or DFA training step (see the module docstring for the exact order)."""
+    """Fixed-point NP, LOCO, DFA or LLS training step (see the module docstring for the exact order)."""
 
     batch_size = 1
 
@@ -285,6 +289,13 @@ class FixedRule:
         self.clusters = ([FixedClusters(n + 1, config, fm) for n in net.arch[:-1]]
                          if self.name == "loco" else None)
         self.dfa = self.name == "dfa"
+        self.lls = self.name == "lls"
+        self.local = None
+        if self.lls:    # one LLS error unit per hidden layer (golden_model/fixed_lls.py)
+            from .fixed_lls import FixedLocalError
+            tau_shift = -int(round(np.log2(config.rule.lls_temperature)))
+            self.local = [FixedLocalError(n, net.arch[-1], net.steps, fm, config.fixed.norm_guard, tau_shift)
+                          for n in net.arch[1:-1]]
         self.feedback = None
         if self.dfa:   # ±1 signs, the float model's bits (rules_feedback): lane DFA_LANE + l of the DFA stream
             from .rules_feedback import dfa_feedback
@@ -344,14 +355,14 @@ class FixedRule:
         last = net.n_layers - 1
         if self.output_delta:                                              # ξ_L = 0
             noise[last] = np.zeros_like(noise[last])
-        if self.dfa:                                                       # no perturbation at all
+        if self.dfa or self.lls:                                           # no perturbation at all
             noise = [np.zeros_like(n) for n in noise]
         # 3. clean and noisy passes
         counts, y_pair = net.run(pair, noise)
         y, y_noisy = y_pair[0], y_pair[1]
         # 4. the global scalar
         dy, dl, g = self.loss_unit(y, y_noisy, label, lr_q)
-        e_out = self.output_error(y, label, lr_q) if self.output_delta or self.dfa else None
+        e_out = self.output_error(y, label, lr_q) if self.output_delta or self.dfa or self.lls else None
         # 5-6. per layer: input vectors, projection, rank-1 update
         ones = np.array([steps], dtype=np.int64)
         k_stars, v_perps, es = [], [], []
@@ -360,7 +371,8 @@ class FixedRule:
                 u = v = np.concatenate([spikes.sum(axis=0), ones])
             else:
                 u = np.concatenate([counts[l - 1][0], ones])
-                v = u if self.dfa or (l == last and self.output_delta) else np.concatenate([counts[l - 1][1], ones])
+                v = (u if self.dfa or self.lls or (l == last and self.output_delta)
+                     else np.concatenate([counts[l - 1][1], ones]))
             if self.clusters is not None:
                 cl = self.clusters[l]
                 u_hat = cl.normalise(u)
@@ -376,6 +388,8 @@ class FixedRule:
                 e = e_out
             elif self.dfa:
                 e = narrow((self.feedback[l] @ e_out) * self.fb_q, fm.g.frac + fm.fb.frac, fm.g)
+            elif self.lls:                                                 # masked inside the unit
+                e = self.local[l].error(counts[l][0], label, lr_q)
             else:
                 e = np.where(signs[l] == 1, g, -g)
             if (self.mask or self.dfa) and l < last:

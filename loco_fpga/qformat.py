@@ -154,6 +154,13 @@ class Formats:
         self.g = F("g", True, fx.g_bits, fx.g_frac, "half-up",
                    "g = ΔL_sum · lr_reg; also every per-neuron error e_i (delta readout, DFA δ_i)")
         self.fb = F("fb", False, 10, 8, "half-up", "DFA feedback scale 1/√n_L (a constant register)")
+        self.lls_logit = F("lls_logit", True, 24, 8, "toward-zero-div",
+                           "LLS logit (B û)_k / τ = s_k · 2^(G + 8 + tau_shift) / ⌊√(Σ c² · 4^G)⌋")
+        self.lls_exp = F("lls_exp", False, 17, 16, "table",
+                         "LLS softmax numerator 2^((L_k − max L) log2 e): 64-entry 2^-x table, shifted")
+        self.lls_prob = F("lls_prob", False, 13, 12, "toward-zero-div", "LLS softmax P_k = E_k / Σ E")
+        self.lls_da = F("lls_da", True, 32, 16, "toward-zero-div",
+                        "LLS ∂ℓ/∂a_j = (T/τ)(d̂_j S − c_j D) / S^(3/2)")
         self.uhat = F("uhat", True, fx.proto_bits, fx.proto_frac, "half-up",
                       "û_j = u_j / ‖u‖ = (u_j · recip) >> recip_extra")
         self.norm = F("norm", False, 32, rf + fx.norm_guard, "floor-sqrt",
@@ -205,8 +212,15 @@ def _pow2_exponent(x: float) -> int | None:
 def check_config(config) -> None:
     """Cross-field checks of a fixed-point configuration; raises ConfigError naming field and value."""
     fx, spk, rule, arch = config.fixed, config.spiking, config.rule, config.network.arch
-    if rule.name not in ("np", "loco", "dfa"):
-        _fail("rule.name", rule.name, "the fixed-point model implements np, loco and dfa")
+    if rule.name not in ("np", "loco", "dfa", "lls"):
+        _fail("rule.name", rule.name, "the fixed-point model implements np, loco, dfa and lls")
+    if rule.name == "lls":
+        if rule.lls_basis != "square":
+            _fail("rule.lls_basis", rule.lls_basis, "the fixed-point model implements the 'square' basis only")
+        tau = _pow2_exponent(rule.lls_temperature)
+        if tau is None or not -16 <= tau <= 0:
+            _fail("rule.lls_temperature", rule.lls_temperature,
+                  "must be a power of two in [2^-16, 1] in the fixed-point model (1/τ is a shift)")
     if rule.step_norm != "none":
         _fail("rule.step_norm", rule.step_norm, "the fixed-point model implements 'none' only")
     if rule.noise != "rademacher" or rule.noise_placement != "pre":
@@ -247,6 +261,13 @@ def check_config(config) -> None:
     need = fx.g_bits + _bits_for(arch[-1]) + 10
     if rule.name == "dfa" and need > 63:
         _fail("fixed.g_bits", fx.g_bits, f"the DFA feedback sum Σ_k ±e_k times fb needs {need} bits, more than 63")
+    if rule.name == "lls":      # num_j · 2^shift of fixed_lls step 7: |num_j| ≤ n T² 2^(Q + 2)
+        tau_shift = -_pow2_exponent(rule.lls_temperature)
+        fm = Formats(config)
+        shift = log2t + tau_shift + fx.norm_guard + fm.lls_da.frac - fm.lls_prob.frac
+        need = _bits_for(max(arch[1:-1], default=1)) + 2 * log2t + fm.lls_prob.frac + 2 + shift + 1
+        if need > 63:
+            _fail("fixed.norm_guard", fx.norm_guard, f"the LLS error numerator needs {need} bits, more than 63")
     need = fx.dl_bits + fx.lr_bits
     if need > 63:
         _fail("fixed.dl_bits", fx.dl_bits, f"the product ΔL·lr needs {need} bits, more than 63")

@@ -105,7 +105,7 @@ def test_divider_and_square_root_match_bit_serial_algorithms():
     ({"spiking": {"steps": 12}}, "spiking.steps = 12: must be a power of two"),
     ({"rule": {"proto_lr": 0.03}}, "rule.proto_lr = 0.03"),
     ({"rule": {"ridge": 1e-9}}, "fixed.h_frac = 14: cannot represent rule.ridge"),
-    ({"rule": {"name": "bp"}}, "rule.name = 'bp': the fixed-point model implements np, loco and dfa"),
+    ({"rule": {"name": "bp"}}, "rule.name = 'bp': the fixed-point model implements np, loco, dfa and lls"),
     ({"fixed": {"vperp_frac": 3}}, "fixed.vperp_frac = 3: must be >= log2(spiking.steps) = 4"),
     ({"fixed": {"h_bits": 31, "h_frac": 14}}, "fixed.h_bits = 31: the sum of 8 products"),
     ({"fixed": {"g_frac": 36, "g_bits": 40, "update_acc_bits": 60}}, "stochastic rounding of the update drops"),
