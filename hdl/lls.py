@@ -11,7 +11,7 @@ and the multiplies d̂_j·S, c_j·D and da_j·(n_L·lr).
 Schedule (states): ``IN`` c_j in (S += c_j², s_k += B_kj c_j), ``SQRT`` R = isqrt(S·4^G), then S·R;
 ``LOGIT`` ×C divisions (and the running max); ``EXP`` one class per cycle; ``PROB`` ×C divisions (g_k);
 ``DHAT`` two cycles per j (d̂_j from the phase accumulators, D += c_j d̂_j); ``OUT`` per j: num_j, one
-division, e_j on ``o``. A layer without spikes (S = 0) emits n zeros straight away.
+division, e_j on ``o``. The schedule does not depend on the data (:meth:`LocalErrorUnit.cycles`).
 """
 
 from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
@@ -93,12 +93,11 @@ class LocalErrorUnit(wiring.Component):
 
     width = property(lambda self: self._n)
 
-    def cycles(self, spikes: bool = True) -> int:
-        """Cycles from the last ``i`` transfer to the last ``o`` transfer with ``o`` always ready
-        (``spikes`` = False: a sample whose counts are all 0)."""
+    def cycles(self) -> int:
+        """Cycles from the last ``i`` transfer to the last ``o`` transfer with ``o`` always ready — the same
+        for every sample (a layer without spikes runs the same schedule; its divisions by R = 0 overflow and
+        the mask 1[0 < c_j < T] zeroes every e_j, as the model's S = 0 case does)."""
         n, C = self._n, self._c
-        if not spikes:
-            return 1 + n                                              # SQRT sees S = 0, then n zeros
         # a division: its operand state, SEND (accepted), WAIT until the result is taken (latency + 1)
         div = 1 + 1 + self._divider.latency + 1
         sqrt = 1 + self._isqrt.latency + 1 + 1                        # SQRT, SQRT_WAIT, SR
@@ -174,9 +173,7 @@ class LocalErrorUnit(wiring.Component):
                     with m.Else():
                         m.d.sync += j.eq(j + 1)
             with m.State("SQRT"):
-                with m.If(s2 == 0):
-                    m.next = "ZERO"
-                with m.Elif(sq.i.ready):
+                with m.If(sq.i.ready):
                     m.next = "SQRT_WAIT"
             with m.State("SQRT_WAIT"):
                 with m.If(sq.o.valid):
@@ -265,17 +262,9 @@ class LocalErrorUnit(wiring.Component):
                     with m.Else():
                         m.d.sync += j.eq(j + 1)
                         m.next = "OUT"
-            with m.State("ZERO"):
-                with m.If(self.o.ready):
-                    with m.If(j == n - 1):
-                        m.d.sync += [j.eq(0), s2.eq(0), *[s.eq(0) for s in sk]]
-                        m.next = "IN"
-                    with m.Else():
-                        m.d.sync += j.eq(j + 1)
         # handshakes outside the FSM (continuous assignments: Icarus sees them from time 0)
         m.d.comb += [self.i.ready.eq(fsm.ongoing("IN")), self.idle.eq(fsm.ongoing("IN") & (j == 0)),
-                     sq.i.valid.eq(fsm.ongoing("SQRT") & (s2 != 0)), sq.o.ready.eq(fsm.ongoing("SQRT_WAIT")),
+                     sq.i.valid.eq(fsm.ongoing("SQRT")), sq.o.ready.eq(fsm.ongoing("SQRT_WAIT")),
                      div.i.valid.eq(fsm.ongoing("SEND")), div.o.ready.eq(fsm.ongoing("WAIT")),
-                     self.o.valid.eq(fsm.ongoing("EMIT") | fsm.ongoing("ZERO")),
-                     self.o.payload.e.eq(Mux(fsm.ongoing("ZERO"), 0, e_out))]
+                     self.o.valid.eq(fsm.ongoing("EMIT")), self.o.payload.e.eq(e_out)]
         return m
