@@ -7,29 +7,40 @@ index order, the last one the bias entry T — and produces k* and v⊥ (vperp f
 what ``FixedRule.step_q`` does with its ``FixedClusters``: ``normalise``, ``select``, ``project``, ``update``
 (with the refreshes they trigger).
 
-Structure: K **cluster units** work in parallel, one per cluster k. Unit k owns its prototype memory c_k
-(``dim`` words, proto format), its score reciprocal r_k, its accumulator and one multiplier c_kj × y_k, where
-y_k is the operand broadcast to all units (û_j, v_j or c_bj) or, when v⊥ is produced, the unit's own w_k.
-Every pass over the ``dim`` indices reads all prototype memories at the same address, so a pass costs
-``dim`` + 1 cycles whatever K is. Around them: the input buffer (u, v), the û buffer, one shared restoring
-square root and divider (``hdl/arith.py``) for ‖u‖, 1/‖u‖ and r_k, one score multiplier (the argmax runs
-over the units in index order, so the first maximum wins), and the :class:`~loco_fpga.hdl.solver.Solver`
-(H refresh, Schur downdate) whose client reads compute w = M·cv.
+Structure: P = ``units`` **cluster units** (1 ≤ P ≤ K, default K) work in parallel. Unit p owns one
+prototype memory of G·``dim`` words (proto format), G = ⌈K/P⌉ **groups**: cluster k lives in unit k mod P,
+words ⌊k/P⌋·dim … ⌊k/P⌋·dim + dim − 1, and group g is clusters gP … gP + P − 1. Each unit has an accumulator
+and one multiplier c_kj × y, where y is the operand broadcast to all units (û_j, v_j or c_bj) or, when v⊥ is
+produced, the w_k of the unit's cluster in the current group. A pass over the ``dim`` indices reads all unit
+memories at the same address and covers one group; a pass that needs every active cluster (UHAT, GRAM, CV)
+repeats for the max(1, ⌈n/P⌉) groups that hold the n active clusters (:meth:`ClusterBlock.groups`), so with
+P = K every pass is one group, as many cycles whatever K is. Per cluster the block keeps dot_k, [c_k = û],
+cv_k, w_k and r_k: in registers when P = K; with P < K in small memories (dot, cv, w: one of G words per unit,
+written a group at a time; r: K words), [c_k = û] in K flip-flops — their one-cycle reads cost ``SCORE`` one
+cycle. Around the units: the input buffer (u, v), the û buffer, the column buffer
+(G > 1 only: c_b of a GRAM column for the groups after b's own), one shared restoring square root and divider
+(``hdl/arith.py``) for ‖u‖, 1/‖u‖ and r_k, one score multiplier (the argmax runs over the clusters in index
+order, so the first maximum wins), one squarer (Σ û_j², Σ c_j²), and the
+:class:`~loco_fpga.hdl.solver.Solver` (H refresh, Schur downdate) whose read port and multiplier compute
+w = M·cv. All sums are exact integer sums, so the group order cannot change a result.
 
 Schedule of one sample (state names of the FSM; formulas in :meth:`ClusterBlock.sample_cycles`):
 
 1. ``RECV``      u_j, v_j into the buffer, s = Σ u_j²                               (``dim`` transfers)
 2. ``NORM``      ‖u‖ = isqrt(s · 4^norm_guard); recip = ⌊2^(pf + ng + re) / ‖u‖⌋
-3. pass UHAT     û_j = narrow(u_j · recip, pf + re → uhat); every unit: dot_k = Σ c_kj û_j,
-                 eq_k = [c_k = û]; Σ û_j²
+3. pass UHAT     û_j = narrow(u_j · recip, pf + re → uhat); per cluster: dot_k = Σ c_kj û_j,
+                 eq_k = [c_k = û]; Σ û_j² (first group)
 4. ``SCORE``     k* = first argmax over active k of dot_k · r_k (one per cycle); a new cluster (k* = count)
                  when count < K and c_k* ≠ û: pass NEW copies û into unit count, r_count from Σ û_j²,
                  count += 1 and a refresh (5)
-5. refresh       pass GRAM per column b: unit a accumulates Σ_j c_aj c_bj; G_ab = sat(narrow(·, 2pf → gram)
-                 + λ[a = b]) written into the solver; ``INVERT``; samples since refresh ← 0
-6. project       count < 2: v⊥ = sat(v ≪ (vf − rf)). Otherwise pass CV (unit k: Σ_j c_kj v_j → cv_k),
-                 ``DOWNDATE`` k*, w_i = narrow(Σ_j M_ij cv_j, 2hf → w) through the solver's read port
-7. ``OUT_*``     v⊥_j = sat(v_j ≪ (vf − rf) − shift_round(Σ_k w_k c_kj, pf + hf − vf, half-up)) on ``o``
+5. refresh       pass GRAM per column b, b's group first (it fills the column buffer): cluster a accumulates
+                 Σ_j c_aj c_bj; after each group G_ab = sat(narrow(·, 2pf → gram) + λ[a = b]) of its clusters
+                 is written into the solver; ``INVERT``; samples since refresh ← 0
+6. project       count < 2: v⊥ = sat(v ≪ (vf − rf)). Otherwise pass CV (cluster k: Σ_j c_kj v_j → cv_k),
+                 ``DOWNDATE`` k*, w_i = narrow(Σ_j M_ij cv_j, 2hf → w) through the solver's read port and
+                 multiplier
+7. ``OUT_*``     v⊥_j = sat(v_j ≪ (vf − rf) − shift_round(Σ_k w_k c_kj, pf + hf − vf, half-up)) on ``o``;
+                 Σ_k over the groups, one group per cycle
 8. pass UPDATE   unit k*: c_j ← sat(c_j + shift_round(û_j − c_j, proto_shift, half-up)); r_k* from Σ c_j²;
                  samples since refresh += 1, and a refresh (5) when it reaches ``refresh``.
 """
@@ -50,6 +61,21 @@ from .solver import MatrixHalf, Solver, SolverOp
 __all__ = ["ClusterBlock", "PeekKind"]
 
 _MAX_DIM = 1 << 16
+
+
+class _Rows:
+    """``prototypes[k]``: cluster k's ``dim`` words in its unit's memory (``[j]`` is a simulator row)."""
+
+    def __init__(self, memory_data, base, dim):
+        self._mem, self._base, self._dim = memory_data, base, dim
+
+    def __len__(self):
+        return self._dim
+
+    def __getitem__(self, j):
+        if not 0 <= j < self._dim:
+            raise IndexError(f"j = {j!r}: must be in [0, {self._dim - 1}]")
+        return self._mem[self._base + j]
 
 
 def _check_int(name, value, lo, hi):
@@ -104,12 +130,15 @@ class _Pass(enum.Enum, shape=3):
 
 
 class ClusterBlock(wiring.Component):
-    """K parallel cluster units, the normaliser and the solver of one layer (see the module docstring).
+    """P cluster units shared by K clusters, the normaliser and the solver of one layer (see the module
+    docstring).
 
     Parameters (keyword-only): ``formats`` (:class:`~loco_fpga.qformat.Formats` of the config), ``dim``
     (n + 1: the layer's inputs plus the bias), ``clusters`` K, ``refresh`` N_ref (samples between H
-    refreshes), ``ridge`` λ in gram LSBs, ``norm_guard``, ``recip_extra`` (``[fixed]``). The prototype step
-    η_c = 2^-proto_shift comes from ``formats.proto_shift``. :meth:`from_config` derives all of them.
+    refreshes), ``ridge`` λ in gram LSBs, ``norm_guard``, ``recip_extra`` (``[fixed]``), ``units`` P
+    (parallel unit multipliers, 1 … K; default K: one pass covers every cluster; fewer units repeat the
+    passes per group of P clusters, see :meth:`groups`). The prototype step η_c = 2^-proto_shift comes from
+    ``formats.proto_shift``. :meth:`from_config` derives all of them but ``units``.
 
     Ports:
         i (In stream of :attr:`input_layout` = {u: rate, v: rate, last: 1}): ``dim`` transfers per sample,
@@ -128,12 +157,14 @@ class ClusterBlock(wiring.Component):
             ``FixedClusters`` whose ``protos``/``count`` were set, followed by ``refresh()``), samples since
             refresh ← 0; ``idle`` is low until that is done (:meth:`load_cycles`).
 
-    The prototypes (``prototypes[k]``, :class:`~amaranth.lib.memory.MemoryData`), the solver (``solver``,
-    H in its ``matrix``) and the count/reciprocal registers (``state``) are attributes for simulation tests.
+    The unit memories (``memories[p]``, :class:`~amaranth.lib.memory.MemoryData`; cluster k's word j as a
+    simulator row: ``prototypes[k][j]``), the solver (``solver``, H in its ``matrix``) and the count,
+    r_k, cv_k and w_k (``state``: registers with P = K, memory rows with P < K) are attributes for simulation
+    tests.
     """
 
     def __init__(self, *, formats: Formats, dim: int, clusters: int, refresh: int, ridge: int,
-                 norm_guard: int, recip_extra: int):
+                 norm_guard: int, recip_extra: int, units: int | None = None):
         if not isinstance(formats, Formats):
             raise TypeError(f"formats = {formats!r}: expected a loco_fpga.qformat.Formats")
         _check_int("dim", dim, 1, _MAX_DIM)
@@ -142,6 +173,9 @@ class ClusterBlock(wiring.Component):
         _check_int("ridge", ridge, 0, formats.gram.max)
         _check_int("norm_guard", norm_guard, 0, 16)
         _check_int("recip_extra", recip_extra, 0, 24)
+        if units is None:
+            units = clusters
+        _check_int("units", units, 1, clusters)
         if formats.uhat.bits != formats.proto.bits or formats.uhat.frac != formats.proto.frac:
             raise ValueError(f"formats.uhat = {formats.uhat.label()}: must equal formats.proto "
                              f"({formats.proto.label()}); û is copied into a prototype")
@@ -153,6 +187,7 @@ class ClusterBlock(wiring.Component):
                              f"{formats.proto.frac}]")
         self._formats, self._dim, self._k, self._refresh = formats, dim, clusters, refresh
         self._ridge, self._ng, self._re = ridge, norm_guard, recip_extra
+        self._units, self._groups = units, -(-clusters // units)
         self._input_layout = data.StructLayout({"u": shape(formats.rate), "v": shape(formats.rate), "last": 1})
         self._output_layout = data.StructLayout({"v": shape(formats.vperp), "k_star": range(clusters),
                                                  "last": 1})
@@ -165,13 +200,28 @@ class ClusterBlock(wiring.Component):
         self._recip_num = pf + norm_guard + recip_extra          # recip = ⌊2^this / ‖u‖⌋
         self._div_width = max(self._recip_num, 2 * pf) + 1
         self.solver = Solver(formats=formats, size=clusters)
-        self.prototypes = [memory.MemoryData(shape=shape(formats.proto), depth=dim, init=[])
-                           for _ in range(clusters)]
-        self.state = SimpleNamespace(count=Signal(range(clusters + 1), name="count"),
-                                     recips=[Signal(2 * pf + 1, name=f"recip{k}") for k in range(clusters)],
-                                     since=Signal(range(refresh + 1), name="since_refresh"),
-                                     cv=[Signal(shape(formats.cv), name=f"cv{k}") for k in range(clusters)],
-                                     w=[Signal(shape(formats.w), name=f"w{k}") for k in range(clusters)],
+        self.memories = [memory.MemoryData(shape=shape(formats.proto), depth=self._groups * dim, init=[])
+                         for _ in range(units)]
+        self.prototypes = tuple(_Rows(self.memories[k % units], (k // units) * dim, dim) for k in range(clusters))
+        self._dot_shape = signed(2 * pb + _clog2(dim) + 1)
+        if self._groups == 1:        # one unit per cluster: its values in registers
+            recips = [Signal(2 * pf + 1, name=f"recip{k}") for k in range(clusters)]
+            cvs = [Signal(shape(formats.cv), name=f"cv{k}") for k in range(clusters)]
+            ws = [Signal(shape(formats.w), name=f"w{k}") for k in range(clusters)]
+            self._values = None
+        else:                        # shared units: per unit a memory of G words (cluster k: unit k mod P, word
+            # ⌊k/P⌋) for dot, cv and w, one of K words for r (written one at a time)
+            def per_unit(sh):
+                return [memory.MemoryData(shape=sh, depth=self._groups, init=[]) for _ in range(units)]
+            self._values = SimpleNamespace(dot=per_unit(self._dot_shape), cv=per_unit(shape(formats.cv)),
+                                           w=per_unit(shape(formats.w)),
+                                           recip=memory.MemoryData(shape=2 * pf + 1, depth=clusters, init=[]))
+            v = self._values
+            recips = [v.recip[k] for k in range(clusters)]
+            cvs = [v.cv[k % units][k // units] for k in range(clusters)]
+            ws = [v.w[k % units][k // units] for k in range(clusters)]
+        self.state = SimpleNamespace(count=Signal(range(clusters + 1), name="count"), recips=recips,
+                                     since=Signal(range(refresh + 1), name="since_refresh"), cv=cvs, w=ws,
                                      k_star=Signal(range(clusters), name="k_star"))
         self._peek_layout = data.StructLayout({"what": PeekKind, "index": range(clusters),
                                                "col": range(max(dim, clusters))})
@@ -186,8 +236,9 @@ class ClusterBlock(wiring.Component):
                           "load_en": In(1), "load": In(self._load_layout)})
 
     @classmethod
-    def from_config(cls, config, layer: int) -> "ClusterBlock":
-        """The block of layer ``layer`` (0-based: its input has arch[layer] + 1 entries) of ``config``."""
+    def from_config(cls, config, layer: int, *, units: int | None = None) -> "ClusterBlock":
+        """The block of layer ``layer`` (0-based: its input has arch[layer] + 1 entries) of ``config``, with
+        ``units`` parallel units (default K)."""
         from loco_fpga.qformat import formats  # noqa: PLC0415
 
         arch = config.network.arch
@@ -195,7 +246,7 @@ class ClusterBlock(wiring.Component):
         fm = formats(config)
         return cls(formats=fm, dim=arch[layer] + 1, clusters=config.rule.clusters, refresh=config.rule.refresh,
                    ridge=fm.gram.from_float(config.rule.ridge), norm_guard=config.fixed.norm_guard,
-                   recip_extra=config.fixed.recip_extra)
+                   recip_extra=config.fixed.recip_extra, units=units)
 
     formats = property(lambda self: self._formats)
     dim = property(lambda self: self._dim)
@@ -204,6 +255,7 @@ class ClusterBlock(wiring.Component):
     ridge = property(lambda self: self._ridge)
     norm_guard = property(lambda self: self._ng)
     recip_extra = property(lambda self: self._re)
+    units = property(lambda self: self._units)
     input_layout = property(lambda self: self._input_layout)
     output_layout = property(lambda self: self._output_layout)
     peek_layout = property(lambda self: self._peek_layout)
@@ -217,8 +269,14 @@ class ClusterBlock(wiring.Component):
     # -- published timing -------------------------------------------------------------------------------
     @property
     def pass_cycles(self) -> int:
-        """One pass over the ``dim`` indices (all units at once): ``dim`` reads, the last element, 1 to finish."""
+        """One pass over the ``dim`` indices for one group (all units at once): ``dim`` reads, the last
+        element, 1 to finish."""
         return self._dim + 2
+
+    def groups(self, n: int) -> int:
+        """Groups of P clusters that a pass over the first n active clusters visits: max(1, ⌈n/P⌉) (1 for
+        every n when P = K)."""
+        return max(1, -(-n // self._units))
 
     @property
     def isqrt_cycles(self) -> int:
@@ -231,24 +289,24 @@ class ClusterBlock(wiring.Component):
         return self._div_width + 1 + 2
 
     def refresh_cycles(self, n: int) -> int:
-        """H refresh with n active clusters: n GRAM passes and n solver writes each, then ``INVERT``
-        (command + the solver's cycles + 1 to see it idle)."""
-        return n * (self.pass_cycles + n) + 1 + self.solver.invert_cycles(n) + 1
+        """H refresh with n active clusters: per column, :meth:`groups` (n) GRAM passes and n solver writes,
+        then ``INVERT`` (command + the solver's cycles + 1 to see it idle)."""
+        return n * (self.groups(n) * self.pass_cycles + n) + 1 + self.solver.invert_cycles(n) + 1
 
     def output_cycles(self, count: int, new: bool) -> int:
         """Cycles from a sample's last ``i`` transfer to its last ``o`` transfer (``o`` always ready);
         ``count`` and ``new`` as in :meth:`sample_cycles`."""
         before = count - 1 if new else count
         c = self.isqrt_cycles + self.divide_cycles                # NORM
-        c += self.pass_cycles                                     # UHAT
-        c += before + 1                                           # SCORE (one per active cluster) + decide
+        c += self.groups(before) * self.pass_cycles               # UHAT
+        c += before + 1 + (self._groups > 1)                      # SCORE (one per active cluster) + decide
         if new:
             c += self.pass_cycles + self.isqrt_cycles + self.divide_cycles + self.refresh_cycles(count)
         c += 1                                                    # PROJECT
         if count >= 2:
-            c += self.pass_cycles + 1 + self.solver.downdate_cycles(count) + 1   # CV, DOWNDATE
+            c += self.groups(count) * self.pass_cycles + 1 + self.solver.downdate_cycles(count) + 1  # CV, DOWNDATE
             c += 2 * count * count + 1                                            # w = M cv
-        return c + 2 * self._dim                                  # OUT_READ / OUT_SEND per entry
+        return c + (self.groups(count) + 1) * self._dim           # OUT_READ, OUT_ACC per further group, OUT_SEND
 
     def tail_cycles(self, count: int, refreshed: bool) -> int:
         """Cycles from a sample's last ``o`` transfer to the last cycle before ``idle`` is high again (the
@@ -273,7 +331,7 @@ class ClusterBlock(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        fm, dim, K = self._formats, self._dim, self._k
+        fm, dim, K, P, G = self._formats, self._dim, self._k, self._units, self._groups
         pf, pb = fm.proto.frac, fm.proto.bits
         rf, hf, vf = fm.log2_steps, fm.h.frac, fm.vperp.frac
         hb = fm.h.bits
@@ -290,12 +348,22 @@ class ClusterBlock(wiring.Component):
         in_rd, in_wr = inputs.read_port(domain="sync"), inputs.write_port()
         uh_rd, uh_wr = uhat_mem.read_port(domain="sync"), uhat_mem.write_port()
         c_rd, c_wr = [], []
-        for k in range(K):
-            mem = memory.Memory(self.prototypes[k])
-            m.submodules[f"proto{k}"] = mem
+        for p in range(P):
+            mem = memory.Memory(self.memories[p])
+            m.submodules[f"proto{p}"] = mem
             c_rd.append(mem.read_port(domain="sync"))
             c_wr.append(mem.write_port())
         c_val = [port.data.as_signed() for port in c_rd]
+
+        # -- where cluster k lives: unit k mod P, group ⌊k/P⌋ at word ⌊k/P⌋·dim (constant tables; the extra
+        # entries serve indices such as b + 1 that are formed but never used out of range)
+        def table(values):
+            return Array(Const(v) for v in values)
+        unit_of = table([k % P for k in range(K + 2)])
+        group_of = table([min(k // P, G - 1) for k in range(K + 2)])
+        base_of = table([g * dim for g in range(G + 1)])
+        first_of = table([g * P for g in range(G)])
+        groups_of = table([self.groups(n) for n in range(K + 2)])
 
         # -- state ---------------------------------------------------------------------------------------
         st = self.state
@@ -304,6 +372,11 @@ class ClusterBlock(wiring.Component):
         pv = Signal()                        # a pass's data for index pj arrives this cycle
         pj = Signal(range(dim))
         phase = Signal(_Pass)
+        grp = Signal(range(G))               # the group a pass (or an OUT entry) is at
+        gleft = Signal(range(G))             # groups after this one in the current pass
+        gfirst = Signal()                    # the pass is at its first group
+        gcount = Signal(range(G + 1))        # groups holding the active clusters
+        m.d.comb += gcount.eq(groups_of[count])
         b = Signal(range(K))                 # GRAM column
         a = Signal(range(K + 1))             # solver write row / w row / score index
         kstar = st.k_star
@@ -313,75 +386,151 @@ class ClusterBlock(wiring.Component):
         s_c = Signal(self._sq_c_width)       # Σ û_j² or Σ c_j² (for r_k)
         recip_u = Signal(self._recip_num + 1)
         acc_w = 2 * pb + max(hb, rf + 2) + _clog2(dim) + 1
-        accs = [Signal(signed(acc_w), name=f"acc{k}") for k in range(K)]
-        dots = [Signal(signed(2 * pb + _clog2(dim) + 1), name=f"dot{k}") for k in range(K)]
+        accs = [Signal(signed(acc_w), name=f"acc{p}") for p in range(P)]
+        ueqs = [Signal(name=f"ueq{p}") for p in range(P)]          # unit p: [c = û] so far in this group
         eqs = [Signal(name=f"eq{k}") for k in range(K)]
-        cvs, ws = st.cv, st.w
+        if G == 1:
+            dots = [Signal(self._dot_shape, name=f"dot{k}") for k in range(K)]
+            cvs, ws = st.cv, st.w
         best = Signal(signed(2 * pb + _clog2(dim) + 2 * pf + 3))
         tacc = Signal(signed(2 * hb + _clog2(K) + 1))
         in_j = Signal(range(dim))
 
         # -- datapath ------------------------------------------------------------------------------------
         idle = Signal()                      # waiting for a sample: the debug port owns the read addresses
+        score_addr = Signal(range(K + 2))    # P < K: the cluster whose dot and r are read (SCORE: the next one)
+        if G > 1:                            # per-cluster values in memories (one-cycle reads)
+            vals = self._values
+
+            def ports(data, name):
+                mem = memory.Memory(data)
+                m.submodules[name] = mem
+                return mem.read_port(domain="sync"), mem.write_port()
+            dot_p = [ports(vals.dot[p], f"dot{p}") for p in range(P)]
+            cv_p = [ports(vals.cv[p], f"cv{p}") for p in range(P)]
+            w_p_ = [ports(vals.w[p], f"w{p}") for p in range(P)]
+            recip_rd, recip_wr = ports(vals.recip, "recip")
+            m.d.comb += [rd.addr.eq(group_of[score_addr]) for rd, _ in dot_p]
+            m.d.comb += recip_rd.addr.eq(Mux(idle, self.peek.index, score_addr))
+            m.d.comb += [rd.addr.eq(group_of[j]) for rd, _ in cv_p]
+        read_grp = Signal(range(G + 1))      # the group whose words the unit memories read (OUT_ACC: the next)
+        m.d.comb += read_grp.eq(grp)
         m.d.comb += [in_rd.addr.eq(j), uh_rd.addr.eq(j)]
-        m.d.comb += [p.addr.eq(Mux(idle, self.peek.col, j)) for p in c_rd]
+        peek_addr = base_of[group_of[self.peek.index]] + self.peek.col
+        m.d.comb += [port.addr.eq(Mux(idle, peek_addr, base_of[read_grp] + j)) for port in c_rd]
+        write_addr = base_of[grp] + pj       # a pass writes the word of index pj of the group it is at
         u_j, v_j = in_rd.data.u, in_rd.data.v
         uh_j = uh_rd.data.as_signed()
         uhat_new = Signal(shape(fm.uhat))
         m.d.comb += uhat_new.eq(_narrow(u_j * recip_u, pf + re, fm.uhat, "half-up"))
+        # c_bj of the GRAM column (or of the LOADed prototype b): straight from b's unit while the pass is at b's
+        # group, from the column buffer (filled then) at the other groups
+        c_b = Signal(shape(fm.proto))
+        m.d.comb += c_b.eq(Array(c_val)[unit_of[b]])
+        if G > 1:
+            m.submodules.column = col_mem = memory.Memory(shape=shape(fm.proto), depth=dim, init=[])
+            col_rd, col_wr = col_mem.read_port(domain="sync"), col_mem.write_port()
+            m.d.comb += col_rd.addr.eq(j)
+            col_op = Mux(gfirst, c_b, col_rd.data.as_signed())
+        else:
+            col_op = c_b
         # the broadcast operand of the units' multipliers
         x = Signal(signed(max(pb, rf + 2) + 1))
-        m.d.comb += x.eq(Mux(phase == _Pass.UHAT, uhat_new,
-                         Mux(phase == _Pass.CV, v_j, Array(c_val)[b])))
+        m.d.comb += x.eq(Mux(phase == _Pass.UHAT, uhat_new, Mux(phase == _Pass.CV, v_j, col_op)))
         out_phase = Signal()
         products = []
-        for k in range(K):
-            prod = Signal(signed(pb + max(hb, rf + 2, pb) + 1), name=f"prod{k}")
-            m.d.comb += prod.eq(c_val[k] * Mux(out_phase, ws[k], x))
+        for p in range(P):
+            if G > 1:                        # w of unit p's cluster in the group read (0 for clusters ≥ count)
+                m.d.comb += w_p_[p][0].addr.eq(read_grp)
+                w_p = Mux(first_of[grp] + p < count, w_p_[p][0].data.as_signed(), 0)
+            else:
+                w_p = ws[p]
+            prod = Signal(signed(pb + max(hb, rf + 2, pb) + 1), name=f"prod{p}")
+            m.d.comb += prod.eq(c_val[p] * Mux(out_phase, w_p, x))
             products.append(prod)
         t_sum = Signal(signed(hb + pb + _clog2(K) + 1))
-        m.d.comb += t_sum.eq(sum(products))
+        if G > 1:                            # OUT: Σ over the groups before the last one, one per cycle
+            oacc = Signal.like(t_sum)
+            m.d.comb += t_sum.eq(oacc + sum(products))
+        else:
+            m.d.comb += t_sum.eq(sum(products))
         v_scaled = v_j << (vf - rf)
         vperp_j = _saturate(v_scaled - shift_round(t_sum, pf + hf - vf, "half-up"), fm.vperp)
         vpass_j = _saturate(v_scaled, fm.vperp)
-        # the prototype update of unit k*
-        c_k = Array(c_val)[kstar]
+        # the prototype update of cluster k*
+        c_k = Array(c_val)[unit_of[kstar]]
         c_upd = Signal(shape(fm.proto))
         m.d.comb += c_upd.eq(_saturate(c_k + shift_round(uh_j - c_k, fm.proto_shift, "half-up"), fm.proto))
+        # one squarer for Σ û_j² (UHAT) and Σ c_j² (UPDATE)
+        sq_in = Signal(shape(fm.proto))
+        m.d.comb += sq_in.eq(Mux(phase == _Pass.UHAT, uhat_new, c_upd))
+        square = sq_in * sq_in
 
         # processing of the element arriving in a pass
         with m.If(pv):
             with m.Switch(phase):
                 with m.Case(_Pass.UHAT):
                     m.d.comb += [uh_wr.en.eq(1), uh_wr.addr.eq(pj), uh_wr.data.eq(uhat_new)]
-                    m.d.sync += s_c.eq(s_c + uhat_new * uhat_new)
-                    for k in range(K):
-                        m.d.sync += [accs[k].eq(accs[k] + products[k]),
-                                     eqs[k].eq(eqs[k] & (c_val[k] == uhat_new))]
+                    if G > 1:                     # û is formed again at every group; Σ û_j² once
+                        with m.If(gfirst):
+                            m.d.sync += s_c.eq(s_c + square)
+                    else:
+                        m.d.sync += s_c.eq(s_c + square)
+                    for p in range(P):
+                        m.d.sync += [accs[p].eq(accs[p] + products[p]),
+                                     ueqs[p].eq(ueqs[p] & (c_val[p] == uhat_new))]
                 with m.Case(_Pass.NEW):
-                    for k in range(K):
-                        m.d.comb += [c_wr[k].en.eq(count == k), c_wr[k].addr.eq(pj), c_wr[k].data.eq(uh_j)]
+                    for p in range(P):
+                        m.d.comb += [c_wr[p].en.eq(unit_of[count] == p), c_wr[p].addr.eq(write_addr),
+                                     c_wr[p].data.eq(uh_j)]
                 with m.Case(_Pass.GRAM, _Pass.CV, _Pass.LOAD):
-                    for k in range(K):
-                        m.d.sync += accs[k].eq(accs[k] + products[k])
+                    for p in range(P):
+                        m.d.sync += accs[p].eq(accs[p] + products[p])
+                    if G > 1:
+                        m.d.comb += [col_wr.en.eq(gfirst & (phase == _Pass.GRAM)), col_wr.addr.eq(pj),
+                                     col_wr.data.eq(c_b)]
                 with m.Case(_Pass.UPDATE):
-                    for k in range(K):
-                        m.d.comb += [c_wr[k].en.eq(kstar == k), c_wr[k].addr.eq(pj), c_wr[k].data.eq(c_upd)]
-                    m.d.sync += s_c.eq(s_c + c_upd * c_upd)
+                    for p in range(P):
+                        m.d.comb += [c_wr[p].en.eq(unit_of[kstar] == p), c_wr[p].addr.eq(write_addr),
+                                     c_wr[p].data.eq(c_upd)]
+                    m.d.sync += s_c.eq(s_c + square)
 
         # host load of a prototype word (between samples)
         with m.If(self.load_en & self.idle & ~self.load.count):
-            for k in range(K):
-                m.d.comb += [c_wr[k].en.eq(self.load.index == k), c_wr[k].addr.eq(self.load.col),
-                             c_wr[k].data.eq(self.load.value)]
+            for p in range(P):
+                m.d.comb += [c_wr[p].en.eq(unit_of[self.load.index] == p),
+                             c_wr[p].addr.eq(base_of[group_of[self.load.index]] + self.load.col),
+                             c_wr[p].data.eq(self.load.value)]
 
-        def start_pass(kind, *, clear_acc=True, clear_sc=False):
+        def clear_units():
+            return [acc.eq(0) for acc in accs] + [eq.eq(1) for eq in ueqs]
+
+        def start_pass(kind, *, group=0, groups=1, clear_acc=True, clear_sc=False):
+            """A pass of ``kind`` over ``groups`` groups from ``group`` on (it wraps at the last active one)."""
             stmts = [phase.eq(kind), j.eq(0)]
+            if G > 1:
+                stmts += [grp.eq(group), gleft.eq(groups - 1), gfirst.eq(1)]
             if clear_acc:
-                stmts += [acc.eq(0) for acc in accs]
+                stmts += clear_units()
             if clear_sc:
                 stmts.append(s_c.eq(0))
             return stmts
+
+        more_groups = (gleft != 0) if G > 1 else Const(0)
+
+        def next_group():
+            return [grp.eq(Mux(grp + 1 == gcount, 0, grp + 1)), gleft.eq(gleft - 1), gfirst.eq(0),
+                    j.eq(0)] + clear_units()
+
+        def store_group(targets, value_of_unit):
+            """targets[k] ← value_of_unit(k mod P) for the clusters k of the current group."""
+            if G == 1:
+                m.d.sync += [targets[k].eq(value_of_unit(k)) for k in range(K)]
+                return
+            with m.Switch(grp):
+                for g in range(G):
+                    with m.Case(g):
+                        m.d.sync += [targets[g * P + p].eq(value_of_unit(p)) for p in range(P) if g * P + p < K]
 
         # solver client signals
         m.d.comb += [solver.rd_addr.row.eq(Mux(idle, self.peek.index, a)),
@@ -392,19 +541,26 @@ class ClusterBlock(wiring.Component):
         m.d.sync += peek_q.eq(self.peek)
         with m.Switch(peek_q.what):
             with m.Case(PeekKind.PROTO):
-                m.d.comb += self.peek_data.eq(Array(c_val)[peek_q.index])
+                m.d.comb += self.peek_data.eq(Array(c_val)[unit_of[peek_q.index]])
             with m.Case(PeekKind.H):
                 m.d.comb += self.peek_data.eq(solver.rd_data)
             with m.Case(PeekKind.RECIP):
-                m.d.comb += self.peek_data.eq(Array(recips)[peek_q.index])
+                m.d.comb += self.peek_data.eq(Array(recips)[peek_q.index] if G == 1 else recip_rd.data)
             with m.Case(PeekKind.COUNT):
                 m.d.comb += self.peek_data.eq(count)
-        gram_value = _saturate(_narrow(Array(accs)[a], 2 * pf, fm.gram, "half-up") + Mux(a == b, self._ridge, 0),
-                              fm.gram)
+        gram_value = _saturate(_narrow(Array(accs)[unit_of[a]], 2 * pf, fm.gram, "half-up")
+                               + Mux(a == b, self._ridge, 0), fm.gram)
         m.d.comb += [solver.g.payload.row.eq(a), solver.g.payload.col.eq(b), solver.g.payload.value.eq(gram_value),
                      solver.cmd.payload.n.eq(count), solver.cmd.payload.k.eq(kstar)]
         score = Signal.like(best)
-        m.d.comb += score.eq(Array(dots)[a] * Array(recips)[a])
+        if G == 1:
+            m.d.comb += score.eq(Array(dots)[a] * Array(recips)[a])
+            cv_j = Array(cvs)[j]
+        else:
+            m.d.comb += score.eq(Array(rd.data.as_signed() for rd, _ in dot_p)[unit_of[a]] * recip_rd.data)
+            cv_j = Array(rd.data.as_signed() for rd, _ in cv_p)[unit_of[j]]
+        # w = M·cv on the solver's multiplier (the solver is idle then)
+        m.d.comb += [solver.mul_a.eq(solver.rd_data), solver.mul_b.eq(cv_j)]
 
         # r_k from a Σ c_j²: isqrt, then ⌊2^(2pf) / root⌋ (0 when the root is 0)
         root = Signal(sq.root_width)
@@ -414,12 +570,12 @@ class ClusterBlock(wiring.Component):
                 with m.If(self.load_en & self.idle & self.load.count):
                     m.d.sync += [count.eq(self.load.value), since.eq(0), b.eq(0)]
                     with m.If(self.load.value != 0):
-                        m.d.sync += start_pass(_Pass.LOAD)
+                        m.d.sync += start_pass(_Pass.LOAD, group=group_of[0])
                         m.next = "PASS"
                 with m.Elif(self.i.valid):
-                    p = self.i.payload
-                    m.d.comb += [in_wr.en.eq(1), in_wr.addr.eq(in_j), in_wr.data.u.eq(p.u), in_wr.data.v.eq(p.v)]
-                    m.d.sync += [s_u.eq(s_u + p.u * p.u), in_j.eq(in_j + 1)]
+                    p_ = self.i.payload
+                    m.d.comb += [in_wr.en.eq(1), in_wr.addr.eq(in_j), in_wr.data.u.eq(p_.u), in_wr.data.v.eq(p_.v)]
+                    m.d.sync += [s_u.eq(s_u + p_.u * p_.u), in_j.eq(in_j + 1)]
                     with m.If(in_j == dim - 1):
                         m.d.sync += in_j.eq(0)
                         m.next = "NORM_SQRT"
@@ -441,10 +597,10 @@ class ClusterBlock(wiring.Component):
                 m.d.comb += div.o.ready.eq(1)
                 with m.If(div.o.valid):
                     m.d.sync += [recip_u.eq(div.o.payload.quotient), s_u.eq(0), s_c.eq(0)]
-                    m.d.sync += start_pass(_Pass.UHAT) + [eq.eq(1) for eq in eqs]
+                    m.d.sync += start_pass(_Pass.UHAT, groups=gcount)
                     m.next = "PASS"
 
-            # -- a pass over the dim indices; what happens after it depends on the phase -------------------
+            # -- a pass over the dim indices (one group); what happens after it depends on the phase --------
             with m.State("PASS"):
                 m.d.sync += [pv.eq(1), pj.eq(j), j.eq(j + 1)]
                 with m.If(j == dim - 1):
@@ -455,30 +611,54 @@ class ClusterBlock(wiring.Component):
             with m.State("PASS_DONE"):
                 with m.Switch(phase):
                     with m.Case(_Pass.UHAT):
-                        m.d.sync += [dot.eq(acc) for dot, acc in zip(dots, accs)] + [a.eq(0), best.eq(0)]
-                        m.next = "SCORE"
+                        if G == 1:
+                            store_group(dots, lambda p: accs[p])
+                        else:
+                            for p, (_, wr) in enumerate(dot_p):
+                                m.d.comb += [wr.en.eq(1), wr.addr.eq(grp), wr.data.eq(accs[p])]
+                        store_group(eqs, lambda p: ueqs[p])
+                        with m.If(more_groups):
+                            m.d.sync += next_group()
+                            m.next = "PASS"
+                        with m.Else():
+                            m.d.sync += [a.eq(0), best.eq(0)]
+                            m.next = "SCORE" if G == 1 else "SCORE_FIRST"
                     with m.Case(_Pass.NEW):
                         m.next = "RK_SQRT"
                     with m.Case(_Pass.GRAM):
-                        m.d.sync += a.eq(0)
+                        m.d.sync += a.eq(first_of[grp] if G > 1 else 0)
                         m.next = "GRAM_WRITE"
                     with m.Case(_Pass.CV):
-                        m.d.sync += [cv.eq(_narrow(acc, pf + rf, fm.cv, "half-up")) for cv, acc in zip(cvs, accs)]
-                        m.next = "DOWNDATE"
+                        if G == 1:
+                            store_group(cvs, lambda p: _narrow(accs[p], pf + rf, fm.cv, "half-up"))
+                        else:
+                            for p, (_, wr) in enumerate(cv_p):
+                                m.d.comb += [wr.en.eq(1), wr.addr.eq(grp),
+                                             wr.data.eq(_narrow(accs[p], pf + rf, fm.cv, "half-up"))]
+                        with m.If(more_groups):
+                            m.d.sync += next_group()
+                            m.next = "PASS"
+                        with m.Else():
+                            m.next = "DOWNDATE"
                     with m.Case(_Pass.UPDATE):
                         m.next = "RK_SQRT"
-                    with m.Case(_Pass.LOAD):              # acc_b = Σ_j c_bj²: r_b of loaded prototype b
-                        m.d.sync += [s_c.eq(Array(accs)[b]), kstar.eq(b)]
+                    with m.Case(_Pass.LOAD):              # acc = Σ_j c_bj²: r_b of loaded prototype b
+                        m.d.sync += [s_c.eq(Array(accs)[unit_of[b]]), kstar.eq(b)]
                         m.next = "RK_SQRT"
 
             # -- selection -----------------------------------------------------------------------------------
+            if G > 1:
+                with m.State("SCORE_FIRST"):              # dot_0 and r_0 are read (score_addr = 0)
+                    m.next = "SCORE"
             with m.State("SCORE"):
+                if G > 1:
+                    m.d.comb += score_addr.eq(a + 1)
                 with m.If(a == count):
                     with m.If((count == K) | ((count != 0) & Array(eqs)[kstar])):
                         m.d.sync += new.eq(0)
                         m.next = "PROJECT"
                     with m.Else():
-                        m.d.sync += [new.eq(1), kstar.eq(count)] + start_pass(_Pass.NEW)
+                        m.d.sync += [new.eq(1), kstar.eq(count)] + start_pass(_Pass.NEW, group=group_of[count])
                         m.next = "PASS"
                 with m.Else():
                     with m.If((a == 0) | (score > best)):
@@ -503,34 +683,42 @@ class ClusterBlock(wiring.Component):
             with m.State("RK_DIV_WAIT"):
                 m.d.comb += div.o.ready.eq(1)
                 with m.If(div.o.valid):
-                    m.d.sync += Array(recips)[kstar].eq(Mux(root == 0, 0, div.o.payload.quotient))
+                    r_new = Mux(root == 0, 0, div.o.payload.quotient)
+                    if G == 1:
+                        m.d.sync += Array(recips)[kstar].eq(r_new)
+                    else:
+                        m.d.comb += [recip_wr.en.eq(1), recip_wr.addr.eq(kstar), recip_wr.data.eq(r_new)]
                     with m.If(phase == _Pass.LOAD):
                         with m.If(b == count - 1):
-                            m.d.sync += [after_refresh.eq(1), b.eq(0)] + start_pass(_Pass.GRAM)
+                            m.d.sync += [after_refresh.eq(1), b.eq(0)] + start_pass(_Pass.GRAM, groups=gcount)
                         with m.Else():
-                            m.d.sync += [b.eq(b + 1)] + start_pass(_Pass.LOAD)
+                            m.d.sync += [b.eq(b + 1)] + start_pass(_Pass.LOAD, group=group_of[b + 1])
                         m.next = "PASS"
                     with m.Elif(phase == _Pass.NEW):
-                        m.d.sync += [count.eq(count + 1), after_refresh.eq(0), b.eq(0)] + start_pass(_Pass.GRAM)
+                        m.d.sync += ([count.eq(count + 1), after_refresh.eq(0), b.eq(0)]
+                                     + start_pass(_Pass.GRAM, groups=groups_of[count + 1]))
                         m.next = "PASS"
                     with m.Elif(since + 1 >= self._refresh):
-                        m.d.sync += [after_refresh.eq(1), b.eq(0)] + start_pass(_Pass.GRAM)
+                        m.d.sync += [after_refresh.eq(1), b.eq(0)] + start_pass(_Pass.GRAM, groups=gcount)
                         m.next = "PASS"
                     with m.Else():
                         m.d.sync += since.eq(since + 1)
                         m.next = "RECV"
 
-            # -- refresh: G column b into the solver, then INVERT ------------------------------------------------
+            # -- refresh: G column b into the solver (the current group's rows after each pass), then INVERT ----
             with m.State("GRAM_WRITE"):
                 m.d.comb += solver.g.valid.eq(1)
                 with m.If(solver.g.ready):
                     m.d.sync += a.eq(a + 1)
-                    with m.If(a == count - 1):
-                        with m.If(b == count - 1):
+                    with m.If((a == count - 1) | (unit_of[a] == P - 1) if G > 1 else (a == count - 1)):
+                        with m.If(more_groups):
+                            m.d.sync += next_group()
+                            m.next = "PASS"
+                        with m.Elif(b == count - 1):
                             m.next = "INVERT"
                         with m.Else():
                             m.d.sync += b.eq(b + 1)
-                            m.d.sync += start_pass(_Pass.GRAM)
+                            m.d.sync += start_pass(_Pass.GRAM, group=group_of[b + 1], groups=gcount)
                             m.next = "PASS"
             with m.State("INVERT"):
                 m.d.comb += [solver.cmd.valid.eq(1), solver.cmd.payload.op.eq(SolverOp.INVERT)]
@@ -547,15 +735,23 @@ class ClusterBlock(wiring.Component):
             # -- projection ----------------------------------------------------------------------------------
             with m.State("PROJECT"):
                 with m.If(count < 2):
-                    m.d.sync += [w.eq(0) for w in ws] + [j.eq(0)]
+                    m.d.sync += j.eq(0)
+                    if G == 1:
+                        m.d.sync += [w.eq(0) for w in ws]
+                    else:
+                        m.d.sync += grp.eq(0)
                     m.next = "OUT_READ"
                 with m.Else():
-                    m.d.sync += start_pass(_Pass.CV)
+                    m.d.sync += start_pass(_Pass.CV, groups=gcount)
                     m.next = "PASS"
             with m.State("DOWNDATE"):
                 m.d.comb += [solver.cmd.valid.eq(1), solver.cmd.payload.op.eq(SolverOp.DOWNDATE)]
                 with m.If(solver.cmd.ready):
-                    m.d.sync += [w.eq(0) for w in ws] + [a.eq(0), j.eq(0), tacc.eq(0)]
+                    m.d.sync += [a.eq(0), j.eq(0), tacc.eq(0)]
+                    if G == 1:
+                        m.d.sync += [w.eq(0) for w in ws]
+                    else:
+                        m.d.sync += grp.eq(0)
                     m.next = "DOWNDATE_WAIT"
             with m.State("DOWNDATE_WAIT"):
                 with m.If(~solver.busy):
@@ -563,10 +759,15 @@ class ClusterBlock(wiring.Component):
             with m.State("W_READ"):                       # M[a, j] is read; it arrives in W_ACC
                 m.next = "W_ACC"
             with m.State("W_ACC"):
-                total = tacc + solver.rd_data * Array(cvs)[j]
+                total = tacc + solver.mul_p
                 with m.If(j == count - 1):
-                    m.d.sync += [Array(ws)[a].eq(_narrow(total, 2 * hf, fm.w, "half-up")), tacc.eq(0), j.eq(0),
-                                 a.eq(a + 1)]
+                    w_new = _narrow(total, 2 * hf, fm.w, "half-up")
+                    if G == 1:
+                        m.d.sync += Array(ws)[a].eq(w_new)
+                    else:
+                        for p, (_, wr) in enumerate(w_p_):
+                            m.d.comb += [wr.en.eq(unit_of[a] == p), wr.addr.eq(group_of[a]), wr.data.eq(w_new)]
+                    m.d.sync += [tacc.eq(0), j.eq(0), a.eq(a + 1)]
                     with m.If(a == count - 1):
                         m.next = "OUT_START"
                     with m.Else():
@@ -577,14 +778,29 @@ class ClusterBlock(wiring.Component):
             with m.State("OUT_START"):
                 m.next = "OUT_READ"
 
-            # -- v⊥ on o -------------------------------------------------------------------------------------
-            with m.State("OUT_READ"):                     # v_j and every c_kj are read
-                m.next = "OUT_SEND"
+            # -- v⊥ on o: per entry, the words of group 0 are read, then one group per cycle ----------------------
+            with m.State("OUT_READ"):                     # v_j and the group-0 c_kj are read
+                if G > 1:
+                    m.d.sync += oacc.eq(0)
+                    with m.If(gcount > 1):
+                        m.next = "OUT_ACC"
+                    with m.Else():
+                        m.next = "OUT_SEND"
+                else:
+                    m.next = "OUT_SEND"
+            if G > 1:
+                with m.State("OUT_ACC"):                  # group grp arrives, group grp + 1 is read
+                    m.d.comb += read_grp.eq(grp + 1)
+                    m.d.sync += [oacc.eq(t_sum), grp.eq(grp + 1)]
+                    with m.If(grp + 2 == gcount):
+                        m.next = "OUT_SEND"
             with m.State("OUT_SEND"):
                 with m.If(self.o.ready):
                     m.d.sync += j.eq(j + 1)
+                    if G > 1:
+                        m.d.sync += grp.eq(0)
                     with m.If(j == dim - 1):
-                        m.d.sync += start_pass(_Pass.UPDATE, clear_acc=False, clear_sc=True)
+                        m.d.sync += start_pass(_Pass.UPDATE, group=group_of[kstar], clear_acc=False, clear_sc=True)
                         m.next = "PASS"
                     with m.Else():
                         m.next = "OUT_READ"
@@ -593,7 +809,7 @@ class ClusterBlock(wiring.Component):
             idle.eq(fsm.ongoing("RECV")),
             self.idle.eq(fsm.ongoing("RECV") & (in_j == 0)),
             self.i.ready.eq(fsm.ongoing("RECV") & ~self.load_en),
-            out_phase.eq(fsm.ongoing("OUT_SEND")),
+            out_phase.eq(fsm.ongoing("OUT_SEND") | (fsm.ongoing("OUT_ACC") if G > 1 else 0)),
             self.o.valid.eq(fsm.ongoing("OUT_SEND")),
             self.o.payload.v.eq(Mux(count < 2, vpass_j, vperp_j)),
             self.o.payload.k_star.eq(kstar),

@@ -42,6 +42,7 @@ from .encoder import ENCODERS, EncoderBank
 from .feedback import FeedbackUnit, OutputError
 from .fixed import shape
 from .layer import NEURONS, LayerEngine, default_memory
+from .lls import LocalErrorUnit
 from .loss import LossUnit
 from .prng import Xorshift32
 from .update import NpSource, PairSource, UpdateEngine
@@ -50,7 +51,9 @@ __all__ = ["Network", "Schedule", "UPDATES"]
 
 _MAX_LAYERS = 64
 #: learning rules the network can run in hardware (``update``); ``None``: forward passes and loss only
-UPDATES = (None, "np", "loco", "dfa")
+UPDATES = (None, "np", "loco", "dfa", "lls")
+#: the rules whose hidden layers learn from a per-neuron error (no perturbation, clean v, no g broadcast)
+_ERROR_RULES = ("dfa", "lls")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,8 +117,9 @@ class Network(wiring.Component):
     ``encoder`` (``"deterministic"``/``"bernoulli"``), ``threshold`` θ (membrane LSBs), ``neuron``
     (``"if"``/``"lif"``), ``leak_shift`` (LIF), ``memory`` (hook, :func:`.layer.default_memory`),
     ``encoder_lanes`` (inputs the encoder bank encodes per cycle; default: the smallest number with
-    ⌈n_0/P⌉ + 1 ≤ layer 0's cycles per step, so the bank never starves layer 0).
-    :meth:`from_config` derives them from a config.
+    ⌈n_0/P⌉ + 1 ≤ layer 0's cycles per step, so the bank never starves layer 0), ``cluster_units``
+    (``loco``: the parallel units of every layer's :class:`~.clusters.ClusterBlock`, 1 … K; default K).
+    :meth:`from_config` derives them from a config (``cluster_units`` and ``lanes`` are build choices).
 
     Ports:
         x (In stream of :attr:`sample_layout` = {x: input format, label: range(n_L), lr: lr format}): the
@@ -138,17 +142,18 @@ class Network(wiring.Component):
             sample: ``seed`` = ``train.seed``, except ``rule.feedback_seed`` for the DFA lanes (the feedback
             matrices; these lanes hold a start state that every sample restarts from).
 
-    With ``update`` (``"np"``, ``"loco"``, ``"dfa"``; docs/hdl_learning.md): ``busy``, ``rd_layer``/``rd_addr``/
+    With ``update`` (``"np"``, ``"loco"``, ``"dfa"``, ``"lls"``; docs/hdl_learning.md): ``busy``, ``rd_layer``/``rd_addr``/
     ``rd_data`` (weight read-back, one cycle); with ``"loco"`` also ``pw_*`` (prototype load), ``pr_*``
     (prototype, count, r_k, H read-back, one cycle) and ``vperp_tap`` (v⊥ monitor). ``"dfa"`` uses the clean
-    column only: the noisy column, Δy, dl and g on ``o`` are not part of the rule.
+    column only: the noisy column, Δy, dl and g on ``o`` are not part of the rule; so does ``"lls"``, whose hidden
+    layers take e from a :class:`~.lls.LocalErrorUnit` each (τ = 2^-``tau_shift``) fed with their clean counts.
     """
 
     def __init__(self, *, arch, lanes: int, formats: Formats, encoder: str = "deterministic",
                  threshold: int = 1, neuron: str = "if", leak_shift: int = 0, memory=default_memory,
                  encoder_lanes: int | None = None, update: str | None = None, rounding: str = "stochastic",
                  mask: bool = False, clusters: int = 8, refresh: int = 1, ridge: int = 0, norm_guard: int = 8,
-                 recip_extra: int = 16, fb: int = 0):
+                 recip_extra: int = 16, fb: int = 0, cluster_units: int | None = None, tau_shift: int = 1):
         if (not isinstance(arch, (tuple, list)) or not 2 <= len(arch) <= _MAX_LAYERS + 1
                 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in arch)):
             raise ValueError(f"arch = {arch!r}: expected a sequence of 2 … {_MAX_LAYERS + 1} positive integers")
@@ -174,16 +179,20 @@ class Network(wiring.Component):
                                      output=l == n_layers - 1, memory=memory, update_port=update is not None)
                          for l in range(n_layers)]
         self._updaters = ([UpdateEngine(n_in=e.n_in, n_out=e.n_out, lanes=e.lanes, formats=formats, rounding=rounding,
-                                        errors=update == "dfa")
+                                        errors=update in _ERROR_RULES)
                            for e in self._engines] if update else [])
         # DFA: the output error, and one feedback unit per hidden layer (validates fb; the error quotes it)
         dfa = update == "dfa"
-        self._output_error = OutputError(formats=formats, n_out=arch[-1]) if dfa else None
+        self._output_error = OutputError(formats=formats, n_out=arch[-1]) if update in _ERROR_RULES else None
         self._feedback = ([FeedbackUnit(formats=formats, n_rows=e.n_out, n_err=arch[-1], fb=fb)
                            for e in self._engines[:-1]] if dfa else [])
+        # LLS: one local error unit per hidden layer (validates τ and the guard bits)
+        self._local = ([LocalErrorUnit(formats=formats, width=e.n_out, n_classes=arch[-1], norm_guard=norm_guard,
+                                       tau_shift=tau_shift) for e in self._engines[:-1]] if update == "lls" else [])
         # LOCO: one cluster block per layer (they validate K, N_ref, λ, the guard bits; errors quote the value)
         self._cluster_blocks = ([ClusterBlock(formats=formats, dim=e.n_in + 1, clusters=clusters, refresh=refresh,
-                                              ridge=ridge, norm_guard=norm_guard, recip_extra=recip_extra)
+                                              ridge=ridge, norm_guard=norm_guard, recip_extra=recip_extra,
+                                              units=cluster_units)
                                  for e in self._engines] if update == "loco" else [])
         if encoder_lanes is None:      # the smallest bank that never starves layer 0 (one step per its step)
             encoder_lanes = next(p for p in range(1, arch[0] + 1)
@@ -239,7 +248,7 @@ class Network(wiring.Component):
 
     @classmethod
     def from_config(cls, config, *, lanes: int, memory=default_memory, encoder_lanes: int | None = None,
-                    update: str | None = None) -> "Network":
+                    update: str | None = None, cluster_units: int | None = None) -> "Network":
         """The datapath of ``config``'s network (widths, Q formats, T, encoder, neuron, θ, leak).
 
         With ``update`` (on-chip training) the config's rule must be the one named (``np`` or ``loco``) with the
@@ -261,7 +270,8 @@ class Network(wiring.Component):
                    update=update, rounding=config.fixed.update_rounding, mask=config.rule.mask,
                    clusters=config.rule.clusters, refresh=config.rule.refresh, ridge=fm.gram.from_float(config.rule.ridge),
                    norm_guard=config.fixed.norm_guard, recip_extra=config.fixed.recip_extra,
-                   fb=int(fm.fb.from_float(1.0 / math.sqrt(config.network.arch[-1]))))
+                   fb=int(fm.fb.from_float(1.0 / math.sqrt(config.network.arch[-1]))), cluster_units=cluster_units,
+                   tau_shift=-int(round(math.log2(config.rule.lls_temperature))) if update == "lls" else 1)
 
     arch = property(lambda self: self._arch)
     lanes = property(lambda self: self._lanes)
@@ -362,9 +372,12 @@ class Network(wiring.Component):
                     vperp_done.append(tuple(vdone))
                     clusters_idle.append(tuple(idle))
                     done = max(done, max(idle))
-                if self._update == "dfa":  # e_out leaves the output error 1 cycle after y_k enters the loss unit
+                if self._update in _ERROR_RULES:  # e_out leaves the output error 1 cycle after y_k enters the loss unit
                     e_last = loss - self._loss.final_latency + 1
-                    edone = [e_last + f.done_cycles() for f in self._feedback] + [e_last]
+                    if self._local:  # LLS: a hidden layer's e leaves its unit a fixed time after its last count
+                        edone = [c + u.cycles() for c, u in zip(counts, self._local)] + [e_last]
+                    else:
+                        edone = [e_last + f.done_cycles() for f in self._feedback] + [e_last]
                     writes = [max(v, e) + u.latency for v, e, u in zip(vdone, edone, self._updaters)]
                 else:
                     writes = [max(v, loss + 1) + u.latency for v, u in zip(vdone, self._updaters)]
@@ -461,7 +474,8 @@ class Network(wiring.Component):
                 # engine's (sweeping) or the host's read-back
                 m.d.comb += [e.u_en.eq(u.busy | ~busy), e.u_addr.eq(Mux(u.busy, u.rd_addr, self.rd_addr)),
                              u.rd_data.eq(e.u_data),
-                             u.active.eq(e.active if self._mask and self._update != "dfa" else (1 << e.n_out) - 1)]
+                             u.active.eq(e.active if self._mask and self._update not in _ERROR_RULES
+                                         else (1 << e.n_out) - 1)]
                 if not u.errors:
                     m.d.comb += u.signs.eq(e.signs)
                 with m.If(u.wr_en):
@@ -505,9 +519,16 @@ class Network(wiring.Component):
                 if blocks:
                     m.d.comb += [src.payload.u.eq(r.payload.count), src.payload.v.eq(r.payload.count_noisy)]
                 else:             # NP: the noisy counts; DFA: the clean ones (its passes are unperturbed)
-                    m.d.comb += src.payload.count.eq(r.payload.count if self._update == "dfa" else r.payload.count_noisy)
-                m.d.comb += [c.payload.eq(r.payload), c.valid.eq(r.valid & src.ready), src.payload.last.eq(r.payload.last),
-                             src.valid.eq(r.valid & c.ready), r.ready.eq(c.ready & src.ready)]
+                    m.d.comb += src.payload.count.eq(r.payload.count if self._update in _ERROR_RULES
+                                                     else r.payload.count_noisy)
+                sinks = [c, src] + ([self._local[l].i] if self._local else [])
+                if self._local:   # LLS: the clean counts also go into the layer's local error unit
+                    m.d.comb += self._local[l].i.payload.count.eq(r.payload.count)
+                m.d.comb += [c.payload.eq(r.payload), src.payload.last.eq(r.payload.last),
+                             r.ready.eq(Cat(*(s_.ready for s_ in sinks)).all())]
+                for s_ in sinks:
+                    others = Cat(*(o_.ready for o_ in sinks if o_ is not s_)).all()
+                    m.d.comb += s_.valid.eq(r.valid & others)
             else:
                 wiring.connect(m, r, wiring.flipped(c))
             done.append(c.valid & c.ready & c.payload.last)
@@ -522,6 +543,10 @@ class Network(wiring.Component):
             m.d.comb += [loss.i.valid.eq(out.r.valid & oe.i.ready), oe.i.valid.eq(out.r.valid & loss.i.ready),
                          out.r.ready.eq(loss.i.ready & oe.i.ready), oe.i.payload.y.eq(out.r.payload.y),
                          oe.label.eq(label), oe.lr.eq(lr)]
+            for l, unit in enumerate(self._local):   # LLS: hidden layer l's e from its local error unit
+                m.submodules[f"local{l}"] = unit
+                m.d.comb += [unit.label.eq(label), unit.lr.eq(lr)]
+                wiring.connect(m, unit.o, updaters[l].e)
             # e_out → the output layer's update engine and every feedback unit (a lossless fork)
             sinks = [updaters[-1].e] + [f.err for f in self._feedback]
             m.d.comb += oe.o.ready.eq(Cat(*(s.ready for s in sinks)).all())
@@ -545,7 +570,7 @@ class Network(wiring.Component):
         done.append(self.o.valid & self.o.ready & self.o.payload.last)
 
         # -- g: broadcast to every layer's update engine at once (the depth-independent update) -----------
-        if updaters and self._update != "dfa":
+        if updaters and self._update not in _ERROR_RULES:
             g = Signal.like(lp.g)
             g_pending = Signal(n_layers)
             with m.If(self.o.valid & self.o.ready & self.o.payload.last):

@@ -22,7 +22,9 @@ Algorithm (exactly the golden model's order and rounding):
 
 One :class:`~loco_fpga.hdl.arith.Divider` serves both, with a quotient of Q = h_bits bits and its overflow
 flag: every quotient ≥ 2^Q saturates the result anyway (|A| < 2^(h_bits−1)), so the flag picks the limit.
-One multiplier (h_bits × h_bits) serves the elimination and the downdate products.
+One multiplier (h_bits × h_bits) serves the elimination and the downdate products; while the solver is idle
+it multiplies the client's operands instead (ports ``mul_a``, ``mul_b``, ``mul_p``), so the cluster block's
+w = M·cv needs no multiplier of its own.
 """
 
 
@@ -66,6 +68,8 @@ class Solver(wiring.Component):
         g (In stream of {row, col, value: h format}): writes A[row, col] (left block: G); accepted while idle.
         rd_addr (In {row, col, half: :class:`MatrixHalf`}), rd_data (Out h format): read of A[row, col]
             (``half`` = H: A[row, n + col]), one cycle latency; only while idle.
+        mul_a, mul_b (In h format), mul_p (Out 2·h_bits signed): the solver's multiplier lent to the client,
+            mul_p = mul_a · mul_b (combinational) while idle; undefined while busy.
 
     Timing (cycles from the edge accepting the command to the edge after which ``busy`` is low), with
     Q = h_bits: :meth:`invert_cycles` (n) = n² + n·(4 + 2n·(Q + 4) + (n − 1)(2n + 2)),
@@ -92,7 +96,8 @@ class Solver(wiring.Component):
         self.matrix = memory.MemoryData(shape=shape(h), depth=2 * size * size, init=[])
         super().__init__({"cmd": In(stream.Signature(self._command_layout)), "busy": Out(1),
                           "g": In(stream.Signature(self._write_layout)),
-                          "rd_addr": In(self._read_layout), "rd_data": Out(shape(h))})
+                          "rd_addr": In(self._read_layout), "rd_data": Out(shape(h)),
+                          "mul_a": In(shape(h)), "mul_b": In(shape(h)), "mul_p": Out(signed(2 * h.bits))})
 
     formats = property(lambda self: self._formats)
     size = property(lambda self: self._size)
@@ -151,8 +156,10 @@ class Solver(wiring.Component):
 
         a_val = rd_a.data.as_signed()
         b_val = rd_b.data.as_signed()
+        # the one multiplier: f · A[p or k, j] while busy, the client's mul_a · mul_b while idle
+        idle = Signal()
         product = Signal(signed(2 * hb))
-        m.d.comb += product.eq(f * a_val)
+        m.d.comb += [product.eq(Mux(idle, self.mul_a, f) * Mux(idle, self.mul_b, a_val)), self.mul_p.eq(product)]
 
         # division result in either use: the signed quotient, or the saturation limit on overflow
         res = div.o.payload
@@ -286,6 +293,7 @@ class Solver(wiring.Component):
                         m.d.sync += j.eq(j + 1)
                         m.next = "DD_READ"
         # ports as functions of the state outside the FSM (Icarus evaluates them from time 0; see layer.py)
-        m.d.comb += [self.busy.eq(~fsm.ongoing("IDLE")), self.cmd.ready.eq(fsm.ongoing("IDLE")),
+        m.d.comb += [idle.eq(fsm.ongoing("IDLE")),
+                     self.busy.eq(~fsm.ongoing("IDLE")), self.cmd.ready.eq(fsm.ongoing("IDLE")),
                      self.g.ready.eq(fsm.ongoing("IDLE"))]
         return m

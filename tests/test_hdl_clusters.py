@@ -2,7 +2,9 @@
 """The LOCO cluster block (hdl/clusters.py) in the Amaranth simulator against ``FixedClusters`` — the same
 calls ``FixedRule.step_q`` makes (normalise, select, project, update) — over sequences of samples: k*, v⊥,
 every prototype, every r_k, the count and H compared after every sample, integer for integer; random idle
-cycles on ``i``, back-pressure on ``o``; the published cycles per sample; parameter errors."""
+cycles on ``i``, back-pressure on ``o``; the published cycles per sample; parameter errors. The default form
+(one unit per cluster) and the shared forms (``units`` P < K: one unit, and P between 1 and K, also with a
+partial last group)."""
 
 import random
 
@@ -196,8 +198,24 @@ CASES = [  # (n_in, K, N_ref, T, fixed overrides, samples, idle, stall)
 ]
 
 
-@pytest.mark.parametrize("case", range(len(CASES)))
-def test_block_equals_fixed_clusters(case):
+# (case, units): every case in the default form; the shared forms on two cases (K = 5, P = 1; K = 3, P = 2:
+# a partial last group), the others in the slow tier (P = 1 and middle values, K mod P = 0 and ≠ 0)
+UNIT_CASES = [(c, None) for c in range(len(CASES))] + [(4, 1), (2, 2)]
+UNIT_CASES_SLOW = [(1, 1), (1, 3), (4, 2), (0, 1), (0, 3), (2, 1), (3, 1), (4, 3), (4, 4), (1, 5), (1, 7)]
+
+
+@pytest.mark.parametrize("case, units", UNIT_CASES)
+def test_block_equals_fixed_clusters(case, units):
+    _check_case(case, units)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case, units", UNIT_CASES_SLOW)
+def test_shared_block_equals_fixed_clusters_slow(case, units):
+    _check_case(case, units)
+
+
+def _check_case(case, units):
     n_in, K, n_ref, steps, fixed, count, idle, stall = CASES[case]
     rng = random.Random(900 + case)
     h_frac = (fixed or {}).get("h_frac", 14)
@@ -206,26 +224,30 @@ def test_block_equals_fixed_clusters(case):
     fm = formats(cfg)
     samples = make_samples(rng, n_in + 1, steps, count)
     want = golden_trace(FixedClusters(n_in + 1, cfg, fm), samples)
-    dut = ClusterBlock.from_config(cfg, 0)
+    dut = ClusterBlock.from_config(cfg, 0, units=units)
+    assert dut.units == (K if units is None else units)
     got = run_block(dut, samples, rng, idle, stall)
     problem = first_difference(want, got, n_in + 1)
     assert problem is None, problem
     checked, worst_d, worst_ratio, worst_ridge = orthogonality_check(FixedClusters(n_in + 1, cfg, fm), want, got)
-    print(f"case {case}: orthogonality checked on {checked} samples; max |c_a·v⊥ − λw*_a| = {worst_d:.3g}, "
+    print(f"case {case}, units {dut.units}: orthogonality checked on {checked} samples; "
+          f"max |c_a·v⊥ − λw*_a| = {worst_d:.3g}, "
           f"max ratio to the bound {worst_ratio:.3g}; max |λ w*_a| = {worst_ridge:.3g}")
     assert max(w["count"] for w in want) == min(K, max(w["count"] for w in want))
     assert any(w["new"] for w in want) and any(not w["new"] for w in want)
 
 
-def test_published_cycles_per_sample():
+@pytest.mark.parametrize("units", [None, 1, 3])
+def test_published_cycles_per_sample(units):
     """Always-valid input, always-ready output: the cycles between two samples' first transfers equal
-    ``sample_cycles`` for every kind of sample (new cluster, refresh, count < 2)."""
+    ``sample_cycles`` for every kind of sample (new cluster, refresh, count < 2), in the default form and the
+    shared forms (K = 4: one unit, and 3 units — groups {0, 1, 2} and {3})."""
     rng = random.Random(5)
     cfg = make_config(n_in=6, clusters=4, refresh=3, steps=8)
     fm = formats(cfg)
     samples = make_samples(rng, 7, 8, 14)
     want = golden_trace(FixedClusters(7, cfg, fm), samples)
-    dut = ClusterBlock.from_config(cfg, 0)
+    dut = ClusterBlock.from_config(cfg, 0, units=units)
     got = run_block(dut, samples, rng, 0.0, 0.0, peeks=False)
     assert first_difference(want, got, 7) is None
     kinds = set()
@@ -238,6 +260,32 @@ def test_published_cycles_per_sample():
             f"sample {n} (count {w['count']}, new {w['new']}, refreshed {w['refreshed']})"
         kinds.add((w["count"] >= 2, w["new"], w["refreshed"]))
     assert len(kinds) >= 3
+    assert {w["count"] for w in want} >= {1, 2, 3, 4}          # every number of groups of the shared forms
+
+
+def test_cycles_of_the_shared_forms():
+    """The shared forms' formulas against the default form's, term by term (independent arithmetic here):
+    a pass over the active clusters repeats per group of P, each v⊥ entry takes one cycle per group, and SCORE
+    one cycle more (dot_0 and r_0 come from memories)."""
+    cfg = make_config(n_in=64, clusters=8, refresh=1, steps=16)
+    full, one, three = (ClusterBlock.from_config(cfg, 0, units=u) for u in (None, 1, 3))
+    dim, pc = 65, 67
+    assert full.units == 8 and [full.groups(n) for n in range(9)] == [1] * 9
+    assert [one.groups(n) for n in range(9)] == [1, 1, 2, 3, 4, 5, 6, 7, 8]
+    assert [three.groups(n) for n in range(9)] == [1, 1, 1, 1, 2, 2, 2, 3, 3]
+    for count in range(9):
+        for new in ([False, True] if count else [False]):
+            before = count - 1 if new else count
+            for shared in (one, three):
+                g = shared.groups
+                extra = 1 + (g(before) - 1) * pc                              # SCORE's first read, UHAT
+                if new:
+                    extra += count * (g(count) - 1) * pc                      # the select refresh's GRAM passes
+                if count >= 2:
+                    extra += (g(count) - 1) * pc + (g(count) - 1) * dim        # CV, OUT
+                assert shared.output_cycles(count, new) - full.output_cycles(count, new) == extra
+                assert (shared.refresh_cycles(count) - full.refresh_cycles(count)
+                        == count * (g(count) - 1) * pc)
 
 
 def test_parameter_errors_quote_the_value():
@@ -251,14 +299,18 @@ def test_parameter_errors_quote_the_value():
         ClusterBlock(**{**kw, "refresh": 0})
     with pytest.raises(ValueError, match=r"ridge = -1: must be an integer"):
         ClusterBlock(**{**kw, "ridge": -1})
+    with pytest.raises(ValueError, match=r"units = 0: must be an integer in \[1, 2\]"):
+        ClusterBlock(**{**kw, "units": 0})
+    with pytest.raises(ValueError, match=r"units = 3: must be an integer in \[1, 2\]"):
+        ClusterBlock(**{**kw, "units": 3})
     with pytest.raises(TypeError, match=r"formats = 'q': expected a loco_fpga.qformat.Formats"):
         ClusterBlock(**{**kw, "formats": "q"})
     with pytest.raises(ValueError, match=r"layer = 2: must be an integer in \[0, 1\]"):
         ClusterBlock.from_config(make_config(n_in=4, clusters=2, refresh=1), 2)
 
 
-@pytest.mark.parametrize("count", [1, 3, 4])
-def test_load_sets_prototypes_recips_and_h(count):
+@pytest.mark.parametrize("count, units", [(1, None), (3, None), (4, None), (3, 1), (4, 3)])
+def test_load_sets_prototypes_recips_and_h(count, units):
     """A host load (prototype words, then the count) leaves the block in the state of a ``FixedClusters``
     whose prototypes and count were set, with r_k recomputed and ``refresh()`` run; ``idle`` rises after
     ``load_cycles(count)`` cycles (training after a load: tests/test_hdl_update_loco.py)."""
@@ -267,7 +319,7 @@ def test_load_sets_prototypes_recips_and_h(count):
     rng = random.Random(70 + count)
     cfg = make_config(n_in=5, clusters=4, refresh=2, steps=8)
     fm = formats(cfg)
-    dut = ClusterBlock.from_config(cfg, 0)
+    dut = ClusterBlock.from_config(cfg, 0, units=units)
     dim, K = dut.dim, dut.clusters
     c = np.array([[rng.randrange(0, 1 << fm.proto.frac) // 3 for _ in range(dim)] for _ in range(K)])
     cl = FixedClusters(dim, cfg, fm)

@@ -189,6 +189,53 @@ def test_sizes_one_to_eight_and_nop():
     assert dut.invert_cycles(0) == dut.downdate_cycles(0) == 1
 
 
+def test_multiplier_is_lent_to_the_client_while_idle():
+    """While idle, mul_p = mul_a · mul_b (signed, full width) — the cluster block's w = M·cv uses it — before
+    and after an INVERT that used the multiplier itself (H still equal to the model's)."""
+    rng = random.Random(11)
+    fm = formats(_config())
+    dut = Solver(formats=fm, size=3)
+    h = fm.h
+    pairs = [(h.min, h.min), (h.max, h.min), (h.max, h.max), (0, h.min), (-1, 1)]
+    pairs += [(rng.randint(h.min, h.max), rng.randint(h.min, h.max)) for _ in range(20)]
+    g = np.array([[9000, 100, -50], [100, 8000, 30], [-50, 30, 7000]], dtype=np.int64)
+    got = {}
+
+    async def bench(ctx):
+        async def products():
+            seen = []
+            for a, b in pairs:
+                ctx.set(dut.mul_a, a)
+                ctx.set(dut.mul_b, b)
+                await ctx.delay(1e-8)
+                seen.append(ctx.get(dut.mul_p))
+            return seen
+        got["before"] = await products()
+        for r in range(3):
+            for c in range(3):
+                ctx.set(dut.g.valid, 1)
+                ctx.set(dut.g.payload, {"row": r, "col": c, "value": int(g[r, c])})
+                await ctx.tick().until(dut.g.ready)
+        ctx.set(dut.g.valid, 0)
+        ctx.set(dut.cmd.valid, 1)
+        ctx.set(dut.cmd.payload, {"op": SolverOp.INVERT, "n": 3, "k": 0})
+        await ctx.tick().until(dut.cmd.ready)
+        ctx.set(dut.cmd.valid, 0)
+        await ctx.tick()
+        while ctx.get(dut.busy):
+            await ctx.tick()
+        got["h"] = np.array([[ctx.get(dut.matrix[r * 6 + 3 + c]) for c in range(3)] for r in range(3)])
+        got["after"] = await products()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    want = [a * b for a, b in pairs]
+    assert got["before"] == want and got["after"] == want
+    assert np.array_equal(got["h"], gauss_jordan_inverse(g, fm.h, fm.h.frac))
+
+
 def first_order_bound(g_real: np.ndarray, frac: int) -> float:
     """First-order bound (real units) on max |X̃ − G⁻¹| of the fixed-point Gauss–Jordan inverse of an SPD G
     without saturation (docs/hdl_learning.md): 2 n² u (1 + 2γ)(1 + γ) max(1, ‖G‖₂), u = 2^-frac, γ = ‖G⁻¹‖₂."""
