@@ -263,7 +263,8 @@ class LayerEngine(wiring.Component):
                                  "last": 1})
         t1, t2 = Signal(tag), Signal(tag)
         wq = Signal(self._word_layout)
-        m.d.comb += [w_rd.addr.eq(neuron * chunks + chunk), w_rd.en.eq(1), s_rd.en.eq(1)]
+        waddr = Signal(range(self.weight_depth))       # neuron·C + chunk, counted (no address multiplier)
+        m.d.comb += [w_rd.addr.eq(waddr), w_rd.en.eq(1), s_rd.en.eq(1)]
         if self._update_port:     # an update engine (or a read-back) reads the weights between samples
             with m.If(self.u_en):
                 m.d.comb += w_rd.addr.eq(self.u_addr)
@@ -362,10 +363,11 @@ class LayerEngine(wiring.Component):
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.sync += [t1.valid.eq(1), t1.neuron.eq(neuron), t1.chunk.eq(chunk),
-                             t1.first.eq(chunk == 0), t1.last.eq(chunk == chunks - 1)]
+                             t1.first.eq(chunk == 0), t1.last.eq(chunk == chunks - 1), waddr.eq(waddr + 1)]
                 with m.If(chunk == chunks - 1):
                     m.d.sync += chunk.eq(0)
                     with m.If(neuron == n_out - 1):
+                        m.d.sync += waddr.eq(0)             # word 0 again for the next step
                         m.next = "DRAIN"
                     with m.Else():
                         m.d.sync += neuron.eq(neuron + 1)

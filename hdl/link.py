@@ -18,14 +18,14 @@ robustness bench compares the two byte for byte.
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, enum, fifo, memory, stream, wiring
 from amaranth.lib.crc import catalog
 from amaranth.lib.wiring import In, Out
 
 from loco_fpga.boards import protocol as proto
 
-__all__ = ["Status", "DeviceOp", "DeviceError", "RunOp", "REQUEST_LAYOUT", "RESPONSE_LAYOUT", "RUN_LAYOUT",
+__all__ = ["CounterBank", "Status", "DeviceOp", "DeviceError", "RunOp", "REQUEST_LAYOUT", "RESPONSE_LAYOUT", "RUN_LAYOUT",
            "BYTE_LAYOUT", "EVENT_LAYOUT", "DeviceSignature", "FrameReceiver", "FrameTransmitter", "Link",
            "LinkTestDevice", "LinkTestTop", "CRC"]
 
@@ -288,6 +288,86 @@ class FrameTransmitter(wiring.Component):
         return m
 
 
+class CounterBank(wiring.Component):
+    """``n`` 32-bit event counters in block RAM, with a snapshot and a clear (the STATS counters).
+
+    A counter's value is its memory word plus a small *pending* count of increments not yet written back. One
+    sweep visits the words in a loop, one per cycle (read, then add and write back the next cycle), so every
+    counter is written back every ``n`` cycles: one 32-bit adder for all counters instead of one each.
+
+    Ports:
+        inc (In, ``n`` × unsigned(2)): increments of each counter this cycle (0 … 2).
+        snap (In 1): take a snapshot of every counter as it is before this cycle's increments.
+        clear (In 1; only while not ``busy``): set every counter to what it counted since the last snapshot.
+        busy (Out 1): a snapshot or a clear is still being written (at most ``n`` + 1 cycles after it began).
+        rd_en (In 1), rd_index (In), rd_data (Out 32): while ``rd_en`` (and no clear runs), the snapshot of counter
+            ``rd_index`` one cycle after the index.
+
+    After a reset every counter is 0 (the first sweep writes the pending count over the memory word).
+    """
+
+    def __init__(self, *, n: int):
+        self._n = _check_int("n", n, 2, 64)
+        super().__init__({"inc": In(unsigned(2)).array(n), "snap": In(1), "clear": In(1), "busy": Out(1),
+                          "rd_en": In(1), "rd_index": In(range(n)), "rd_data": Out(32)})
+
+    n = property(lambda self: self._n)
+    #: bits of a pending count: up to 2 increments per cycle for two sweeps + 1 cycle (a snapshot defers one
+    #: write-back)
+    pending_bits = property(lambda self: (4 * self._n + 2).bit_length())
+
+    def elaborate(self, platform):
+        m = Module()
+        n, pb = self._n, self.pending_bits
+        block = {"ram_style": "block"}          # Yosys would build a memory this small from flip-flops
+        m.submodules.live = live = memory.Memory(shape=32, depth=n, init=[], attrs=block)
+        m.submodules.snaps = snaps = memory.Memory(shape=32, depth=n, init=[], attrs=block)
+        l_rd, l_wr = live.read_port(domain="sync"), live.write_port()
+        s_rd, s_wr = snaps.read_port(domain="sync"), snaps.write_port()
+
+        sweep = Signal(range(n))                 # the word read this cycle
+        visit = Signal(range(n), init=n - 1)     # the word read last cycle: its data is here, written back now
+        m.d.sync += [sweep.eq(Mux(sweep == n - 1, 0, sweep + 1)), visit.eq(sweep)]
+        pending = [Signal(pb, name=f"pending{k}") for k in range(n)]
+        frozen = [Signal(pb, name=f"frozen{k}") for k in range(n)]   # pending at the snapshot, not yet written
+        due = Signal(n)                          # snapshot of counter k still to be written
+        clr = Signal(n)                          # clear of counter k still to be written
+        zero = Signal(n, init=(1 << n) - 1)      # after a reset: the memory word counts as 0
+        m.d.comb += self.busy.eq(due.any() | clr.any())
+
+        # the visited counter: value = word + (frozen or pending) [− snapshot when clearing]
+        addend = Signal(pb)
+        base = Signal(32)
+        value = Signal(32)
+        v_due, v_clr = due.bit_select(visit, 1), clr.bit_select(visit, 1)
+        m.d.comb += [addend.eq(Mux(v_due, Array(frozen)[visit], Array(pending)[visit])),
+                     base.eq(Mux(zero.bit_select(visit, 1), 0, l_rd.data)),
+                     value.eq(base + addend - Mux(v_clr & ~v_due, s_rd.data, 0)),
+                     l_rd.addr.eq(sweep), l_rd.en.eq(1), s_rd.addr.eq(Mux(self.rd_en, self.rd_index, sweep)),
+                     s_rd.en.eq(1),
+                     l_wr.addr.eq(visit), l_wr.data.eq(value), l_wr.en.eq(1),
+                     s_wr.addr.eq(visit), s_wr.data.eq(value), s_wr.en.eq(v_due)]
+        for k in range(n):
+            here = visit == k
+            with m.If(self.snap):                # the pending count moves to frozen (the visited one is written now)
+                m.d.sync += [frozen[k].eq(Mux(here, 0, pending[k])), pending[k].eq(self.inc[k])]
+            with m.Elif(here & ~due[k]):         # written back: the pending count is in the word now
+                m.d.sync += pending[k].eq(self.inc[k])
+            with m.Else():                       # (a snapshot visit writes frozen, the pending count waits)
+                m.d.sync += pending[k].eq(pending[k] + self.inc[k])
+        with m.If(self.snap):
+            m.d.sync += due.eq((1 << n) - 1)
+        with m.Else():
+            m.d.sync += due.eq(due & ~(1 << visit))
+        with m.If(self.clear):
+            m.d.sync += clr.eq((1 << n) - 1)
+        with m.Elif(~due.bit_select(visit, 1)):
+            m.d.sync += clr.eq(clr & ~(1 << visit))
+        m.d.sync += zero.eq(zero & ~(1 << visit))
+        m.d.comb += self.rd_data.eq(s_rd.data)
+        return m
+
+
 _COMMAND_LENGTH = {proto.Command.PING: 0, proto.Command.READ_REG: 1, proto.Command.WRITE_REG: 5,
                    proto.Command.READ_WEIGHTS: 5, proto.Command.READ_PROTOTYPES: 5, proto.Command.STATS: 0,
                    proto.Command.RESET_STATE: 1}
@@ -349,24 +429,22 @@ class Link(wiring.Component):
         C = proto.Command
 
         # -- counters ---------------------------------------------------------------------------------
-        counters = {name: Signal(32, name=f"count_{name}") for name in proto.STATS_FIELDS}
-        inc = {name: Signal(name=f"inc_{name}") for name in proto.STATS_FIELDS}
+        # STATS sends the counters as they were when its frame was *received*, and RESET_STATE clears them as
+        # of that moment (the reference's semantics): an error detected between receiving and executing it
+        # (e.g. garbage right behind it) still counts. The counters live in a CounterBank (block RAM): it takes
+        # the snapshot when the frame is received; DECODE waits until it is written, STATS reads it, and
+        # RESET_STATE's clear sets every counter to "what was counted since the snapshot".
+        fields = proto.STATS_FIELDS
+        m.submodules.counters = bank = CounterBank(n=len(fields))
+        inc = {name: Signal(2, name=f"inc_{name}") for name in fields}
         clear = Signal()
+        m.d.comb += [bank.inc[k].eq(inc[name]) for k, name in enumerate(fields)]
+        m.d.comb += [bank.clear.eq(clear),
+                     bank.snap.eq(rx.strobe.ok & ((rx.frame_type == C.STATS) | (rx.frame_type == C.RESET_STATE)))]
         m.d.comb += [inc["crc_errors"].eq(rx.strobe.crc), inc["timeouts"].eq(rx.strobe.timeout),
                      inc["busy_rejects"].eq(rx.strobe.busy), inc["replies_dropped"].eq(rx.strobe.dropped)]
         length_rx = rx.strobe.oversize
-        # The counters as they were when a STATS or RESET_STATE frame was *received* (the reference's
-        # semantics): STATS sends this snapshot; RESET_STATE clears to "what was counted since then", so
-        # an error detected between receiving and executing it (e.g. garbage right behind it) still counts.
-        snapshot = {name: Signal(32, name=f"snap_{name}") for name in proto.STATS_FIELDS}
-        with m.If(rx.strobe.ok & ((rx.frame_type == C.STATS) | (rx.frame_type == C.RESET_STATE))):
-            m.d.sync += [snapshot[name].eq(counters[name]) for name in proto.STATS_FIELDS]
-        for name, counter in counters.items():
-            extra = length_rx if name == "length_errors" else 0
-            with m.If(clear):
-                m.d.sync += counter.eq(counter - snapshot[name] + inc[name] + extra)
-            with m.Else():
-                m.d.sync += counter.eq(counter + inc[name] + extra)
+        length_done = Signal()                  # BAD_LENGTH of a command (FINISH)
 
         # -- latched frame and arguments ----------------------------------------------------------------
         ev = Signal(EVENT_LAYOUT)
@@ -407,7 +485,6 @@ class Link(wiring.Component):
         load_len_ok = (ev.length >= 3 + wb) & (((ev.length - 3) & (wb - 1)) == 0)
 
         ping_bytes = Array(Const(b, 8) for b in info.encode())
-        stats_word = Array(snapshot[name] for name in proto.STATS_FIELDS)
         run_bytes = Mux(cmd == C.TRAIN, info.train_bytes, info.infer_bytes)
 
         body = tx.body
@@ -439,7 +516,9 @@ class Link(wiring.Component):
                 with m.If(ptr == 5):
                     m.next = "DECODE"
             with m.State("DECODE"):
-                with m.If(~known):
+                with m.If(bank.busy):               # this frame's counter snapshot is still being written
+                    pass
+                with m.Elif(~known):
                     reply(m, Status.UNKNOWN_COMMAND)
                 with m.Elif(is_load & ~load_len_ok):
                     reply(m, Status.BAD_LENGTH)
@@ -583,12 +662,16 @@ class Link(wiring.Component):
                     m.d.sync += idx.eq(idx + 1)
                     with m.If(idx == dlen - 1):
                         m.next = "FINISH"
-            with m.State("DATA_STATS"):
-                byte_out(m, stats_word[idx[2:]].word_select(idx[:2], 8), idx == dlen - 1)
+            with m.State("DATA_STATS"):              # counter idx / 4: its snapshot word arrives next cycle
+                m.next = "STATS_BYTES"
+            with m.State("STATS_BYTES"):
+                byte_out(m, bank.rd_data.word_select(idx[:2], 8), idx == dlen - 1)
                 with m.If(body.ready):
                     m.d.sync += idx.eq(idx + 1)
                     with m.If(idx == dlen - 1):
                         m.next = "FINISH"
+                    with m.Elif(idx[:2] == 3):
+                        m.next = "DATA_STATS"
             with m.State("READ_REQ"):
                 m.d.comb += [dev.req.valid.eq(1), dev.req.payload.op.eq(DeviceOp.READ_MEM),
                              dev.req.payload.space.eq(space), dev.req.payload.addr.eq(addr)]
@@ -633,16 +716,18 @@ class Link(wiring.Component):
                                      inc["samples_inferred"].eq(cmd == C.INFER)]
                         m.next = "FINISH"
 
-            with m.State("FINISH"):
-                m.d.comb += rx.release.eq(is_frame)
-                with m.If(is_frame):
-                    m.d.comb += [inc["frames_ok"].eq(status == Status.OK),
-                                 inc["unknown_commands"].eq(status == Status.UNKNOWN_COMMAND),
-                                 inc["arg_errors"].eq((status == Status.BAD_ADDRESS) | (status == Status.BAD_VALUE)),
-                                 inc["length_errors"].eq(status == Status.BAD_LENGTH)]
-                m.next = "IDLE"
+            with m.State("FINISH"):                  # (after a clear: once every counter is written)
+                with m.If(~bank.busy):
+                    m.d.comb += rx.release.eq(is_frame)
+                    with m.If(is_frame):
+                        m.d.comb += [inc["frames_ok"].eq(status == Status.OK),
+                                     inc["unknown_commands"].eq(status == Status.UNKNOWN_COMMAND),
+                                     inc["arg_errors"].eq((status == Status.BAD_ADDRESS) | (status == Status.BAD_VALUE)),
+                                     length_done.eq(status == Status.BAD_LENGTH)]
+                    m.next = "IDLE"
         running = fsm.ongoing("SAMPLE_WAIT") | fsm.ongoing("SAMPLE") | fsm.ongoing("RESULT")
-        m.d.comb += inc["run_cycles"].eq(running)
+        m.d.comb += [inc["run_cycles"].eq(running), inc["length_errors"].eq(length_rx + length_done)]
+        m.d.comb += [bank.rd_index.eq(idx[2:]), bank.rd_en.eq(fsm.ongoing("DATA_STATS") | fsm.ongoing("STATS_BYTES"))]
         return m
 
 

@@ -11,11 +11,21 @@ order), and computes, with the formats of ``loco_fpga.qformat``:
 It is sequential (one output per cycle; the ΔL_sum term is a three-stage pipeline, then one cycle each for dl,
 dl·lr and g, so that the 60 MHz ECP5 clock closes): the loss unit runs once per sample,
 next to T·n_out·⌈(n_in+1)/LANES⌉ cycles of the layer engines, so it is never the bottleneck.
+
+**Multipliers.** The two products — the term Δy·(Δy + 2(y − t)) and dl·lr — are never computed in the same
+cycle (dl·lr only in the PRODUCT state, after the last term), so they share one set of signed 16 × 16
+multipliers (:attr:`LossUnit.slots`; an iCE40 ``SB_MAC16`` or an ECP5 ``MULT18X18D`` each). Every operand is
+cut into 15-bit unsigned chunks and a top chunk that carries its sign (each fits a signed 16-bit input); a
+chunk pair goes to a multiplier slot, except that a chunk of at most :data:`LOGIC_BITS` bits is multiplied in
+logic (the other chunk, shifted, selected by its bits). The partial products are summed at full width, so the
+results are the exact products. For the ``up5k`` formats (Δy 24, Δy + 2(y − t) 27, dl 32, lr 16 bits) that is
+4 slots — 2 × 2 chunk pairs for the term, 2 for dl·lr plus logic for its 2- and 1-bit chunks — where Yosys
+inferred 6 ``SB_MAC16`` for the two products separately (the UP5K has 8 in all; the update engines need 4).
 """
 
 import math
 
-from amaranth import Module, Signal, signed
+from amaranth import Module, Mux, Shape, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -23,7 +33,62 @@ from loco_fpga.qformat import Formats
 
 from .fixed import narrow, shape
 
-__all__ = ["LossUnit"]
+__all__ = ["LossUnit", "DSP_BITS", "LOGIC_BITS", "partial_products"]
+
+#: multiplier slot operands: signed, this many bits (iCE40 SB_MAC16 16 × 16 mode; fits an ECP5 MULT18X18D)
+DSP_BITS = 16
+_CHUNK_BITS = DSP_BITS - 1          # an unsigned low chunk must fit a signed DSP_BITS-bit input
+#: a chunk of at most this many bits is multiplied in logic (selected shifts of the other chunk), not in a slot
+LOGIC_BITS = 2
+
+
+def _chunks(value, value_shape):
+    """``value`` = Σ chunk << shift: [(chunk, shift, bits)], 15-bit unsigned chunks, the top one with the sign."""
+    value_shape = Shape.cast(value_shape)
+    bits = value.as_unsigned()
+    out = []
+    lo = 0
+    for n in _chunk_bits(value_shape.width):
+        hi = lo + n
+        part = bits[lo:hi]
+        out.append((part.as_signed() if hi == value_shape.width and value_shape.signed else part, lo, n))
+        lo = hi
+    return out
+
+
+def _logic_product(small, big):
+    """``small`` · ``big`` for a chunk ``small`` of at most :data:`LOGIC_BITS` bits: selected shifts of ``big``
+    (the top bit of a signed ``small`` weighs −2^(n−1))."""
+    n = len(small)
+    negative_top = small.shape().signed
+    total = 0
+    for k in range(n):
+        shifted = big << k
+        total = total + Mux(small[k], -shifted if (negative_top and k == n - 1) else shifted, 0)
+    return total
+
+
+def _chunk_bits(width: int) -> list:
+    return [min(_CHUNK_BITS, width - lo) for lo in range(0, width, _CHUNK_BITS)]
+
+
+def _pair_count(a_bits: int, b_bits: int) -> int:
+    """Slot pairs of :func:`partial_products` for operands of these widths."""
+    return sum(min(x, y) > LOGIC_BITS for x in _chunk_bits(a_bits) for y in _chunk_bits(b_bits))
+
+
+def partial_products(a, a_shape, b, b_shape):
+    """a · b as ``(slot_pairs, logic)``: ``slot_pairs`` = [(x, y, shift)] of chunks for signed
+    :data:`DSP_BITS`-bit multipliers, ``logic`` = values computed without one; a · b = Σ x·y << shift + Σ logic."""
+    pairs, logic = [], []
+    for x, sx, bx in _chunks(a, a_shape):
+        for y, sy, by in _chunks(b, b_shape):
+            if min(bx, by) <= LOGIC_BITS:
+                small, big = (x, y) if bx <= by else (y, x)
+                logic.append(_logic_product(small, big) << (sx + sy))
+            else:
+                pairs.append((x, y, sx + sy))
+    return pairs, logic
 
 
 class LossUnit(wiring.Component):
@@ -73,6 +138,12 @@ class LossUnit(wiring.Component):
     output_layout = property(lambda self: self._output_layout)
 
     @property
+    def slots(self) -> int:
+        """Signed :data:`DSP_BITS` × :data:`DSP_BITS` multipliers, shared by the term and dl·lr (one DSP each)."""
+        fm = self._formats
+        return max(_pair_count(fm.out.bits, fm.out.bits + 3), _pair_count(fm.dl.bits, fm.lr.bits))
+
+    @property
     def latency(self) -> int:
         """Cycles from accepting a non-last output to its Δy being valid on ``o``."""
         return 1
@@ -106,9 +177,27 @@ class LossUnit(wiring.Component):
             target.eq((k == self.label) << wf),
             dy.eq(narrow(p.y_noisy - p.y, wf, fm.out)),          # sat_out(ỹ − y); no bits dropped
         ]
+        # the shared multiplier slots: the term's chunk pairs, or dl·lr's in the PRODUCT state
+        term_pairs, term_logic = partial_products(op_dy, op_dy.shape(), op_sum, op_sum.shape())
+        prod_pairs, prod_logic = partial_products(dl, dl.shape(), self.lr, self.lr.shape())
+        in_product = Signal()
+        outs = []
+        for slot in range(max(len(term_pairs), len(prod_pairs))):
+            a, b = Signal(signed(DSP_BITS), name=f"slot{slot}_a"), Signal(signed(DSP_BITS), name=f"slot{slot}_b")
+            o = Signal(signed(2 * DSP_BITS), name=f"slot{slot}_p")
+            m.d.comb += o.eq(a * b)
+            with m.If(in_product):
+                if slot < len(prod_pairs):
+                    m.d.comb += [a.eq(prod_pairs[slot][0]), b.eq(prod_pairs[slot][1])]
+            with m.Else():
+                if slot < len(term_pairs):
+                    m.d.comb += [a.eq(term_pairs[slot][0]), b.eq(term_pairs[slot][1])]
+            outs.append(o)
+        term_value = sum((o << s for o, (_, _, s) in zip(outs, term_pairs)), sum(term_logic))
+        product_value = sum((o << s for o, (_, _, s) in zip(outs, prod_pairs)), sum(prod_logic))
         m.d.sync += [
             op_valid.eq(take), op_dy.eq(dy), op_sum.eq(dy + 2 * (p.y - target)),
-            term_valid.eq(op_valid), term.eq(op_dy * op_sum),
+            term_valid.eq(op_valid), term.eq(term_value),
         ]
         with m.If(term_valid):
             m.d.sync += acc.eq(acc + term)
@@ -135,7 +224,7 @@ class LossUnit(wiring.Component):
                 m.d.sync += dl.eq(narrow(acc, 2 * wf, fm.dl, "half-up"))
                 m.next = "PRODUCT"
             with m.State("PRODUCT"):
-                m.d.sync += product.eq(dl * self.lr)
+                m.d.sync += product.eq(product_value)
                 m.next = "G"
             with m.State("G"):
                 with m.If(out_free):
@@ -150,4 +239,5 @@ class LossUnit(wiring.Component):
                     ]
                     m.next = "ACCUMULATE"
         m.d.comb += self.i.ready.eq(fsm.ongoing("ACCUMULATE") & out_free)   # outside the FSM: see layer.py
+        m.d.comb += in_product.eq(fsm.ongoing("PRODUCT"))
         return m

@@ -180,8 +180,11 @@ class UpdateEngine(wiring.Component):
         # t_k: the word whose stage-k registers are being loaded this cycle (t1: its data arrives)
         t1, t2, t3, t4 = Signal(tag), Signal(tag), Signal(tag), Signal(tag)
         m.d.sync += [t1.valid.eq(0), t2.eq(t1), t3.eq(t2), t4.eq(t3)]
+        # word addresses row·C + chunk, in order: a read counter (stage 0) and a write counter (stage 4), so no
+        # address multiplier (a constant product Yosys would map to a DSP)
         addr = Signal(range(self.weight_depth))
-        m.d.comb += [addr.eq(row * chunks + chunk), self.rd_addr.eq(addr)]
+        wr_addr = Signal(range(self.weight_depth))
+        m.d.comb += self.rd_addr.eq(addr)
         for k in range(lanes):
             m.d.comb += [v_rd[k].addr.eq(chunk), v_rd[k].en.eq(1)]
 
@@ -243,7 +246,9 @@ class UpdateEngine(wiring.Component):
         new = Signal(self._word_layout)
         for k in range(lanes):
             m.d.comb += new[k].eq(saturate(wq3[k] - decs[k], fm.weight))
-        m.d.comb += [self.wr_en.eq(t4.valid), self.wr_addr.eq(t4.row * chunks + t4.chunk), self.wr_data.eq(new)]
+        m.d.comb += [self.wr_en.eq(t4.valid), self.wr_addr.eq(wr_addr), self.wr_data.eq(new)]
+        with m.If(t4.valid):
+            m.d.sync += wr_addr.eq(wr_addr + 1)
 
         # -- control -------------------------------------------------------------------------------------------
         with m.FSM() as fsm:
@@ -268,14 +273,15 @@ class UpdateEngine(wiring.Component):
                 # both complete at the end of this cycle: sweep from the next one
                 got_v = complete | (self.vperp.valid & (received == n_cols - 1))
                 with m.If(got_v & (have_g | g_in)):
-                    m.d.sync += [row.eq(0), chunk.eq(0)]
+                    m.d.sync += [row.eq(0), chunk.eq(0), addr.eq(0), wr_addr.eq(0)]
                     m.next = "SWEEP"
             with m.State("SWEEP"):
                 m.d.sync += [t1.valid.eq(1), t1.row.eq(row), t1.chunk.eq(chunk), t1.first.eq(chunk == 0),
-                             t1.last.eq(chunk == chunks - 1)]
+                             t1.last.eq(chunk == chunks - 1), addr.eq(addr + 1)]
                 with m.If(chunk == chunks - 1):
                     m.d.sync += chunk.eq(0)
                     with m.If(row == n_out - 1):
+                        m.d.sync += addr.eq(0)              # stays in range while the pipeline drains
                         m.next = "DRAIN"
                     with m.Else():
                         m.d.sync += row.eq(row + 1)
