@@ -1,3 +1,5 @@
+# amaranth: UnusedElaboratable=no
+# (the divider and square root are built in __init__ to publish the cycle count; a unit that is only inspected never elaborates them)
 """LLS in gateware: the layer-local error unit of one hidden layer — bit-exact twin of
 :class:`~loco_fpga.golden_model.fixed_lls.FixedLocalError` (golden_model/fixed_lls.py, where the algorithm and
 its formats are specified).
