@@ -356,7 +356,11 @@ def board_inner(board, config=None, *, lanes: int | None = None):
     except ImportError:
         from loco_fpga.hdl.link import LinkTestTop        # noqa: PLC0415
         return LinkTestTop(), config
-    inner = accelerator.board_top(config, lanes=lanes)
+    if board.family == "ice40":       # the UP5K's 30 block RAMs are too few: the weights go into its SPRAM
+        from loco_fpga.boards.spram import spram_memory   # noqa: PLC0415
+        inner = accelerator.board_top(config, lanes=lanes, memory=spram_memory())
+    else:
+        inner = accelerator.board_top(config, lanes=lanes)
     return inner, getattr(inner, "config", config)
 
 

@@ -79,15 +79,23 @@ def _pair_count(a_bits: int, b_bits: int) -> int:
 
 def partial_products(a, a_shape, b, b_shape):
     """a · b as ``(slot_pairs, logic)``: ``slot_pairs`` = [(x, y, shift)] of chunks for signed
-    :data:`DSP_BITS`-bit multipliers, ``logic`` = values computed without one; a · b = Σ x·y << shift + Σ logic."""
-    pairs, logic = [], []
-    for x, sx, bx in _chunks(a, a_shape):
-        for y, sy, by in _chunks(b, b_shape):
-            if min(bx, by) <= LOGIC_BITS:
-                small, big = (x, y) if bx <= by else (y, x)
-                logic.append(_logic_product(small, big) << (sx + sy))
-            else:
-                pairs.append((x, y, sx + sy))
+    :data:`DSP_BITS`-bit multipliers, ``logic`` = [(value, shift)] computed without one (only a top chunk can
+    have at most :data:`LOGIC_BITS` bits: b's times the whole a, a's times b without its small top chunk);
+    a · b = Σ x·y << shift + Σ value << shift."""
+    xs, ys = _chunks(a, a_shape), _chunks(b, b_shape)
+    small_x = xs[-1] if xs[-1][2] <= LOGIC_BITS else None
+    small_y = ys[-1] if ys[-1][2] <= LOGIC_BITS else None
+    big_x = xs[:-1] if small_x else xs
+    big_y = ys[:-1] if small_y else ys
+    pairs = [(x, y, sx + sy) for x, sx, _ in big_x for y, sy, _ in big_y]
+    logic = []
+    if small_y:                                    # b's small top chunk times all of a
+        y, sy, _ = small_y
+        logic.append((_logic_product(y, a), sy))
+    if small_x:                                    # a's small top chunk times the rest of b
+        x, sx, _ = small_x
+        rest = b.as_unsigned()[:small_y[1]] if small_y else b
+        logic.append((_logic_product(x, rest), sx))
     return pairs, logic
 
 
@@ -177,24 +185,52 @@ class LossUnit(wiring.Component):
             target.eq((k == self.label) << wf),
             dy.eq(narrow(p.y_noisy - p.y, wf, fm.out)),          # sat_out(ỹ − y); no bits dropped
         ]
-        # the shared multiplier slots: the term's chunk pairs, or dl·lr's in the PRODUCT state
+        # the shared multiplier slots: the term's chunk pairs, or dl·lr's in the PRODUCT state; one adder tree
+        # sums the slots (and the small chunks' logic products) for both
         term_pairs, term_logic = partial_products(op_dy, op_dy.shape(), op_sum, op_sum.shape())
         prod_pairs, prod_logic = partial_products(dl, dl.shape(), self.lr, self.lr.shape())
         in_product = Signal()
-        outs = []
-        for slot in range(max(len(term_pairs), len(prod_pairs))):
+        n_slots = max(len(term_pairs), len(prod_pairs))
+        free, slot_of = list(range(n_slots)), []
+        for _, _, shift in prod_pairs:              # a product pair goes to a slot whose term shift is the same
+            same = [k for k in free if k < len(term_pairs) and term_pairs[k][2] == shift]
+            slot_of.append((same or free)[0])
+            free.remove(slot_of[-1])
+        inputs = []                                 # [term side, product side]: (value, shift) or None
+        for slot in range(n_slots):
             a, b = Signal(signed(DSP_BITS), name=f"slot{slot}_a"), Signal(signed(DSP_BITS), name=f"slot{slot}_b")
             o = Signal(signed(2 * DSP_BITS), name=f"slot{slot}_p")
             m.d.comb += o.eq(a * b)
+            side = [None, None]
             with m.If(in_product):
-                if slot < len(prod_pairs):
-                    m.d.comb += [a.eq(prod_pairs[slot][0]), b.eq(prod_pairs[slot][1])]
+                if slot in slot_of:
+                    x, y, shift = prod_pairs[slot_of.index(slot)]
+                    m.d.comb += [a.eq(x), b.eq(y)]
+                    side[1] = (o, shift)
             with m.Else():
                 if slot < len(term_pairs):
-                    m.d.comb += [a.eq(term_pairs[slot][0]), b.eq(term_pairs[slot][1])]
-            outs.append(o)
-        term_value = sum((o << s for o, (_, _, s) in zip(outs, term_pairs)), sum(term_logic))
-        product_value = sum((o << s for o, (_, _, s) in zip(outs, prod_pairs)), sum(prod_logic))
+                    x, y, shift = term_pairs[slot]
+                    m.d.comb += [a.eq(x), b.eq(y)]
+                    side[0] = (o, shift)
+            inputs.append(side)
+        for mode, logic in ((0, term_logic), (1, prod_logic)):
+            for value, shift in logic:             # into a free side of the same shift, else a new input
+                fits = [i for i in inputs if i[mode] is None and (i[1 - mode] is None or i[1 - mode][1] == shift)]
+                if fits:
+                    fits[0][mode] = (value, shift)
+                else:
+                    inputs.append([None, None])
+                    inputs[-1][mode] = (value, shift)
+
+        def shifted(side):
+            return 0 if side is None else side[0] << side[1]
+
+        total = 0
+        for t_side, p_side in inputs:
+            total = total + (shifted(t_side) if t_side is p_side or (t_side and p_side and t_side[0] is p_side[0]
+                                                                  and t_side[1] == p_side[1])
+                             else Mux(in_product, shifted(p_side), shifted(t_side)))
+        term_value = product_value = total
         m.d.sync += [
             op_valid.eq(take), op_dy.eq(dy), op_sum.eq(dy + 2 * (p.y - target)),
             term_valid.eq(op_valid), term.eq(term_value),

@@ -383,13 +383,14 @@ class AcceleratorTop(LinkTop):
     network = property(lambda self: self._network)
 
 
-def board_top(config=None, *, lanes: int = 1) -> AcceleratorTop:
+def board_top(config=None, *, lanes: int = 1, memory=default_memory) -> AcceleratorTop:
     """The accelerator a board build puts behind its UART (``boards/tops.py`` ``default_inner``): ``config``
     (default: the ``up5k`` preset; its rule becomes ``np`` when the gateware does not update it) at ``lanes``
-    (default 1, the configuration whose routed Fmax is measured), with :data:`BOARD_TIMEOUT`."""
+    (default 1, the configuration whose routed Fmax is measured), with :data:`BOARD_TIMEOUT` and the board's
+    memory hook (``memory``; the iCEBreaker puts the weights into SPRAM, ``boards/spram.py``)."""
     from loco_fpga.config import preset  # noqa: PLC0415
 
     config = preset("up5k") if config is None else config
     if config.rule.name not in SUPPORTED_RULES:
         config = config.replace(rule={"name": "np"})
-    return AcceleratorTop(config, lanes=lanes, timeout=BOARD_TIMEOUT)
+    return AcceleratorTop(config, lanes=lanes, timeout=BOARD_TIMEOUT, memory=memory)

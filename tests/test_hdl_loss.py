@@ -6,11 +6,12 @@ import random
 
 import numpy as np
 import pytest
+from amaranth import Module, Signal, signed, unsigned
 from amaranth.sim import Simulator
 
 from loco_fpga.config import Config, preset
 from loco_fpga.golden_model.fixed import FixedNetwork, FixedRule
-from loco_fpga.hdl.loss import LossUnit
+from loco_fpga.hdl.loss import DSP_BITS, LossUnit, partial_products
 from loco_fpga.qformat import formats
 
 
@@ -156,3 +157,39 @@ def test_parameter_errors_quote_the_value():
         LossUnit(formats=fm, n_out=2.0)
     with pytest.raises(TypeError, match=r"formats = 3: expected a loco_fpga.qformat.Formats"):
         LossUnit(formats=3, n_out=2)
+
+
+@pytest.mark.parametrize("a_shape, b_shape", [(signed(24), signed(27)), (signed(32), unsigned(16)),
+                                              (signed(31), unsigned(17)), (signed(16), unsigned(16)),
+                                              (signed(8), unsigned(4)), (signed(30), unsigned(20)),
+                                              (signed(2), unsigned(1)), (unsigned(17), signed(9))])
+def test_partial_products_sum_to_the_product(a_shape, b_shape):
+    """The chunked product the loss unit's multiplier slots compute: Σ x·y << s over the slot pairs plus the small
+    chunks' logic products equals a·b, at the extremes and at random values (signed 16-bit slot operands)."""
+    a, b = Signal(a_shape), Signal(b_shape)
+    pairs, logic = partial_products(a, a_shape, b, b_shape)
+    assert all(len(x) <= DSP_BITS - (0 if x.shape().signed else 1) for x, _, _ in pairs)
+    assert all(len(y) <= DSP_BITS - (0 if y.shape().signed else 1) for _, y, _ in pairs)
+    total = sum((x * y << s for x, y, s in pairs), sum(v << s for v, s in logic))
+    out = Signal(signed(a_shape.width + b_shape.width + 1))
+    m = Module()
+    m.d.comb += out.eq(total)
+    rng = random.Random(a_shape.width * 64 + b_shape.width)
+
+    def values(shape):
+        lo, hi = (-(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1) if shape.signed else (0, (1 << shape.width) - 1)
+        return [lo, hi, 0, min(1, hi), -1 if shape.signed else min(2, hi)] + [rng.randint(lo, hi) for _ in range(40)]
+
+    cases = [(x, y) for x in values(a_shape) for y in values(b_shape)[:8]] + list(zip(values(a_shape), values(b_shape)))
+    got = []
+
+    async def bench(ctx):
+        for x, y in cases:
+            ctx.set(a, x)
+            ctx.set(b, y)
+            got.append(ctx.get(out))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [x * y for x, y in cases]
