@@ -168,8 +168,9 @@ UPDATE_LANES = (1, 16)
 
 
 def update_rows(rule: str = "np"):
-    """NP, LOCO or DFA training in hardware (``Network(update=rule)``), by formula (``Network.schedule``, checked
-    against the simulator in tests/test_hdl_update_network.py, test_hdl_update_loco.py, test_hdl_update_dfa.py):
+    """NP, LOCO, DFA or LLS training in hardware (``Network(update=rule)``), by formula (``Network.schedule``, checked
+    against the simulator in tests/test_hdl_update_network.py, test_hdl_update_loco.py, test_hdl_update_dfa.py,
+    test_hdl_update_lls.py):
     for 64-wide
     hidden layers (the ECP5 preset's shape and formats) at depth L, the cycles from g (the loss unit's last
     transfer) to the last weight written, against the weight-port bound max_l n_l·C_l (every layer's update engine
@@ -297,10 +298,11 @@ def main(argv=None) -> int:
     updates = update_rows()
     loco_updates = update_rows("loco")
     dfa_updates = update_rows("dfa")
+    lls_updates = update_rows("lls")
     RESULTS.mkdir(parents=True, exist_ok=True)
     OUT_JSON.write_text(json.dumps({"meta": meta, "bound": "T * max_l n_l * ceil((n_{l-1}+1)/min(LANES, "
                                     "n_{l-1}+1))", "rows": rows, "np_update": updates, "loco_update": loco_updates,
-                                    "dfa_update": dfa_updates},
+                                    "dfa_update": dfa_updates, "lls_update": lls_updates},
                                    indent=1) + "\n")
     text = (table(rows) + "\n\n"
             f"Measured {meta['date']} on {meta['machine']} ({meta['cpus']} cores, 1-min load {meta['load_1min']} "
@@ -325,7 +327,11 @@ def main(argv=None) -> int:
             "DFA training in hardware (`Network(update=\"dfa\")`, same networks; \"g\" = the loss unit's last "
             "transfer): the output error e goes to the output layer's update engine and to one feedback unit per "
             "hidden layer (n_l·(n_L + 1) cycles each, all in parallel), so the update latency is flat in depth.\n\n"
-            + update_table(dfa_updates))
+            + update_table(dfa_updates) + "\n\n"
+            "LLS training in hardware (`Network(update=\"lls\")`, same networks, τ = 1/2): each hidden layer's "
+            "local error unit starts from the layer's own clean counts (2·n_L + n_l restoring divisions), all "
+            "layers in parallel, so the update latency is flat in depth; the output layer learns from e as in "
+            "DFA.\n\n" + update_table(lls_updates))
     write_doc(text)
     print(text)
     return 0
