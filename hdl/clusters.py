@@ -19,10 +19,11 @@ cv_k, w_k and r_k: in registers when P = K; with P < K in small memories (dot, c
 written a group at a time; r: K words), [c_k = û] in K flip-flops — their one-cycle reads cost ``SCORE`` one
 cycle. Around the units: the input buffer (u, v), the û buffer, the column buffer
 (G > 1 only: c_b of a GRAM column for the groups after b's own), one shared restoring square root and divider
-(``hdl/arith.py``) for ‖u‖, 1/‖u‖ and r_k, one score multiplier (the argmax runs over the clusters in index
-order, so the first maximum wins), one squarer (Σ û_j², Σ c_j²), and the
-:class:`~loco_fpga.hdl.solver.Solver` (H refresh, Schur downdate) whose read port and multiplier compute
-w = M·cv. All sums are exact integer sums, so the group order cannot change a result.
+(``hdl/arith.py``) for ‖u‖, 1/‖u‖ and r_k, the score dot_k · r_k (the argmax runs over the clusters in index
+order, so the first maximum wins) on a multiplier of its own — or, in a shared form whose dot and r fit, on the
+solver's multiplier in two halves (dot = hi·2^(h_bits−1) + lo), two cycles per cluster —, one squarer
+(Σ û_j², Σ c_j²), and the :class:`~loco_fpga.hdl.solver.Solver` (H refresh, Schur downdate) whose read port
+and multiplier compute w = M·cv. All sums are exact integer sums, so the group order cannot change a result.
 
 Schedule of one sample (state names of the FSM; formulas in :meth:`ClusterBlock.sample_cycles`):
 
@@ -30,7 +31,8 @@ Schedule of one sample (state names of the FSM; formulas in :meth:`ClusterBlock.
 2. ``NORM``      ‖u‖ = isqrt(s · 4^norm_guard); recip = ⌊2^(pf + ng + re) / ‖u‖⌋
 3. pass UHAT     û_j = narrow(u_j · recip, pf + re → uhat); per cluster: dot_k = Σ c_kj û_j,
                  eq_k = [c_k = û]; Σ û_j² (first group)
-4. ``SCORE``     k* = first argmax over active k of dot_k · r_k (one per cycle); a new cluster (k* = count)
+4. ``SCORE``     k* = first argmax over active k of dot_k · r_k (:meth:`ClusterBlock.score_cycles`); a new
+                 cluster (k* = count)
                  when count < K and c_k* ≠ û: pass NEW copies û into unit count, r_count from Σ û_j²,
                  count += 1 and a refresh (5)
 5. refresh       pass GRAM per column b, b's group first (it fills the column buffer): cluster a accumulates
@@ -204,6 +206,11 @@ class ClusterBlock(wiring.Component):
                          for _ in range(units)]
         self.prototypes = tuple(_Rows(self.memories[k % units], (k // units) * dim, dim) for k in range(clusters))
         self._dot_shape = signed(2 * pb + _clog2(dim) + 1)
+        # shared form: dot_k · r_k on the solver's h_bits × h_bits multiplier in two halves (dot = hi·2^L + lo,
+        # lo unsigned L = h_bits − 1 bits) when the widths allow; otherwise a score multiplier of its own
+        hb = formats.h.bits
+        self._score_on_solver = (self._groups > 1 and self._dot_shape.width <= 2 * hb - 1
+                                 and 2 * pf + 2 <= hb)
         if self._groups == 1:        # one unit per cluster: its values in registers
             recips = [Signal(2 * pf + 1, name=f"recip{k}") for k in range(clusters)]
             cvs = [Signal(shape(formats.cv), name=f"cv{k}") for k in range(clusters)]
@@ -288,6 +295,13 @@ class ClusterBlock(wiring.Component):
         """Issue + result of one division on the shared divider: its latency + 2."""
         return self._div_width + 1 + 2
 
+    def score_cycles(self, n: int) -> int:
+        """The selection among n active clusters: one cycle per cluster (two when the score uses the solver's
+        multiplier, shared forms whose dot and r fit it), one to decide, and with P < K one to read dot_0, r_0."""
+        if self._score_on_solver:
+            return 2 * n + 2
+        return n + 1 + (self._groups > 1)
+
     def refresh_cycles(self, n: int) -> int:
         """H refresh with n active clusters: per column, :meth:`groups` (n) GRAM passes and n solver writes,
         then ``INVERT`` (command + the solver's cycles + 1 to see it idle)."""
@@ -299,7 +313,7 @@ class ClusterBlock(wiring.Component):
         before = count - 1 if new else count
         c = self.isqrt_cycles + self.divide_cycles                # NORM
         c += self.groups(before) * self.pass_cycles               # UHAT
-        c += before + 1 + (self._groups > 1)                      # SCORE (one per active cluster) + decide
+        c += self.score_cycles(before)                            # SCORE
         if new:
             c += self.pass_cycles + self.isqrt_cycles + self.divide_cycles + self.refresh_cycles(count)
         c += 1                                                    # PROJECT
@@ -553,14 +567,25 @@ class ClusterBlock(wiring.Component):
         m.d.comb += [solver.g.payload.row.eq(a), solver.g.payload.col.eq(b), solver.g.payload.value.eq(gram_value),
                      solver.cmd.payload.n.eq(count), solver.cmd.payload.k.eq(kstar)]
         score = Signal.like(best)
+        score_on = Signal()                  # SCORE / SCORE_HI with the score on the solver's multiplier
+        score_half = Signal()                # 0: lo · r, 1: hi · r
         if G == 1:
             m.d.comb += score.eq(Array(dots)[a] * Array(recips)[a])
             cv_j = Array(cvs)[j]
         else:
-            m.d.comb += score.eq(Array(rd.data.as_signed() for rd, _ in dot_p)[unit_of[a]] * recip_rd.data)
+            dot_a = Array(rd.data.as_signed() for rd, _ in dot_p)[unit_of[a]]
             cv_j = Array(rd.data.as_signed() for rd, _ in cv_p)[unit_of[j]]
-        # w = M·cv on the solver's multiplier (the solver is idle then)
+        # w = M·cv on the solver's multiplier (the solver is idle then); so is the score of a shared form
         m.d.comb += [solver.mul_a.eq(solver.rd_data), solver.mul_b.eq(cv_j)]
+        if self._score_on_solver:
+            low = hb - 1
+            plo = Signal(2 * hb)             # lo · r ≥ 0
+            with m.If(score_on):
+                m.d.comb += [solver.mul_a.eq(Mux(score_half, dot_a[low:].as_signed(), dot_a[:low].as_unsigned())),
+                             solver.mul_b.eq(recip_rd.data)]
+            m.d.comb += score.eq((solver.mul_p << low) + plo)
+        elif G > 1:
+            m.d.comb += score.eq(dot_a * recip_rd.data)
 
         # r_k from a Σ c_j²: isqrt, then ⌊2^(2pf) / root⌋ (0 when the root is 0)
         root = Signal(sq.root_width)
@@ -651,7 +676,9 @@ class ClusterBlock(wiring.Component):
                 with m.State("SCORE_FIRST"):              # dot_0 and r_0 are read (score_addr = 0)
                     m.next = "SCORE"
             with m.State("SCORE"):
-                if G > 1:
+                if self._score_on_solver:        # lo · r now, hi · r and the comparison in SCORE_HI
+                    m.d.comb += [score_addr.eq(a), score_on.eq(1)]
+                elif G > 1:
                     m.d.comb += score_addr.eq(a + 1)
                 with m.If(a == count):
                     with m.If((count == K) | ((count != 0) & Array(eqs)[kstar])):
@@ -661,9 +688,20 @@ class ClusterBlock(wiring.Component):
                         m.d.sync += [new.eq(1), kstar.eq(count)] + start_pass(_Pass.NEW, group=group_of[count])
                         m.next = "PASS"
                 with m.Else():
+                    if self._score_on_solver:
+                        m.d.sync += plo.eq(solver.mul_p)
+                        m.next = "SCORE_HI"
+                    else:
+                        with m.If((a == 0) | (score > best)):
+                            m.d.sync += [best.eq(score), kstar.eq(a)]
+                        m.d.sync += a.eq(a + 1)
+            if self._score_on_solver:
+                with m.State("SCORE_HI"):
+                    m.d.comb += [score_addr.eq(a + 1), score_on.eq(1), score_half.eq(1)]
                     with m.If((a == 0) | (score > best)):
                         m.d.sync += [best.eq(score), kstar.eq(a)]
                     m.d.sync += a.eq(a + 1)
+                    m.next = "SCORE"
 
             # -- r_k of the new or updated prototype (kstar) ----------------------------------------------------
             with m.State("RK_SQRT"):

@@ -266,7 +266,8 @@ def test_published_cycles_per_sample(units):
 def test_cycles_of_the_shared_forms():
     """The shared forms' formulas against the default form's, term by term (independent arithmetic here):
     a pass over the active clusters repeats per group of P, each v⊥ entry takes one cycle per group, and SCORE
-    one cycle more (dot_0 and r_0 come from memories)."""
+    reads dot_0 and r_0 from memories first (one cycle) and, where dot and r fit the solver's multiplier (the
+    preset: dot 40 bits ≤ 2·30 − 1, r 29 bits ≤ 30 − 2), takes two cycles per cluster (lo · r, hi · r)."""
     cfg = make_config(n_in=64, clusters=8, refresh=1, steps=16)
     full, one, three = (ClusterBlock.from_config(cfg, 0, units=u) for u in (None, 1, 3))
     dim, pc = 65, 67
@@ -278,7 +279,7 @@ def test_cycles_of_the_shared_forms():
             before = count - 1 if new else count
             for shared in (one, three):
                 g = shared.groups
-                extra = 1 + (g(before) - 1) * pc                              # SCORE's first read, UHAT
+                extra = 1 + before + (g(before) - 1) * pc                     # SCORE (below), UHAT
                 if new:
                     extra += count * (g(count) - 1) * pc                      # the select refresh's GRAM passes
                 if count >= 2:
@@ -286,6 +287,13 @@ def test_cycles_of_the_shared_forms():
                 assert shared.output_cycles(count, new) - full.output_cycles(count, new) == extra
                 assert (shared.refresh_cycles(count) - full.refresh_cycles(count)
                         == count * (g(count) - 1) * pc)
+    # r of 2·16 + 1 = 33 bits does not fit a 30-bit signed operand: the shared form keeps its own score multiplier
+    # and one cycle per cluster
+    wide = make_config(n_in=64, clusters=8, refresh=1, steps=16, fixed={"proto_bits": 18, "proto_frac": 16})
+    wide_full, wide_one = (ClusterBlock.from_config(wide, 0, units=u) for u in (None, 1))
+    for count in range(1, 9):
+        extra = 1 + (wide_one.groups(count) - 1) * pc + (wide_one.groups(count) - 1) * (pc + dim) * (count >= 2)
+        assert wide_one.output_cycles(count, False) - wide_full.output_cycles(count, False) == extra
 
 
 def test_parameter_errors_quote_the_value():
