@@ -52,3 +52,25 @@ def test_second_build_of_the_same_parameters_is_reused(tmp_path, monkeypatch):
     assert again.directory == first.directory != other.directory
     assert (first.directory / "params.json").read_text().replace(" ", "").replace("\n", "") == '{"n":1}'
     assert first.ports == ("seed", "load", "en", "word", "state")
+
+
+def test_build_args_top_ports_only():
+    """top_ports_only adds Verilator's flags that undo the runner's --public-flat-rw; Icarus is unaffected."""
+    plain = harness.build_args("verilator")
+    top = harness.build_args("verilator", top_ports_only=True)
+    assert "--no-public-flat-rw" not in plain
+    assert top == [*plain, "--no-public-flat-rw", "--public-depth", "1"]
+    assert harness.build_args("icarus", top_ports_only=True) == harness.build_args("icarus") == []
+    with pytest.raises(ValueError, match="simulator = 'ghdl': expected one of verilator, icarus"):
+        harness.build_args("ghdl")
+    with pytest.raises(TypeError, match="top_ports_only = 1: expected True or False"):
+        harness.build(_Passthrough, name="p", top_ports_only=1)
+
+
+def test_top_ports_only_is_ignored_by_icarus(tmp_path, monkeypatch):
+    harness.require_simulator("icarus")
+    monkeypatch.setenv("LOCO_SIM_BUILD", str(tmp_path))
+    monkeypatch.delenv("WAVES", raising=False)
+    first = harness.build(Xorshift32, name="xs", params={"n": 1}, simulator="icarus", top_ports_only=True)
+    again = harness.build(Xorshift32, name="xs", params={"n": 1}, simulator="icarus")
+    assert not first.top_ports_only and again.cached and again.directory == first.directory

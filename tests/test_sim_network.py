@@ -12,20 +12,30 @@ from loco_fpga.hdl.network import Network
 from loco_fpga.sim import harness
 
 
-def random_config(rng: random.Random) -> tuple[dict, int]:
+def random_config(rng: random.Random, *, depth: int | None = None, max_width: int = 10,
+                  wide: float = 0.2) -> tuple[dict, int]:
     """(Config.replace arguments, lanes): the up5k preset varied at random, always a valid config (draws
-    that check_config rejects are drawn again)."""
+    that check_config rejects are drawn again). ``depth`` weight layers (None: random 1 … 4); layer widths
+    1 … ``max_width`` (outputs 1 … min(8, max_width)) except, with probability ``wide`` in a network with a
+    hidden layer, one 33–36-wide hidden layer. The defaults give the draws this file always made."""
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= 4):
+        raise ValueError(f"depth = {depth!r}: must be None or an integer in [1, 4]")
+    if isinstance(max_width, bool) or not isinstance(max_width, int) or max_width < 1:
+        raise ValueError(f"max_width = {max_width!r}: must be an integer ≥ 1")
+    if not 0.0 <= wide <= 1.0:
+        raise ValueError(f"wide = {wide!r}: must be a probability in [0, 1]")
     while True:
         try:
-            return _random_config(rng)
+            return _random_config(rng, depth, max_width, wide)
         except ConfigError:
             continue
 
 
-def _random_config(rng: random.Random) -> tuple[dict, int]:
-    depth = rng.randint(1, 4)                                    # weight layers
-    arch = tuple(rng.randint(1, 10) for _ in range(depth)) + (rng.randint(1, 8),)
-    if depth > 1 and rng.random() < 0.2:                         # a wide hidden layer: two noise words
+def _random_config(rng: random.Random, depth: int | None, max_width: int, wide: float) -> tuple[dict, int]:
+    if depth is None:
+        depth = rng.randint(1, 4)                                # weight layers
+    arch = tuple(rng.randint(1, max_width) for _ in range(depth)) + (rng.randint(1, min(8, max_width)),)
+    if depth > 1 and rng.random() < wide:                        # a wide hidden layer: two noise words
         arch = arch[:1] + (rng.randint(33, 36),) + arch[2:]
     wf = rng.randint(4, 12)
     wb = wf + rng.randint(2, 5)
@@ -66,7 +76,7 @@ def _run(case: int, simulator: str, samples: int):
     spec = full_replace(changes)
     cfg = Config().replace(**spec)
     built = harness.build(lambda: Network.from_config(cfg, lanes=lanes), name="network",
-                          params={"config": spec, "lanes": lanes}, simulator=simulator)
+                          params={"config": spec, "lanes": lanes}, simulator=simulator, top_ports_only=True)
     harness.run(built, "loco_fpga.sim.benches.network",
                 params={"seed": rng.randrange(1 << 30), "samples": samples,
                         "idle": rng.choice([0.0, 0.2, 0.5]), "stall": rng.choice([0.0, 0.2, 0.5])})
