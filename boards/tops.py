@@ -233,10 +233,10 @@ class BoardCore(wiring.Component):
 #: (docs/hdl_learning.md), far below the 60 MHz the ECP5 boards run at; ``--config`` with ``rule.name = "loco"``
 #: builds it (at a ``--freq`` it meets).
 BOARD_RULE = "np"
-#: the network the ECP5 boards build by default. The deep ``ecp5`` preset (10 hidden layers, delta readout) is not
-#: buildable yet: the update engines implement the perturbed output layer only (``Network.from_config(update=)``
-#: rejects the delta readout) and its 11 layer engines took more than an hour to place and route; the ECP5
-#: boards build the ``up5k`` network until then (docs/boards.md).
+#: the network the ECP5 boards build by default. The deep ``ecp5`` preset (10 hidden layers, delta readout — in
+#: gateware since ``Network(output_delta=True)``) has not been built on a board yet: an earlier attempt's 11 layer
+#: engines took more than an hour to place and route; the ECP5 boards build the ``up5k`` network until then
+#: (docs/boards.md).
 ECP5_BOARD_PRESET = "up5k"
 #: the ECP5 boards' default clock, the issue's 60 MHz floor: with the loss unit pipelined (commit c616fcc) the
 #: accelerator routes at 62.0 MHz on the LFE5U-85F-6 (ULX3S, seed 1; critical path: update engine 0's FSM state

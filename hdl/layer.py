@@ -67,7 +67,9 @@ class LayerEngine(wiring.Component):
     (:class:`~loco_fpga.qformat.Formats` of the config: weight, acc, membrane, out, rate, log2 T, σ),
     ``threshold`` θ in membrane LSBs (hidden layers), ``neuron`` (``"if"``/``"lif"``), ``leak_shift`` k
     (LIF), ``output`` (True: the network's output layer — no spiking, y at the end), ``memory`` (hook, see
-    :func:`default_memory`). :meth:`from_config` derives all of them from a config and a layer index.
+    :func:`default_memory`), ``perturb`` (False: the noisy column gets ξ = 0 — the delta readout's unperturbed
+    output layer; the noise words are still taken). :meth:`from_config` derives all of them from a config and a
+    layer index.
 
     Ports:
         noise (In stream {word: 32}): ⌈n_out/32⌉ PRNG words at the start of every sample (the layer's
@@ -88,7 +90,7 @@ class LayerEngine(wiring.Component):
 
     def __init__(self, *, n_in: int, n_out: int, lanes: int, formats: Formats, threshold: int = 1,
                  neuron: str = "if", leak_shift: int = 0, output: bool = False, memory=default_memory,
-                 update_port: bool = False):
+                 update_port: bool = False, perturb: bool = True):
         _check_int("n_in", n_in, 1, _MAX_WIDTH)
         _check_int("n_out", n_out, 1, _MAX_WIDTH)
         _check_int("lanes", lanes, 1, n_in + 1)
@@ -117,6 +119,9 @@ class LayerEngine(wiring.Component):
             raise TypeError(f"memory = {memory!r}: expected a callable (shape=, depth=, name=) -> Memory")
         if not isinstance(update_port, bool):
             raise ValueError(f"update_port = {update_port!r}: must be True or False")
+        if not isinstance(perturb, bool):
+            raise ValueError(f"perturb = {perturb!r}: must be True or False")
+        self._perturb = perturb
         self._update_port = update_port
         self._n_in, self._n_out, self._lanes = n_in, n_out, lanes
         self._formats, self._threshold = formats, threshold
@@ -224,7 +229,7 @@ class LayerEngine(wiring.Component):
         n_in, n_out, lanes, chunks = self._n_in, self._n_out, self._lanes, self._chunks
         wf = fm.weight.frac
         log2t = fm.log2_steps
-        sigma = 1 << (wf - fm.sigma_shift)
+        sigma = (1 << (wf - fm.sigma_shift)) if self._perturb else 0   # perturb = False: ξ = 0 (noise still drawn)
         acc_shape = signed(fm.weight.bits + max(1, math.ceil(math.log2(chunks * lanes))) + 1)
         if self._output:
             y_shape = signed(fm.acc.bits + log2t + 1)

@@ -147,13 +147,17 @@ class Network(wiring.Component):
     (prototype, count, r_k, H read-back, one cycle) and ``vperp_tap`` (v⊥ monitor). ``"dfa"`` uses the clean
     column only: the noisy column, Δy, dl and g on ``o`` are not part of the rule; so does ``"lls"``, whose hidden
     layers take e from a :class:`~.lls.LocalErrorUnit` each (τ = 2^-``tau_shift``) fed with their clean counts.
+    ``output_delta`` (np, loco: ``rule.output_update = "delta"``): the output layer is not perturbed (its noise
+    words are still drawn) and learns from e = η·2(y − t)/n_L (:class:`~.feedback.OutputError`) with v = the last
+    hidden layer's clean counts (projected by its cluster block under LOCO); g goes to the hidden layers only.
     """
 
     def __init__(self, *, arch, lanes: int, formats: Formats, encoder: str = "deterministic",
                  threshold: int = 1, neuron: str = "if", leak_shift: int = 0, memory=default_memory,
                  encoder_lanes: int | None = None, update: str | None = None, rounding: str = "stochastic",
                  mask: bool = False, clusters: int = 8, refresh: int = 1, ridge: int = 0, norm_guard: int = 8,
-                 recip_extra: int = 16, fb: int = 0, cluster_units: int | None = None, tau_shift: int = 1):
+                 recip_extra: int = 16, fb: int = 0, cluster_units: int | None = None, tau_shift: int = 1,
+                 output_delta: bool = False):
         if (not isinstance(arch, (tuple, list)) or not 2 <= len(arch) <= _MAX_LAYERS + 1
                 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in arch)):
             raise ValueError(f"arch = {arch!r}: expected a sequence of 2 … {_MAX_LAYERS + 1} positive integers")
@@ -168,7 +172,12 @@ class Network(wiring.Component):
             raise ValueError(f"update = {update!r}: expected one of {', '.join(map(repr, UPDATES))}")
         if not isinstance(mask, bool):
             raise ValueError(f"mask = {mask!r}: must be True or False")
-        self._update, self._mask = update, mask
+        if not isinstance(output_delta, bool):
+            raise ValueError(f"output_delta = {output_delta!r}: must be True or False")
+        if output_delta and update not in ("np", "loco"):
+            raise ValueError(f"output_delta = True: the delta readout applies to update 'np' and 'loco', not "
+                             f"{update!r}")
+        self._update, self._mask, self._delta = update, mask, output_delta
         self._arch, self._lanes, self._formats = tuple(arch), lanes, formats
         self._encoder, self._threshold, self._neuron = encoder, threshold, neuron
         self._leak_shift, self._memory = leak_shift, memory
@@ -176,14 +185,16 @@ class Network(wiring.Component):
         # The engines validate the per-layer parameters (their errors quote the value).
         self._engines = [LayerEngine(n_in=arch[l], n_out=arch[l + 1], lanes=min(lanes, arch[l] + 1),
                                      formats=formats, threshold=threshold, neuron=neuron, leak_shift=leak_shift,
-                                     output=l == n_layers - 1, memory=memory, update_port=update is not None)
+                                     output=l == n_layers - 1, memory=memory, update_port=update is not None,
+                                     perturb=not (output_delta and l == n_layers - 1))
                          for l in range(n_layers)]
         self._updaters = ([UpdateEngine(n_in=e.n_in, n_out=e.n_out, lanes=e.lanes, formats=formats, rounding=rounding,
-                                        errors=update in _ERROR_RULES)
+                                        errors=update in _ERROR_RULES or (output_delta and e.output))
                            for e in self._engines] if update else [])
         # DFA: the output error, and one feedback unit per hidden layer (validates fb; the error quotes it)
         dfa = update == "dfa"
-        self._output_error = OutputError(formats=formats, n_out=arch[-1]) if update in _ERROR_RULES else None
+        self._output_error = (OutputError(formats=formats, n_out=arch[-1])
+                              if update in _ERROR_RULES or output_delta else None)
         self._feedback = ([FeedbackUnit(formats=formats, n_rows=e.n_out, n_err=arch[-1], fb=fb)
                            for e in self._engines[:-1]] if dfa else [])
         # LLS: one local error unit per hidden layer (validates τ and the guard bits)
@@ -251,16 +262,13 @@ class Network(wiring.Component):
                     update: str | None = None, cluster_units: int | None = None) -> "Network":
         """The datapath of ``config``'s network (widths, Q formats, T, encoder, neuron, θ, leak).
 
-        With ``update`` (on-chip training) the config's rule must be the one named (``np`` or ``loco``) with the
-        output layer perturbed (``rule.output_update = "perturb"``); ``loco`` takes K, N_ref, λ (quantised to
-        the gram format), the norm guard and reciprocal bits from the config."""
+        With ``update`` (on-chip training) the config's rule must be the one named; ``rule.output_update =
+        "delta"`` (np, loco) gives ``output_delta``; ``loco`` takes K, N_ref, λ (quantised to the gram format),
+        the norm guard and reciprocal bits from the config, ``lls`` its τ."""
         from loco_fpga.qformat import formats  # noqa: PLC0415
 
         if update is not None and config.rule.name != update:
             raise ValueError(f"rule.name = {config.rule.name!r}: the network was asked for update = {update!r}")
-        if update is not None and config.rule.output_update != "perturb":
-            raise ValueError(f"rule.output_update = {config.rule.output_update!r}: the update engines implement "
-                             "'perturb' only (the delta readout is in the golden model, not yet in gateware)")
         fm = formats(config)
         spk = config.spiking
         lif = spk.neuron == "lif"
@@ -271,7 +279,8 @@ class Network(wiring.Component):
                    clusters=config.rule.clusters, refresh=config.rule.refresh, ridge=fm.gram.from_float(config.rule.ridge),
                    norm_guard=config.fixed.norm_guard, recip_extra=config.fixed.recip_extra,
                    fb=int(fm.fb.from_float(1.0 / math.sqrt(config.network.arch[-1]))), cluster_units=cluster_units,
-                   tau_shift=-int(round(math.log2(config.rule.lls_temperature))) if update == "lls" else 1)
+                   tau_shift=-int(round(math.log2(config.rule.lls_temperature))) if update == "lls" else 1,
+                   output_delta=update is not None and config.rule.output_update == "delta")
 
     arch = property(lambda self: self._arch)
     lanes = property(lambda self: self._lanes)
@@ -379,8 +388,11 @@ class Network(wiring.Component):
                     else:
                         edone = [e_last + f.done_cycles() for f in self._feedback] + [e_last]
                     writes = [max(v, e) + u.latency for v, e, u in zip(vdone, edone, self._updaters)]
-                else:
-                    writes = [max(v, loss + 1) + u.latency for v, u in zip(vdone, self._updaters)]
+                else:             # g reaches the engines the cycle after the loss unit's last transfer
+                    edone = [loss + 1] * len(vdone)
+                    if self._delta:   # the output layer's e: the output error's last transfer
+                        edone[-1] = loss - self._loss.final_latency + 1
+                    writes = [max(v, e) + u.latency for v, e, u in zip(vdone, edone, self._updaters)]
                 update_done.append(max(writes))
                 done = max(done, max(writes))
             prev_start, prev_done = start, done
@@ -516,11 +528,13 @@ class Network(wiring.Component):
             r, c = engines[l].r, self.counts[l]
             if updaters:      # a lossless fork: a result leaves the engine when both sinks take it
                 src = sources[l + 1].i
+                # NP/LOCO: v = the noisy counts; DFA, LLS and the delta readout's output layer: the clean ones
+                clean_v = self._update in _ERROR_RULES or (self._delta and l + 1 == n_layers - 1)
+                v = r.payload.count if clean_v else r.payload.count_noisy
                 if blocks:
-                    m.d.comb += [src.payload.u.eq(r.payload.count), src.payload.v.eq(r.payload.count_noisy)]
-                else:             # NP: the noisy counts; DFA: the clean ones (its passes are unperturbed)
-                    m.d.comb += src.payload.count.eq(r.payload.count if self._update in _ERROR_RULES
-                                                     else r.payload.count_noisy)
+                    m.d.comb += [src.payload.u.eq(r.payload.count), src.payload.v.eq(v)]
+                else:
+                    m.d.comb += src.payload.count.eq(v)
                 sinks = [c, src] + ([self._local[l].i] if self._local else [])
                 if self._local:   # LLS: the clean counts also go into the layer's local error unit
                     m.d.comb += self._local[l].i.payload.count.eq(r.payload.count)
@@ -570,12 +584,13 @@ class Network(wiring.Component):
         done.append(self.o.valid & self.o.ready & self.o.payload.last)
 
         # -- g: broadcast to every layer's update engine at once (the depth-independent update) -----------
-        if updaters and self._update not in _ERROR_RULES:
+        g_users = [u for u in updaters if not u.errors]     # the delta readout's output layer takes e instead
+        if g_users:
             g = Signal.like(lp.g)
-            g_pending = Signal(n_layers)
+            g_pending = Signal(len(g_users))
             with m.If(self.o.valid & self.o.ready & self.o.payload.last):
-                m.d.sync += [g.eq(lp.g), g_pending.eq((1 << n_layers) - 1)]
-            for l, u in enumerate(updaters):
+                m.d.sync += [g.eq(lp.g), g_pending.eq((1 << len(g_users)) - 1)]
+            for l, u in enumerate(g_users):
                 m.d.comb += [u.g.valid.eq(g_pending[l]), u.g.payload.g.eq(g)]
                 with m.If(u.g.valid & u.g.ready):
                     m.d.sync += g_pending[l].eq(0)
