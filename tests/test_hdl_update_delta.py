@@ -39,7 +39,12 @@ CASES = [  # rule, arch, lanes, T, encoder, neuron, rounding, mask, K, N_ref, id
 ]
 
 
-@pytest.mark.parametrize("case", range(len(CASES)))
+#: the default run trains NP case 0 and both LOCO cases (~35 s each in the Amaranth simulator)
+SLOW_CASES = (1, 2)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_CASES else c
+                                  for c in range(len(CASES))])
 def test_delta_readout_training_equals_the_model(case):
     rule, arch, lanes, steps, encoder, neuron, rounding, mask, K, n_ref, noise = CASES[case]
     config = delta_config(rule=rule, arch=arch, steps=steps, encoder=encoder, neuron=neuron, seed=300 + case,

@@ -36,7 +36,13 @@ CASES = [  # arch, lanes, T, encoder, neuron, rounding, idle/stall, τ
 ]
 
 
-@pytest.mark.parametrize("case", range(len(CASES)))
+#: the default run trains cases 0, 1 and 3 (~35 s each in the Amaranth simulator); the cocotb bench
+#: (tests/test_sim_lls.py) trains 5 random configurations × 10 steps on Verilator in the default run
+SLOW_CASES = (2, 4)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_CASES else c
+                                  for c in range(len(CASES))])
 def test_lls_training_equals_the_model(case):
     arch, lanes, steps, encoder, neuron, rounding, noise, tau = CASES[case]
     config = lls_config(arch=arch, steps=steps, encoder=encoder, neuron=neuron, seed=900 + case,
