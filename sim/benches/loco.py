@@ -1,5 +1,8 @@
-"""Bench: full LOCO (or DFA) training steps in hardware (hdl/network.py with ``update="loco"``/``"dfa"``) against
-the golden model, several random configurations in one simulation build.
+"""Bench: full LOCO (or DFA, or NP) training steps in hardware (hdl/network.py with ``update="loco"``/``"dfa"``/
+``"np"``) against the golden model, several random configurations in one simulation build.
+
+NP (``rule.name = "np"``): the LOCO checks without the cluster state — per step the forward results and every
+weight (what ``sim/benches/update.py`` checks for one network per build).
 
 DFA (``rule.name = "dfa"``): the same driver and model, the feedback lanes seeded from ``rule.feedback_seed``;
 the checker compares the clean hidden counts, y and every weight (the noisy column, Δy, dl and g are not part
@@ -91,7 +94,7 @@ def random_protos(config, rng: np.random.Generator, counts):
 
 
 def check_dfa_step(model, n, got, want):
-    """DFA: (integers compared, the first difference of step n or None): clean hidden counts, y, weights."""
+    """DFA and LLS: (integers compared, the first difference of step n or None): clean hidden counts, y, weights."""
     res = decode_results(model, got["counts_raw"], got["o_raw"], 1)[0]
     compared = 0
     for l in range(model.n_layers - 1):
@@ -110,7 +113,7 @@ def check_dfa_step(model, n, got, want):
 def check_step(model, n, got, want):
     """(integers compared, the first difference of step n or None): forward results, per layer k* and v⊥,
     weights, count, prototypes, r_k and H (active block)."""
-    if model.update == "dfa":
+    if model.update in ("dfa", "lls"):     # unperturbed rules: the clean column, y and the weights
         return check_dfa_step(model, n, got, want)
     res = decode_results(model, got["counts_raw"], got["o_raw"], 1)
     compared, errors = compare(res, [want["fwd"]], model.n_layers)

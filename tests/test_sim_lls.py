@@ -1,0 +1,63 @@
+"""cocotb bench of LLS training in hardware (``Network(update="lls")``) against ``FixedRule.step_q`` with rule lls:
+random configurations (the network bench's random up5k variations — depth 2–4 weight layers, widths, LANES, T,
+IF/LIF, encoder, Q formats — with rule lls, random τ and update rounding), several per build
+(``sim/benches/loco.py``, which runs LLS like DFA), random data, random idle cycles on ``x`` and back-pressure on
+``counts``/``o``; per training step the clean hidden counts, y and every weight compared bit for bit."""
+
+import random
+
+import pytest
+
+from loco_fpga.config import Config, ConfigError, preset
+from loco_fpga.hdl.network import Network
+from loco_fpga.sim import harness
+from loco_fpga.sim.benches.loco import Batch
+
+from test_sim_network import random_config as network_config
+from test_sim_loco import ROUNDINGS, full_replace
+
+
+def make_case(case: int, steps: int) -> dict:
+    rng = random.Random(9900 + case)
+    while True:
+        changes, lanes = network_config(rng)
+        if len(changes["network"]["arch"]) < 3:          # LLS needs a hidden layer
+            continue
+        changes["rule"] = {**changes["rule"], "name": "lls", "lls_temperature": rng.choice([1.0, 0.5, 0.25])}
+        changes["fixed"] = {**changes["fixed"], "update_rounding": ROUNDINGS[case % len(ROUNDINGS)]}
+        try:
+            preset("up5k").replace(**changes)
+        except ConfigError:
+            continue
+        break
+    return {"config": full_replace(changes), "lanes": lanes, "seed": rng.randrange(1 << 30), "steps": steps,
+            "idle": rng.choice([0.0, 0.2, 0.5]), "stall": rng.choice([0.0, 0.2, 0.5]), "preload": False}
+
+
+def _run(cases, simulator: str, steps: int):
+    harness.require_simulator(simulator)
+    specs = [make_case(c, steps) for c in cases]
+
+    def top():
+        return Batch([Network.from_config(Config().replace(**s["config"]), lanes=s["lanes"], update="lls")
+                      for s in specs])
+
+    hw = [{"config": s["config"], "lanes": s["lanes"]} for s in specs]
+    built = harness.build(top, name="network-lls", params={"parts": hw}, simulator=simulator, top_ports_only=True)
+    harness.run(built, "loco_fpga.sim.benches.loco", params={"cases": specs})
+
+
+def test_lls_training_bench_verilator():
+    """5 random configurations × 10 steps in one Verilator build."""
+    _run(range(5), "verilator", 10)
+
+
+def test_lls_training_bench_icarus():
+    _run(range(5, 7), "icarus", 10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch", range(2))
+def test_lls_training_bench_random_configs_slow(batch):
+    """16 more random configurations (draws 7 … 22), 20 steps, 8 per build; `pytest -m slow`."""
+    _run(range(7 + 8 * batch, 15 + 8 * batch), "verilator", 20)
