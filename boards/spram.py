@@ -63,6 +63,7 @@ class BankedSpram(Elaboratable):
         self._shape = shape
         width = Shape.cast(shape).width
         if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= 2 * SPRAM_DEPTH:
+            self._MustUse__silence = True       # a block that failed to construct is not an unused elaboratable
             raise ValueError(f"depth = {depth!r}: must be an integer in [1, {2 * SPRAM_DEPTH}] (two banks of "
                              f"{SPRAM_DEPTH} words)")
         self._width, self._depth = width, depth

@@ -34,7 +34,7 @@ counts.
 from __future__ import annotations
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import stream, wiring
+from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from loco_fpga.boards import protocol as proto
@@ -168,14 +168,19 @@ class AcceleratorDevice(wiring.Component):
         one = 1 << (fm.input.bits - 1)                       # rate 1.0 (the input format is u(frac + 1, frac))
         assembled = Cat(in_value[8:], host.sample.payload.data)     # little-endian: shifted in from the top
         out_shape = signed(8 * self._out_bytes)
-        ys = Array(Signal(out_shape, name=f"y{k}") for k in range(n_out))
+        # the outputs y_k of the clean pass, for the INFER reply: a small memory (block RAM, not n_L registers)
+        m.submodules.outputs = ymem = memory.Memory(shape=out_shape, depth=n_out, init=[],
+                                                    attrs={"ram_style": "block"})
+        y_rd, y_wr = ymem.read_port(domain="sync"), ymem.write_port()
+        y_word = Signal(range(n_out))                      # EMIT: the output whose bytes go out
+        y_byte = Signal(range(self._out_bytes))
+        y_done = Signal()                                  # every output sent: the prediction is next
         out_k = Signal(range(n_out + 1))
         best = Signal(out_shape)
         pred = Signal(8)
         dl = Signal(signed(32))
         g = Signal(signed(32))
         byte_i = Signal(range(max(self.infer_bytes, self.train_bytes) + 1))
-        infer_bytes = Cat(*[ys[k] for k in range(n_out)], pred)
         train_bytes = Cat(pred, dl, g)
         clr_layer = Signal(range(max(2, n_layers)))
         clr_word = Signal.like(eword)
@@ -326,7 +331,8 @@ class AcceleratorDevice(wiring.Component):
             with m.State("OUTPUTS"):                   # y_k (clean pass) in order; the last one carries dl, g
                 with m.If(net.o.valid):
                     y = net.o.payload.y
-                    m.d.sync += [ys[out_k].eq(y), out_k.eq(out_k + 1)]
+                    m.d.comb += [y_wr.addr.eq(out_k), y_wr.data.eq(y), y_wr.en.eq(1)]
+                    m.d.sync += out_k.eq(out_k + 1)
                     with m.If((out_k == 0) | (y > best)):
                         m.d.sync += [best.eq(y), pred.eq(out_k)]
                     with m.If(net.o.payload.last):
@@ -334,20 +340,29 @@ class AcceleratorDevice(wiring.Component):
                         m.next = "UPDATE"
             with m.State("UPDATE"):                    # every layer's last weight write done
                 with m.If(~net.busy):
-                    m.d.sync += byte_i.eq(0)
-                    m.next = "EMIT"
+                    m.d.sync += [byte_i.eq(0), y_word.eq(0), y_byte.eq(0), y_done.eq(0)]
+                    m.next = "EMIT_READ"
+            with m.State("EMIT_READ"):                 # y_word is addressed: its value arrives next cycle
+                m.next = "EMIT"
             with m.State("EMIT"):
                 n_bytes = Mux(op == RunOp.TRAIN, self.train_bytes, self.infer_bytes)
                 last = byte_i == n_bytes - 1
-                value = Mux(op == RunOp.TRAIN, train_bytes.word_select(byte_i, 8),
-                            infer_bytes.word_select(byte_i, 8))
+                value = Mux(op == RunOp.TRAIN, train_bytes.word_select(byte_i, 8),     # INFER: y bytes, then pred
+                            Mux(y_done, pred, y_rd.data.as_unsigned().word_select(y_byte, 8)))
                 m.d.comb += [host.result.valid.eq(1), host.result.payload.data.eq(value),
                              host.result.payload.last.eq(last)]
                 with m.If(host.result.ready):
-                    m.d.sync += byte_i.eq(byte_i + 1)
+                    m.d.sync += [byte_i.eq(byte_i + 1), y_byte.eq(y_byte + 1)]
+                    with m.If(y_byte == self._out_bytes - 1):
+                        m.d.sync += y_byte.eq(0)
+                        with m.If(y_word == n_out - 1):
+                            m.d.sync += y_done.eq(1)
+                        with m.Elif(op == RunOp.INFER):
+                            m.d.sync += y_word.eq(y_word + 1)
+                            m.next = "EMIT_READ"
                     with m.If(last):
                         m.next = "IDLE"
-        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE") | net.busy)
+        m.d.comb += [self.busy.eq(~fsm.ongoing("IDLE") | net.busy), y_rd.addr.eq(y_word), y_rd.en.eq(1)]
         return m
 
 
