@@ -41,7 +41,7 @@ def _run(cases, simulator: str, steps: int):
                       for s in specs])
 
     hw = [{"config": s["config"], "lanes": s["lanes"]} for s in specs]
-    built = harness.build(top, name="network-dfa", params={"parts": hw}, simulator=simulator)
+    built = harness.build(top, name="network-dfa", params={"parts": hw}, simulator=simulator, top_ports_only=True)
     harness.run(built, "loco_fpga.sim.benches.loco", params={"cases": specs})
 
 

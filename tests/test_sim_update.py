@@ -1,7 +1,10 @@
 """cocotb bench of NP training in hardware (``Network(update="np")``) against ``FixedRule.step_q``: random
 configurations (the network bench's random up5k variations with rule ``np``, random update rounding and
-mask), one build each, random data, random idle cycles on ``x`` and back-pressure on ``counts``/``o``; per
-training step the forward results and then every weight of every layer compared bit for bit."""
+mask), random data, random idle cycles on ``x`` and back-pressure on ``counts``/``o``; per training step the
+forward results and then every weight of every layer compared bit for bit. The default Verilator run trains
+several configurations side by side in one build (``sim/benches/loco.py``, whose :class:`Batch` bench also runs
+NP with the same checks as ``sim/benches/update.py``); the Icarus and slow runs use one build per configuration
+(``sim/benches/update.py``)."""
 
 import random
 
@@ -10,6 +13,7 @@ import pytest
 from loco_fpga.config import Config, ConfigError, preset
 from loco_fpga.hdl.network import Network
 from loco_fpga.sim import harness
+from loco_fpga.sim.benches.loco import Batch
 
 from test_sim_network import random_config as network_config
 
@@ -38,25 +42,48 @@ def full_replace(changes: dict) -> dict:
             for section in ("network", "rule", "train", "spiking", "fixed")}
 
 
-def _run(case: int, simulator: str, steps: int):
-    harness.require_simulator(simulator)
+def make_case(case: int, steps: int) -> dict:
+    """Draw ``case`` as a bench case (the configuration, lanes, data seed, idle and stall rates)."""
     rng = random.Random(9100 + case)
     changes, lanes = random_config(rng, case)
-    spec = full_replace(changes)
-    cfg = Config().replace(**spec)
-    built = harness.build(lambda: Network.from_config(cfg, lanes=lanes, update="np"), name="network-np",
-                          params={"config": spec, "lanes": lanes}, simulator=simulator)
+    return {"config": full_replace(changes), "lanes": lanes, "seed": rng.randrange(1 << 30), "steps": steps,
+            "idle": rng.choice([0.0, 0.2, 0.5]), "stall": rng.choice([0.0, 0.2, 0.5]), "preload": False}
+
+
+def _run(case: int, simulator: str, steps: int):
+    harness.require_simulator(simulator)
+    spec = make_case(case, steps)
+    cfg = Config().replace(**spec["config"])
+    built = harness.build(lambda: Network.from_config(cfg, lanes=spec["lanes"], update="np"), name="network-np",
+                          params={"config": spec["config"], "lanes": spec["lanes"]}, simulator=simulator,
+                          top_ports_only=True)
     harness.run(built, "loco_fpga.sim.benches.update",
-                params={"config": spec, "lanes": lanes, "seed": rng.randrange(1 << 30), "steps": steps,
-                        "idle": rng.choice([0.0, 0.2, 0.5]), "stall": rng.choice([0.0, 0.2, 0.5])})
+                params={k: spec[k] for k in ("config", "lanes", "seed", "steps", "idle", "stall")})
 
 
-# Default run: 2 random configurations × 10 training steps on Verilator and 4 more on Icarus (a cold Verilator
-# build of a training network takes 5–25 min on the shared 2-core machine; Icarus builds in seconds and runs
-# these small networks in about a minute each).
-@pytest.mark.parametrize("case", range(2))
-def test_np_training_bench_verilator(case):
-    _run(case, "verilator", 10)
+def _run_batch(cases, simulator: str, steps: int):
+    """``cases`` side by side in one build (``sim/benches/loco.py`` with rule np)."""
+    harness.require_simulator(simulator)
+    specs = [make_case(c, steps) for c in cases]
+
+    def top():
+        return Batch([Network.from_config(Config().replace(**s["config"]), lanes=s["lanes"], update="np")
+                      for s in specs])
+
+    hw = [{"config": s["config"], "lanes": s["lanes"]} for s in specs]
+    built = harness.build(top, name="network-np-batch", params={"parts": hw}, simulator=simulator,
+                          top_ports_only=True)
+    harness.run(built, "loco_fpga.sim.benches.loco", params={"cases": specs})
+
+
+#: Default run: 6 draws × 10 training steps in one Verilator build (top ports only; draw 5, a 34-wide layer at
+#: 28 lanes, whose update engine makes the build several times larger, is left to Icarus) and draws 2 … 5 on
+#: Icarus, one build each.
+DEFAULT_VERILATOR = (0, 1, 2, 3, 4, 6)
+
+
+def test_np_training_bench_verilator():
+    _run_batch(DEFAULT_VERILATOR, "verilator", 10)
 
 
 @pytest.mark.parametrize("case", range(2, 6))
@@ -74,7 +101,7 @@ def test_np_training_bench_random_configs_slow(case):
 def test_random_configs_cover_the_space():
     """The default cases include both update roundings kinds (stochastic and a deterministic one), both mask
     settings, both encoders and a hidden layer."""
-    drawn = [random_config(random.Random(9100 + case), case) for case in range(6)]
+    drawn = [random_config(random.Random(9100 + case), case) for case in DEFAULT_VERILATOR]
     assert {c["fixed"]["update_rounding"] == "stochastic" for c, _ in drawn} == {True, False}
     assert {c["rule"]["mask"] for c, _ in drawn} == {True, False}
     assert {c["spiking"]["encoder"] for c, _ in drawn} == {"deterministic", "bernoulli"}
