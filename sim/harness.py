@@ -160,7 +160,7 @@ def build(component: wiring.Component | Callable[[], wiring.Component], *, name:
     if not name or not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"name = {name!r}: use letters, digits, '-' and '_' only (it names a directory)")
     if not isinstance(top_ports_only, bool):
-        raise TypeError(f"top_ports_only = {top_ports_only!r}: expected True or False")
+        raise ValueError(f"top_ports_only = {top_ports_only!r}: expected True or False")
     top_ports_only = top_ports_only and simulator == "verilator"
     params = dict(params or {})
     setup_tool_environment()

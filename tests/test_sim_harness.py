@@ -63,7 +63,7 @@ def test_build_args_top_ports_only():
     assert harness.build_args("icarus", top_ports_only=True) == harness.build_args("icarus") == []
     with pytest.raises(ValueError, match="simulator = 'ghdl': expected one of verilator, icarus"):
         harness.build_args("ghdl")
-    with pytest.raises(TypeError, match="top_ports_only = 1: expected True or False"):
+    with pytest.raises(ValueError, match="top_ports_only = 1: expected True or False"):
         harness.build(_Passthrough, name="p", top_ports_only=1)
 
 
