@@ -5,7 +5,8 @@ fixed-point model trained on the same stream.
 One job: drive the :class:`~loco_fpga.boards.host.Host` API (the same calls for every board) through
 
 1. PING and the accelerator's read-only registers (rule, lanes, layers, PRNG lanes) — checked against the config;
-2. RESET_STATE (counters and device), every PRNG lane's seed (``golden_model.prng.seed_state`` of ``train.seed``,
+2. RESET_STATE (counters and device), every PRNG lane's seed (``golden_model.prng.lane_seed_state``: ``train.seed``;
+   ``rule.feedback_seed`` for the DFA lanes;
    in the gateware's ``seed_map`` order), the initial weights (the golden model's init, same seed);
 3. the training stream: per epoch the golden model's shuffled order (``golden_model.train.build``'s order
    generator), the first ``limit`` samples of it when a limit is given; before a sample whose learning rate differs
@@ -101,9 +102,6 @@ def on_chip_config(config):
     """(config the chip trains, note): the config's rule when the gateware updates it, else ``np`` with a note."""
     from loco_fpga.hdl.top import SUPPORTED_RULES  # noqa: PLC0415
 
-    if config.rule.output_update != "perturb":
-        raise DemoError(f"rule.output_update = {config.rule.output_update!r}: the gateware perturbs the output layer "
-                        "only ('perturb')")
     if config.rule.name in SUPPORTED_RULES:
         return config, f"rule {config.rule.name} on chip"
     return (config.replace(rule={"name": "np"}),
@@ -170,7 +168,7 @@ def run_demo(*, host: Host, config, epochs: int = 1, limit: int | None = None, b
     host.reset_state(counters=True, device=True)
     for lane, (stream, index) in enumerate(seed_map):
         host.write_reg(A.SEED_LANE, lane)
-        host.write_reg(A.SEED, prng.seed_state(chip_config.train.seed, stream, index))
+        host.write_reg(A.SEED, prng.lane_seed_state(chip_config, stream, index))
     wbits = fm.weight.bits
     sizes = []
     for l, w in enumerate(net.weights):

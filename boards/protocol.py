@@ -458,12 +458,12 @@ class AcceleratorRegister(enum.IntEnum):
     SEED_LANE = 0x11   # RW  the PRNG lane a SEED write loads (< SEED_LANES); reset 0
     SEED = 0x12        # RW  write: load lane SEED_LANE with this state (≠ 0); read: the last value written; reset 0
     SEED_LANES = 0x13  # RO  number of PRNG lanes (hdl Network.seed_map order)
-    RULE = 0x14        # RO  the on-chip update rule (RULE_CODES: 1 np, 2 loco, 3 dfa)
+    RULE = 0x14        # RO  the on-chip update rule (RULE_CODES: 1 np, 2 loco, 3 dfa, 4 lls)
     LANES = 0x15       # RO  synapse lanes (the LANES generic)
     LAYERS = 0x16      # RO  number of layers L
 
 
 #: values of the accelerator's RULE register
-RULE_CODES = {"np": 1, "loco": 2, "dfa": 3}
+RULE_CODES = {"np": 1, "loco": 2, "dfa": 3, "lls": 4}
 #: the accelerator's read-write registers and their reset values
 ACCELERATOR_RESETS = {AcceleratorRegister.LR: 0, AcceleratorRegister.SEED_LANE: 0, AcceleratorRegister.SEED: 0}

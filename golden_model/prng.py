@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["NOISE", "ENCODER", "ROUNDING", "DFA", "EVAL", "MASK32", "xorshift32", "seed_state",
+__all__ = ["NOISE", "ENCODER", "ROUNDING", "DFA", "EVAL", "MASK32", "xorshift32", "seed_state", "lane_seed_state",
            "XorShift32Bank", "LANE_STRIDE"]
 
 NOISE, ENCODER, ROUNDING, DFA, EVAL = 0, 1, 2, 3, 4
@@ -62,6 +62,12 @@ def seed_state(seed: int, stream: int, index: int) -> int:
     h = (h * 0xC2B2AE35) & MASK32
     h ^= h >> 16
     return h or _ZERO_STATE_REPLACEMENT
+
+
+def lane_seed_state(config, stream: int, index: int) -> int:
+    """The state the host loads into lane (stream, index) of a config's hardware: ``seed_state`` of
+    ``rule.feedback_seed`` for the DFA feedback lanes, of ``train.seed`` for every other lane."""
+    return seed_state(config.rule.feedback_seed if stream == DFA else config.train.seed, stream, index)
 
 
 class XorShift32Bank:

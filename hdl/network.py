@@ -145,7 +145,8 @@ class Network(wiring.Component):
     With ``update`` (``"np"``, ``"loco"``, ``"dfa"``, ``"lls"``; docs/hdl_learning.md): ``busy``, ``rd_layer``/``rd_addr``/
     ``rd_data`` (weight read-back, one cycle); with ``"loco"`` also ``pw_*`` (prototype load), ``pr_*``
     (prototype, count, r_k, H read-back, one cycle) and ``vperp_tap`` (v⊥ monitor). ``"dfa"`` uses the clean
-    column only: the noisy column, Δy, dl and g on ``o`` are not part of the rule; so does ``"lls"``, whose hidden
+    column only (its engines add no noise, so the noisy column equals the clean one and Δy, dl, g are 0, as in
+    the model); so does ``"lls"``, whose hidden
     layers take e from a :class:`~.lls.LocalErrorUnit` each (τ = 2^-``tau_shift``) fed with their clean counts.
     ``output_delta`` (np, loco: ``rule.output_update = "delta"``): the output layer is not perturbed (its noise
     words are still drawn) and learns from e = η·2(y − t)/n_L (:class:`~.feedback.OutputError`) with v = the last
@@ -186,7 +187,7 @@ class Network(wiring.Component):
         self._engines = [LayerEngine(n_in=arch[l], n_out=arch[l + 1], lanes=min(lanes, arch[l] + 1),
                                      formats=formats, threshold=threshold, neuron=neuron, leak_shift=leak_shift,
                                      output=l == n_layers - 1, memory=memory, update_port=update is not None,
-                                     perturb=not (output_delta and l == n_layers - 1))
+                                     perturb=not (update in _ERROR_RULES or (output_delta and l == n_layers - 1)))
                          for l in range(n_layers)]
         self._updaters = ([UpdateEngine(n_in=e.n_in, n_out=e.n_out, lanes=e.lanes, formats=formats, rounding=rounding,
                                         errors=update in _ERROR_RULES or (output_delta and e.output))

@@ -43,7 +43,7 @@ def reg(addr, value=None):
 def seed_frames(config, seed_lanes_map):
     out = []
     for lane, (stream, index) in enumerate(seed_lanes_map):
-        out += [reg(A.SEED_LANE, lane), reg(A.SEED, prng.seed_state(config.train.seed, stream, index))]
+        out += [reg(A.SEED_LANE, lane), reg(A.SEED, prng.lane_seed_state(config, stream, index))]
     return out
 
 
@@ -145,11 +145,17 @@ def proto_frames(top, rng, wb):
 
 @pytest.mark.parametrize("rounding,lanes,rule,memory", [("stochastic", 2, "np", None), ("half-up", 4, "np", None),
                                                         ("stochastic", 2, "loco", None), ("stochastic", 1, "np", "spram"),
-                                                        ("half-up", 2, "np", "spram")])
+                                                        ("half-up", 2, "np", "spram"), ("stochastic", 2, "lls", None),
+                                                        ("half-up", 2, "dfa", None),
+                                                        ("stochastic", 2, "loco+delta", None)])
 def test_accelerator_top_equals_its_model_byte_for_byte(rounding, lanes, rule, memory):
     """``memory = "spram"``: the weights in :class:`~loco_fpga.boards.spram.BankedSpram` (the iCEBreaker build's
-    hook), whose model reads garbage from a bank written in the same cycle — the update sweep must never need one."""
-    config = small_config(name=rule, clusters=3).replace(fixed={"update_rounding": rounding})
+    hook), whose model reads garbage from a bank written in the same cycle — the update sweep must never need one.
+    ``loco+delta``: LOCO with ``rule.output_update = "delta"``."""
+    delta = rule.endswith("+delta")
+    rule = rule.removesuffix("+delta")
+    config = small_config(name=rule, clusters=3, output_update="delta" if delta else "perturb").replace(
+        fixed={"update_rounding": rounding})
     hook = spram_memory() if memory == "spram" else default_memory
     top = AcceleratorTop(config, lanes=lanes, timeout=32, memory=hook)
     ref = accelerator_reference(config, lanes=lanes, max_payload=top.info.max_payload)
