@@ -369,15 +369,28 @@ class ClusterBlock(wiring.Component):
             c_wr.append(mem.write_port())
         c_val = [port.data.as_signed() for port in c_rd]
 
-        # -- where cluster k lives: unit k mod P, group ⌊k/P⌋ at word ⌊k/P⌋·dim (constant tables; the extra
-        # entries serve indices such as b + 1 that are formed but never used out of range)
-        def table(values):
-            return Array(Const(v) for v in values)
-        unit_of = table([k % P for k in range(K + 2)])
-        group_of = table([min(k // P, G - 1) for k in range(K + 2)])
-        base_of = table([g * dim for g in range(G + 1)])
-        first_of = table([g * P for g in range(G)])
-        groups_of = table([self.groups(n) for n in range(K + 2)])
+        # -- where cluster k lives: unit k mod P, group ⌊k/P⌋ at word ⌊k/P⌋·dim. Arithmetic, not constant
+        # tables: a table lookup becomes an `always @*` case block that Icarus never evaluates while its index
+        # keeps its reset value (X out of the prototype mux in the first sample); P = K and powers of two need
+        # no divider.
+        class _Index:
+            def __init__(self, fn):
+                self._fn = fn
+
+            def __getitem__(self, value):
+                return self._fn(Value.cast(value))
+        shift = P.bit_length() - 1 if P & (P - 1) == 0 else None
+        if P == K:
+            unit_of, group_of = _Index(lambda k: k), _Index(lambda k: Const(0))
+        elif shift is not None:
+            unit_of = _Index(lambda k: k[:shift] if shift else Const(0))
+            group_of = _Index(lambda k: k >> shift)
+        else:
+            unit_of, group_of = _Index(lambda k: k % P), _Index(lambda k: k // P)
+        base_of = _Index(lambda g: g * dim)
+        first_of = _Index(lambda g: g * P)
+        groups_of = _Index(lambda n: Const(1) if G == 1 else Mux(n == 0, 1, (n + (P - 1)) // P
+                                                                   if shift is None else (n + (P - 1)) >> shift))
 
         # -- state ---------------------------------------------------------------------------------------
         st = self.state
@@ -389,8 +402,11 @@ class ClusterBlock(wiring.Component):
         grp = Signal(range(G))               # the group a pass (or an OUT entry) is at
         gleft = Signal(range(G))             # groups after this one in the current pass
         gfirst = Signal()                    # the pass is at its first group
-        gcount = Signal(range(G + 1))        # groups holding the active clusters
-        m.d.comb += gcount.eq(groups_of[count])
+        if G > 1:
+            gcount = Signal(range(G + 1))    # groups holding the active clusters
+            m.d.comb += gcount.eq(groups_of[count])
+        else:
+            gcount = Const(1)
         b = Signal(range(K))                 # GRAM column
         a = Signal(range(K + 1))             # solver write row / w row / score index
         kstar = st.k_star

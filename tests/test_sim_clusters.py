@@ -1,7 +1,7 @@
 """cocotb bench of the LOCO cluster block (hdl/clusters.py) against ``FixedClusters``: random configurations
 (layer width, K, N_ref, T, proto/H/v⊥ formats, norm guard bits, η_c, λ), one build each, random samples,
 random idle cycles on ``i`` and back-pressure on ``o``; k*, v⊥, count, r_k, prototypes and H after every
-sample, bit for bit."""
+sample, bit for bit. The default form (one unit per cluster) and the shared forms (``units`` P < K)."""
 
 import random
 
@@ -51,14 +51,17 @@ def _full(spec: dict) -> dict:
             for section in ("network", "rule", "train", "spiking", "fixed")}
 
 
-def _run(case: int, simulator: str, samples: int):
+def _run(case: int, simulator: str, samples: int, units: str | None = None):
+    """``units``: None (the default form, P = K), "one" (P = 1) or "random" (P drawn from 1 … K)."""
     harness.require_simulator(simulator)
     rng = random.Random(6000 + case)
     spec = random_config(rng, wide=case == 0)
     full = _full(spec)
     cfg = Config().replace(**full)
-    built = harness.build(lambda: ClusterBlock.from_config(cfg, 0), name="clusters", params={"spec": spec},
-                          simulator=simulator)
+    K = cfg.rule.clusters
+    p = {None: None, "one": 1, "random": rng.randint(1, K)}[units]
+    built = harness.build(lambda: ClusterBlock.from_config(cfg, 0, units=p), name="clusters",
+                          params={"spec": spec, **({} if p is None else {"units": p})}, simulator=simulator)
     harness.run(built, "loco_fpga.sim.benches.clusters",
                 params={"config": full, "seed": rng.randrange(1 << 30), "samples": samples,
                         "idle": rng.choice([0.0, 0.2, 0.5]), "stall": rng.choice([0.0, 0.2, 0.5])})
@@ -75,8 +78,27 @@ def test_clusters_bench_icarus(case):
     _run(case, "icarus", 20)
 
 
+# The shared forms: the wide configuration (dim 65, K = 8) with one unit, and a random configuration with a
+# random number of units, on Verilator; one with a random number of units on Icarus.
+@pytest.mark.parametrize("case, units", [(0, "one"), (1, "random")])
+def test_clusters_bench_shared_verilator(case, units):
+    _run(case, "verilator", 20, units)
+
+
+@pytest.mark.parametrize("case", [2])
+def test_clusters_bench_shared_icarus(case):
+    _run(case, "icarus", 20, "random")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case", range(100, 112))
 def test_clusters_bench_random_configs_slow(case):
     """More random configurations, 40 samples each, on Verilator; `pytest -m slow`."""
     _run(case, "verilator", 40)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", range(200, 210))
+def test_clusters_bench_shared_random_configs_slow(case):
+    """The shared forms: random configurations with a random number of units, 40 samples each, on Verilator."""
+    _run(case, "verilator", 40, "random")

@@ -6,7 +6,8 @@ with random back-pressure. Between samples (while ``i.ready`` is high) the debug
 count, every r_k, every prototype word and H. Model: ``FixedClusters`` driven exactly as ``FixedRule.step_q``
 drives it (normalise, select, project, update). Checker: in order, per sample k*, every v⊥ entry, ``last``,
 the count, r_k, every prototype word and every H entry, bit for bit; the failure names the first differing
-quantity, sample and index.
+quantity, sample and index. The build's ``units`` (absent: the default form, one unit per cluster) names the
+form; the ports are the same for every number of units.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ async def clusters_equal_the_golden_model(dut):
     rng = random.Random(params["seed"])
     config = Config().replace(**params["config"])
     fm = formats(config)
-    block = ClusterBlock.from_config(config, 0)                  # layouts and sizes only
+    block = ClusterBlock.from_config(config, 0, units=params.get("units"))   # layouts and sizes only
     dim, K, steps = block.dim, block.clusters, 1 << fm.log2_steps
     samples = make_samples(rng, dim, steps, params["samples"])
     want = model_trace(FixedClusters(dim, config, fm), samples)
@@ -142,7 +143,7 @@ async def clusters_equal_the_golden_model(dut):
             break                                               # later samples only repeat the first error
 
     new = sum(1 for a, b in zip([0] + [t["count"] for t in want], [t["count"] for t in want]) if b > a)
-    dut._log.info(f"cluster block (dim {dim}, K {K}, N_ref {block.refresh}, T {steps}, proto "
+    dut._log.info(f"cluster block (dim {dim}, K {K}, units {block.units}, N_ref {block.refresh}, T {steps}, proto "
                   f"{fm.proto.label()}, h {fm.h.label()}, vperp {fm.vperp.label()}): {len(samples)} samples, "
                   f"{new} new clusters, final count {want[-1]['count']}; compared {compared} quantities, "
                   f"{errors} mismatches")
