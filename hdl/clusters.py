@@ -387,8 +387,11 @@ class ClusterBlock(wiring.Component):
             group_of = _Index(lambda k: k >> shift)
         else:
             unit_of, group_of = _Index(lambda k: k % P), _Index(lambda k: k // P)
-        base_of = _Index(lambda g: g * dim)
-        first_of = _Index(lambda g: g * P)
+        def times(value, constant):          # shifts and adds: a `*` by a constant can take a DSP slice
+            terms = [value << i for i in range(constant.bit_length()) if constant >> i & 1]
+            return sum(terms[1:], terms[0]) if terms else Const(0)
+        base_of = _Index(lambda g: times(g, dim))
+        first_of = _Index(lambda g: times(g, P))
         groups_of = _Index(lambda n: Const(1) if G == 1 else Mux(n == 0, 1, (n + (P - 1)) // P
                                                                    if shift is None else (n + (P - 1)) >> shift))
 
