@@ -32,16 +32,19 @@ def make_case(case: int, steps: int) -> dict:
             "idle": rng.choice([0.0, 0.2, 0.5]), "stall": rng.choice([0.0, 0.2, 0.5]), "preload": False}
 
 
-def _run(cases, simulator: str, steps: int):
+def _run(cases, simulator: str, steps: int, *, make=None, rule: str = "dfa"):
+    """Train the draws ``cases`` of ``make`` (default: this file's ``make_case``) with ``update = rule`` in one
+    top-ports-only build of the batch bench (test_sim_lls.py reuses it for LLS)."""
     harness.require_simulator(simulator)
-    specs = [make_case(c, steps) for c in cases]
+    specs = [(make or make_case)(c, steps) for c in cases]
 
     def top():
-        return Batch([Network.from_config(Config().replace(**s["config"]), lanes=s["lanes"], update="dfa")
+        return Batch([Network.from_config(Config().replace(**s["config"]), lanes=s["lanes"], update=rule)
                       for s in specs])
 
     hw = [{"config": s["config"], "lanes": s["lanes"]} for s in specs]
-    built = harness.build(top, name="network-dfa", params={"parts": hw}, simulator=simulator, top_ports_only=True)
+    built = harness.build(top, name=f"network-{rule}", params={"parts": hw}, simulator=simulator,
+                          top_ports_only=True)
     harness.run(built, "loco_fpga.sim.benches.loco", params={"cases": specs})
 
 

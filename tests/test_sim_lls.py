@@ -8,11 +8,9 @@ import random
 
 import pytest
 
-from loco_fpga.config import Config, ConfigError, preset
-from loco_fpga.hdl.network import Network
-from loco_fpga.sim import harness
-from loco_fpga.sim.benches.loco import Batch
+from loco_fpga.config import ConfigError, preset
 
+from test_sim_dfa import _run as run_batch
 from test_sim_network import random_config as network_config
 from test_sim_loco import ROUNDINGS, full_replace
 
@@ -35,16 +33,7 @@ def make_case(case: int, steps: int) -> dict:
 
 
 def _run(cases, simulator: str, steps: int):
-    harness.require_simulator(simulator)
-    specs = [make_case(c, steps) for c in cases]
-
-    def top():
-        return Batch([Network.from_config(Config().replace(**s["config"]), lanes=s["lanes"], update="lls")
-                      for s in specs])
-
-    hw = [{"config": s["config"], "lanes": s["lanes"]} for s in specs]
-    built = harness.build(top, name="network-lls", params={"parts": hw}, simulator=simulator, top_ports_only=True)
-    harness.run(built, "loco_fpga.sim.benches.loco", params={"cases": specs})
+    run_batch(cases, simulator, steps, make=make_case, rule="lls")
 
 
 def test_lls_training_bench_verilator():
