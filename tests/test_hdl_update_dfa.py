@@ -75,13 +75,17 @@ def test_dfa_training_equals_the_model(case):
 def test_schedule_with_dfa(arch, lanes, steps):
     """Back-to-back DFA samples: every first/last ``x`` transfer and every ``last`` on ``o`` at the cycle
     ``schedule()`` gives (the feedback units' and update engines' published cycles)."""
-    config = dfa_config(arch=arch, steps=steps, seed=5)
-    net = Network.from_config(config, lanes=lanes, update="dfa")
-    n = 5
-    weights, samples = random_stimulus(config, n, np.random.default_rng(8))
-    x_cycles, o_last, _ = run_back_to_back(net, config, weights, samples, None)
-    sched = net.schedule(n)
-    base, n0 = x_cycles[0], arch[0]
+    check_schedule(dfa_config(arch=arch, steps=steps, seed=5), lanes, "dfa")
+
+
+def check_schedule(config, lanes: int, update: str, samples: int = 5):
+    """Back-to-back samples of ``Network.from_config(config, update=update)``: every first/last ``x`` transfer
+    and every ``last`` on ``o`` happen in the cycles ``schedule()`` gives (also used for LLS)."""
+    net = Network.from_config(config, lanes=lanes, update=update)
+    weights, stimulus = random_stimulus(config, samples, np.random.default_rng(8))
+    x_cycles, o_last, _ = run_back_to_back(net, config, weights, stimulus, None)
+    sched = net.schedule(samples)
+    base, n0 = x_cycles[0], config.network.arch[0]
     assert [c - base for c in x_cycles[::n0]] == list(sched.first_x)
     assert [c - base for c in x_cycles[n0 - 1::n0]] == list(sched.last_x)
     assert [c - base for c in o_last] == list(sched.loss_done)

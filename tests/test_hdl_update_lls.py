@@ -15,8 +15,8 @@ from loco_fpga.hdl.network import Network
 from loco_fpga.sim.benches.network import random_stimulus
 from loco_fpga.sim.benches.update import train_trace
 
-from test_hdl_update_dfa import first_difference
-from test_hdl_update_loco import run_back_to_back, run_training
+from test_hdl_update_dfa import check_schedule, first_difference
+from test_hdl_update_loco import run_training
 
 
 def lls_config(*, arch, steps, encoder="deterministic", neuron="if", seed=0, rounding="stochastic", tau=0.5):
@@ -65,16 +65,7 @@ def test_lls_training_equals_the_model(case):
 def test_schedule_with_lls(arch, lanes, steps):
     """Back-to-back LLS samples: every first/last ``x`` transfer and every ``last`` on ``o`` at the cycle
     ``schedule()`` gives (the local error units' and update engines' published cycles)."""
-    config = lls_config(arch=arch, steps=steps, seed=5)
-    net = Network.from_config(config, lanes=lanes, update="lls")
-    n = 5
-    weights, samples = random_stimulus(config, n, np.random.default_rng(8))
-    x_cycles, o_last, _ = run_back_to_back(net, config, weights, samples, None)
-    sched = net.schedule(n)
-    base, n0 = x_cycles[0], arch[0]
-    assert [c - base for c in x_cycles[::n0]] == list(sched.first_x)
-    assert [c - base for c in x_cycles[n0 - 1::n0]] == list(sched.last_x)
-    assert [c - base for c in o_last] == list(sched.loss_done)
+    check_schedule(lls_config(arch=arch, steps=steps, seed=5), lanes, "lls")
 
 
 def test_lls_parameters():
