@@ -128,22 +128,34 @@ def _check(name, value, ok, expected):
         raise ValueError(f"{name} = {value!r}: {expected}")
 
 
+def _design(inner) -> dict | None:
+    """The build choices of an accelerator top (not in its config): synapse lanes and cluster units per block."""
+    net = getattr(inner, "network", None)
+    if net is None:
+        return None
+    blocks = net.cluster_blocks
+    return {"lanes": net.lanes, "cluster_units": blocks[0].units if blocks else None}
+
+
 def build_board(board: str, *, out_dir: str | os.PathLike, config=None, freq_mhz: float | None = None,
                 baud: int = 115200, seed: int = 1, inner=None, check_timing: bool = True,
-                timeout: float | None = None, progress: Callable[[str], None] | None = None) -> BuildResult:
+                timeout: float | None = None, progress: Callable[[str], None] | None = None,
+                nextpnr_args: str = "") -> BuildResult:
     """Build ``board`` into ``out_dir`` and return (and write) its report.
 
     ``config``: a :class:`loco_fpga.config.Config` (default: the board's preset, ``Board.default_preset``);
     the inner design is ``inner`` or :func:`~loco_fpga.boards.tops.board_inner` of the config (``config``
     is then what the report records; with ``inner`` given it is only recorded). ``freq_mhz``:
     the ``sync`` clock (default ``Board.default_mhz``; the PLL's nearest setting is used and reported).
+    ``nextpnr_args``: more nextpnr options (e.g. ``"--router router2"``), appended and recorded.
 
     ``report.json``: ``board``, ``part``, ``family``, ``device``, ``package``, ``inner`` (the inner design's
     class), ``config`` (the config as a dict), ``clock`` {``requested_mhz``, ``mhz`` (achieved), ``source``
     ("PLL …" or the oscillator), ``pll`` (divider settings or null), ``constraints`` {net: {constraint_mhz,
     achieved_mhz}}}, ``fmax_mhz`` (the slowest clock's routed Fmax), ``met``, ``resources`` {kind: {used,
     available}} for ``lut``, ``ff``, ``bram``, ``dsp`` (+ ``lc``, ``spram`` on iCE40, ``io``), ``cells`` (Yosys
-    cell counts), ``seed``, ``baud``, ``tools`` (versions), ``bitstream`` {path, bytes}, ``seconds``,
+    cell counts), ``design`` (the accelerator's ``lanes`` and ``cluster_units``, when it has them), ``seed``,
+    ``nextpnr_args``, ``baud``, ``tools`` (versions), ``bitstream`` {path, bytes}, ``seconds``,
     ``date``, ``host``. Raises :class:`TimingError` (after writing the report) when timing is not met and
     ``check_timing``; :class:`SynthesisError` when a tool fails.
     """
@@ -164,7 +176,8 @@ def build_board(board: str, *, out_dir: str | os.PathLike, config=None, freq_mhz
     start = time.monotonic()
     say(f"elaborate: {inner_description(inner)} on {b.name} at {clk_mhz:g} MHz")
     options = {
-        "nextpnr_opts": f"--seed {seed} --freq {clk_mhz:.6g} --report nextpnr-report.json --timing-allow-fail",
+        "nextpnr_opts": f"--seed {seed} --freq {clk_mhz:.6g} --report nextpnr-report.json --timing-allow-fail "
+                        f"{nextpnr_args}".strip(),
         "script_after_synth": "tee -q -o stat.json stat -json",
     }
     if b.family == "ice40":
@@ -222,7 +235,7 @@ def build_board(board: str, *, out_dir: str | os.PathLike, config=None, freq_mhz
                   "constraints": constraints},
         "fmax_mhz": fmax, "met": met,
         "resources": {k: {"used": u, "available": a} for k, (u, a) in sorted(resources.items())},
-        "cells": cells, "seed": seed, "baud": baud,
+        "cells": cells, "design": _design(inner), "seed": seed, "nextpnr_args": nextpnr_args, "baud": baud,
         "tools": tool_versions(b.family),
         "bitstream": {"path": str(bitstream), "bytes": bitstream.stat().st_size},
         "seconds": result.seconds,

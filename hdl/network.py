@@ -175,6 +175,9 @@ class Network(wiring.Component):
             raise ValueError(f"mask = {mask!r}: must be True or False")
         if not isinstance(output_delta, bool):
             raise ValueError(f"output_delta = {output_delta!r}: must be True or False")
+        if cluster_units is not None and update != "loco":
+            raise ValueError(f"cluster_units = {cluster_units!r}: cluster blocks exist with update 'loco' only, not "
+                             f"{update!r}")
         if output_delta and update not in ("np", "loco"):
             raise ValueError(f"output_delta = True: the delta readout applies to update 'np' and 'loco', not "
                              f"{update!r}")
