@@ -36,8 +36,8 @@ import numpy as np
 from . import protocol as proto
 from .host import Host
 
-__all__ = ["BOARDS", "DEMO_LR", "ROUTED_FMAX", "BUILD_REPORT", "DemoError", "run_demo", "on_chip_config", "fmax_from_report",
-           "default_fmax"]
+__all__ = ["BOARDS", "DEMO_LR", "DEMO_CLUSTER_UNITS", "ROUTED_FMAX", "BUILD_RESULTS", "BUILD_REPORT", "DemoError", "run_demo", "on_chip_config",
+           "fmax_from_report", "default_fmax", "design_key"]
 
 #: board → (default config preset, default serial baud). The virtual board runs the accelerator in Verilator.
 BOARDS = {"virtual": ("up5k", None), "icebreaker": ("up5k", 115200), "ulx3s": ("up5k", 115200),
@@ -49,14 +49,35 @@ BOARDS = {"virtual": ("up5k", None), "icebreaker": ("up5k", 115200), "ulx3s": ("
 #: 0.05 constant 0.639, 0.2 constant diverges (0.108). Measured in session 3 with ``golden_model.train.train``.
 DEMO_LR = 0.1
 
+#: The virtual board's cluster units per block with LOCO (``--cluster-units``): 1, the smallest form
+#: (docs/hdl_learning.md) and the design whose routed Fmax is committed (docs/demo.md).
+DEMO_CLUSTER_UNITS = 1
+
 #: Where "samples/s at Fmax" takes its Fmax from, in order: ``--fmax-report`` (a ``loco-fpga build`` report.json);
-#: the committed board build of the accelerator top, :data:`BUILD_REPORT` (``report.json`` of ``loco-fpga build
-#: --board ulx3s-85f``: routed Fmax of ``AcceleratorTop``, the config and LANES it was built with — np, LANES 1 when
-#: this was written; the UP5K part does not fit the accelerator, docs/boards.md); else :data:`ROUTED_FMAX`, the full
-#: UP5K training network alone (docs/hdl.md "Synthesis", nextpnr-ice40, LANES 1, no link).
-BUILD_REPORT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "boards" / "ulx3s-85f" / "report.json"
+#: a committed board build of **this run's design** (:data:`BUILD_RESULTS`: ``*/report.json`` whose gateware-defining
+#: config — network, spiking, fixed, the rule's hardware fields — LANES and cluster units equal the device's, see
+#: :func:`design_key`); else :data:`BUILD_REPORT` (``loco-fpga build --board ulx3s-85f`` with the board's defaults:
+#: np, LANES 1 — another design, and the report says so); else :data:`ROUTED_FMAX`, the UP5K training network alone
+#: (docs/hdl.md "Synthesis", nextpnr-ice40, LANES 1, no link).
+BUILD_RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "boards"
+BUILD_REPORT = BUILD_RESULTS / "ulx3s-85f" / "report.json"
 ROUTED_FMAX = {"up5k": (26.6, "docs/hdl.md Synthesis: Network.from_config(preset('up5k'), lanes=1), "
                                "nextpnr-ice40 routed Fmax on up5k-sg48 (the network alone, without the link)")}
+#: the rule fields that shape the gateware (the learning rate and its schedule are a register written by the host)
+_HARDWARE_RULE_FIELDS = ("name", "sigma", "noise", "noise_placement", "mask", "output_update", "clusters",
+                         "proto_lr", "ridge", "refresh", "lls_temperature")
+
+
+def design_key(config: dict, lanes: int, cluster_units: int) -> str:
+    """What identifies a built accelerator: the config's gateware-defining parts (a ``Config.to_dict()``), LANES and
+    the cluster units (0 without cluster blocks)."""
+    rule = config.get("rule", {})
+    if rule.get("name") != "loco":
+        rule = {k: v for k, v in rule.items() if k not in ("clusters", "proto_lr", "ridge", "refresh")}
+    key = {"network": {"arch": list(config.get("network", {}).get("arch", []))},
+           "spiking": config.get("spiking"), "fixed": config.get("fixed"),
+           "rule": {k: rule.get(k) for k in _HARDWARE_RULE_FIELDS}, "lanes": lanes, "cluster_units": cluster_units}
+    return json.dumps(key, sort_keys=True)
 
 
 def fmax_from_report(path, name: str | None = None) -> tuple[float, str]:
@@ -66,18 +87,41 @@ def fmax_from_report(path, name: str | None = None) -> tuple[float, str]:
     cfg = data.get("config") or {}
     rule = (cfg.get("rule") or {}).get("name", "?")
     arch = "-".join(str(n) for n in (cfg.get("network") or {}).get("arch", []))
+    design = data.get("design") or {}
+    built = (f", LANES {design['lanes']}" if design.get("lanes") else "") + \
+        (f", {design['cluster_units']} cluster unit(s)" if design.get("cluster_units") else "")
     return (float(data["fmax_mhz"]),
-            f"{path}: {data.get('inner', '?')} ({arch}, rule {rule}) routed on {data.get('part', '?')} "
-            f"at {data.get('clock', {}).get('mhz', '?')} MHz by `loco-fpga build`; the cycles are this run's design")
+            f"{path}: {data.get('inner', '?')} ({arch}, rule {rule}{built}) routed on {data.get('part', '?')} "
+            f"at {data.get('clock', {}).get('mhz', '?')} MHz by `loco-fpga build`")
 
 
-def default_fmax() -> tuple[float, str]:
+def _report_key(data: dict) -> str | None:
+    design = data.get("design")
+    if not design or not data.get("config") or not data.get("met"):
+        return None
+    return design_key(data["config"], design.get("lanes"), design.get("cluster_units") or 0)
+
+
+def default_fmax(key: str | None = None) -> tuple[float, str, bool]:
+    """(Fmax MHz, its source, whether it is this design's): a committed, timing-met build report of the design
+    ``key`` (:func:`design_key`) if there is one, else the fallbacks of :data:`BUILD_RESULTS`' comment."""
+    root = BUILD_RESULTS.parents[2]
+    if key is not None and BUILD_RESULTS.is_dir():
+        for path in sorted(BUILD_RESULTS.glob("*/report.json")):
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                if _report_key(data) == key:
+                    return (*fmax_from_report(path, str(path.relative_to(root))), True)
+            except (ValueError, KeyError, OSError, TypeError):
+                continue
     if BUILD_REPORT.exists():
         try:
-            return fmax_from_report(BUILD_REPORT, str(BUILD_REPORT.relative_to(BUILD_REPORT.parents[4])))
+            fmax, source = fmax_from_report(BUILD_REPORT, str(BUILD_REPORT.relative_to(root)))
+            return fmax, source + "; NOT this run's design (no routed build of it is committed)", False
         except (ValueError, KeyError, OSError):
             pass
-    return ROUTED_FMAX["up5k"]
+    fmax, source = ROUTED_FMAX["up5k"]
+    return fmax, source + "; NOT this run's design", False
 
 
 A = proto.AcceleratorRegister
@@ -147,8 +191,8 @@ def run_demo(*, host: Host, config, epochs: int = 1, limit: int | None = None, b
 
     # -- 1. who is there ------------------------------------------------------------------------------
     info = host.ping()
-    regs = {r.name: host.read_reg(r) for r in (A.ID, A.RULE, A.LANES, A.LAYERS, A.SEED_LANES)}
-    lanes = regs["LANES"]
+    regs = {r.name: host.read_reg(r) for r in (A.ID, A.RULE, A.LANES, A.LAYERS, A.SEED_LANES, A.CLUSTER_UNITS)}
+    lanes, units = regs["LANES"], regs["CLUSTER_UNITS"]
     input_bytes = (fm.input.bits + 7) // 8
     out_bytes = (fm.out.bits + 7) // 8
     expect = {"RULE": proto.RULE_CODES[chip_config.rule.name], "LAYERS": len(arch) - 1}
@@ -162,7 +206,8 @@ def run_demo(*, host: Host, config, epochs: int = 1, limit: int | None = None, b
     if regs["SEED_LANES"] != len(seed_map):
         raise DemoError(f"the device has {regs['SEED_LANES']} PRNG lanes, the config needs {len(seed_map)}")
     log(f"device: {board}, {rule_note}, network {chip_config.network.arch_str}, lanes {lanes}, "
-        f"T = {chip_config.spiking.steps}, {info.sample_bytes}-byte samples")
+        + (f"{units} unit(s) per cluster block, " if units else "")
+        + f"T = {chip_config.spiking.steps}, {info.sample_bytes}-byte samples")
 
     # -- 2. a known state: counters, registers, seeds, initial weights --------------------------------
     host.reset_state(counters=True, device=True)
@@ -283,7 +328,8 @@ def run_demo(*, host: Host, config, epochs: int = 1, limit: int | None = None, b
     gold_acc = float(np.mean(np.array(gold_preds) == y_test))
     cycles_train = stats_train["run_cycles"]
     per_sample = cycles_train / max(seen, 1)
-    fmax_mhz, fmax_source = fmax if fmax is not None else default_fmax()
+    fmax_mhz, fmax_source, fmax_own = ((*fmax, None) if fmax is not None
+                                       else default_fmax(design_key(chip_config.to_dict(), lanes, units)))
     report = {
         "board": board,
         "rule_on_chip": chip_config.rule.name,
@@ -292,6 +338,7 @@ def run_demo(*, host: Host, config, epochs: int = 1, limit: int | None = None, b
         "chip_config": chip_config.to_dict(),
         "network": chip_config.network.arch_str,
         "lanes": lanes,
+        "cluster_units": units,
         "device_info": info.__dict__,
         "epochs": epochs,
         "epochs_run": epochs,
@@ -313,6 +360,7 @@ def run_demo(*, host: Host, config, epochs: int = 1, limit: int | None = None, b
                    "per_infer_sample": (stats_end["run_cycles"] - cycles_train) / max(len(y_test), 1)},
         "fmax_mhz": fmax_mhz,
         "fmax_source": fmax_source,
+        "fmax_is_this_design": fmax_own,
         "samples_per_s_at_fmax": fmax_mhz * 1e6 / per_sample if per_sample else None,
         "wall_time_s": round(time.perf_counter() - wall_start, 3),
         "train_wall_s": round(train_seconds, 3),

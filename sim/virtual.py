@@ -131,13 +131,13 @@ class AcceleratorModel:
     weight memory spaces and INFER/TRAIN as ``FixedRule.step_q`` (TRAIN: lr_q = the LR register; INFER:
     lr_q = 0, which changes no weight but draws the same PRNG words, as the gateware does).
 
-    ``config`` and ``lanes`` as for ``AcceleratorTop``. The weights start at 0 (the gateware's memories
+    ``config``, ``lanes`` and ``cluster_units`` as for ``AcceleratorTop``. The weights start at 0 (the gateware's memories
     are initialised to 0); the PRNG lanes start at the golden model's seeds (the gateware's lanes start at
     their reset seed): a host loads every lane through SEED_LANE/SEED before training, so only loaded
     states are ever compared.
     """
 
-    def __init__(self, config, *, lanes: int):
+    def __init__(self, config, *, lanes: int, cluster_units: int | None = None):
         import numpy as np  # noqa: PLC0415
 
         from loco_fpga.golden_model import prng  # noqa: PLC0415
@@ -146,8 +146,9 @@ class AcceleratorModel:
 
         self._np = np
         self.config, self.lanes = config, lanes
-        layout = Network.from_config(config, lanes=lanes, update=config.rule.name)
+        layout = Network.from_config(config, lanes=lanes, update=config.rule.name, cluster_units=cluster_units)
         self.seed_map = layout.seed_map
+        self.cluster_units = layout.cluster_blocks[0].units if layout.cluster_blocks else 0
         self.geometry = [proto.layer_geometry(n, lanes) for n in config.network.arch[:-1]]
         self.net = FixedNetwork(config, np.random.default_rng(0))
         self.rule = FixedRule(self.net, config)
@@ -225,7 +226,7 @@ class AcceleratorModel:
         A = proto.AcceleratorRegister
         fixed = {A.ID: int.from_bytes(proto.MAGIC, "big"), A.STATUS: 0, A.SEED_LANES: len(self.seed_map),
                  A.RULE: proto.RULE_CODES[self.config.rule.name], A.LANES: self.lanes,
-                 A.LAYERS: len(self.config.network.arch) - 1}
+                 A.LAYERS: len(self.config.network.arch) - 1, A.CLUSTER_UNITS: self.cluster_units}
         if addr in fixed:
             return S.OK, fixed[addr]
         if addr in self.regs:
@@ -328,10 +329,11 @@ class AcceleratorModel:
         return b"".join((int(y) & mask).to_bytes(self.out_bytes, "little") for y in last["y"]) + bytes([pred])
 
 
-def accelerator_reference(config, *, lanes: int, max_payload: int | None = None) -> proto.ReferenceLink:
-    """``AcceleratorTop(config, lanes=lanes, max_payload=…)`` in Python: a ReferenceLink over an
+def accelerator_reference(config, *, lanes: int, max_payload: int | None = None,
+                          cluster_units: int | None = None) -> proto.ReferenceLink:
+    """``AcceleratorTop(config, lanes=lanes, max_payload=…, cluster_units=…)`` in Python: a ReferenceLink over an
     :class:`AcceleratorModel` (``max_payload`` default as the top's)."""
-    device = AcceleratorModel(config, lanes=lanes)
+    device = AcceleratorModel(config, lanes=lanes, cluster_units=cluster_units)
     if max_payload is None:
         max_payload = max(256, device.sample_bytes + 2, device.infer_bytes + 1)
     return proto.ReferenceLink(device, device.info(max_payload))
@@ -518,7 +520,8 @@ def build_fast(component, *, name: str, params: dict):
 
 class VerilatorBoard:
     """A top in Verilator behind a TCP socket, opened by the host driver like a serial port: ``LinkTestTop``
-    by default, the accelerator (``hdl.top.AcceleratorTop(config, lanes=…)``) when ``config`` is given.
+    by default, the accelerator (``hdl.top.AcceleratorTop(config, lanes=…, cluster_units=…)``) when ``config`` is
+    given.
 
         with VerilatorBoard(config=preset("up5k").replace(rule={"name": "np"}), lanes=8) as board:
             host = Host(board.transport())
@@ -531,12 +534,17 @@ class VerilatorBoard:
     """
 
     def __init__(self, params: dict | None = None, *, config=None, lanes: int = 8, timeout: int = 127,
-                 simulator: str = "verilator", start_timeout: float = 1800.0, log_level: str | None = None):
+                 simulator: str = "verilator", start_timeout: float = 1800.0, log_level: str | None = None,
+                 cluster_units: int | None = None):
         if config is not None and params is not None:
             raise ValueError("params = {params!r}: LinkTestTop parameters and an accelerator config are exclusive")
-        self.config, self.lanes, self.timeout = config, lanes, timeout
+        if cluster_units is not None and config is None:
+            raise ValueError(f"cluster_units = {cluster_units!r}: only the accelerator (config=…) has cluster blocks")
+        self.config, self.lanes, self.timeout, self.cluster_units = config, lanes, timeout, cluster_units
         self.params = {**TOP_PARAMS, **(params or {})} if config is None else \
             {"config": config.to_dict(), "lanes": lanes, "timeout": timeout}
+        if cluster_units is not None:       # (absent when default: the cached builds of the default form stay valid)
+            self.params["cluster_units"] = cluster_units
         self.simulator, self.start_timeout, self.log_level = simulator, start_timeout, log_level
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -551,9 +559,9 @@ class VerilatorBoard:
         if self.config is not None:
             from loco_fpga.hdl.top import AcceleratorTop  # noqa: PLC0415
 
-            config, lanes, timeout = self.config, self.lanes, self.timeout
-            factory = lambda: ByteFeederTop(AcceleratorTop(config, lanes=lanes, timeout=timeout),  # noqa: E731
-                                            **FEEDER_PARAMS)
+            config, lanes, timeout, units = self.config, self.lanes, self.timeout, self.cluster_units
+            factory = lambda: ByteFeederTop(AcceleratorTop(config, lanes=lanes, timeout=timeout,  # noqa: E731
+                                                           cluster_units=units), **FEEDER_PARAMS)
             if self.simulator == "verilator":
                 return build_fast(factory, name="accelerator_feeder", params={**self.params, **FEEDER_PARAMS})
             return harness.build(factory, name="accelerator_feeder", params={**self.params, **FEEDER_PARAMS},

@@ -76,8 +76,38 @@ def test_fmax_comes_from_a_build_report(tmp_path):
     path = tmp_path / "report.json"
     path.write_text(json.dumps({"fmax_mhz": 48.5, "part": "lfe5u-85f", "inner": "AcceleratorTop",
                                 "config": {"network": {"arch": [64, 32, 10]}, "rule": {"name": "loco"}},
-                                "clock": {"mhz": 45.0}}))
+                                "clock": {"mhz": 45.0}, "design": {"lanes": 8, "cluster_units": 1}}))
     mhz, source = demo.fmax_from_report(path)
     assert mhz == 48.5 and str(path) in source and "lfe5u-85f" in source and "rule loco" in source
-    mhz, source = demo.default_fmax()
-    assert mhz > 0 and ("report.json" in source or "docs/hdl.md" in source)
+    assert "LANES 8" in source and "1 cluster unit" in source
+
+
+def test_default_fmax_is_the_routed_build_of_the_same_design(tmp_path, monkeypatch):
+    """A committed report counts only when its gateware-defining config, LANES and cluster units equal the run's
+    and it met timing; the learning rate (a register) does not matter; otherwise the fallback says so."""
+    config = preset("up5k")
+    key = demo.design_key(config.to_dict(), 8, 1)
+    assert key == demo.design_key(config.replace(rule={"lr": 0.1}).to_dict(), 8, 1)
+    assert key != demo.design_key(config.to_dict(), 8, 8) != demo.design_key(config.to_dict(), 4, 1)
+    assert key != demo.design_key(config.replace(rule={"clusters": 4}).to_dict(), 8, 1)
+    assert key != demo.design_key(config.replace(spiking={"steps": 8}).to_dict(), 8, 1)
+
+    def report(name, fmax, cfg, lanes, units, met=True):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps(
+            {"fmax_mhz": fmax, "met": met, "config": cfg.to_dict(), "design": {"lanes": lanes, "cluster_units": units},
+             "part": "p", "inner": "AcceleratorTop", "clock": {"mhz": 10}}))
+
+    report("a-other-lanes", 30.0, config, 4, 1)
+    report("b-not-met", 25.0, config, 8, 1, met=False)
+    report("c-same", 21.5, config.replace(rule={"lr": 0.3}), 8, 1)
+    report("ulx3s-85f", 68.0, config.replace(rule={"name": "np"}), 1, None)
+    monkeypatch.setattr(demo, "BUILD_RESULTS", tmp_path)
+    monkeypatch.setattr(demo, "BUILD_REPORT", tmp_path / "ulx3s-85f" / "report.json")
+    mhz, source, own = demo.default_fmax(key)
+    assert (mhz, own) == (21.5, True) and "c-same" in source
+    mhz, source, own = demo.default_fmax(demo.design_key(config.to_dict(), 2, 1))
+    assert (mhz, own) == (68.0, False) and "NOT this run's design" in source
+    (tmp_path / "ulx3s-85f" / "report.json").unlink()
+    mhz, source, own = demo.default_fmax(None)
+    assert (mhz, own) == (demo.ROUTED_FMAX["up5k"][0], False) and "NOT this run's design" in source

@@ -151,14 +151,17 @@ def proto_frames(top, rng, wb):
 def test_accelerator_top_equals_its_model_byte_for_byte(rounding, lanes, rule, memory):
     """``memory = "spram"``: the weights in :class:`~loco_fpga.boards.spram.BankedSpram` (the iCEBreaker build's
     hook), whose model reads garbage from a bank written in the same cycle — the update sweep must never need one.
-    ``loco+delta``: LOCO with ``rule.output_update = "delta"``."""
+    ``loco+delta``: LOCO with ``rule.output_update = "delta"``, and with one unit per cluster block (the shared
+    form, ``cluster_units = 1``: the CLUSTER_UNITS register reads 1; the default form's reads K)."""
     delta = rule.endswith("+delta")
+    units = 1 if delta else None
     rule = rule.removesuffix("+delta")
     config = small_config(name=rule, clusters=3, output_update="delta" if delta else "perturb").replace(
         fixed={"update_rounding": rounding})
     hook = spram_memory() if memory == "spram" else default_memory
-    top = AcceleratorTop(config, lanes=lanes, timeout=32, memory=hook)
-    ref = accelerator_reference(config, lanes=lanes, max_payload=top.info.max_payload)
+    top = AcceleratorTop(config, lanes=lanes, timeout=32, memory=hook, cluster_units=units)
+    ref = accelerator_reference(config, lanes=lanes, max_payload=top.info.max_payload, cluster_units=units)
+    assert ref.device.cluster_units == (0 if rule != "loco" else units or 3)
     info = top.info
     assert ref.info == info
     rng = np.random.default_rng(3)
@@ -302,6 +305,10 @@ def test_constructor_errors_quote_the_bad_value():
         AcceleratorTop(small_config().replace(fixed={"enabled": False}, rule={"name": "bp"}), lanes=4)
     with pytest.raises(ValueError, match="lanes = 3"):
         AcceleratorTop(small_config(), lanes=3)
+    with pytest.raises(ValueError, match="cluster_units = 1: cluster blocks exist with update 'loco' only, not 'np'"):
+        AcceleratorTop(small_config(name="np"), lanes=2, cluster_units=1)
+    with pytest.raises(ValueError, match="units = 4"):
+        AcceleratorTop(small_config(name="loco", clusters=3), lanes=2, cluster_units=4)
     with pytest.raises(ValueError, match="network.update = None"):
         AcceleratorDevice(network=Network.from_config(small_config(), lanes=2))
     with pytest.raises(ValueError, match="word_bytes = 1"):
