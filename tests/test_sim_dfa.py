@@ -8,28 +8,18 @@ import random
 
 import pytest
 
-from loco_fpga.config import Config, ConfigError, preset
+from loco_fpga.config import Config
 from loco_fpga.hdl.network import Network
 from loco_fpga.sim import harness
 from loco_fpga.sim.benches.loco import Batch
 
-from test_sim_network import random_config as network_config
-from test_sim_loco import ROUNDINGS, full_replace
+from test_sim_loco import bench_case, draw_rule
 
 
 def make_case(case: int, steps: int) -> dict:
     rng = random.Random(9800 + case)
-    while True:
-        changes, lanes = network_config(rng)
-        changes["rule"] = {**changes["rule"], "name": "dfa", "feedback_seed": rng.randrange(1 << 20)}
-        changes["fixed"] = {**changes["fixed"], "update_rounding": ROUNDINGS[case % len(ROUNDINGS)]}
-        try:
-            preset("up5k").replace(**changes)
-        except ConfigError:
-            continue
-        break
-    return {"config": full_replace(changes), "lanes": lanes, "seed": rng.randrange(1 << 30), "steps": steps,
-            "idle": rng.choice([0.0, 0.2, 0.5]), "stall": rng.choice([0.0, 0.2, 0.5]), "preload": False}
+    changes, lanes = draw_rule(rng, case, lambda r: {"name": "dfa", "feedback_seed": r.randrange(1 << 20)})
+    return bench_case(rng, changes, lanes, steps, preload=False)
 
 
 def _run(cases, simulator: str, steps: int, *, make=None, rule: str = "dfa"):

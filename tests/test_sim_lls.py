@@ -8,28 +8,15 @@ import random
 
 import pytest
 
-from loco_fpga.config import ConfigError, preset
-
 from test_sim_dfa import _run as run_batch
-from test_sim_network import random_config as network_config
-from test_sim_loco import ROUNDINGS, full_replace
+from test_sim_loco import bench_case, draw_rule
 
 
 def make_case(case: int, steps: int) -> dict:
     rng = random.Random(9900 + case)
-    while True:
-        changes, lanes = network_config(rng)
-        if len(changes["network"]["arch"]) < 3:          # LLS needs a hidden layer
-            continue
-        changes["rule"] = {**changes["rule"], "name": "lls", "lls_temperature": rng.choice([1.0, 0.5, 0.25])}
-        changes["fixed"] = {**changes["fixed"], "update_rounding": ROUNDINGS[case % len(ROUNDINGS)]}
-        try:
-            preset("up5k").replace(**changes)
-        except ConfigError:
-            continue
-        break
-    return {"config": full_replace(changes), "lanes": lanes, "seed": rng.randrange(1 << 30), "steps": steps,
-            "idle": rng.choice([0.0, 0.2, 0.5]), "stall": rng.choice([0.0, 0.2, 0.5]), "preload": False}
+    changes, lanes = draw_rule(rng, case, lambda r: {"name": "lls", "lls_temperature": r.choice([1.0, 0.5, 0.25])},
+                               accept=lambda c: len(c["network"]["arch"]) >= 3)
+    return bench_case(rng, changes, lanes, steps, preload=False)
 
 
 def _run(cases, simulator: str, steps: int):

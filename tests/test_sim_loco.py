@@ -14,6 +14,7 @@ from loco_fpga.hdl.network import Network
 from loco_fpga.sim import harness
 from loco_fpga.sim.benches.loco import Batch
 
+from test_sim_network import full_replace
 from test_sim_network import random_config as network_config
 
 #: the update rounding of case k is ROUNDINGS[k % 4] (stochastic, the hardware default, in half the cases)
@@ -29,12 +30,23 @@ def random_config(rng: random.Random, case: int, *, depth: int | None = None, ma
                                  or not 1 <= clusters <= 8):
         raise ValueError(f"clusters = {clusters!r}: must be None or an integer in [1, 8]")
     k_lo, k_hi = (1, 8) if clusters is None else (clusters, clusters)
+    return draw_rule(rng, case, lambda r: {"name": "loco", "mask": r.random() < 0.5, "clusters": r.randint(k_lo, k_hi),
+                                           "refresh": r.choice([1, 1, 2, 3]),
+                                           "ridge": r.choice([1e-4, 2.0 ** -6, 2.0 ** -3]),
+                                           "proto_lr": 2.0 ** -r.randint(1, 6)},
+                     depth=depth, max_width=max_width, wide=wide)
+
+
+def draw_rule(rng: random.Random, case: int, rule_fields, *, accept=None, **network) -> tuple[dict, int]:
+    """(Config.replace arguments, lanes): a network-bench configuration (``network``: keywords of
+    :func:`test_sim_network.random_config`) with the rule fields ``rule_fields(rng)`` and the update rounding
+    ``ROUNDINGS[case % 4]``; redrawn until ``accept(changes)`` (checked before the rule fields are drawn) holds and
+    the config validates. The LOCO, DFA and LLS benches draw their cases with it."""
     while True:
-        changes, lanes = network_config(rng, depth=depth, max_width=max_width, wide=wide)
-        changes["rule"] = {**changes["rule"], "name": "loco", "mask": rng.random() < 0.5,
-                           "clusters": rng.randint(k_lo, k_hi), "refresh": rng.choice([1, 1, 2, 3]),
-                           "ridge": rng.choice([1e-4, 2.0 ** -6, 2.0 ** -3]),
-                           "proto_lr": 2.0 ** -rng.randint(1, 6)}
+        changes, lanes = network_config(rng, **network)
+        if accept is not None and not accept(changes):
+            continue
+        changes["rule"] = {**changes["rule"], **rule_fields(rng)}
         changes["fixed"] = {**changes["fixed"], "update_rounding": ROUNDINGS[case % len(ROUNDINGS)]}
         try:
             preset("up5k").replace(**changes)
@@ -43,16 +55,12 @@ def random_config(rng: random.Random, case: int, *, depth: int | None = None, ma
         return changes, lanes
 
 
-def full_replace(changes: dict) -> dict:
-    full = preset("up5k").replace(**changes)
-    return {section: {f: getattr(getattr(full, section), f) for f in getattr(full, section).__dataclass_fields__}
-            for section in ("network", "rule", "train", "spiking", "fixed")}
-
-
-def _case(rng: random.Random, changes: dict, lanes: int, steps: int) -> dict:
+def bench_case(rng: random.Random, changes: dict, lanes: int, steps: int, *, preload: bool = True) -> dict:
+    """A case of the batch bench: the full config, lanes, data seed, steps, idle and stall rates and (``preload``:
+    drawn, else False) whether random prototypes are loaded first."""
     return {"config": full_replace(changes), "lanes": lanes, "seed": rng.randrange(1 << 30), "steps": steps,
             "idle": rng.choice([0.0, 0.2, 0.5]), "stall": rng.choice([0.0, 0.2, 0.5]),
-            "preload": rng.random() < 0.4}
+            "preload": preload and rng.random() < 0.4}
 
 
 def make_case(case: int, steps: int) -> dict:
@@ -60,7 +68,7 @@ def make_case(case: int, steps: int) -> dict:
     K 1–8) as a bench case."""
     rng = random.Random(9600 + case)
     changes, lanes = random_config(rng, case)
-    return _case(rng, changes, lanes, steps)
+    return bench_case(rng, changes, lanes, steps)
 
 
 #: The default tier's draws. A Verilator build costs about the same per weight layer whatever the widths (each layer
@@ -82,7 +90,7 @@ def make_default_case(case: int, steps: int) -> dict:
     rng = random.Random(9700 + case)
     changes, lanes = random_config(rng, case, depth=depth, max_width=DEFAULT_MAX_WIDTH, wide=float(wide),
                                    clusters=clusters)
-    return _case(rng, changes, lanes, steps)
+    return bench_case(rng, changes, lanes, steps)
 
 
 def _run(specs, simulator: str, name: str):

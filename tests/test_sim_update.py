@@ -10,44 +10,25 @@ import random
 
 import pytest
 
-from loco_fpga.config import Config, ConfigError, preset
+from loco_fpga.config import Config
 from loco_fpga.hdl.network import Network
 from loco_fpga.sim import harness
 from loco_fpga.sim.benches.loco import Batch
 
-from test_sim_network import random_config as network_config
-
-
-#: the update rounding of case k is ROUNDINGS[k % 4] (stochastic, the hardware default, in half the cases)
-ROUNDINGS = ("stochastic", "half-up", "stochastic", "trunc")
+from test_sim_loco import bench_case, draw_rule
 
 
 def random_config(rng: random.Random, case: int) -> tuple[dict, int]:
     """(Config.replace arguments, lanes): a network-bench configuration with rule np, a random mask and the
     case's update rounding; redrawn until the config validates."""
-    while True:
-        changes, lanes = network_config(rng)
-        changes["rule"] = {**changes["rule"], "name": "np", "mask": rng.random() < 0.5}
-        changes["fixed"] = {**changes["fixed"], "update_rounding": ROUNDINGS[case % len(ROUNDINGS)]}
-        try:
-            preset("up5k").replace(**changes)
-        except ConfigError:
-            continue
-        return changes, lanes
-
-
-def full_replace(changes: dict) -> dict:
-    full = preset("up5k").replace(**changes)
-    return {section: {f: getattr(getattr(full, section), f) for f in getattr(full, section).__dataclass_fields__}
-            for section in ("network", "rule", "train", "spiking", "fixed")}
+    return draw_rule(rng, case, lambda r: {"name": "np", "mask": r.random() < 0.5})
 
 
 def make_case(case: int, steps: int) -> dict:
     """Draw ``case`` as a bench case (the configuration, lanes, data seed, idle and stall rates)."""
     rng = random.Random(9100 + case)
     changes, lanes = random_config(rng, case)
-    return {"config": full_replace(changes), "lanes": lanes, "seed": rng.randrange(1 << 30), "steps": steps,
-            "idle": rng.choice([0.0, 0.2, 0.5]), "stall": rng.choice([0.0, 0.2, 0.5]), "preload": False}
+    return bench_case(rng, changes, lanes, steps, preload=False)
 
 
 def _run(case: int, simulator: str, steps: int):
