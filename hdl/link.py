@@ -118,6 +118,7 @@ class FrameReceiver(wiring.Component):
         event (Out stream of :data:`EVENT_LAYOUT`): one per frame: status OK (payload in the buffer, which
             is then *owned* until ``release``), CRC, TIMEOUT, OVERSIZE or BUSY (a good frame that began
             while the buffer was owned: nothing stored). Garbage outside frames produces no event.
+            ``length`` is the frame's LEN (0 for TIMEOUT and OVERSIZE).
         rd_addr (In), rd_data (Out 8): buffer read port, :attr:`read_latency` = 1 cycle.
         release (In 1): the dispatcher is done with the buffer.
         owned (Out 1): the buffer holds a frame not yet released (the device is BUSY for new frames).
@@ -150,17 +151,21 @@ class FrameReceiver(wiring.Component):
         m = Module()
         m.submodules.crc = crc = CRC.create()
         m.submodules.buffer = buf = memory.Memory(shape=8, depth=self._max_payload, init=[])
-        m.submodules.events = events = fifo.SyncFIFOBuffered(width=EVENT_LAYOUT.size, depth=self._event_depth)
+        # the queue keeps the length's low bits only: an event's length is at most max_payload (OVERSIZE: 0)
+        queued = data.StructLayout({"type": 8, "length": range(self._max_payload + 1), "status": Status})
+        m.submodules.events = events = fifo.SyncFIFOBuffered(width=queued.size, depth=self._event_depth)
         wr, rd = buf.write_port(), buf.read_port(domain="sync")
+        head = data.View(queued, events.r_data)
         m.d.comb += [rd.addr.eq(self.rd_addr), self.rd_data.eq(rd.data),
-                     self.event.valid.eq(events.r_rdy), self.event.payload.eq(events.r_data),
+                     self.event.valid.eq(events.r_rdy), self.event.payload.type.eq(head.type),
+                     self.event.payload.length.eq(head.length), self.event.payload.status.eq(head.status),
                      events.r_en.eq(self.event.ready), self.rx.ready.eq(1)]
 
         byte = self.rx.payload
         got = self.rx.valid
         type_ = Signal(8, init=proto.NO_TYPE)
-        length = Signal(16)
-        count = Signal(16)                     # payload bytes received
+        length = Signal(max(8, self._max_payload.bit_length()))  # LEN's low byte, then LEN once it fits
+        count = Signal(range(self._max_payload + 1))     # payload bytes received
         crc_hi = Signal(8)
         storing = Signal()
         idle = Signal(range(self._timeout + 1))
@@ -170,11 +175,11 @@ class FrameReceiver(wiring.Component):
             m.d.sync += owned.eq(0)
 
         # An event this cycle (at most one): pushed into the FIFO, or dropped when it is full.
-        ev = Signal(EVENT_LAYOUT)
+        ev = Signal(queued)
         push = Signal()
         m.d.comb += [events.w_data.eq(ev), events.w_en.eq(push), self.strobe.dropped.eq(push & ~events.w_rdy)]
 
-        length_now = Cat(length[:8], byte)
+        length_now = Cat(length[:8], byte)     # the 16-bit LEN (LEN1)
         m.d.comb += [crc.data.eq(byte), wr.data.eq(byte), wr.addr.eq(count)]
         with m.If(got):
             m.d.sync += idle.eq(0)
@@ -213,7 +218,7 @@ class FrameReceiver(wiring.Component):
                         elif state == "LEN1":
                             m.d.sync += length.eq(length_now)
                             with m.If(length_now > self._max_payload):
-                                m.d.comb += [push.eq(1), ev.type.eq(type_), ev.length.eq(length_now),
+                                m.d.comb += [push.eq(1), ev.type.eq(type_), ev.length.eq(0),
                                              ev.status.eq(Status.OVERSIZE), self.strobe.oversize.eq(1)]
                                 hunt(m)
                             with m.Elif(length_now == 0):
@@ -450,13 +455,14 @@ class Link(wiring.Component):
         ev = Signal(EVENT_LAYOUT)
         args = Array(Signal(8, name=f"arg{i}") for i in range(5))
         status = Signal(Status)
-        dlen = Signal(16)                    # reply data bytes after the status byte
-        idx = Signal(16)                     # body byte index / word counter
+        # byte and word counters are as wide as max_payload needs (a reply's data is shorter than max_payload)
+        dlen = Signal(range(info.max_payload + 1))   # reply data bytes after the status byte
+        idx = Signal(range(info.max_payload + 1))    # body byte index / word counter
         sub = Signal(range(max(wb, 4) + 1))  # byte within a word
         ptr = Signal(range(info.max_payload + 1))
         word = Signal(32)
-        count = Signal(17)
-        addr = Signal(17)
+        count = Signal(range(info.max_payload + 1))  # words still to load/read (a larger count is BAD_VALUE)
+        addr = Signal(16)
         space = Signal(8)
         is_frame = Signal()                  # the event owns the buffer (release at the end)
         m.d.comb += rx.rd_addr.eq(ptr)
@@ -488,7 +494,9 @@ class Link(wiring.Component):
         run_bytes = Mux(cmd == C.TRAIN, info.train_bytes, info.infer_bytes)
 
         body = tx.body
-        header = Array([cmd | proto.REPLY_FLAG, (dlen + 1)[:8], (dlen + 1)[8:16], status])
+        reply_len = Signal(16)
+        m.d.comb += reply_len.eq(dlen + 1)
+        header = Array([cmd | proto.REPLY_FLAG, reply_len[:8], reply_len[8:], status])
 
         def reply(m, st, n=0):
             m.d.sync += [status.eq(st), dlen.eq(n), idx.eq(0)]
