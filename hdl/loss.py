@@ -172,7 +172,6 @@ class LossUnit(wiring.Component):
         dy = Signal(shape(fm.out))
         dy_last = Signal(shape(fm.out))
         dl = Signal(shape(fm.dl))
-        product = Signal(signed(fm.dl.bits + fm.lr.bits + 1))
 
         # ΔL_sum's term Δy·(Δy + 2(y − t)) is a three-stage pipeline — operands, product, accumulate — so
         # that no path holds an adder, a wide multiplier and the accumulator at once (the 60 MHz ECP5 target).
@@ -180,7 +179,10 @@ class LossUnit(wiring.Component):
         target = Signal(signed(wf + 2))
         take = Signal()
         op_valid, op_dy, op_sum = Signal(), Signal(shape(fm.out)), Signal(signed(ob + 3))
-        term_valid, term = Signal(), Signal(self._sum_shape)
+        # term: the adder tree's registered sum — the term being accumulated, or dl·lr after the PRODUCT state
+        # (one register for both: a LUT driving two flip-flops packs with neither on iCE40)
+        term_valid = Signal()
+        term = Signal(signed(max(self._sum_shape.width, fm.dl.bits + fm.lr.bits + 1)))
         m.d.comb += [
             target.eq((k == self.label) << wf),
             dy.eq(narrow(p.y_noisy - p.y, wf, fm.out)),          # sat_out(ỹ − y); no bits dropped
@@ -230,7 +232,7 @@ class LossUnit(wiring.Component):
             total = total + (shifted(t_side) if t_side is p_side or (t_side and p_side and t_side[0] is p_side[0]
                                                                   and t_side[1] == p_side[1])
                              else Mux(in_product, shifted(p_side), shifted(t_side)))
-        term_value = product_value = total
+        term_value = total
         m.d.sync += [
             op_valid.eq(take), op_dy.eq(dy), op_sum.eq(dy + 2 * (p.y - target)),
             term_valid.eq(op_valid), term.eq(term_value),
@@ -259,8 +261,7 @@ class LossUnit(wiring.Component):
             with m.State("DL"):
                 m.d.sync += dl.eq(narrow(acc, 2 * wf, fm.dl, "half-up"))
                 m.next = "PRODUCT"
-            with m.State("PRODUCT"):
-                m.d.sync += product.eq(product_value)
+            with m.State("PRODUCT"):                 # the slots multiply dl·lr, term takes it (not accumulated)
                 m.next = "G"
             with m.State("G"):
                 with m.If(out_free):
@@ -269,7 +270,7 @@ class LossUnit(wiring.Component):
                         self.o.payload.dy.eq(dy_last),
                         self.o.payload.dl_sum.eq(acc),
                         self.o.payload.dl.eq(dl),
-                        self.o.payload.g.eq(narrow(product, fm.dl.frac + fm.lr.frac, fm.g, "half-up")),
+                        self.o.payload.g.eq(narrow(term, fm.dl.frac + fm.lr.frac, fm.g, "half-up")),
                         self.o.payload.last.eq(1),
                         acc.eq(0),
                     ]

@@ -26,7 +26,7 @@ layers. g exists only after the output layer's last result, when every engine ha
 **Sweep pipeline** (:attr:`stages` = 4; one word of ``lanes`` weights per cycle, word i·C + c in address order,
 the layer engine's memory map): 0. address word (i, c) of the weights and chunk c of v⊥; 1. the words arrive and
 are registered, the row's PRNG lane is drawn once per valid column (its state comes from a memory of n_out
-states at the row's first chunk and goes back at its last); 2. g · v⊥_j per lane (registered); 3. ±, mask,
+states at the row's first chunk and goes back one cycle after its last); 2. g · v⊥_j per lane (registered); 3. ±, mask,
 rounding (registered); 4. subtract, saturate, write. Each word is read once and written once, four cycles
 later, so no read sees a stale word. :attr:`latency` = cycles from the g transfer (v⊥ already complete) to the
 cycle of the last write = n_out·C + 4.
@@ -209,7 +209,9 @@ class UpdateEngine(wiring.Component):
             with m.If(t1.valid):
                 m.d.sync += [state.eq(last_word)]
                 m.d.sync += [rands1[k].eq(words[k][32 - drop:]) for k in range(lanes)]
-            m.d.comb += [l_wr.addr.eq(t1.row), l_wr.data.eq(last_word), l_wr.en.eq(t1.valid & t1.last)]
+            # written back from the state register a cycle later (stage 2): the draw logic then drives only
+            # that register, and a LUT driving one flip-flop packs with it on iCE40
+            m.d.comb += [l_wr.addr.eq(t2.row), l_wr.data.eq(state), l_wr.en.eq(t2.valid & t2.last)]
             with m.If(self.seed_en):
                 m.d.comb += [l_wr.addr.eq(self.seed_index), l_wr.data.eq(self.seed), l_wr.en.eq(1)]
 
