@@ -128,6 +128,37 @@ def _check(name, value, ok, expected):
         raise ValueError(f"{name} = {value!r}: {expected}")
 
 
+def collision_free_commands(rtlil_text: str) -> list[str]:
+    """Yosys commands that mark the read ports of every memory with the ``loco_collision_free`` attribute
+    (:data:`loco_fpga.hdl.layer.COLLISION_FREE`) as returning don't-care on a read/write collision
+    (``COLLISION_X_MASK``), so that Yosys maps them to block RAM without the old-word emulation."""
+    commands, module, attrs = [], None, set()
+    for line in rtlil_text.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "module":
+            module, attrs = words[1].lstrip("\\"), set()
+        elif words[0] == "attribute":
+            attrs.add(words[1].lstrip("\\"))
+            continue
+        elif words[0] == "memory" and "loco_collision_free" in attrs:
+            memid = words[-1]
+            commands.append(f"setparam -set COLLISION_X_MASK 1 {module}/r:MEMID={memid} {module}/t:$memrd_v2 %i")
+        attrs = set()
+    return commands
+
+
+def _mark_collision_free(il_path: Path, ys_path: Path) -> None:
+    """Insert :func:`collision_free_commands` of the design after ``read_rtlil`` in the Yosys script."""
+    commands = collision_free_commands(il_path.read_text())
+    if not commands:
+        return
+    lines = ys_path.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("read_rtlil")) + 1
+    ys_path.write_text("\n".join(lines[:at] + commands + lines[at:]) + "\n")
+
+
 def _design(inner) -> dict | None:
     """The build choices of an accelerator top (not in its config): synapse lanes and cluster units per block."""
     net = getattr(inner, "network", None)
@@ -185,6 +216,8 @@ def build_board(board: str, *, out_dir: str | os.PathLike, config=None, freq_mhz
     plat = b.platform()
     plan = plat.build(top, name="top", build_dir=str(out), do_build=False, **options)
     plan.extract(str(out))
+    if b.family == "ice40":
+        _mark_collision_free(out / "top.il", out / "top.ys")
     commands = json.loads((out / "build_top.json").read_text())["commands"]
     log = out / "build.log"
     log.write_text("")

@@ -37,12 +37,20 @@ from loco_fpga.qformat import Formats
 
 from .fixed import narrow, saturate, shape
 
-__all__ = ["NEURONS", "LayerEngine", "default_memory"]
+__all__ = ["NEURONS", "LayerEngine", "default_memory", "COLLISION_FREE"]
 
 #: neuron models, spelled as in ``[spiking] neuron``
 NEURONS = ("if", "lif")
 _MAX_WIDTH = 1 << 16
 _MAX_STEPS = 4096
+
+
+#: attribute of a memory whose read data is never used in a cycle that writes the read address (proved where
+#: it is set). An Amaranth read port returns the old word on such a collision; block RAMs without that mode get
+#: a bypass register and multiplexer per data bit to emulate it (on iCE40, ~700 logic cells for the accelerator).
+#: ``loco-fpga build`` lets Yosys drop the emulation for memories with this attribute (``COLLISION_X_MASK``):
+#: the simulation's old word and the hardware's undefined one then differ only in data nobody uses.
+COLLISION_FREE = {"loco_collision_free": 1}
 
 
 def default_memory(*, shape, depth: int, name: str):
@@ -241,6 +249,11 @@ class LayerEngine(wiring.Component):
         m.submodules.weights = wmem = self._memory(shape=self._word_layout, depth=self.weight_depth,
                                                    name="weights")
         m.submodules.state = smem = self._memory(shape=state_layout, depth=n_out, name="state")
+        if isinstance(smem, memory.Memory):
+            # collision-free: the state word of neuron n is read (stage 2 of its last chunk) before its write
+            # (stage 4/5), the write in the same cycle is an earlier neuron's, the pipeline drains before the
+            # next step and the result phase (READ … RESULT) writes nothing
+            smem.attrs.update(COLLISION_FREE)
         w_rd, w_wr = wmem.read_port(domain="sync"), wmem.write_port()
         s_rd, s_wr = smem.read_port(domain="sync"), smem.write_port()
         m.d.comb += [w_wr.en.eq(self.w_en), w_wr.addr.eq(self.w_addr), w_wr.data.eq(self.w_data)]

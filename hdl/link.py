@@ -25,6 +25,8 @@ from amaranth.lib.wiring import In, Out
 
 from loco_fpga.boards import protocol as proto
 
+from .layer import COLLISION_FREE
+
 __all__ = ["CounterBank", "Status", "DeviceOp", "DeviceError", "RunOp", "REQUEST_LAYOUT", "RESPONSE_LAYOUT", "RUN_LAYOUT",
            "BYTE_LAYOUT", "EVENT_LAYOUT", "DeviceSignature", "FrameReceiver", "FrameTransmitter", "Link",
            "LinkTestDevice", "LinkTestTop", "CRC"]
@@ -150,7 +152,9 @@ class FrameReceiver(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.crc = crc = CRC.create()
-        m.submodules.buffer = buf = memory.Memory(shape=8, depth=self._max_payload, init=[])
+        # collision-free: a frame's bytes are stored only while the buffer is not owned, and the dispatcher
+        # reads it only while it owns it (from the OK event to ``release``)
+        m.submodules.buffer = buf = memory.Memory(shape=8, depth=self._max_payload, init=[], attrs=COLLISION_FREE)
         # the queue keeps the length's low bits only: an event's length is at most max_payload (OVERSIZE: 0)
         queued = data.StructLayout({"type": 8, "length": range(self._max_payload + 1), "status": Status})
         m.submodules.events = events = fifo.SyncFIFOBuffered(width=queued.size, depth=self._event_depth)
@@ -324,7 +328,11 @@ class CounterBank(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n, pb = self._n, self.pending_bits
-        block = {"ram_style": "block"}          # Yosys would build a memory this small from flip-flops
+        # Yosys would build a memory this small from flip-flops. Collision-free: the live words are read at
+        # ``sweep`` and written at ``visit`` (always another word); the snapshots are written at ``visit`` while
+        # they are read at ``sweep``, except during a STATS reply (``rd_en``), which holds the buffer, so no
+        # STATS/RESET_STATE frame can be received (and snapshot) before it ends
+        block = {"ram_style": "block", **COLLISION_FREE}
         m.submodules.live = live = memory.Memory(shape=32, depth=n, init=[], attrs=block)
         m.submodules.snaps = snaps = memory.Memory(shape=32, depth=n, init=[], attrs=block)
         l_rd, l_wr = live.read_port(domain="sync"), live.write_port()

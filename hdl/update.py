@@ -41,6 +41,7 @@ from amaranth.lib.wiring import In, Out
 from loco_fpga.qformat import Formats
 
 from .fixed import saturate, shape, shift_round
+from .layer import COLLISION_FREE
 from .prng import xorshift32_next
 
 __all__ = ["UpdateEngine", "NpSource", "PairSource", "ROUNDINGS"]
@@ -151,12 +152,15 @@ class UpdateEngine(wiring.Component):
         # -- v⊥ store: lane k of chunk c holds v⊥[c·lanes + k] ------------------------------------------------
         v_rd, v_wr = [], []
         for k in range(lanes):
-            vm = memory.Memory(shape=shape(fm.vperp), depth=chunks, init=[])
+            # collision-free: written in COLLECT, read data used in SWEEP only
+            vm = memory.Memory(shape=shape(fm.vperp), depth=chunks, init=[], attrs=COLLISION_FREE)
             m.submodules[f"vperp{k}"] = vm
             v_rd.append(vm.read_port(domain="sync"))
             v_wr.append(vm.write_port())
         if draws:
-            m.submodules.lanes = lm = memory.Memory(shape=unsigned(32), depth=n_out, init=[])
+            # collision-free: row r's state is read at stage 0 of its first chunk and written back at stage 2
+            # of its last; the write two cycles after (r, 0) is row r − 1's or r − 2's; seeds load between samples
+            m.submodules.lanes = lm = memory.Memory(shape=unsigned(32), depth=n_out, init=[], attrs=COLLISION_FREE)
             l_rd, l_wr = lm.read_port(domain="sync"), lm.write_port()
 
         received = Signal(range(n_cols + 1))

@@ -82,6 +82,25 @@ def test_timing_verdict_compares_every_clock_with_its_constraint():
         board_build.timing_verdict({}, 24.0)
 
 
+def test_collision_free_memories_get_a_yosys_command_each():
+    """The memories marked ``COLLISION_FREE`` (and only those) have their read ports' collisions made don't-care
+    before synthesis (the iCE40 builds insert these commands after ``read_rtlil``)."""
+    from amaranth.back import rtlil
+
+    from loco_fpga.hdl.link import FrameReceiver, Link
+
+    text = rtlil.convert(Link(max_payload=32, timeout=8, sample_bytes=4, infer_bytes=3, train_bytes=3,
+                              n_classes=2), name="top")
+    commands = board_build.collision_free_commands(text)
+    memids = sorted(c.split("r:MEMID=")[1].split()[0] for c in commands)
+    assert memids == ["\\buffer", "\\live", "\\snaps"]        # not the event FIFO's storage
+    assert all(c.startswith("setparam -set COLLISION_X_MASK 1 top.") and c.endswith("t:$memrd_v2 %i")
+               for c in commands)
+    assert board_build.collision_free_commands(rtlil.convert(
+        FrameReceiver(max_payload=8, timeout=4), name="top")) == [
+        "setparam -set COLLISION_X_MASK 1 top/r:MEMID=\\buffer top/t:$memrd_v2 %i"]
+
+
 def test_build_parameter_errors_quote_the_value(tmp_path):
     with pytest.raises(ValueError, match=r"board = 'de10'"):
         board_build.build_board("de10", out_dir=tmp_path)
