@@ -57,7 +57,15 @@ def test_demo_up5k_one_epoch_on_the_virtual_board(tmp_path):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     check_report(report, report["train_samples_per_epoch"])
     assert report["config"]["network"]["arch"] == list(preset("up5k").network.arch)
+    assert report["cluster_units"] == demo.DEMO_CLUSTER_UNITS and report["fmax_is_this_design"] is True
     print(demo.summary(report))
+
+
+def test_the_default_demo_design_has_a_committed_routed_build():
+    """``loco-fpga demo``'s samples/s come from a routed, timing-met build of the very design it simulates."""
+    chip, _ = demo.on_chip_config(preset("up5k").replace(rule={"lr": demo.DEMO_LR}))
+    mhz, source, own = demo.default_fmax(demo.design_key(chip.to_dict(), 8, demo.DEMO_CLUSTER_UNITS))
+    assert own is True and "ulx3s-85f-loco-demo" in source and mhz > 15.0
 
 
 def test_on_chip_config_says_which_rule():
