@@ -253,6 +253,9 @@ def demo(board, port, baud, config_path, epochs, lr, limit, lanes, cluster_units
         else:
             if port is None:
                 raise UserError(f"--board {board} needs --port (the board's serial port)")
+            if cluster_units is not None:
+                raise UserError("--cluster-units is for the virtual board; a real board's bitstream fixes it "
+                                "(its CLUSTER_UNITS register, read by the demo)")
             host = Host(SerialTransport(port, baud), timeout=2.0)
             with host:
                 report = board_demo.run_demo(host=host, config=cfg, epochs=epochs, limit=limit, board=board,

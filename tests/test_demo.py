@@ -78,6 +78,18 @@ def test_on_chip_config_says_which_rule():
 def test_demo_real_board_needs_a_port(tmp_path):
     out = run_cli("--board", "icebreaker", cwd=tmp_path, timeout=120)
     assert out.returncode == 2 and "--port" in out.stderr
+    out = run_cli("--board", "icebreaker", "--port", "/dev/null", "--cluster-units", "1", cwd=tmp_path, timeout=120)
+    assert out.returncode == 2 and "--cluster-units is for the virtual board" in out.stderr
+
+
+def test_demo_rejects_a_bad_virtual_board_before_building(tmp_path):
+    """--lanes that the address map cannot take, --cluster-units above K: one line, exit 2, no Verilator build."""
+    harness.require_simulator("verilator")          # (checked first by the CLI)
+    out = run_cli("--lanes", "3", cwd=tmp_path, timeout=120)
+    assert out.returncode == 2 and "lanes = 3" in out.stderr and "Traceback" not in out.stderr
+    out = run_cli("--cluster-units", "9", cwd=tmp_path, timeout=120)
+    assert out.returncode == 2 and "at most rule.clusters = 8" in out.stderr
+    assert not (tmp_path / "sim_build").exists()
 
 
 def test_fmax_comes_from_a_build_report(tmp_path):
