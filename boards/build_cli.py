@@ -36,14 +36,17 @@ class _BuildFailed(click.ClickException):
                                       "back: a UART bring-up test); link-test (the protocol with its test device).")
 @click.option("--lanes", type=int, default=None, help="synapse lanes per layer engine (default: the board's).")
 @click.option("--cluster-units", type=click.IntRange(min=1), default=None,
-              help="LOCO: parallel units per cluster block, 1 ... K (default K; 1 is the smallest, docs/hdl_learning.md).")
+              help="LOCO: parallel units per cluster block, 1 ... K (default K; 1 is the smallest, "
+                   "docs/hdl_learning.md).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="build folder (default: build/<board>).")
 @click.option("--seed", type=int, default=1, show_default=True, help="nextpnr placement seed.")
-@click.option("--nextpnr-args", default="", help='more nextpnr options, e.g. "--router router2" (recorded in the report).')
+@click.option("--nextpnr-args", default="",
+              help='more nextpnr options, e.g. "--router router2" (recorded in the report).')
 @click.option("--json", "as_json", is_flag=True, help="print report.json on stdout instead of the summary.")
 @click.option("-q", "--quiet", is_flag=True, help="no progress lines.")
-def build(board, config_path, freq_mhz, baud, design, lanes, cluster_units, out_dir, seed, nextpnr_args, as_json, quiet):
+def build(board, config_path, freq_mhz, baud, design, lanes, cluster_units, out_dir, seed, nextpnr_args, as_json,
+          quiet):
     """Build a bitstream of the accelerator for BOARD and check that it meets its clock.
 
     Writes <out>/top.bin (iCE40) or top.bit (ECP5), report.json (resources used/available, routed Fmax, clock,

@@ -36,8 +36,8 @@ import numpy as np
 from . import protocol as proto
 from .host import Host
 
-__all__ = ["BOARDS", "DEMO_LR", "DEMO_CLUSTER_UNITS", "ROUTED_FMAX", "BUILD_RESULTS", "BUILD_REPORT", "DemoError", "run_demo", "on_chip_config",
-           "fmax_from_report", "default_fmax", "design_key"]
+__all__ = ["BOARDS", "DEMO_LR", "DEMO_CLUSTER_UNITS", "ROUTED_FMAX", "BUILD_RESULTS", "BUILD_REPORT", "DemoError",
+           "run_demo", "on_chip_config", "fmax_from_report", "default_fmax", "design_key"]
 
 #: board → (default config preset, default serial baud). The virtual board runs the accelerator in Verilator.
 BOARDS = {"virtual": ("up5k", None), "icebreaker": ("up5k", 115200), "ulx3s": ("up5k", 115200),

@@ -231,7 +231,8 @@ def demo(board, port, baud, config_path, epochs, lr, limit, lanes, cluster_units
 
             if chip_cfg.rule.name != "loco":
                 if cluster_units is not None:
-                    raise UserError(f"--cluster-units: rule {chip_cfg.rule.name} on chip has no cluster blocks (LOCO only)")
+                    raise UserError(f"--cluster-units: rule {chip_cfg.rule.name} on chip has no cluster blocks "
+                                    "(LOCO only)")
             elif cluster_units is None:
                 cluster_units = board_demo.DEMO_CLUSTER_UNITS
             elif cluster_units > chip_cfg.rule.clusters:

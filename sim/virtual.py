@@ -131,8 +131,8 @@ class AcceleratorModel:
     weight memory spaces and INFER/TRAIN as ``FixedRule.step_q`` (TRAIN: lr_q = the LR register; INFER:
     lr_q = 0, which changes no weight but draws the same PRNG words, as the gateware does).
 
-    ``config``, ``lanes`` and ``cluster_units`` as for ``AcceleratorTop``. The weights start at 0 (the gateware's memories
-    are initialised to 0); the PRNG lanes start at the golden model's seeds (the gateware's lanes start at
+    ``config``, ``lanes`` and ``cluster_units`` as for ``AcceleratorTop``. The weights start at 0 (the gateware's
+    memories are initialised to 0); the PRNG lanes start at the golden model's seeds (the gateware's lanes start at
     their reset seed): a host loads every lane through SEED_LANE/SEED before training, so only loaded
     states are ever compared.
     """
