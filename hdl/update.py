@@ -26,8 +26,8 @@ layers. g exists only after the output layer's last result, when every engine ha
 **Sweep pipeline** (:attr:`stages` = 4; one word of ``lanes`` weights per cycle, word i·C + c in address order,
 the layer engine's memory map): 0. address word (i, c) of the weights and chunk c of v⊥; 1. the words arrive and
 are registered, the row's PRNG lane is drawn once per valid column (its state comes from a memory of n_out
-states at the row's first chunk and goes back one cycle after its last); 2. g · v⊥_j per lane (registered); 3. ±, mask,
-rounding (registered); 4. subtract, saturate, write. Each word is read once and written once, four cycles
+states at the row's first chunk and goes back one cycle after its last); 2. g · v⊥_j per lane (registered);
+3. ±, mask, rounding (registered); 4. subtract, saturate, write. Each word is read once and written once, four cycles
 later, so no read sees a stale word. :attr:`latency` = cycles from the g transfer (v⊥ already complete) to the
 cycle of the last write = n_out·C + 4.
 """
