@@ -11,7 +11,7 @@ All helpers are combinational. Additions are done at full width (Amaranth widens
 rounding increment can never overflow before saturation.
 """
 
-from amaranth import Module, Mux, Shape, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Shape, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -52,10 +52,28 @@ def shift_round(value, shift: int, mode: str, rand=None):
 
 
 def saturate(value, fmt: QFormat):
-    """Clamp ``value`` to ``[fmt.min, fmt.max]`` and return it in :func:`shape` ``(fmt)``."""
-    clamped = Mux(value > fmt.max, fmt.max, Mux(value < fmt.min, fmt.min, value))
-    bits = clamped[:fmt.bits]
-    return bits.as_signed() if fmt.signed else bits.as_unsigned()
+    """Clamp ``value`` to ``[fmt.min, fmt.max]`` and return it in :func:`shape` ``(fmt)``.
+
+    The formats span their whole shape, so a value is in range when the bits it has above the format's are copies
+    of the format's sign bit (signed) or zero (unsigned): bit tests, not two comparisons — on iCE40 a comparison
+    is a carry chain whose cells hold nothing else."""
+    value = Value.cast(value)
+    width, is_signed, bits = len(value), value.shape().signed, fmt.bits
+    top = Const(fmt.max, shape(fmt)), Const(fmt.min, shape(fmt))
+    if is_signed and fmt.signed and width > bits:
+        high = value[bits - 1:]
+        clamped = Mux(high.all() | ~high.any(), value[:bits], Mux(value[-1], top[1], top[0]))
+    elif not is_signed and fmt.signed and width > bits - 1:
+        clamped = Mux(value[bits - 1:].any(), top[0], value[:bits])
+    elif is_signed and not fmt.signed:
+        over = value[bits:width - 1].any() if width - 1 > bits else Const(0)
+        clamped = Mux(value[-1], 0, Mux(over, top[0], value[:bits]))
+    elif not is_signed and not fmt.signed and width > bits:
+        clamped = Mux(value[bits:].any(), top[0], value[:bits])
+    else:                                   # the value's shape fits the format: extend it
+        clamped = Cat(value, (value[-1] if is_signed else Const(0)).replicate(bits - width))
+    bits_ = Value.cast(clamped)[:bits]
+    return bits_.as_signed() if fmt.signed else bits_.as_unsigned()
 
 
 def narrow(value, src_frac: int, fmt: QFormat, mode: str | None = None, rand=None):

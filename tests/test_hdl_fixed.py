@@ -5,10 +5,10 @@ import random
 
 import numpy as np
 import pytest
-from amaranth import signed, unsigned
+from amaranth import Module, Signal, signed, unsigned
 from amaranth.sim import Simulator
 
-from loco_fpga.hdl.fixed import Narrow, narrow_mode, shape, shift_round
+from loco_fpga.hdl.fixed import Narrow, narrow_mode, saturate, shape, shift_round
 from loco_fpga.qformat import QFormat, narrow
 
 # (source shape, source fraction bits, destination format): right shifts, no shift, a left shift,
@@ -114,3 +114,37 @@ def test_errors_quote_the_bad_value():
         Narrow(src_shape=signed(20), src_frac=8, fmt=fmt, mode="stochastic")
     with pytest.raises(ValueError, match=r"stochastic rounding needs PRNG bits: pass rand"):
         shift_round(Narrow(src_shape=signed(20), src_frac=12, fmt=fmt).i, 4, "stochastic")
+
+
+def test_saturate_clamps_every_value_of_every_shape_to_its_format():
+    """``saturate`` (bit tests, no comparisons) against the clamp to [fmt.min, fmt.max], exhaustively: signed and
+    unsigned values of 1 … 9 bits into signed and unsigned formats of 1 … 10 bits, narrower and wider."""
+    m = Module()
+    cases = []
+    for value_signed in (False, True):
+        for width in (1, 2, 3, 6, 9):
+            for fmt_signed in (False, True):
+                for bits in (1, 2, 4, 6, 8, 10):
+                    if fmt_signed and bits < 2:
+                        continue
+                    fmt = QFormat("t", fmt_signed, bits, 0)
+                    x = Signal(signed(width) if value_signed else unsigned(width))
+                    y = Signal(shape(fmt))
+                    out = saturate(x, fmt)
+                    assert out.shape() == shape(fmt)
+                    m.d.comb += y.eq(out)
+                    cases.append((x, y, fmt))
+    sim = Simulator(m)
+    bad = []
+
+    async def bench(ctx):
+        for x, y, fmt in cases:
+            lo, hi = (-(1 << (len(x) - 1)), 1 << (len(x) - 1)) if x.shape().signed else (0, 1 << len(x))
+            for v in range(lo, hi):
+                ctx.set(x, v)
+                if ctx.get(y) != min(max(v, fmt.min), fmt.max):
+                    bad.append((x.shape(), fmt.signed, fmt.bits, v, ctx.get(y)))
+
+    sim.add_testbench(bench)
+    sim.run()
+    assert len(cases) == 110 and not bad, bad[:5]
