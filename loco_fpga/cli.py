@@ -235,8 +235,6 @@ def demo(board, port, baud, config_path, epochs, lr, limit, lanes, cluster_units
                                     "(LOCO only)")
             elif cluster_units is None:
                 cluster_units = board_demo.DEMO_CLUSTER_UNITS
-            elif cluster_units > chip_cfg.rule.clusters:
-                raise UserError(f"--cluster-units {cluster_units}: at most rule.clusters = {chip_cfg.rule.clusters}")
             from .hdl.top import AcceleratorTop
             try:                    # the gateware's own checks (lanes a power of two in every layer, ...), eagerly
                 AcceleratorTop(chip_cfg, lanes=lanes, cluster_units=cluster_units)._MustUse__silence = True

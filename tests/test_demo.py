@@ -88,7 +88,7 @@ def test_demo_rejects_a_bad_virtual_board_before_building(tmp_path):
     out = run_cli("--lanes", "3", cwd=tmp_path, timeout=120)
     assert out.returncode == 2 and "lanes = 3" in out.stderr and "Traceback" not in out.stderr
     out = run_cli("--cluster-units", "9", cwd=tmp_path, timeout=120)
-    assert out.returncode == 2 and "at most rule.clusters = 8" in out.stderr
+    assert out.returncode == 2 and "units = 9: must be an integer in [1, 8]" in out.stderr
     assert not (tmp_path / "sim_build").exists()
 
 
