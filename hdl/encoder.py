@@ -22,6 +22,7 @@ from amaranth.lib.wiring import In, Out
 from loco_fpga.qformat import QFormat
 
 from .fixed import shape
+from .layer import COLLISION_FREE
 from .prng import Xorshift32, xorshift32_next
 
 __all__ = ["ENCODERS", "SpikeEncoder", "EncoderBank"]
@@ -222,9 +223,13 @@ class EncoderBank(wiring.Component):
                        else enc_shape)
 
         x_rd, x_wr, s_rd, s_wr = [], [], [], []
+        # Collision-free, both: the rates are written only in FILL, the states at ``d_word`` while ``d_valid`` (the
+        # word read the cycle before, never the one read now: ``word`` has moved on, or with one word the next
+        # READ comes a cycle later) and by a seed load (between samples); read data is used only while
+        # ``d_valid`` (not in FILL) and in CEMIT (no write then)
         for k in range(lanes):
-            xm = memory.Memory(shape=shape(self._input_format), depth=words, init=[])
-            sm = memory.Memory(shape=state_shape, depth=words, init=[])
+            xm = memory.Memory(shape=shape(self._input_format), depth=words, init=[], attrs=COLLISION_FREE)
+            sm = memory.Memory(shape=state_shape, depth=words, init=[], attrs=COLLISION_FREE)
             m.submodules[f"x{k}"], m.submodules[f"state{k}"] = xm, sm
             x_rd.append(xm.read_port(domain="sync"))
             x_wr.append(xm.write_port())

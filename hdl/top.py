@@ -40,7 +40,7 @@ from amaranth.lib.wiring import In, Out
 from loco_fpga.boards import protocol as proto
 from loco_fpga.qformat import formats as make_formats
 
-from .layer import default_memory
+from .layer import COLLISION_FREE, default_memory
 from .link import DeviceError, DeviceOp, DeviceSignature, Link, LinkTop, RunOp
 from .network import UPDATES, Network
 
@@ -169,9 +169,10 @@ class AcceleratorDevice(wiring.Component):
         one = 1 << (fm.input.bits - 1)                       # rate 1.0 (the input format is u(frac + 1, frac))
         assembled = Cat(in_value[8:], host.sample.payload.data)     # little-endian: shifted in from the top
         out_shape = signed(8 * self._out_bytes)
-        # the outputs y_k of the clean pass, for the INFER reply: a small memory (block RAM, not n_L registers)
+        # the outputs y_k of the clean pass, for the INFER reply: a small memory (block RAM, not n_L registers).
+        # Collision-free: written only in OUTPUTS, its read data used only in EMIT (another FSM state)
         m.submodules.outputs = ymem = memory.Memory(shape=out_shape, depth=n_out, init=[],
-                                                    attrs={"ram_style": "block"})
+                                                    attrs={"ram_style": "block", **COLLISION_FREE})
         y_rd, y_wr = ymem.read_port(domain="sync"), ymem.write_port()
         y_word = Signal(range(n_out))                      # EMIT: the output whose bytes go out
         y_byte = Signal(range(self._out_bytes))
