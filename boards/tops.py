@@ -38,10 +38,11 @@ import math
 from typing import Callable
 
 from amaranth import ClockDomain, ClockSignal, Instance, Module, Signal
-from amaranth.lib import data, fifo, io, stream, wiring
+from amaranth.lib import data, io, stream, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
+from loco_fpga.hdl.link import BlockFIFO
 from loco_fpga.hdl.uart import UART
 
 __all__ = ["BOARDS", "Board", "BoardCore", "BoardTop", "PllSettings", "ice40_pll", "ecp5_pll", "POR_BITS",
@@ -200,7 +201,7 @@ class BoardCore(wiring.Component):
         wiring.connect(m, uart.rx, inner.rx)
         # A FIFO between the inner top's reply stream and the transmitter: the reply byte is registered, so the
         # inner top's byte multiplexer and the transmitter's shift-register load are not one timing path.
-        m.submodules.tx_fifo = tx_fifo = fifo.SyncFIFOBuffered(width=8, depth=TX_FIFO_DEPTH)
+        m.submodules.tx_fifo = tx_fifo = BlockFIFO(width=8, depth=TX_FIFO_DEPTH)
         m.d.comb += [tx_fifo.w_data.eq(inner.tx.payload), tx_fifo.w_en.eq(inner.tx.valid),
                      inner.tx.ready.eq(tx_fifo.w_rdy),
                      uart.tx.payload.eq(tx_fifo.r_data), uart.tx.valid.eq(tx_fifo.r_rdy),

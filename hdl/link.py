@@ -27,7 +27,7 @@ from loco_fpga.boards import protocol as proto
 
 from .layer import COLLISION_FREE
 
-__all__ = ["CounterBank", "Status", "DeviceOp", "DeviceError", "RunOp", "REQUEST_LAYOUT", "RESPONSE_LAYOUT", "RUN_LAYOUT",
+__all__ = ["BlockFIFO", "CounterBank", "Status", "DeviceOp", "DeviceError", "RunOp", "REQUEST_LAYOUT", "RESPONSE_LAYOUT", "RUN_LAYOUT",
            "BYTE_LAYOUT", "EVENT_LAYOUT", "DeviceSignature", "FrameReceiver", "FrameTransmitter", "Link",
            "LinkTestDevice", "LinkTestTop", "CRC"]
 
@@ -108,6 +108,23 @@ def _check_int(name, value, lo, hi=None):
     return value
 
 
+class BlockFIFO(fifo.SyncFIFOBuffered):
+    """``amaranth.lib.fifo.SyncFIFOBuffered`` whose storage is block RAM, for a part whose logic cells are scarce
+    (the iCE40 UP5K): Yosys would build a few-word memory from flip-flops, each loaded straight from ``w_data``
+    and so a logic cell of its own.
+
+    Collision-free (:data:`~.layer.COLLISION_FREE`): the storage is read at ``consume`` only while it holds a
+    word and written at ``produce`` only while it is not full, and ``produce == consume`` with a word held means
+    full, so no read whose data is used meets a write of its address. Same ports and timing as the parent.
+    """
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        if self.depth > 1:             # depth 1 is a register; depth 0 a wire
+            m.submodules.storage.attrs.update({"ram_style": "block", **COLLISION_FREE})
+        return m
+
+
 class FrameReceiver(wiring.Component):
     """Byte stream → frame events + payload buffer.
 
@@ -157,7 +174,7 @@ class FrameReceiver(wiring.Component):
         m.submodules.buffer = buf = memory.Memory(shape=8, depth=self._max_payload, init=[], attrs=COLLISION_FREE)
         # the queue keeps the length's low bits only: an event's length is at most max_payload (OVERSIZE: 0)
         queued = data.StructLayout({"type": 8, "length": range(self._max_payload + 1), "status": Status})
-        m.submodules.events = events = fifo.SyncFIFOBuffered(width=queued.size, depth=self._event_depth)
+        m.submodules.events = events = BlockFIFO(width=queued.size, depth=self._event_depth)
         wr, rd = buf.write_port(), buf.read_port(domain="sync")
         head = data.View(queued, events.r_data)
         m.d.comb += [rd.addr.eq(self.rd_addr), self.rd_data.eq(rd.data),
