@@ -131,7 +131,9 @@ class Network(wiring.Component):
             clean and noisy spike counts, n_{l+1} transfers per sample in neuron order.
         o (Out stream of :attr:`output_layout` = {y, y_noisy, dy: out format, dl_sum, dl, g, last}): n_L
             transfers per sample, output k in order; the ``last`` one also carries ΔL_sum, dl and g (zero on
-            the others), as :class:`~.loss.LossUnit` does.
+            the others), as :class:`~.loss.LossUnit` does. Its payload (except y, ỹ) stays until the next
+            sample's first transfer (the loss unit's output registers): the update engines' g and the
+            accelerator's reply read it there.
         w_en, w_layer, w_addr, w_data (In; w_data = :attr:`word_layout`, max lanes weights): weight write
             into layer ``w_layer``'s engine at its word address (``LayerEngine`` memory map; a layer with
             fewer lanes uses the first ones). Only between samples.
@@ -590,12 +592,13 @@ class Network(wiring.Component):
         # -- g: broadcast to every layer's update engine at once (the depth-independent update) -----------
         g_users = [u for u in updaters if not u.errors]     # the delta readout's output layer takes e instead
         if g_users:
-            g = Signal.like(lp.g)
+            # g itself stays in the loss unit's output register: it changes only with the next sample's first
+            # output, and the next sample starts only when every update engine is idle again
             g_pending = Signal(len(g_users))
             with m.If(self.o.valid & self.o.ready & self.o.payload.last):
-                m.d.sync += [g.eq(lp.g), g_pending.eq((1 << len(g_users)) - 1)]
+                m.d.sync += g_pending.eq((1 << len(g_users)) - 1)
             for l, u in enumerate(g_users):
-                m.d.comb += [u.g.valid.eq(g_pending[l]), u.g.payload.g.eq(g)]
+                m.d.comb += [u.g.valid.eq(g_pending[l]), u.g.payload.g.eq(lp.g)]
                 with m.If(u.g.valid & u.g.ready):
                     m.d.sync += g_pending[l].eq(0)
         if updaters:

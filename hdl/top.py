@@ -180,8 +180,11 @@ class AcceleratorDevice(wiring.Component):
         out_k = Signal(range(n_out + 1))
         best = Signal(out_shape)
         pred = Signal(8)
+        # the reply's dl and g: the network's ``o`` keeps the last transfer's payload until the next sample's first
+        # output (the loss unit's output registers), and no sample starts before the reply is sent
         dl = Signal(signed(32))
         g = Signal(signed(32))
+        m.d.comb += [dl.eq(net.o.payload.dl), g.eq(net.o.payload.g)]
         byte_i = Signal(range(max(self.infer_bytes, self.train_bytes) + 1))
         train_bytes = Cat(pred, dl, g)
         clr_layer = Signal(range(max(2, n_layers)))
@@ -338,7 +341,6 @@ class AcceleratorDevice(wiring.Component):
                     with m.If((out_k == 0) | (y > best)):
                         m.d.sync += [best.eq(y), pred.eq(out_k)]
                     with m.If(net.o.payload.last):
-                        m.d.sync += [dl.eq(net.o.payload.dl), g.eq(net.o.payload.g)]
                         m.next = "UPDATE"
             with m.State("UPDATE"):                    # every layer's last weight write done
                 with m.If(~net.busy):
