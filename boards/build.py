@@ -293,8 +293,33 @@ def build_board(board: str, *, out_dir: str | os.PathLike, config=None, freq_mhz
     return data
 
 
+def overfull_resources(tim_text: str) -> list[tuple[str, int, int]]:
+    """The resources nextpnr's "Device utilisation" (its log, ``top.tim``) counts above 100 %: [(bel type, used,
+    available)], e.g. ``[("ICESTORM_LC", 6495, 5280)]`` for a design that does not fit the UP5K."""
+    found = {}
+    for line in tim_text.splitlines():
+        words = line.replace("/", " ").split()
+        if len(words) >= 5 and words[0] == "Info:" and words[1].endswith(":") and words[2].isdigit() \
+                and words[3].isdigit() and words[4].endswith("%"):
+            used, available = int(words[2]), int(words[3])
+            if used > available:
+                found[words[1][:-1]] = (words[1][:-1], used, available)
+    return list(found.values())
+
+
 def _size_note(out: Path, board) -> str:
-    """What Yosys made of the design, for a place-and-route failure (usually: it does not fit)."""
+    """What the design needs, for a place-and-route failure (usually: it does not fit): the resources nextpnr
+    found short, then Yosys' cell counts."""
+    try:
+        short = overfull_resources((out / "top.tim").read_text(errors="replace"))
+    except OSError:
+        short = []
+    note = "".join(f"does not fit: nextpnr needs {used:,} {bel} of the {board.part}'s {available:,} "
+                   f"({100 * used / available:.0f} %)\n" for bel, used, available in short)
+    return note + _yosys_note(out, board)
+
+
+def _yosys_note(out: Path, board) -> str:
     cells = synth._yosys_cells(out / "stat.json", "top")
     if not cells:
         return "(no Yosys statistics)"

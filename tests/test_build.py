@@ -101,6 +101,22 @@ def test_collision_free_memories_get_a_yosys_command_each():
         "setparam -set COLLISION_X_MASK 1 top/r:MEMID=\\buffer top/t:$memrd_v2 %i"]
 
 
+def test_overfull_resources_reads_nextpnrs_utilisation():
+    """A place-and-route failure names what ran out, from nextpnr's own utilisation table (lines as nextpnr-ice40
+    0.11 and nextpnr-ecp5 print them)."""
+    ice40 = ("Info: Device utilisation:\n"
+             "Info: \t         ICESTORM_LC:    6495/   5280   123%\n"
+             "Info: \t        ICESTORM_RAM:      26/     30    86%\n"
+             "Info: \t         ICESTORM_DSP:       8/      8   100%\n"
+             "ERROR: Failed to expand region (0, 0) |_> (25, 31) of 6493 ICESTORM_LCs\n")
+    assert board_build.overfull_resources(ice40) == [("ICESTORM_LC", 6495, 5280)]
+    ecp5 = ("Info: \t          MULT18X18D:     149/    156    95%\n"
+            "Info: \t        TRELLIS_COMB:   88332/  83640   105%\n")
+    assert board_build.overfull_resources(ecp5) == [("TRELLIS_COMB", 88332, 83640)]
+    assert board_build.overfull_resources(ecp5.replace("88332", "80000")) == []
+    assert board_build.overfull_resources("") == []
+
+
 def test_build_parameter_errors_quote_the_value(tmp_path):
     with pytest.raises(ValueError, match=r"board = 'de10'"):
         board_build.build_board("de10", out_dir=tmp_path)
