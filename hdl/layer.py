@@ -76,12 +76,16 @@ class LayerEngine(wiring.Component):
     ``threshold`` θ in membrane LSBs (hidden layers), ``neuron`` (``"if"``/``"lif"``), ``leak_shift`` k
     (LIF), ``output`` (True: the network's output layer — no spiking, y at the end), ``memory`` (hook, see
     :func:`default_memory`), ``perturb`` (False: the noisy column gets ξ = 0 — the delta readout's unperturbed
-    output layer; the noise words are still taken). :meth:`from_config` derives all of them from a config and a
-    layer index.
+    output layer; the noise words are still taken), ``held_noise`` (True, n_out ≤ 32 only: the noise word is not
+    copied — the engine uses ``noise_state``, the lane's state, which *is* the word drawn until the lane's next
+    draw; the network draws once per sample and never before the update is done, so it is the same word; saves
+    n_out flip-flops that cannot share a logic cell on iCE40). :meth:`from_config` derives all of them from a
+    config and a layer index.
 
     Ports:
         noise (In stream {word: 32}): ⌈n_out/32⌉ PRNG words at the start of every sample (the layer's
             NOISE lane, in draw order).
+        noise_state (In 32; ``held_noise`` only): the lane's state, used as the word from the draw on.
         i (In stream of :attr:`spikes_in_layout` = {clean: n_in, noisy: n_in}): T transfers per sample, one
             per step; bit j is input j.
         o (Out stream of :attr:`spikes_out_layout` = {clean: n_out, noisy: n_out}; hidden layers only): T
@@ -98,7 +102,7 @@ class LayerEngine(wiring.Component):
 
     def __init__(self, *, n_in: int, n_out: int, lanes: int, formats: Formats, threshold: int = 1,
                  neuron: str = "if", leak_shift: int = 0, output: bool = False, memory=default_memory,
-                 update_port: bool = False, perturb: bool = True):
+                 update_port: bool = False, perturb: bool = True, held_noise: bool = False):
         _check_int("n_in", n_in, 1, _MAX_WIDTH)
         _check_int("n_out", n_out, 1, _MAX_WIDTH)
         _check_int("lanes", lanes, 1, n_in + 1)
@@ -130,6 +134,12 @@ class LayerEngine(wiring.Component):
         if not isinstance(perturb, bool):
             raise ValueError(f"perturb = {perturb!r}: must be True or False")
         self._perturb = perturb
+        if not isinstance(held_noise, bool):
+            raise ValueError(f"held_noise = {held_noise!r}: must be True or False")
+        if held_noise and n_out > 32:
+            raise ValueError(f"held_noise = True: n_out = {n_out} needs {-(-n_out // 32)} noise words; a held lane "
+                             "state is one (n_out ≤ 32)")
+        self._held_noise = held_noise
         self._update_port = update_port
         self._n_in, self._n_out, self._lanes = n_in, n_out, lanes
         self._formats, self._threshold = formats, threshold
@@ -154,6 +164,8 @@ class LayerEngine(wiring.Component):
             "w_addr": In(range(self.weight_depth)),
             "w_data": In(self._word_layout),
         }
+        if held_noise:
+            members["noise_state"] = In(32)
         if not output:
             members["o"] = Out(stream.Signature(self._spikes_out_layout))
         if update_port:
@@ -191,6 +203,7 @@ class LayerEngine(wiring.Component):
     chunks = property(lambda self: self._chunks)
     weight_depth = property(lambda self: self._n_out * self._chunks)
     noise_words = property(lambda self: self._noise_words)
+    held_noise = property(lambda self: self._held_noise)
     spikes_in_layout = property(lambda self: self._spikes_in_layout)
     spikes_out_layout = property(lambda self: self._spikes_out_layout)
     result_layout = property(lambda self: self._result_layout)
@@ -259,7 +272,7 @@ class LayerEngine(wiring.Component):
         m.d.comb += [w_wr.en.eq(self.w_en), w_wr.addr.eq(self.w_addr), w_wr.data.eq(self.w_data)]
 
         # -- control state ------------------------------------------------------------------------------
-        signs = Signal(32 * self._noise_words)
+        signs = self.noise_state if self._held_noise else Signal(32 * self._noise_words)
         word_no = Signal(range(self._noise_words + 1))
         pad = chunks * lanes
         clean_in = Signal(pad)                         # the step's inputs, bias bit set, padding zero
@@ -369,8 +382,9 @@ class LayerEngine(wiring.Component):
         with m.FSM() as fsm:
             with m.State("NOISE"):
                 with m.If(self.noise.valid):
-                    m.d.sync += [signs.word_select(word_no, 32).eq(self.noise.payload.word),
-                                 word_no.eq(word_no + 1)]
+                    m.d.sync += word_no.eq(word_no + 1)
+                    if not self._held_noise:
+                        m.d.sync += signs.word_select(word_no, 32).eq(self.noise.payload.word)
                     with m.If(word_no == self._noise_words - 1):
                         m.d.sync += [word_no.eq(0), step.eq(0), first_step.eq(1)]
                         m.next = "INPUT"

@@ -192,7 +192,8 @@ class Network(wiring.Component):
         self._engines = [LayerEngine(n_in=arch[l], n_out=arch[l + 1], lanes=min(lanes, arch[l] + 1),
                                      formats=formats, threshold=threshold, neuron=neuron, leak_shift=leak_shift,
                                      output=l == n_layers - 1, memory=memory, update_port=update is not None,
-                                     perturb=not (update in _ERROR_RULES or (output_delta and l == n_layers - 1)))
+                                     perturb=not (update in _ERROR_RULES or (output_delta and l == n_layers - 1)),
+                                     held_noise=arch[l + 1] <= 32)
                          for l in range(n_layers)]
         self._updaters = ([UpdateEngine(n_in=e.n_in, n_out=e.n_out, lanes=e.lanes, formats=formats, rounding=rounding,
                                         errors=update in _ERROR_RULES or (output_delta and e.output))
@@ -460,6 +461,8 @@ class Network(wiring.Component):
             m.d.comb += [lane.seed.eq(self.seed), lane.load.eq(self.seed_en & (self.seed_lane == l)),
                          e.noise.valid.eq(left != 0), e.noise.payload.word.eq(lane.word),
                          lane.en.eq(e.noise.valid & e.noise.ready)]
+            if e.held_noise:   # one draw per sample, the next only after this sample's update: the state is the word
+                m.d.comb += e.noise_state.eq(lane.state)
             with m.If(e.noise.valid & e.noise.ready):
                 m.d.sync += left.eq(left - 1)
             with m.If(start):

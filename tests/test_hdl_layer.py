@@ -277,6 +277,7 @@ def test_parameter_errors_quote_the_value():
         ("neuron", "alif", r"neuron = 'alif': expected one of if, lif"),
         ("leak_shift", 3, r"leak_shift = 3: must be 0 for neuron = 'if'"),
         ("output", 1, r"output = 1: must be True or False"),
+        ("held_noise", 1, r"held_noise = 1: must be True or False"),
     ]:
         with pytest.raises(ValueError, match=message):
             LayerEngine(**{**ok, key: value})
@@ -286,5 +287,7 @@ def test_parameter_errors_quote_the_value():
         LayerEngine(**{**ok, "formats": None})
     with pytest.raises(TypeError, match=r"memory = 5: expected a callable"):
         LayerEngine(**ok, memory=5)
+    with pytest.raises(ValueError, match=r"held_noise = True: n_out = 33 needs 2 noise words"):
+        LayerEngine(**{**ok, "n_out": 33}, held_noise=True)
     with pytest.raises(ValueError, match=r"layer = 2: must be an integer in \[0, 1\]"):
         LayerEngine.from_config(preset("up5k"), 2, lanes=1)
