@@ -23,8 +23,6 @@ results are the exact products. For the ``up5k`` formats (Δy 24, Δy + 2(y − 
 inferred 6 ``SB_MAC16`` for the two products separately (the UP5K has 8 in all; the update engines need 4).
 """
 
-import math
-
 from amaranth import Module, Mux, Shape, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -66,6 +64,11 @@ def _logic_product(small, big):
         shifted = big << k
         total = total + Mux(small[k], -shifted if (negative_top and k == n - 1) else shifted, 0)
     return total
+
+
+def _signed_bits(lo: int, hi: int) -> int:
+    """Width of the narrowest signed shape that holds every integer in [lo, hi]."""
+    return max((~lo).bit_length() if lo < 0 else 0, hi.bit_length() if hi > 0 else 0) + 1
 
 
 def _chunk_bits(width: int) -> list:
@@ -129,9 +132,7 @@ class LossUnit(wiring.Component):
             raise ValueError(f"formats.out = {formats.out.label()}: the output format must have the weight "
                              f"format's {formats.weight.frac} fraction bits")
         self._formats, self._n_out = formats, n_out
-        ob = formats.out.bits
-        # |Δy| ≤ 2^(ob−1), |Δy + 2(y − t)| < 2^(ob+2): each term < 2^(2·ob+1), n_out of them.
-        self._sum_shape = signed(2 * ob + 3 + max(0, math.ceil(math.log2(n_out))))
+        self._sum_shape = signed(_signed_bits(-n_out * self._term_bound(), n_out * self._term_bound()))
         out = shape(formats.out)
         self._input_layout = data.StructLayout({"y": out, "y_noisy": out, "last": 1})
         self._output_layout = data.StructLayout({"dy": out, "dl_sum": self._sum_shape,
@@ -145,11 +146,25 @@ class LossUnit(wiring.Component):
     input_layout = property(lambda self: self._input_layout)
     output_layout = property(lambda self: self._output_layout)
 
+    def _term_bound(self) -> int:
+        """The largest |Δy (Δy + 2(y − t))| of one output (the term's and ΔL_sum's widths follow from it).
+
+        With W = 2^(ob−1) (y, ỹ ∈ [−W, W)) and T = 2^wf (t ∈ {0, T}): unsaturated, the term is
+        (ỹ − t)² − (y − t)² with |ỹ − t|, |y − t| ≤ W + T; saturated at W − 1 (so y ≤ −1, y − t ∈ [−W − T, −1])
+        it lies in [−(W − 1)(W + 1 + 2T), (W − 1)²]; saturated at −W (so y ≥ 1, y − t ∈ [1 − T, W)) in
+        [2W − W², W² + 2WT − 2W]. Every case is within (W + T)²."""
+        return ((1 << (self._formats.out.bits - 1)) + (1 << self._formats.weight.frac)) ** 2
+
+    def _op_sum_shape(self) -> Shape:
+        """Δy + 2(y − t) ∈ [−W − 2(W + T), (W − 1) + 2(W − 1)] (W, T as in :meth:`_term_bound`)."""
+        w, t = 1 << (self._formats.out.bits - 1), 1 << self._formats.weight.frac
+        return signed(_signed_bits(-3 * w - 2 * t, 3 * w - 3))
+
     @property
     def slots(self) -> int:
         """Signed :data:`DSP_BITS` × :data:`DSP_BITS` multipliers, shared by the term and dl·lr (one DSP each)."""
         fm = self._formats
-        return max(_pair_count(fm.out.bits, fm.out.bits + 3), _pair_count(fm.dl.bits, fm.lr.bits))
+        return max(_pair_count(fm.out.bits, self._op_sum_shape().width), _pair_count(fm.dl.bits, fm.lr.bits))
 
     @property
     def latency(self) -> int:
@@ -165,24 +180,29 @@ class LossUnit(wiring.Component):
         m = Module()
         fm = self._formats
         wf = fm.weight.frac
-        ob = fm.out.bits
+        n = self._n_out
 
-        k = Signal(range(self._n_out))
-        acc = Signal(self._sum_shape)
+        # Both narrowings round half up (the dl and g formats' rounding): (x + 2^(s−1)) >> s. The increment is
+        # added where an adder already is — dl's is the accumulator's start value, g's a bit of the adder
+        # tree's input in the PRODUCT state — so each narrowing is a shift and a saturation, no adder.
+        dl_shift = 2 * wf - fm.dl.frac
+        g_shift = fm.dl.frac + fm.lr.frac - fm.g.frac
+        dl_bias = 1 << (dl_shift - 1) if dl_shift > 0 else 0
+
+        k = Signal(range(n))
+        bound = n * self._term_bound()
+        acc = Signal(signed(_signed_bits(dl_bias - bound, dl_bias + bound)), init=dl_bias)   # ΔL_sum + dl_bias
         dy = Signal(shape(fm.out))
         dy_last = Signal(shape(fm.out))
-        dl = Signal(shape(fm.dl))
+        # dl is held in the output register that carries it: o is idle from the last take until G (see below)
+        dl = self.o.payload.dl
 
         # ΔL_sum's term Δy·(Δy + 2(y − t)) is a three-stage pipeline — operands, product, accumulate — so
         # that no path holds an adder, a wide multiplier and the accumulator at once (the 60 MHz ECP5 target).
         p = self.i.payload
         target = Signal(signed(wf + 2))
         take = Signal()
-        op_valid, op_dy, op_sum = Signal(), Signal(shape(fm.out)), Signal(signed(ob + 3))
-        # term: the adder tree's registered sum — the term being accumulated, or dl·lr after the PRODUCT state
-        # (one register for both: a LUT driving two flip-flops packs with neither on iCE40)
-        term_valid = Signal()
-        term = Signal(signed(max(self._sum_shape.width, fm.dl.bits + fm.lr.bits + 1)))
+        op_valid, op_dy, op_sum = Signal(), Signal(shape(fm.out)), Signal(self._op_sum_shape())
         m.d.comb += [
             target.eq((k == self.label) << wf),
             dy.eq(narrow(p.y_noisy - p.y, wf, fm.out)),          # sat_out(ỹ − y); no bits dropped
@@ -204,16 +224,15 @@ class LossUnit(wiring.Component):
             o = Signal(signed(2 * DSP_BITS), name=f"slot{slot}_p")
             m.d.comb += o.eq(a * b)
             side = [None, None]
-            with m.If(in_product):
-                if slot in slot_of:
-                    x, y, shift = prod_pairs[slot_of.index(slot)]
+            if slot < len(term_pairs):              # a slot dl·lr does not use keeps its term operands (no gate)
+                x, y, shift = term_pairs[slot]
+                m.d.comb += [a.eq(x), b.eq(y)]
+                side[0] = (o, shift)
+            if slot in slot_of:
+                x, y, shift = prod_pairs[slot_of.index(slot)]
+                with m.If(in_product):
                     m.d.comb += [a.eq(x), b.eq(y)]
-                    side[1] = (o, shift)
-            with m.Else():
-                if slot < len(term_pairs):
-                    x, y, shift = term_pairs[slot]
-                    m.d.comb += [a.eq(x), b.eq(y)]
-                    side[0] = (o, shift)
+                side[1] = (o, shift)
             inputs.append(side)
         for mode, logic in ((0, term_logic), (1, prod_logic)):
             for value, shift in logic:             # into a free side of the same shift, else a new input
@@ -227,15 +246,37 @@ class LossUnit(wiring.Component):
         def shifted(side):
             return 0 if side is None else side[0] << side[1]
 
+        def shared(t_side, p_side):
+            return t_side is p_side or (t_side and p_side and t_side[0] is p_side[0] and t_side[1] == p_side[1])
+
+        # g's rounding increment 2^(g_shift − 1): one bit of an input that is zero there in the PRODUCT state
+        # (below the product side's shift, or no product side) — an OR, not an add
+        g_bit = g_shift - 1 if g_shift > 0 else None
+        if g_bit is not None:
+            carriers = [i for i, (t_side, p_side) in enumerate(inputs)
+                        if (p_side is None and not shared(t_side, p_side)) or (p_side and p_side[1] > g_bit)]
+            g_carrier = min(carriers, key=lambda i: inputs[i][1][1] if inputs[i][1] else 0, default=None)
+        else:
+            g_carrier = None
         total = 0
-        for t_side, p_side in inputs:
-            total = total + (shifted(t_side) if t_side is p_side or (t_side and p_side and t_side[0] is p_side[0]
-                                                                  and t_side[1] == p_side[1])
-                             else Mux(in_product, shifted(p_side), shifted(t_side)))
-        term_value = total
+        for i, (t_side, p_side) in enumerate(inputs):
+            if i == g_carrier:
+                value = (Mux(in_product, shifted(p_side) | (1 << g_bit), shifted(t_side)) if not shared(t_side, p_side)
+                         else shifted(p_side) | (in_product << g_bit))
+            else:
+                value = shifted(t_side) if shared(t_side, p_side) else Mux(in_product, shifted(p_side), shifted(t_side))
+            total = total + value
+        g_bias = 1 << g_bit if g_carrier is not None else 0
+        # term: the adder tree's registered sum — the term being accumulated, or dl·lr (+ g_bias) after the
+        # PRODUCT state (one register for both: a LUT driving two flip-flops packs with neither on iCE40). The
+        # tree's partial sums may wrap at this width: the value it ends with fits, and the sum is modular.
+        lr_max = (1 << fm.lr.bits) - 1
+        term = Signal(signed(max(_signed_bits(-self._term_bound(), self._term_bound()),
+                                 _signed_bits(fm.dl.min * lr_max, fm.dl.max * lr_max + g_bias))))
+        term_valid = Signal()
         m.d.sync += [
             op_valid.eq(take), op_dy.eq(dy), op_sum.eq(dy + 2 * (p.y - target)),
-            term_valid.eq(op_valid), term.eq(term_value),
+            term_valid.eq(op_valid), term.eq(total),
         ]
         with m.If(term_valid):
             m.d.sync += acc.eq(acc + term)
@@ -244,11 +285,12 @@ class LossUnit(wiring.Component):
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
 
+        # From the last take to G, o is idle (the take needed it free and sets no valid): its dl field holds dl.
         with m.FSM() as fsm:
             with m.State("ACCUMULATE"):
                 m.d.comb += take.eq(self.i.valid & out_free)
                 with m.If(take):
-                    with m.If(k == self._n_out - 1):
+                    with m.If(k == n - 1):
                         m.d.sync += [dy_last.eq(dy), k.eq(0)]
                         m.next = "DRAIN"
                     with m.Else():
@@ -258,8 +300,8 @@ class LossUnit(wiring.Component):
                 m.next = "SUM"
             with m.State("SUM"):                     # ... and is being accumulated
                 m.next = "DL"
-            with m.State("DL"):
-                m.d.sync += dl.eq(narrow(acc, 2 * wf, fm.dl, "half-up"))
+            with m.State("DL"):                      # dl_bias makes the truncation round half up
+                m.d.sync += dl.eq(narrow(acc, 2 * wf, fm.dl, "trunc" if dl_bias else None))
                 m.next = "PRODUCT"
             with m.State("PRODUCT"):                 # the slots multiply dl·lr, term takes it (not accumulated)
                 m.next = "G"
@@ -268,11 +310,10 @@ class LossUnit(wiring.Component):
                     m.d.sync += [
                         self.o.valid.eq(1),
                         self.o.payload.dy.eq(dy_last),
-                        self.o.payload.dl_sum.eq(acc),
-                        self.o.payload.dl.eq(dl),
-                        self.o.payload.g.eq(narrow(term, fm.dl.frac + fm.lr.frac, fm.g, "half-up")),
+                        self.o.payload.dl_sum.eq(acc - dl_bias),
+                        self.o.payload.g.eq(narrow(term, fm.dl.frac + fm.lr.frac, fm.g, "trunc" if g_bias else None)),
                         self.o.payload.last.eq(1),
-                        acc.eq(0),
+                        acc.eq(dl_bias),
                     ]
                     m.next = "ACCUMULATE"
         m.d.comb += self.i.ready.eq(fsm.ongoing("ACCUMULATE") & out_free)   # outside the FSM: see layer.py
