@@ -41,12 +41,13 @@ LOGIC_BITS = 2
 
 
 def _chunks(value, value_shape):
-    """``value`` = Σ chunk << shift: [(chunk, shift, bits)], 15-bit unsigned chunks, the top one with the sign."""
+    """``value`` = Σ chunk << shift: [(chunk, shift, bits)], 15-bit unsigned chunks, the top one with the sign
+    (up to :data:`DSP_BITS` bits when signed)."""
     value_shape = Shape.cast(value_shape)
     bits = value.as_unsigned()
     out = []
     lo = 0
-    for n in _chunk_bits(value_shape.width):
+    for n in _chunk_bits(value_shape.width, value_shape.signed):
         hi = lo + n
         part = bits[lo:hi]
         out.append((part.as_signed() if hi == value_shape.width and value_shape.signed else part, lo, n))
@@ -71,23 +72,29 @@ def _signed_bits(lo: int, hi: int) -> int:
     return max((~lo).bit_length() if lo < 0 else 0, hi.bit_length() if hi > 0 else 0) + 1
 
 
-def _chunk_bits(width: int) -> list:
-    return [min(_CHUNK_BITS, width - lo) for lo in range(0, width, _CHUNK_BITS)]
+def _chunk_bits(width: int, is_signed: bool) -> list:
+    top = DSP_BITS if is_signed else _CHUNK_BITS       # a signed top chunk may use the slot's sign bit
+    out = []
+    while width - sum(out) > top:
+        out.append(_CHUNK_BITS)
+    return out + [width - sum(out)]
 
 
-def _pair_count(a_bits: int, b_bits: int) -> int:
-    """Slot pairs of :func:`partial_products` for operands of these widths."""
-    return sum(min(x, y) > LOGIC_BITS for x in _chunk_bits(a_bits) for y in _chunk_bits(b_bits))
+def _pair_count(a_shape, b_shape, logic_bits: int = LOGIC_BITS) -> int:
+    """Slot pairs of :func:`partial_products` for operands of these shapes."""
+    a_shape, b_shape = Shape.cast(a_shape), Shape.cast(b_shape)
+    return sum(min(x, y) > logic_bits for x in _chunk_bits(a_shape.width, a_shape.signed)
+               for y in _chunk_bits(b_shape.width, b_shape.signed))
 
 
-def partial_products(a, a_shape, b, b_shape):
+def partial_products(a, a_shape, b, b_shape, logic_bits: int = LOGIC_BITS):
     """a · b as ``(slot_pairs, logic)``: ``slot_pairs`` = [(x, y, shift)] of chunks for signed
     :data:`DSP_BITS`-bit multipliers, ``logic`` = [(value, shift)] computed without one (only a top chunk can
-    have at most :data:`LOGIC_BITS` bits: b's times the whole a, a's times b without its small top chunk);
+    have at most ``logic_bits`` bits: b's times the whole a, a's times b without its small top chunk);
     a · b = Σ x·y << shift + Σ value << shift."""
     xs, ys = _chunks(a, a_shape), _chunks(b, b_shape)
-    small_x = xs[-1] if xs[-1][2] <= LOGIC_BITS else None
-    small_y = ys[-1] if ys[-1][2] <= LOGIC_BITS else None
+    small_x = xs[-1] if xs[-1][2] <= logic_bits else None
+    small_y = ys[-1] if ys[-1][2] <= logic_bits else None
     big_x = xs[:-1] if small_x else xs
     big_y = ys[:-1] if small_y else ys
     pairs = [(x, y, sx + sy) for x, sx, _ in big_x for y, sy, _ in big_y]
@@ -160,11 +167,29 @@ class LossUnit(wiring.Component):
         w, t = 1 << (self._formats.out.bits - 1), 1 << self._formats.weight.frac
         return signed(_signed_bits(-3 * w - 2 * t, 3 * w - 3))
 
+    def _product_plan(self):
+        """How dl·lr uses the slots: ``(half, dl_shape, logic_bits)``.
+
+        ``half``: when g drops at least 2 fraction bits, ⌊dl·lr / 2⌋ = (dl >> 1)·lr + dl[0]·⌊lr / 2⌋ rounds to
+        the same g (⌊(P + 2^(s−1)) / 2^s⌋ = ⌊(⌊P / 2⌋ + 2^(s−2)) / 2^(s−1)⌋), and dl >> 1 is one bit narrower:
+        for the ``up5k`` formats 31 bits, two chunks, so dl·lr is 2 × 2 chunk pairs like the term, with one
+        15-bit logic input. The product's small chunks go to slots (``logic_bits`` 0) when they fit in the
+        term's slots, else into logic (:data:`LOGIC_BITS`)."""
+        fm = self._formats
+        half = fm.dl.frac + fm.lr.frac - fm.g.frac >= 2 and fm.dl.bits > 1
+        dl_shape = signed(fm.dl.bits - half)
+        lr_shape = shape(fm.lr)
+        term_pairs = _pair_count(shape(fm.out), self._op_sum_shape())
+        logic_bits = 0 if _pair_count(dl_shape, lr_shape, 0) <= term_pairs else LOGIC_BITS
+        return half, dl_shape, logic_bits
+
     @property
     def slots(self) -> int:
         """Signed :data:`DSP_BITS` × :data:`DSP_BITS` multipliers, shared by the term and dl·lr (one DSP each)."""
         fm = self._formats
-        return max(_pair_count(fm.out.bits, self._op_sum_shape().width), _pair_count(fm.dl.bits, fm.lr.bits))
+        _, dl_shape, logic_bits = self._product_plan()
+        return max(_pair_count(shape(fm.out), self._op_sum_shape()),
+                   _pair_count(dl_shape, shape(fm.lr), logic_bits))
 
     @property
     def latency(self) -> int:
@@ -186,7 +211,9 @@ class LossUnit(wiring.Component):
         # added where an adder already is — dl's is the accumulator's start value, g's a bit of the adder
         # tree's input in the PRODUCT state — so each narrowing is a shift and a saturation, no adder.
         dl_shift = 2 * wf - fm.dl.frac
-        g_shift = fm.dl.frac + fm.lr.frac - fm.g.frac
+        half, dl_shape, logic_bits = self._product_plan()
+        p_frac = fm.dl.frac + fm.lr.frac - half             # the tree's dl·lr: ⌊dl·lr / 2^half⌋
+        g_shift = p_frac - fm.g.frac
         dl_bias = 1 << (dl_shift - 1) if dl_shift > 0 else 0
 
         k = Signal(range(n))
@@ -210,29 +237,49 @@ class LossUnit(wiring.Component):
         # the shared multiplier slots: the term's chunk pairs, or dl·lr's in the PRODUCT state; one adder tree
         # sums the slots (and the small chunks' logic products) for both
         term_pairs, term_logic = partial_products(op_dy, op_dy.shape(), op_sum, op_sum.shape())
-        prod_pairs, prod_logic = partial_products(dl, dl.shape(), self.lr, self.lr.shape())
+        dl_op = dl[1:].as_signed() if half else dl          # the tree sums ⌊dl·lr / 2⌋ when half
+        prod_pairs, prod_logic = partial_products(dl_op, dl_shape, self.lr, self.lr.shape(), logic_bits)
+        if half:
+            prod_logic.append((Mux(dl[0], self.lr >> 1, 0), 0))
         in_product = Signal()
         n_slots = max(len(term_pairs), len(prod_pairs))
+        # A product pair goes to a slot whose term pair has the same shift (no multiplexer at the slot's
+        # output), and among those to the one whose operand multiplexers (term chunk | product chunk) already
+        # exist for another slot — one multiplexer then feeds both.
+        muxes = {}                                  # (term operand, product operand) → the selected operand
+
+        def operand(term_x, prod_x, name):
+            key = (repr(term_x), repr(prod_x))
+            if key not in muxes:
+                muxes[key] = Signal(signed(DSP_BITS), name=name)
+                m.d.comb += muxes[key].eq(Mux(in_product, prod_x, term_x))
+            return muxes[key]
+
         free, slot_of = list(range(n_slots)), []
-        for _, _, shift in prod_pairs:              # a product pair goes to a slot whose term shift is the same
+        for x, y, shift in prod_pairs:
             same = [k for k in free if k < len(term_pairs) and term_pairs[k][2] == shift]
-            slot_of.append((same or free)[0])
+            new = {k: ((repr(term_pairs[k][0]), repr(x)) not in muxes) + ((repr(term_pairs[k][1]), repr(y)) not in muxes)
+                   for k in same}
+            slot_of.append(min(same, key=new.get) if same else free[0])
             free.remove(slot_of[-1])
+            if slot_of[-1] < len(term_pairs):       # reserve its multiplexers' keys
+                tx, ty, _ = term_pairs[slot_of[-1]]
+                operand(tx, x, f"slot{slot_of[-1]}_a")
+                operand(ty, y, f"slot{slot_of[-1]}_b")
         inputs = []                                 # [term side, product side]: (value, shift) or None
         for slot in range(n_slots):
-            a, b = Signal(signed(DSP_BITS), name=f"slot{slot}_a"), Signal(signed(DSP_BITS), name=f"slot{slot}_b")
             o = Signal(signed(2 * DSP_BITS), name=f"slot{slot}_p")
-            m.d.comb += o.eq(a * b)
             side = [None, None]
-            if slot < len(term_pairs):              # a slot dl·lr does not use keeps its term operands (no gate)
-                x, y, shift = term_pairs[slot]
-                m.d.comb += [a.eq(x), b.eq(y)]
-                side[0] = (o, shift)
-            if slot in slot_of:
-                x, y, shift = prod_pairs[slot_of.index(slot)]
-                with m.If(in_product):
-                    m.d.comb += [a.eq(x), b.eq(y)]
-                side[1] = (o, shift)
+            t_pair = term_pairs[slot] if slot < len(term_pairs) else (0, 0, None)
+            p_pair = prod_pairs[slot_of.index(slot)] if slot in slot_of else None
+            if p_pair is None:                      # a slot dl·lr does not use keeps its term operands (no gate)
+                a, b = t_pair[0], t_pair[1]
+            else:
+                a, b = operand(t_pair[0], p_pair[0], f"slot{slot}_a"), operand(t_pair[1], p_pair[1], f"slot{slot}_b")
+                side[1] = (o, p_pair[2])
+            if t_pair[2] is not None:
+                side[0] = (o, t_pair[2])
+            m.d.comb += o.eq(a * b)
             inputs.append(side)
         for mode, logic in ((0, term_logic), (1, prod_logic)):
             for value, shift in logic:             # into a free side of the same shift, else a new input
@@ -311,7 +358,7 @@ class LossUnit(wiring.Component):
                         self.o.valid.eq(1),
                         self.o.payload.dy.eq(dy_last),
                         self.o.payload.dl_sum.eq(acc - dl_bias),
-                        self.o.payload.g.eq(narrow(term, fm.dl.frac + fm.lr.frac, fm.g, "trunc" if g_bias else None)),
+                        self.o.payload.g.eq(narrow(term, p_frac, fm.g, "trunc" if g_bias else None)),
                         self.o.payload.last.eq(1),
                         acc.eq(dl_bias),
                     ]
