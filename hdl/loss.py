@@ -5,7 +5,8 @@ order), and computes, with the formats of ``loco_fpga.qformat``:
 
 * Δy_k = sat_out(ỹ_k − y_k);
 * ΔL_sum = Σ_k Δy_k (Δy_k + 2 (y_k − t_k)), t_k = 2^wf·[k = label] — exact (2·wf fraction bits; the
-  accumulator is wide enough for any n_L, so the order of summation cannot matter);
+  accumulator holds the largest |ΔL_sum|, n_L·(2^(ob−1) + 2^wf)² (:meth:`LossUnit._term_bound`), so the order of
+  summation cannot matter);
 * dl = narrow(ΔL_sum → fmts.dl, half-up), g = narrow(dl · lr_reg → fmts.g, half-up).
 
 It is sequential (one output per cycle; the ΔL_sum term is a three-stage pipeline, then one cycle each for dl,
@@ -15,12 +16,20 @@ next to T·n_out·⌈(n_in+1)/LANES⌉ cycles of the layer engines, so it is nev
 **Multipliers.** The two products — the term Δy·(Δy + 2(y − t)) and dl·lr — are never computed in the same
 cycle (dl·lr only in the PRODUCT state, after the last term), so they share one set of signed 16 × 16
 multipliers (:attr:`LossUnit.slots`; an iCE40 ``SB_MAC16`` or an ECP5 ``MULT18X18D`` each). Every operand is
-cut into 15-bit unsigned chunks and a top chunk that carries its sign (each fits a signed 16-bit input); a
-chunk pair goes to a multiplier slot, except that a chunk of at most :data:`LOGIC_BITS` bits is multiplied in
-logic (the other chunk, shifted, selected by its bits). The partial products are summed at full width, so the
-results are the exact products. For the ``up5k`` formats (Δy 24, Δy + 2(y − t) 27, dl 32, lr 16 bits) that is
-4 slots — 2 × 2 chunk pairs for the term, 2 for dl·lr plus logic for its 2- and 1-bit chunks — where Yosys
-inferred 6 ``SB_MAC16`` for the two products separately (the UP5K has 8 in all; the update engines need 4).
+cut into 15-bit unsigned chunks and a top chunk that carries its sign (up to 16 bits if signed; each fits a signed
+16-bit input); a chunk pair goes to a multiplier slot, except that, where dl·lr would need more slots than the
+term, a chunk of at most :data:`LOGIC_BITS` bits is multiplied in logic (the other chunk, shifted, selected by
+its bits). As g drops at least 2 fraction bits, the slots compute ⌊dl·lr / 2⌋ = (dl >> 1)·lr + dl[0]·⌊lr / 2⌋,
+which rounds to the same g (:meth:`LossUnit._product_plan`). For the ``up5k`` formats (Δy 24, Δy + 2(y − t) 26,
+dl >> 1 31, lr 16 bits) both products are 2 × 2 chunk pairs at the same shifts (0, 15, 15, 30) on 4 slots: the
+slots' outputs go to one adder tree without a multiplexer, four operand multiplexers (each shared by two slots)
+select term or dl·lr chunks, and dl[0]·⌊lr / 2⌋ is one 15-bit logic input. The tree sums at the width of the
+larger result (partial sums may wrap; the final one fits), so the results are exact. Yosys inferred 6
+``SB_MAC16`` for the two products separately (the UP5K has 8 in all; the update engines need 4).
+
+**Rounding.** dl and g round half up, (x + 2^(s−1)) >> s, without an adder of their own: the accumulator starts
+each sample at dl's increment (``dl_sum`` on ``o`` subtracts it; nothing in the accelerator reads ``dl_sum``), and
+g's is one bit of an adder-tree input that is zero in the PRODUCT state.
 """
 
 from amaranth import Module, Mux, Shape, Signal, signed
@@ -36,7 +45,8 @@ __all__ = ["LossUnit", "DSP_BITS", "LOGIC_BITS", "partial_products"]
 #: multiplier slot operands: signed, this many bits (iCE40 SB_MAC16 16 × 16 mode; fits an ECP5 MULT18X18D)
 DSP_BITS = 16
 _CHUNK_BITS = DSP_BITS - 1          # an unsigned low chunk must fit a signed DSP_BITS-bit input
-#: a chunk of at most this many bits is multiplied in logic (selected shifts of the other chunk), not in a slot
+#: a chunk of at most this many bits is multiplied in logic (selected shifts of the other chunk), not in a slot,
+#: where dl·lr would otherwise need more slots than the term
 LOGIC_BITS = 2
 
 
