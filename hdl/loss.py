@@ -14,18 +14,16 @@ dl·lr and g, so that the 60 MHz ECP5 clock closes): the loss unit runs once per
 next to T·n_out·⌈(n_in+1)/LANES⌉ cycles of the layer engines, so it is never the bottleneck.
 
 **Multipliers.** The two products — the term Δy·(Δy + 2(y − t)) and dl·lr — are never computed in the same
-cycle (dl·lr only in the PRODUCT state, after the last term), so they share one set of signed 16 × 16
-multipliers (:attr:`LossUnit.slots`; an iCE40 ``SB_MAC16`` or an ECP5 ``MULT18X18D`` each). Every operand is
-cut into 15-bit unsigned chunks and a top chunk that carries its sign (up to 16 bits if signed; each fits a signed
-16-bit input); a chunk pair goes to a multiplier slot, except that, where dl·lr would need more slots than the
-term, a chunk of at most :data:`LOGIC_BITS` bits is multiplied in logic (the other chunk, shifted, selected by
-its bits). As g drops at least 2 fraction bits, the slots compute ⌊dl·lr / 2⌋ = (dl >> 1)·lr + dl[0]·⌊lr / 2⌋,
-which rounds to the same g (:meth:`LossUnit._product_plan`). For the ``up5k`` formats (Δy 24, Δy + 2(y − t) 26,
-dl >> 1 31, lr 16 bits) both products are 2 × 2 chunk pairs at the same shifts (0, 15, 15, 30) on 4 slots: the
-slots' outputs go to one adder tree without a multiplexer, four operand multiplexers (each shared by two slots)
-select term or dl·lr chunks, and dl[0]·⌊lr / 2⌋ is one 15-bit logic input. The tree sums at the width of the
-larger result (partial sums may wrap; the final one fits), so the results are exact. Yosys inferred 6
-``SB_MAC16`` for the two products separately (the UP5K has 8 in all; the update engines need 4).
+cycle (dl·lr only in the PRODUCT state, after the last term), so they are one product a · b on one set of signed
+16 × 16 multipliers (:attr:`LossUnit.slots`; an iCE40 ``SB_MAC16`` or an ECP5 ``MULT18X18D`` each): a = Δy or
+lr (a register, loaded with lr in the DL state), b = Δy + 2(y − t) or dl. Both operands are cut into 15-bit
+unsigned chunks and a top chunk that carries its sign (up to 16 bits: each fits a signed 16-bit input), one slot
+per chunk pair, and one adder tree sums the slots at the width of the larger result (partial sums may wrap; the
+final one fits), so the results are exact. As g drops at least 2 fraction bits, the slots compute
+⌊dl·lr / 2⌋ = (dl >> 1)·lr + dl[0]·⌊lr / 2⌋ (the second term is one 15-bit logic input of the tree), which rounds
+to the same g (:meth:`LossUnit._operand_shapes`): for the ``up5k`` formats (Δy and a 24, Δy + 2(y − t) 26,
+dl >> 1 31 bits) both products are the same 2 × 2 chunk pairs on 4 slots, where Yosys inferred 6 ``SB_MAC16``
+for the two products separately (the UP5K has 8 in all; the update engines need 4). The only multiplexer is b's.
 
 **Rounding.** dl and g round half up, (x + 2^(s−1)) >> s, without an adder of their own: the accumulator starts
 each sample at dl's increment (``dl_sum`` on ``o`` subtracts it; nothing in the accelerator reads ``dl_sum``), and
@@ -45,8 +43,8 @@ __all__ = ["LossUnit", "DSP_BITS", "LOGIC_BITS", "partial_products"]
 #: multiplier slot operands: signed, this many bits (iCE40 SB_MAC16 16 × 16 mode; fits an ECP5 MULT18X18D)
 DSP_BITS = 16
 _CHUNK_BITS = DSP_BITS - 1          # an unsigned low chunk must fit a signed DSP_BITS-bit input
-#: a chunk of at most this many bits is multiplied in logic (selected shifts of the other chunk), not in a slot,
-#: where dl·lr would otherwise need more slots than the term
+#: :func:`partial_products`' default: a top chunk of at most this many bits is multiplied in logic (selected
+#: shifts of the other chunk), not in a slot (the loss unit puts every chunk pair into a slot)
 LOGIC_BITS = 2
 
 
@@ -177,29 +175,25 @@ class LossUnit(wiring.Component):
         w, t = 1 << (self._formats.out.bits - 1), 1 << self._formats.weight.frac
         return signed(_signed_bits(-3 * w - 2 * t, 3 * w - 3))
 
-    def _product_plan(self):
-        """How dl·lr uses the slots: ``(half, dl_shape, logic_bits)``.
+    def _operand_shapes(self):
+        """``(half, a_shape, b_shape)``: the slots multiply a · b, a = Δy and b = Δy + 2(y − t) for a term,
+        a = lr and b = dl (or dl >> 1) for dl·lr.
 
         ``half``: when g drops at least 2 fraction bits, ⌊dl·lr / 2⌋ = (dl >> 1)·lr + dl[0]·⌊lr / 2⌋ rounds to
         the same g (⌊(P + 2^(s−1)) / 2^s⌋ = ⌊(⌊P / 2⌋ + 2^(s−2)) / 2^(s−1)⌋), and dl >> 1 is one bit narrower:
-        for the ``up5k`` formats 31 bits, two chunks, so dl·lr is 2 × 2 chunk pairs like the term, with one
-        15-bit logic input. The product's small chunks go to slots (``logic_bits`` 0) when they fit in the
-        term's slots, else into logic (:data:`LOGIC_BITS`)."""
+        for the ``up5k`` formats 31 bits, two chunks like Δy + 2(y − t) (26 bits), so both products are the
+        same 2 × 2 chunk pairs (a: 24 bits, Δy or lr)."""
         fm = self._formats
         half = fm.dl.frac + fm.lr.frac - fm.g.frac >= 2 and fm.dl.bits > 1
-        dl_shape = signed(fm.dl.bits - half)
-        lr_shape = shape(fm.lr)
-        term_pairs = _pair_count(shape(fm.out), self._op_sum_shape())
-        logic_bits = 0 if _pair_count(dl_shape, lr_shape, 0) <= term_pairs else LOGIC_BITS
-        return half, dl_shape, logic_bits
+        a_shape = signed(max(fm.out.bits, fm.lr.bits + 1))
+        b_shape = signed(max(self._op_sum_shape().width, fm.dl.bits - half))
+        return half, a_shape, b_shape
 
     @property
     def slots(self) -> int:
         """Signed :data:`DSP_BITS` × :data:`DSP_BITS` multipliers, shared by the term and dl·lr (one DSP each)."""
-        fm = self._formats
-        _, dl_shape, logic_bits = self._product_plan()
-        return max(_pair_count(shape(fm.out), self._op_sum_shape()),
-                   _pair_count(dl_shape, shape(fm.lr), logic_bits))
+        _, a_shape, b_shape = self._operand_shapes()
+        return _pair_count(a_shape, b_shape, 0)
 
     @property
     def latency(self) -> int:
@@ -221,7 +215,7 @@ class LossUnit(wiring.Component):
         # added where an adder already is — dl's is the accumulator's start value, g's a bit of the adder
         # tree's input in the PRODUCT state — so each narrowing is a shift and a saturation, no adder.
         dl_shift = 2 * wf - fm.dl.frac
-        half, dl_shape, logic_bits = self._product_plan()
+        half, a_shape, b_shape = self._operand_shapes()
         p_frac = fm.dl.frac + fm.lr.frac - half             # the tree's dl·lr: ⌊dl·lr / 2^half⌋
         g_shift = p_frac - fm.g.frac
         dl_bias = 1 << (dl_shift - 1) if dl_shift > 0 else 0
@@ -231,99 +225,43 @@ class LossUnit(wiring.Component):
         acc = Signal(signed(_signed_bits(dl_bias - bound, dl_bias + bound)), init=dl_bias)   # ΔL_sum + dl_bias
         dy = Signal(shape(fm.out))
         dy_last = Signal(shape(fm.out))
-        # dl is held in the output register that carries it: o is idle from the last take until G (see below)
-        dl = self.o.payload.dl
 
         # ΔL_sum's term Δy·(Δy + 2(y − t)) is a three-stage pipeline — operands, product, accumulate — so
         # that no path holds an adder, a wide multiplier and the accumulator at once (the 60 MHz ECP5 target).
         p = self.i.payload
         target = Signal(signed(wf + 2))
         take = Signal()
-        op_valid, op_dy, op_sum = Signal(), Signal(shape(fm.out)), Signal(self._op_sum_shape())
+        op_valid, op_sum = Signal(), Signal(self._op_sum_shape())
         m.d.comb += [
             target.eq((k == self.label) << wf),
             dy.eq(narrow(p.y_noisy - p.y, wf, fm.out)),          # sat_out(ỹ − y); no bits dropped
         ]
-        # the shared multiplier slots: the term's chunk pairs, or dl·lr's in the PRODUCT state; one adder tree
-        # sums the slots (and the small chunks' logic products) for both
-        term_pairs, term_logic = partial_products(op_dy, op_dy.shape(), op_sum, op_sum.shape())
-        dl_op = dl[1:].as_signed() if half else dl          # the tree sums ⌊dl·lr / 2⌋ when half
-        prod_pairs, prod_logic = partial_products(dl_op, dl_shape, self.lr, self.lr.shape(), logic_bits)
-        if half:
-            prod_logic.append((Mux(dl[0], self.lr >> 1, 0), 0))
-        in_product = Signal()
-        n_slots = max(len(term_pairs), len(prod_pairs))
-        # A product pair goes to a slot whose term pair has the same shift (no multiplexer at the slot's
-        # output), and among those to the one whose operand multiplexers (term chunk | product chunk) already
-        # exist for another slot — one multiplexer then feeds both.
-        muxes = {}                                  # (term operand, product operand) → the selected operand
-
-        def operand(term_x, prod_x, name):
-            key = (repr(term_x), repr(prod_x))
-            if key not in muxes:
-                muxes[key] = Signal(signed(DSP_BITS), name=name)
-                m.d.comb += muxes[key].eq(Mux(in_product, prod_x, term_x))
-            return muxes[key]
-
-        free, slot_of = list(range(n_slots)), []
-        for x, y, shift in prod_pairs:
-            same = [k for k in free if k < len(term_pairs) and term_pairs[k][2] == shift]
-            new = {k: ((repr(term_pairs[k][0]), repr(x)) not in muxes) + ((repr(term_pairs[k][1]), repr(y)) not in muxes)
-                   for k in same}
-            slot_of.append(min(same, key=new.get) if same else free[0])
-            free.remove(slot_of[-1])
-            if slot_of[-1] < len(term_pairs):       # reserve its multiplexers' keys
-                tx, ty, _ = term_pairs[slot_of[-1]]
-                operand(tx, x, f"slot{slot_of[-1]}_a")
-                operand(ty, y, f"slot{slot_of[-1]}_b")
-        inputs = []                                 # [term side, product side]: (value, shift) or None
-        for slot in range(n_slots):
+        # The shared multiplier slots compute one product a · b, chunk pair by chunk pair: the term (a = Δy,
+        # b = Δy + 2(y − t)) or, in the PRODUCT state, dl·lr (a = lr, b = dl or dl >> 1). a is a register loaded
+        # with lr in the DL state — the multiplexer sits in front of a flip-flop, which then packs with it —
+        # and b selects between two registers (dl is held in o.payload.dl: o is idle from the last take to G).
+        in_product, fsm_dl = Signal(), Signal()
+        op_a, op_b = Signal(a_shape), Signal(b_shape)
+        dl = self.o.payload.dl
+        m.d.comb += op_b.eq(Mux(in_product, dl[1:].as_signed() if half else dl, op_sum))
+        pairs, _ = partial_products(op_a, a_shape, op_b, b_shape, logic_bits=0)
+        addends = []                                # (value, shift)
+        for slot, (x, y, shift) in enumerate(pairs):
             o = Signal(signed(2 * DSP_BITS), name=f"slot{slot}_p")
-            side = [None, None]
-            t_pair = term_pairs[slot] if slot < len(term_pairs) else (0, 0, None)
-            p_pair = prod_pairs[slot_of.index(slot)] if slot in slot_of else None
-            if p_pair is None:                      # a slot dl·lr does not use keeps its term operands (no gate)
-                a, b = t_pair[0], t_pair[1]
-            else:
-                a, b = operand(t_pair[0], p_pair[0], f"slot{slot}_a"), operand(t_pair[1], p_pair[1], f"slot{slot}_b")
-                side[1] = (o, p_pair[2])
-            if t_pair[2] is not None:
-                side[0] = (o, t_pair[2])
-            m.d.comb += o.eq(a * b)
-            inputs.append(side)
-        for mode, logic in ((0, term_logic), (1, prod_logic)):
-            for value, shift in logic:             # into a free side of the same shift, else a new input
-                fits = [i for i in inputs if i[mode] is None and (i[1 - mode] is None or i[1 - mode][1] == shift)]
-                if fits:
-                    fits[0][mode] = (value, shift)
-                else:
-                    inputs.append([None, None])
-                    inputs[-1][mode] = (value, shift)
-
-        def shifted(side):
-            return 0 if side is None else side[0] << side[1]
-
-        def shared(t_side, p_side):
-            return t_side is p_side or (t_side and p_side and t_side[0] is p_side[0] and t_side[1] == p_side[1])
-
-        # g's rounding increment 2^(g_shift − 1): one bit of an input that is zero there in the PRODUCT state
-        # (below the product side's shift, or no product side) — an OR, not an add
+            m.d.comb += o.eq(x * y)
+            addends.append([o, shift])
+        if half:                                    # ⌊dl·lr / 2⌋'s dl[0]·⌊lr / 2⌋, in the PRODUCT state only
+            addends.append([Mux(in_product & dl[0], self.lr >> 1, 0), 0])
+        # g's rounding increment 2^(g_shift − 1): one bit of a slot's addend, below its shift (zero there), set in
+        # the PRODUCT state — an OR, not an add
         g_bit = g_shift - 1 if g_shift > 0 else None
-        if g_bit is not None:
-            carriers = [i for i, (t_side, p_side) in enumerate(inputs)
-                        if (p_side is None and not shared(t_side, p_side)) or (p_side and p_side[1] > g_bit)]
-            g_carrier = min(carriers, key=lambda i: inputs[i][1][1] if inputs[i][1] else 0, default=None)
-        else:
-            g_carrier = None
-        total = 0
-        for i, (t_side, p_side) in enumerate(inputs):
-            if i == g_carrier:
-                value = (Mux(in_product, shifted(p_side) | (1 << g_bit), shifted(t_side)) if not shared(t_side, p_side)
-                         else shifted(p_side) | (in_product << g_bit))
-            else:
-                value = shifted(t_side) if shared(t_side, p_side) else Mux(in_product, shifted(p_side), shifted(t_side))
-            total = total + value
-        g_bias = 1 << g_bit if g_carrier is not None else 0
+        carriers = [v for v in addends[:len(pairs)] if g_bit is not None and v[1] > g_bit]
+        if carriers:
+            carrier = min(carriers, key=lambda v: v[1])
+            carrier[0] = (carrier[0] << carrier[1]) | (in_product << g_bit)
+            carrier[1] = 0
+        g_bias = 1 << g_bit if carriers else 0
+        total = sum(value << shift for value, shift in addends)
         # term: the adder tree's registered sum — the term being accumulated, or dl·lr (+ g_bias) after the
         # PRODUCT state (one register for both: a LUT driving two flip-flops packs with neither on iCE40). The
         # tree's partial sums may wrap at this width: the value it ends with fits, and the sum is modular.
@@ -332,7 +270,7 @@ class LossUnit(wiring.Component):
                                  _signed_bits(fm.dl.min * lr_max, fm.dl.max * lr_max + g_bias))))
         term_valid = Signal()
         m.d.sync += [
-            op_valid.eq(take), op_dy.eq(dy), op_sum.eq(dy + 2 * (p.y - target)),
+            op_valid.eq(take), op_a.eq(Mux(fsm_dl, self.lr, dy)), op_sum.eq(dy + 2 * (p.y - target)),
             term_valid.eq(op_valid), term.eq(total),
         ]
         with m.If(term_valid):
@@ -374,5 +312,5 @@ class LossUnit(wiring.Component):
                     ]
                     m.next = "ACCUMULATE"
         m.d.comb += self.i.ready.eq(fsm.ongoing("ACCUMULATE") & out_free)   # outside the FSM: see layer.py
-        m.d.comb += in_product.eq(fsm.ongoing("PRODUCT"))
+        m.d.comb += [in_product.eq(fsm.ongoing("PRODUCT")), fsm_dl.eq(fsm.ongoing("DL"))]
         return m
