@@ -5,7 +5,8 @@ order), and computes, with the formats of ``loco_fpga.qformat``:
 
 * Δy_k = sat_out(ỹ_k − y_k);
 * ΔL_sum = Σ_k Δy_k (Δy_k + 2 (y_k − t_k)), t_k = 2^wf·[k = label] — exact (2·wf fraction bits; the
-  accumulator is wide enough for any n_L, so the order of summation cannot matter);
+  accumulator holds the largest |ΔL_sum|, n_L·(2^(ob−1) + 2^wf)² (:meth:`LossUnit._term_bound`), so the order of
+  summation cannot matter);
 * dl = narrow(ΔL_sum → fmts.dl, half-up), g = narrow(dl · lr_reg → fmts.g, half-up).
 
 It is sequential (one output per cycle; the ΔL_sum term is a three-stage pipeline, then one cycle each for dl,
@@ -13,17 +14,21 @@ dl·lr and g, so that the 60 MHz ECP5 clock closes): the loss unit runs once per
 next to T·n_out·⌈(n_in+1)/LANES⌉ cycles of the layer engines, so it is never the bottleneck.
 
 **Multipliers.** The two products — the term Δy·(Δy + 2(y − t)) and dl·lr — are never computed in the same
-cycle (dl·lr only in the PRODUCT state, after the last term), so they share one set of signed 16 × 16
-multipliers (:attr:`LossUnit.slots`; an iCE40 ``SB_MAC16`` or an ECP5 ``MULT18X18D`` each). Every operand is
-cut into 15-bit unsigned chunks and a top chunk that carries its sign (each fits a signed 16-bit input); a
-chunk pair goes to a multiplier slot, except that a chunk of at most :data:`LOGIC_BITS` bits is multiplied in
-logic (the other chunk, shifted, selected by its bits). The partial products are summed at full width, so the
-results are the exact products. For the ``up5k`` formats (Δy 24, Δy + 2(y − t) 27, dl 32, lr 16 bits) that is
-4 slots — 2 × 2 chunk pairs for the term, 2 for dl·lr plus logic for its 2- and 1-bit chunks — where Yosys
-inferred 6 ``SB_MAC16`` for the two products separately (the UP5K has 8 in all; the update engines need 4).
-"""
+cycle (dl·lr only in the PRODUCT state, after the last term), so they are one product a · b on one set of signed
+16 × 16 multipliers (:attr:`LossUnit.slots`; an iCE40 ``SB_MAC16`` or an ECP5 ``MULT18X18D`` each): a = Δy or
+lr (a register, loaded with lr in the DL state), b = Δy + 2(y − t) or dl. Both operands are cut into 15-bit
+unsigned chunks and a top chunk that carries its sign (up to 16 bits: each fits a signed 16-bit input), one slot
+per chunk pair, and one adder tree sums the slots at the width of the larger result (partial sums may wrap; the
+final one fits), so the results are exact. As g drops at least 2 fraction bits, the slots compute
+⌊dl·lr / 2⌋ = (dl >> 1)·lr + dl[0]·⌊lr / 2⌋ (the second term is one 15-bit logic input of the tree), which rounds
+to the same g (:meth:`LossUnit._operand_shapes`): for the ``up5k`` formats (Δy and a 24, Δy + 2(y − t) 26,
+dl >> 1 31 bits) both products are the same 2 × 2 chunk pairs on 4 slots, where Yosys inferred 6 ``SB_MAC16``
+for the two products separately (the UP5K has 8 in all; the update engines need 4). The only multiplexer is b's.
 
-import math
+**Rounding.** dl and g round half up, (x + 2^(s−1)) >> s, without an adder of their own: the accumulator starts
+each sample at dl's increment (``dl_sum`` on ``o`` subtracts it; nothing in the accelerator reads ``dl_sum``), and
+g's is one bit of an adder-tree input that is zero in the PRODUCT state.
+"""
 
 from amaranth import Module, Mux, Shape, Signal, signed
 from amaranth.lib import data, stream, wiring
@@ -38,17 +43,19 @@ __all__ = ["LossUnit", "DSP_BITS", "LOGIC_BITS", "partial_products"]
 #: multiplier slot operands: signed, this many bits (iCE40 SB_MAC16 16 × 16 mode; fits an ECP5 MULT18X18D)
 DSP_BITS = 16
 _CHUNK_BITS = DSP_BITS - 1          # an unsigned low chunk must fit a signed DSP_BITS-bit input
-#: a chunk of at most this many bits is multiplied in logic (selected shifts of the other chunk), not in a slot
+#: :func:`partial_products`' default: a top chunk of at most this many bits is multiplied in logic (selected
+#: shifts of the other chunk), not in a slot (the loss unit puts every chunk pair into a slot)
 LOGIC_BITS = 2
 
 
 def _chunks(value, value_shape):
-    """``value`` = Σ chunk << shift: [(chunk, shift, bits)], 15-bit unsigned chunks, the top one with the sign."""
+    """``value`` = Σ chunk << shift: [(chunk, shift, bits)], 15-bit unsigned chunks, the top one with the sign
+    (up to :data:`DSP_BITS` bits when signed)."""
     value_shape = Shape.cast(value_shape)
     bits = value.as_unsigned()
     out = []
     lo = 0
-    for n in _chunk_bits(value_shape.width):
+    for n in _chunk_bits(value_shape.width, value_shape.signed):
         hi = lo + n
         part = bits[lo:hi]
         out.append((part.as_signed() if hi == value_shape.width and value_shape.signed else part, lo, n))
@@ -68,23 +75,34 @@ def _logic_product(small, big):
     return total
 
 
-def _chunk_bits(width: int) -> list:
-    return [min(_CHUNK_BITS, width - lo) for lo in range(0, width, _CHUNK_BITS)]
+def _signed_bits(lo: int, hi: int) -> int:
+    """Width of the narrowest signed shape that holds every integer in [lo, hi]."""
+    return max((~lo).bit_length() if lo < 0 else 0, hi.bit_length() if hi > 0 else 0) + 1
 
 
-def _pair_count(a_bits: int, b_bits: int) -> int:
-    """Slot pairs of :func:`partial_products` for operands of these widths."""
-    return sum(min(x, y) > LOGIC_BITS for x in _chunk_bits(a_bits) for y in _chunk_bits(b_bits))
+def _chunk_bits(width: int, is_signed: bool) -> list:
+    top = DSP_BITS if is_signed else _CHUNK_BITS       # a signed top chunk may use the slot's sign bit
+    out = []
+    while width - sum(out) > top:
+        out.append(_CHUNK_BITS)
+    return out + [width - sum(out)]
 
 
-def partial_products(a, a_shape, b, b_shape):
+def _pair_count(a_shape, b_shape, logic_bits: int = LOGIC_BITS) -> int:
+    """Slot pairs of :func:`partial_products` for operands of these shapes."""
+    a_shape, b_shape = Shape.cast(a_shape), Shape.cast(b_shape)
+    return sum(min(x, y) > logic_bits for x in _chunk_bits(a_shape.width, a_shape.signed)
+               for y in _chunk_bits(b_shape.width, b_shape.signed))
+
+
+def partial_products(a, a_shape, b, b_shape, logic_bits: int = LOGIC_BITS):
     """a · b as ``(slot_pairs, logic)``: ``slot_pairs`` = [(x, y, shift)] of chunks for signed
     :data:`DSP_BITS`-bit multipliers, ``logic`` = [(value, shift)] computed without one (only a top chunk can
-    have at most :data:`LOGIC_BITS` bits: b's times the whole a, a's times b without its small top chunk);
+    have at most ``logic_bits`` bits: b's times the whole a, a's times b without its small top chunk);
     a · b = Σ x·y << shift + Σ value << shift."""
     xs, ys = _chunks(a, a_shape), _chunks(b, b_shape)
-    small_x = xs[-1] if xs[-1][2] <= LOGIC_BITS else None
-    small_y = ys[-1] if ys[-1][2] <= LOGIC_BITS else None
+    small_x = xs[-1] if xs[-1][2] <= logic_bits else None
+    small_y = ys[-1] if ys[-1][2] <= logic_bits else None
     big_x = xs[:-1] if small_x else xs
     big_y = ys[:-1] if small_y else ys
     pairs = [(x, y, sx + sy) for x, sx, _ in big_x for y, sy, _ in big_y]
@@ -129,9 +147,7 @@ class LossUnit(wiring.Component):
             raise ValueError(f"formats.out = {formats.out.label()}: the output format must have the weight "
                              f"format's {formats.weight.frac} fraction bits")
         self._formats, self._n_out = formats, n_out
-        ob = formats.out.bits
-        # |Δy| ≤ 2^(ob−1), |Δy + 2(y − t)| < 2^(ob+2): each term < 2^(2·ob+1), n_out of them.
-        self._sum_shape = signed(2 * ob + 3 + max(0, math.ceil(math.log2(n_out))))
+        self._sum_shape = signed(_signed_bits(-n_out * self._term_bound(), n_out * self._term_bound()))
         out = shape(formats.out)
         self._input_layout = data.StructLayout({"y": out, "y_noisy": out, "last": 1})
         self._output_layout = data.StructLayout({"dy": out, "dl_sum": self._sum_shape,
@@ -145,11 +161,39 @@ class LossUnit(wiring.Component):
     input_layout = property(lambda self: self._input_layout)
     output_layout = property(lambda self: self._output_layout)
 
+    def _term_bound(self) -> int:
+        """The largest |Δy (Δy + 2(y − t))| of one output (the term's and ΔL_sum's widths follow from it).
+
+        With W = 2^(ob−1) (y, ỹ ∈ [−W, W)) and T = 2^wf (t ∈ {0, T}): unsaturated, the term is
+        (ỹ − t)² − (y − t)² with |ỹ − t|, |y − t| ≤ W + T; saturated at W − 1 (so y ≤ −1, y − t ∈ [−W − T, −1])
+        it lies in [−(W − 1)(W + 1 + 2T), (W − 1)²]; saturated at −W (so y ≥ 1, y − t ∈ [1 − T, W)) in
+        [2W − W², W² + 2WT − 2W]. Every case is within (W + T)²."""
+        return ((1 << (self._formats.out.bits - 1)) + (1 << self._formats.weight.frac)) ** 2
+
+    def _op_sum_shape(self) -> Shape:
+        """Δy + 2(y − t) ∈ [−W − 2(W + T), (W − 1) + 2(W − 1)] (W, T as in :meth:`_term_bound`)."""
+        w, t = 1 << (self._formats.out.bits - 1), 1 << self._formats.weight.frac
+        return signed(_signed_bits(-3 * w - 2 * t, 3 * w - 3))
+
+    def _operand_shapes(self):
+        """``(half, a_shape, b_shape)``: the slots multiply a · b, a = Δy and b = Δy + 2(y − t) for a term,
+        a = lr and b = dl (or dl >> 1) for dl·lr.
+
+        ``half``: when g drops at least 2 fraction bits, ⌊dl·lr / 2⌋ = (dl >> 1)·lr + dl[0]·⌊lr / 2⌋ rounds to
+        the same g (⌊(P + 2^(s−1)) / 2^s⌋ = ⌊(⌊P / 2⌋ + 2^(s−2)) / 2^(s−1)⌋), and dl >> 1 is one bit narrower:
+        for the ``up5k`` formats 31 bits, two chunks like Δy + 2(y − t) (26 bits), so both products are the
+        same 2 × 2 chunk pairs (a: 24 bits, Δy or lr)."""
+        fm = self._formats
+        half = fm.dl.frac + fm.lr.frac - fm.g.frac >= 2 and fm.dl.bits > 1
+        a_shape = signed(max(fm.out.bits, fm.lr.bits + 1))
+        b_shape = signed(max(self._op_sum_shape().width, fm.dl.bits - half))
+        return half, a_shape, b_shape
+
     @property
     def slots(self) -> int:
         """Signed :data:`DSP_BITS` × :data:`DSP_BITS` multipliers, shared by the term and dl·lr (one DSP each)."""
-        fm = self._formats
-        return max(_pair_count(fm.out.bits, fm.out.bits + 3), _pair_count(fm.dl.bits, fm.lr.bits))
+        _, a_shape, b_shape = self._operand_shapes()
+        return _pair_count(a_shape, b_shape, 0)
 
     @property
     def latency(self) -> int:
@@ -165,77 +209,69 @@ class LossUnit(wiring.Component):
         m = Module()
         fm = self._formats
         wf = fm.weight.frac
-        ob = fm.out.bits
+        n = self._n_out
 
-        k = Signal(range(self._n_out))
-        acc = Signal(self._sum_shape)
+        # Both narrowings round half up (the dl and g formats' rounding): (x + 2^(s−1)) >> s. The increment is
+        # added where an adder already is — dl's is the accumulator's start value, g's a bit of the adder
+        # tree's input in the PRODUCT state — so each narrowing is a shift and a saturation, no adder.
+        dl_shift = 2 * wf - fm.dl.frac
+        half, a_shape, b_shape = self._operand_shapes()
+        p_frac = fm.dl.frac + fm.lr.frac - half             # the tree's dl·lr: ⌊dl·lr / 2^half⌋
+        g_shift = p_frac - fm.g.frac
+        dl_bias = 1 << (dl_shift - 1) if dl_shift > 0 else 0
+
+        k = Signal(range(n))
+        bound = n * self._term_bound()
+        acc = Signal(signed(_signed_bits(dl_bias - bound, dl_bias + bound)), init=dl_bias)   # ΔL_sum + dl_bias
         dy = Signal(shape(fm.out))
         dy_last = Signal(shape(fm.out))
-        dl = Signal(shape(fm.dl))
 
         # ΔL_sum's term Δy·(Δy + 2(y − t)) is a three-stage pipeline — operands, product, accumulate — so
         # that no path holds an adder, a wide multiplier and the accumulator at once (the 60 MHz ECP5 target).
         p = self.i.payload
         target = Signal(signed(wf + 2))
         take = Signal()
-        op_valid, op_dy, op_sum = Signal(), Signal(shape(fm.out)), Signal(signed(ob + 3))
-        # term: the adder tree's registered sum — the term being accumulated, or dl·lr after the PRODUCT state
-        # (one register for both: a LUT driving two flip-flops packs with neither on iCE40)
-        term_valid = Signal()
-        term = Signal(signed(max(self._sum_shape.width, fm.dl.bits + fm.lr.bits + 1)))
+        op_valid, op_sum = Signal(), Signal(self._op_sum_shape())
         m.d.comb += [
             target.eq((k == self.label) << wf),
             dy.eq(narrow(p.y_noisy - p.y, wf, fm.out)),          # sat_out(ỹ − y); no bits dropped
         ]
-        # the shared multiplier slots: the term's chunk pairs, or dl·lr's in the PRODUCT state; one adder tree
-        # sums the slots (and the small chunks' logic products) for both
-        term_pairs, term_logic = partial_products(op_dy, op_dy.shape(), op_sum, op_sum.shape())
-        prod_pairs, prod_logic = partial_products(dl, dl.shape(), self.lr, self.lr.shape())
-        in_product = Signal()
-        n_slots = max(len(term_pairs), len(prod_pairs))
-        free, slot_of = list(range(n_slots)), []
-        for _, _, shift in prod_pairs:              # a product pair goes to a slot whose term shift is the same
-            same = [k for k in free if k < len(term_pairs) and term_pairs[k][2] == shift]
-            slot_of.append((same or free)[0])
-            free.remove(slot_of[-1])
-        inputs = []                                 # [term side, product side]: (value, shift) or None
-        for slot in range(n_slots):
-            a, b = Signal(signed(DSP_BITS), name=f"slot{slot}_a"), Signal(signed(DSP_BITS), name=f"slot{slot}_b")
+        # The shared multiplier slots compute one product a · b, chunk pair by chunk pair: the term (a = Δy,
+        # b = Δy + 2(y − t)) or, in the PRODUCT state, dl·lr (a = lr, b = dl or dl >> 1). a is a register loaded
+        # with lr in the DL state — the multiplexer sits in front of a flip-flop, which then packs with it —
+        # and b selects between two registers (dl is held in o.payload.dl: o is idle from the last take to G).
+        in_product, fsm_dl = Signal(), Signal()
+        op_a, op_b = Signal(a_shape), Signal(b_shape)
+        dl = self.o.payload.dl
+        m.d.comb += op_b.eq(Mux(in_product, dl[1:].as_signed() if half else dl, op_sum))
+        pairs, _ = partial_products(op_a, a_shape, op_b, b_shape, logic_bits=0)
+        addends = []                                # (value, shift)
+        for slot, (x, y, shift) in enumerate(pairs):
             o = Signal(signed(2 * DSP_BITS), name=f"slot{slot}_p")
-            m.d.comb += o.eq(a * b)
-            side = [None, None]
-            with m.If(in_product):
-                if slot in slot_of:
-                    x, y, shift = prod_pairs[slot_of.index(slot)]
-                    m.d.comb += [a.eq(x), b.eq(y)]
-                    side[1] = (o, shift)
-            with m.Else():
-                if slot < len(term_pairs):
-                    x, y, shift = term_pairs[slot]
-                    m.d.comb += [a.eq(x), b.eq(y)]
-                    side[0] = (o, shift)
-            inputs.append(side)
-        for mode, logic in ((0, term_logic), (1, prod_logic)):
-            for value, shift in logic:             # into a free side of the same shift, else a new input
-                fits = [i for i in inputs if i[mode] is None and (i[1 - mode] is None or i[1 - mode][1] == shift)]
-                if fits:
-                    fits[0][mode] = (value, shift)
-                else:
-                    inputs.append([None, None])
-                    inputs[-1][mode] = (value, shift)
-
-        def shifted(side):
-            return 0 if side is None else side[0] << side[1]
-
-        total = 0
-        for t_side, p_side in inputs:
-            total = total + (shifted(t_side) if t_side is p_side or (t_side and p_side and t_side[0] is p_side[0]
-                                                                  and t_side[1] == p_side[1])
-                             else Mux(in_product, shifted(p_side), shifted(t_side)))
-        term_value = total
+            m.d.comb += o.eq(x * y)
+            addends.append([o, shift])
+        if half:                                    # ⌊dl·lr / 2⌋'s dl[0]·⌊lr / 2⌋, in the PRODUCT state only
+            addends.append([Mux(in_product & dl[0], self.lr >> 1, 0), 0])
+        # g's rounding increment 2^(g_shift − 1): one bit of a slot's addend, below its shift (zero there), set in
+        # the PRODUCT state — an OR, not an add
+        g_bit = g_shift - 1 if g_shift > 0 else None
+        carriers = [v for v in addends[:len(pairs)] if g_bit is not None and v[1] > g_bit]
+        if carriers:
+            carrier = min(carriers, key=lambda v: v[1])
+            carrier[0] = (carrier[0] << carrier[1]) | (in_product << g_bit)
+            carrier[1] = 0
+        g_bias = 1 << g_bit if carriers else 0
+        total = sum(value << shift for value, shift in addends)
+        # term: the adder tree's registered sum — the term being accumulated, or dl·lr (+ g_bias) after the
+        # PRODUCT state (one register for both: a LUT driving two flip-flops packs with neither on iCE40). The
+        # tree's partial sums may wrap at this width: the value it ends with fits, and the sum is modular.
+        lr_max = (1 << fm.lr.bits) - 1
+        term = Signal(signed(max(_signed_bits(-self._term_bound(), self._term_bound()),
+                                 _signed_bits(fm.dl.min * lr_max, fm.dl.max * lr_max + g_bias))))
+        term_valid = Signal()
         m.d.sync += [
-            op_valid.eq(take), op_dy.eq(dy), op_sum.eq(dy + 2 * (p.y - target)),
-            term_valid.eq(op_valid), term.eq(term_value),
+            op_valid.eq(take), op_a.eq(Mux(fsm_dl, self.lr, dy)), op_sum.eq(dy + 2 * (p.y - target)),
+            term_valid.eq(op_valid), term.eq(total),
         ]
         with m.If(term_valid):
             m.d.sync += acc.eq(acc + term)
@@ -244,11 +280,12 @@ class LossUnit(wiring.Component):
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
 
+        # From the last take to G, o is idle (the take needed it free and sets no valid): its dl field holds dl.
         with m.FSM() as fsm:
             with m.State("ACCUMULATE"):
                 m.d.comb += take.eq(self.i.valid & out_free)
                 with m.If(take):
-                    with m.If(k == self._n_out - 1):
+                    with m.If(k == n - 1):
                         m.d.sync += [dy_last.eq(dy), k.eq(0)]
                         m.next = "DRAIN"
                     with m.Else():
@@ -258,8 +295,8 @@ class LossUnit(wiring.Component):
                 m.next = "SUM"
             with m.State("SUM"):                     # ... and is being accumulated
                 m.next = "DL"
-            with m.State("DL"):
-                m.d.sync += dl.eq(narrow(acc, 2 * wf, fm.dl, "half-up"))
+            with m.State("DL"):                      # dl_bias makes the truncation round half up
+                m.d.sync += dl.eq(narrow(acc, 2 * wf, fm.dl, "trunc" if dl_bias else None))
                 m.next = "PRODUCT"
             with m.State("PRODUCT"):                 # the slots multiply dl·lr, term takes it (not accumulated)
                 m.next = "G"
@@ -268,13 +305,12 @@ class LossUnit(wiring.Component):
                     m.d.sync += [
                         self.o.valid.eq(1),
                         self.o.payload.dy.eq(dy_last),
-                        self.o.payload.dl_sum.eq(acc),
-                        self.o.payload.dl.eq(dl),
-                        self.o.payload.g.eq(narrow(term, fm.dl.frac + fm.lr.frac, fm.g, "half-up")),
+                        self.o.payload.dl_sum.eq(acc - dl_bias),
+                        self.o.payload.g.eq(narrow(term, p_frac, fm.g, "trunc" if g_bias else None)),
                         self.o.payload.last.eq(1),
-                        acc.eq(0),
+                        acc.eq(dl_bias),
                     ]
                     m.next = "ACCUMULATE"
         m.d.comb += self.i.ready.eq(fsm.ongoing("ACCUMULATE") & out_free)   # outside the FSM: see layer.py
-        m.d.comb += in_product.eq(fsm.ongoing("PRODUCT"))
+        m.d.comb += [in_product.eq(fsm.ongoing("PRODUCT")), fsm_dl.eq(fsm.ongoing("DL"))]
         return m

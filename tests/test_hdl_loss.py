@@ -105,6 +105,24 @@ def test_loss_unit_equals_the_model(case):
             f"sample {n}: (ΔL_sum, dl, g)"
 
 
+@pytest.mark.parametrize("base", ["up5k", "ecp5"])
+def test_loss_unit_equals_the_model_with_the_preset_formats(base):
+    """The presets' own formats (the shapes the boards build), with learning rates up to lr.max."""
+    cfg = preset(base)
+    fm = formats(cfg)
+    n_out = cfg.network.arch[-1]
+    rule = FixedRule(FixedNetwork(cfg, np.random.default_rng(0)), cfg)
+    rng = random.Random(base)
+    samples = _samples(rng, fm, n_out, 24)
+    samples[0] = ([fm.out.min] * n_out, [fm.out.max] * n_out, 0, fm.lr.max)
+    samples[1] = ([fm.out.max] * n_out, [fm.out.min] * n_out, n_out - 1, fm.lr.max)
+    got = _run(LossUnit(formats=fm, n_out=n_out), samples, rng, 0.2, 0.2)
+    for n, (y, yn, label, lr) in enumerate(samples):
+        _, dl, g = rule.loss_unit(np.array(y, dtype=np.int64), np.array(yn, dtype=np.int64), label, lr)
+        last = got[(n + 1) * n_out - 1]
+        assert (last["dl"], last["g"]) == (int(dl), int(g)), f"sample {n}"
+
+
 def test_saturating_loss_hits_the_limits():
     """Outputs at opposite limits drive dl and g into saturation; the unit must clamp, not wrap."""
     cfg = preset("up5k").replace(fixed={"dl_bits": 12, "dl_frac": 2, "g_bits": 8, "g_frac": 2})
