@@ -21,7 +21,7 @@ from amaranth.lib.wiring import In, Out
 
 from loco_fpga.qformat import QFormat
 
-from .fixed import shape
+from .fixed import at_least, shape
 from .layer import COLLISION_FREE
 from .prng import Xorshift32, xorshift32_next
 
@@ -114,7 +114,7 @@ class SpikeEncoder(wiring.Component):
         if self._encoder == "deterministic":
             acc = Signal(unsigned(frac + 1))
             total = Signal(unsigned(frac + 1))
-            m.d.comb += [total.eq(acc + x), spike.eq(total >= one)]
+            m.d.comb += [total.eq(acc + x), spike.eq(at_least(total, one))]
             with m.If(transfer):
                 m.d.sync += acc.eq(total - Mux(spike, one, 0))
         else:
@@ -266,7 +266,7 @@ class EncoderBank(wiring.Component):
                 m.d.comb += [spike.eq(word_k[32 - frac:] < x), new.eq(word_k)]
             else:
                 total = Signal(unsigned(frac + 1), name=f"total{k}")
-                m.d.comb += [total.eq(Mux(step == 0, one >> 1, old) + x), spike.eq(total >= one),
+                m.d.comb += [total.eq(Mux(step == 0, one >> 1, old) + x), spike.eq(at_least(total, one)),
                              new.eq(total - Mux(spike, one, 0))]
             spikes.append(spike)
             m.d.comb += [x_rd[k].addr.eq(word), s_rd[k].addr.eq(word), x_rd[k].en.eq(1), s_rd[k].en.eq(1),

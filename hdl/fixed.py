@@ -17,7 +17,7 @@ from amaranth.lib.wiring import In, Out
 
 from loco_fpga.qformat import ROUNDING_MODES, QFormat, narrow_mode
 
-__all__ = ["shape", "shift_round", "saturate", "narrow", "narrow_mode", "Narrow"]
+__all__ = ["shape", "shift_round", "saturate", "at_least", "narrow", "narrow_mode", "Narrow"]
 
 
 def shape(fmt: QFormat) -> Shape:
@@ -74,6 +74,34 @@ def saturate(value, fmt: QFormat):
         clamped = Cat(value, (value[-1] if is_signed else Const(0)).replicate(bits - width))
     bits_ = Value.cast(clamped)[:bits]
     return bits_.as_signed() if fmt.signed else bits_.as_unsigned()
+
+
+def at_least(value, const: int):
+    """``value >= const`` for a constant: the same 1-bit result as Amaranth's ``>=``, built from bit tests.
+
+    On iCE40 Yosys turns every ``<``/``>=`` into a carry chain whose cells hold nothing else, even against a
+    constant; this is plain logic instead. Signed values are compared in offset binary (sign bit inverted,
+    ``const`` + 2^(w−1)). For an unsigned w-bit v and 0 < c < 2^w: v ≥ c ⇔ v > c − 1 ⇔ at some bit i where
+    c − 1 has a 0, v has a 1 and the bits above i are equal — one term per zero bit of c − 1."""
+    if isinstance(const, bool) or not isinstance(const, int):
+        raise TypeError(f"const = {const!r}: expected an int")
+    value = Value.cast(value)
+    width = len(value)
+    if value.shape().signed:
+        value, const = Cat(value[:width - 1], ~value[width - 1]), const + (1 << (width - 1))
+    if const <= 0:
+        return Const(1, 1)
+    if const >= 1 << width:
+        return Const(0, 1)
+    below = const - 1                         # v ≥ const ⇔ v > below
+    terms = [value[i] & (value[i + 1:] == below >> (i + 1) if i + 1 < width else Const(1, 1))
+             for i in range(width) if not (below >> i) & 1]
+    if not terms:                             # below = 2^w − 1 is impossible here (const < 2^w)
+        return Const(0, 1)
+    result = terms[0]
+    for term in terms[1:]:
+        result = result | term
+    return result
 
 
 def narrow(value, src_frac: int, fmt: QFormat, mode: str | None = None, rand=None):

@@ -35,7 +35,7 @@ from amaranth.lib.wiring import In, Out
 
 from loco_fpga.qformat import Formats
 
-from .fixed import narrow, saturate, shape
+from .fixed import at_least, narrow, saturate, shape
 
 __all__ = ["NEURONS", "LayerEngine", "default_memory", "COLLISION_FREE"]
 
@@ -351,7 +351,7 @@ class LayerEngine(wiring.Component):
                 leaked = v0 - (v0 >> k) if k else v0
                 m.d.sync += [v1.eq(saturate(leaked + cur, fm.membrane)), c1.eq(c0)]
                 m.d.comb += [
-                    spike.eq(v1 >= theta),
+                    spike.eq(at_least(v1, theta)),
                     v_new.eq(v1 - Mux(spike, theta, 0)),
                     cnt_new.eq(c1 + spike),
                 ]

@@ -25,6 +25,7 @@ from amaranth.lib.wiring import In, Out
 
 from loco_fpga.boards import protocol as proto
 
+from .fixed import at_least
 from .layer import COLLISION_FREE
 
 __all__ = ["BlockFIFO", "CounterBank", "Status", "DeviceOp", "DeviceError", "RunOp", "REQUEST_LAYOUT", "RESPONSE_LAYOUT", "RUN_LAYOUT",
@@ -238,7 +239,7 @@ class FrameReceiver(wiring.Component):
                             m.next = "LEN1"
                         elif state == "LEN1":
                             m.d.sync += length.eq(length_now)
-                            with m.If(length_now > self._max_payload):
+                            with m.If(at_least(length_now, self._max_payload + 1)):
                                 m.d.comb += [push.eq(1), ev.type.eq(type_), ev.length.eq(0),
                                              ev.status.eq(Status.OVERSIZE), self.strobe.oversize.eq(1)]
                                 hunt(m)
@@ -513,7 +514,7 @@ class Link(wiring.Component):
         with m.If(cmd == C.TRAIN):
             m.d.comb += fixed_len_ok.eq(ev.length == info.sample_bytes + 1)
         load_words = (ev.length - 3) >> log2_wb
-        load_len_ok = (ev.length >= 3 + wb) & (((ev.length - 3) & (wb - 1)) == 0)
+        load_len_ok = at_least(ev.length, 3 + wb) & (((ev.length - 3) & (wb - 1)) == 0)
 
         ping_bytes = Array(Const(b, 8) for b in info.encode())
         run_bytes = Mux(cmd == C.TRAIN, info.train_bytes, info.infer_bytes)
@@ -568,12 +569,13 @@ class Link(wiring.Component):
                                  count.eq(Mux(is_load, load_words, count_arg)), addr.eq(addr_arg)]
                     with m.If(args[0][7]):
                         reply(m, Status.BAD_ADDRESS)
-                    with m.Elif(is_read & ((count_arg == 0) | ((count_arg << log2_wb) + 1 > info.max_payload))):
+                    # (count << log2 wb) + 1 > max_payload ⇔ count ≥ ⌈max_payload / wb⌉
+                    with m.Elif(is_read & ((count_arg == 0) | at_least(count_arg, -(-info.max_payload >> log2_wb)))):
                         reply(m, Status.BAD_VALUE)
                     with m.Else():
                         m.next = "RANGE"
                 with m.Elif(cmd == C.TRAIN):
-                    with m.If(args[0] >= info.n_classes):
+                    with m.If(at_least(args[0], info.n_classes)):
                         reply(m, Status.BAD_VALUE)
                     with m.Else():
                         m.next = "RUN_START"

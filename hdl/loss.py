@@ -131,7 +131,9 @@ class LossUnit(wiring.Component):
             register; held stable from the sample's first transfer on ``i`` to its last transfer on ``o``.
         o (Out stream of :attr:`output_layout` = {dy: out, dl_sum, dl, g, last: 1}): one transfer per
             input transfer, in order, carrying Δy_k; the transfer with ``last`` set also carries ΔL_sum, dl
-            and g (zero on the others).
+            and g (zero on the others). ``o.payload`` is a register: g (and dl) stay on it after that transfer
+            until the unit takes the next sample's first input — the network's g broadcast and the
+            accelerator's reply read them there.
 
     Timing: :attr:`latency` = 1 cycle from accepting output k < n_out − 1 to its Δy on ``o``;
     :attr:`final_latency` = 6 cycles from accepting the last output to the transfer carrying g.

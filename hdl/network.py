@@ -40,7 +40,7 @@ from loco_fpga.qformat import Formats
 from .clusters import ClusterBlock, PeekKind
 from .encoder import ENCODERS, EncoderBank
 from .feedback import FeedbackUnit, OutputError
-from .fixed import shape
+from .fixed import at_least, shape
 from .layer import NEURONS, LayerEngine, default_memory
 from .lls import LocalErrorUnit
 from .loss import LossUnit
@@ -131,9 +131,9 @@ class Network(wiring.Component):
             clean and noisy spike counts, n_{l+1} transfers per sample in neuron order.
         o (Out stream of :attr:`output_layout` = {y, y_noisy, dy: out format, dl_sum, dl, g, last}): n_L
             transfers per sample, output k in order; the ``last`` one also carries ΔL_sum, dl and g (zero on
-            the others), as :class:`~.loss.LossUnit` does. Its payload (except y, ỹ) stays until the next
-            sample's first transfer (the loss unit's output registers): the update engines' g and the
-            accelerator's reply read it there.
+            the others), as :class:`~.loss.LossUnit` does. Its dl and g stay after the ``last`` transfer
+            until the next sample's outputs reach the loss unit (its output registers): the update engines' g
+            and the accelerator's reply read them there.
         w_en, w_layer, w_addr, w_data (In; w_data = :attr:`word_layout`, max lanes weights): weight write
             into layer ``w_layer``'s engine at its word address (``LayerEngine`` memory map; a layer with
             fewer lanes uses the first ones). Only between samples.
@@ -470,13 +470,14 @@ class Network(wiring.Component):
         base = n_layers
         if self._encoder == "bernoulli":
             m.d.comb += [bank.seed.eq(self.seed), bank.seed_index.eq(self.seed_lane - base),
-                         bank.seed_en.eq(self.seed_en & (self.seed_lane >= base) &
-                                         (self.seed_lane < base + self._arch[0]))]
+                         bank.seed_en.eq(self.seed_en & at_least(self.seed_lane, base) &
+                                         ~at_least(self.seed_lane, base + self._arch[0]))]
             base += self._arch[0]
         for u in updaters:
             if u.draws:
                 m.d.comb += [u.seed.eq(self.seed), u.seed_index.eq(self.seed_lane - base),
-                             u.seed_en.eq(self.seed_en & (self.seed_lane >= base) & (self.seed_lane < base + u.n_out))]
+                             u.seed_en.eq(self.seed_en & at_least(self.seed_lane, base) &
+                                          ~at_least(self.seed_lane, base + u.n_out))]
                 base += u.n_out
         for l, f in enumerate(self._feedback):
             m.submodules[f"feedback{l}"] = f

@@ -40,6 +40,7 @@ from amaranth.lib.wiring import In, Out
 from loco_fpga.boards import protocol as proto
 from loco_fpga.qformat import formats as make_formats
 
+from .fixed import at_least
 from .layer import COLLISION_FREE, default_memory
 from .link import DeviceError, DeviceOp, DeviceSignature, Link, LinkTop, RunOp
 from .network import UPDATES, Network
@@ -138,14 +139,14 @@ class AcceleratorDevice(wiring.Component):
         elane = Signal(range(max(2, max(e.lanes for e in engines))))
         for l, e in enumerate(engines):
             with m.If(req.space == proto.weights_space(l)):
-                m.d.comb += [space_ok.eq(1), addr_ok.eq(req.addr < words[l]),
+                m.d.comb += [space_ok.eq(1), addr_ok.eq(~at_least(req.addr, words[l])),
                              eword.eq(req.addr >> (e.lanes.bit_length() - 1)), elane.eq(req.addr & (e.lanes - 1))]
         blocks = net.cluster_blocks if hasattr(net, "cluster_blocks") else []
         proto_words = [net.proto_write_depth(l) for l in range(n_layers)] if blocks else []
         is_proto = Signal()                            # the request's space is a layer's prototypes
         for l, depth in enumerate(proto_words):
             with m.If(req.space == proto.prototypes_space(l)):
-                m.d.comb += [space_ok.eq(1), addr_ok.eq(req.addr < depth), is_proto.eq(1)]
+                m.d.comb += [space_ok.eq(1), addr_ok.eq(~at_least(req.addr, depth)), is_proto.eq(1)]
         mem_layer = Signal(range(max(2, n_layers)))
         mem_word = Signal.like(eword)
         mem_lane = Signal.like(elane)
@@ -233,7 +234,7 @@ class AcceleratorDevice(wiring.Component):
                                     with m.Else():
                                         m.d.sync += lr.eq(req.data)
                                 with m.Case(A.SEED_LANE):
-                                    with m.If(req.data >= net.seed_lanes):
+                                    with m.If(at_least(req.data, net.seed_lanes)):
                                         m.d.sync += resp.payload.error.eq(DeviceError.VALUE)
                                     with m.Else():
                                         m.d.sync += seed_lane.eq(req.data)
@@ -330,7 +331,7 @@ class AcceleratorDevice(wiring.Component):
                     m.d.sync += [in_value.eq(assembled), in_byte.eq(in_byte + 1)]
                     with m.If(in_byte == self._input_bytes - 1):
                         m.d.sync += [in_byte.eq(0), in_index.eq(in_index + 1), x_valid.eq(1),
-                                     x_value.eq(Mux(assembled > one, one, assembled))]
+                                     x_value.eq(Mux(at_least(assembled, one + 1), one, assembled))]
                         with m.If(in_index == n_in - 1):
                             m.next = "OUTPUTS"
             with m.State("OUTPUTS"):                   # y_k (clean pass) in order; the last one carries dl, g

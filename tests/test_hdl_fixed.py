@@ -8,7 +8,7 @@ import pytest
 from amaranth import Module, Signal, signed, unsigned
 from amaranth.sim import Simulator
 
-from loco_fpga.hdl.fixed import Narrow, narrow_mode, saturate, shape, shift_round
+from loco_fpga.hdl.fixed import Narrow, at_least, narrow_mode, saturate, shape, shift_round
 from loco_fpga.qformat import QFormat, narrow
 
 # (source shape, source fraction bits, destination format): right shifts, no shift, a left shift,
@@ -148,3 +148,33 @@ def test_saturate_clamps_every_value_of_every_shape_to_its_format():
     sim.add_testbench(bench)
     sim.run()
     assert len(cases) == 110 and not bad, bad[:5]
+
+
+def test_at_least_equals_the_comparison_for_every_value_and_constant():
+    """``at_least`` (bit tests) against Python's ``>=``, exhaustively: signed and unsigned values of 1 … 7 bits,
+    every constant from below the shape's minimum to above its maximum."""
+    m = Module()
+    cases = []
+    for value_signed in (False, True):
+        for width in (1, 2, 3, 5, 7):
+            lo, hi = (-(1 << (width - 1)), 1 << (width - 1)) if value_signed else (0, 1 << width)
+            x = Signal(signed(width) if value_signed else unsigned(width))
+            for const in range(lo - 2, hi + 3):
+                y = Signal()
+                m.d.comb += y.eq(at_least(x, const))
+                cases.append((x, y, const, range(lo, hi)))
+    sim = Simulator(m)
+    bad = []
+
+    async def bench(ctx):
+        for x, y, const, values in cases:
+            for v in values:
+                ctx.set(x, v)
+                if ctx.get(y) != int(v >= const):
+                    bad.append((x.shape(), const, v, ctx.get(y)))
+
+    sim.add_testbench(bench)
+    sim.run()
+    assert len(cases) == 2 * sum((1 << w) + 5 for w in (1, 2, 3, 5, 7)) and not bad, bad[:5]
+    with pytest.raises(TypeError, match=r"const = 1.5: expected an int"):
+        at_least(Signal(4), 1.5)
