@@ -40,7 +40,7 @@ from amaranth.lib.wiring import In, Out
 
 from loco_fpga.qformat import Formats
 
-from .fixed import saturate, shape, shift_round
+from .fixed import saturate, shape
 from .layer import COLLISION_FREE
 from .prng import xorshift32_next
 
@@ -192,12 +192,14 @@ class UpdateEngine(wiring.Component):
         for k in range(lanes):
             m.d.comb += [v_rd[k].addr.eq(chunk), v_rd[k].en.eq(1)]
 
-        # stage 1: words arrive; the row's PRNG lane is drawn for each valid column of the chunk
+        # stage 1: words arrive; the row's PRNG lane is drawn for each valid column of the chunk, and the row's
+        # operand −e_i is chosen (registered: the product of stage 2 uses it)
         wq1 = Signal(self._word_layout)
         vq1 = Signal(data.ArrayLayout(shape(fm.vperp), lanes))
         m.d.sync += [wq1.eq(self.rd_data), vq1.eq(Cat(*(v_rd[k].data for k in range(lanes))))]
+        # the rounding's complement 2^d − 1 − r: W − ((p + r) >> d) = (W·2^d + (2^d − 1 − r) − p) >> d (stage 3)
         rand_shape = unsigned(max(drop, 1))
-        rands1 = Signal(data.ArrayLayout(rand_shape, lanes))
+        nrands1 = Signal(data.ArrayLayout(rand_shape, lanes))
         if draws:
             state = Signal(32)
             m.d.comb += [l_rd.addr.eq(row), l_rd.en.eq(1)]
@@ -212,47 +214,55 @@ class UpdateEngine(wiring.Component):
             last_word = Mux(t1.last, words[tail - 1], words[lanes - 1])
             with m.If(t1.valid):
                 m.d.sync += [state.eq(last_word)]
-                m.d.sync += [rands1[k].eq(words[k][32 - drop:]) for k in range(lanes)]
+                m.d.sync += [nrands1[k].eq(~words[k][32 - drop:]) for k in range(lanes)]
             # written back from the state register a cycle later (stage 2): the draw logic then drives only
             # that register, and a LUT driving one flip-flop packs with it on iCE40
             m.d.comb += [l_wr.addr.eq(t2.row), l_wr.data.eq(state), l_wr.en.eq(t2.valid & t2.last)]
             with m.If(self.seed_en):
                 m.d.comb += [l_wr.addr.eq(self.seed_index), l_wr.data.eq(self.seed), l_wr.en.eq(1)]
+        # −e_i = −g if ξ_i's sign bit is 1, +g if it is 0, 0 when masked off: the sign and the mask live in the
+        # multiplier's operand, one value per row, so the products need no negation (−g of the most negative g
+        # needs one bit more than g)
+        e_shape = signed(fm.g.bits + 1)
+        neg_e = Signal(e_shape)
+        on = self.active.bit_select(t1.row, 1)
+        if errors:                        # e_row: read at the row address in stage 0, negated in stage 1
+            m.d.comb += [e_rd.addr.eq(row), e_rd.en.eq(1)]
+            m.d.sync += neg_e.eq(Mux(on, -e_rd.data, 0))
+        else:
+            plus = self.signs.bit_select(t1.row, 1)
+            m.d.sync += neg_e.eq(Mux(on, Mux(plus, -g, g), 0))
 
-        # stage 2: the products g · v⊥_j
+        # stage 2: the products −e_i · v⊥_j (padding columns of a last chunk: 0, no change)
+        # |e_i| ≤ 2^(g_bits − 1) and |v⊥_j| ≤ 2^(vperp_bits − 1) (signed) or < 2^vperp_bits (unsigned): the
+        # product fits g_bits + vperp_bits signed bits either way
         prod_shape = signed(fm.g.bits + fm.vperp.bits)
         wq2 = Signal(self._word_layout)
-        rands2 = Signal.like(rands1)
+        nrands2 = Signal.like(nrands1)
         prods = Signal(data.ArrayLayout(prod_shape, lanes))
-        m.d.sync += [wq2.eq(wq1), rands2.eq(rands1)]
-        if errors:                        # e_row: read at the row address in stage 0, registered in stage 1
-            eq1 = Signal(shape(fm.g))
-            m.d.comb += [e_rd.addr.eq(row), e_rd.en.eq(1)]
-            m.d.sync += eq1.eq(e_rd.data)
-            m.d.sync += [prods[k].eq(eq1 * vq1[k]) for k in range(lanes)]
-        else:
-            m.d.sync += [prods[k].eq(g * vq1[k]) for k in range(lanes)]
-
-        # stage 3: e_i · v⊥_j = ±(g v⊥_j) or 0, rounded
-        wq3 = Signal(self._word_layout)
-        dec_shape = signed(prod_shape.width + 2)
-        decs = Signal(data.ArrayLayout(dec_shape, lanes))
-        plus = 1 if errors else self.signs.bit_select(t3.row, 1)
-        on = self.active.bit_select(t3.row, 1)
-        m.d.sync += wq3.eq(wq2)
+        m.d.sync += wq2.eq(wq1)
+        if draws:
+            m.d.sync += nrands2.eq(nrands1)
         for k in range(lanes):
-            term = Signal(signed(prod_shape.width + 1), name=f"term{k}")
-            use = on & ~t3.last if k >= tail else on          # padding columns of a last chunk: no change
-            m.d.comb += term.eq(Mux(use, Mux(plus, prods[k], -prods[k]), 0))
-            rand = rands2[k] if draws else None
-            mode = self._rounding if draws or self._rounding != "stochastic" else "trunc"  # d ≤ 0: exact
-            m.d.sync += decs[k].eq(shift_round(term, drop, mode, rand))
+            v_k = Mux(t2.last, 0, vq1[k]) if k >= tail else vq1[k]
+            m.d.sync += prods[k].eq(neg_e * v_k)
 
-        # stage 4: subtract, saturate, write (padding lanes of a last chunk are written back unchanged)
-        new = Signal(self._word_layout)
+        # stage 3: W_ij − round(e_i v⊥_j), saturated (registered). With p = e_i v⊥_j and D = 2^d, the rounding
+        # is ⌊(p + r)/D⌋ and W − ⌊(p + r)/D⌋ = ⌊(W·D + (D − 1 − r) − p)/D⌋ (−⌊x/D⌋ = ⌊(−x + D − 1)/D⌋):
+        # W·D + (D − 1 − r) is W's bits above the complement's, so one adder does the rounding and the
+        # subtraction; only the bits from d up are kept
+        new3 = Signal(self._word_layout)
         for k in range(lanes):
-            m.d.comb += new[k].eq(saturate(wq3[k] - decs[k], fm.weight))
-        m.d.comb += [self.wr_en.eq(t4.valid), self.wr_addr.eq(wr_addr), self.wr_data.eq(new)]
+            if drop > 0:                  # half-up: r = 2^(d−1); trunc: r = 0
+                r_fixed = (1 << (drop - 1)) if self._rounding == "half-up" else 0
+                nrand = nrands2[k] if draws else Const((1 << drop) - 1 - r_fixed, drop)
+                diff = Cat(nrand, wq2[k]).as_signed() + prods[k]
+                m.d.sync += new3[k].eq(saturate(diff >> drop, fm.weight))
+            else:                         # d ≤ 0: exact
+                m.d.sync += new3[k].eq(saturate(wq2[k] + (prods[k] << -drop), fm.weight))
+
+        # stage 4: write (padding lanes of a last chunk are written back unchanged)
+        m.d.comb += [self.wr_en.eq(t4.valid), self.wr_addr.eq(wr_addr), self.wr_data.eq(new3)]
         with m.If(t4.valid):
             m.d.sync += wr_addr.eq(wr_addr + 1)
 
