@@ -197,7 +197,7 @@ class UpdateEngine(wiring.Component):
         wq1 = Signal(self._word_layout)
         vq1 = Signal(data.ArrayLayout(shape(fm.vperp), lanes))
         m.d.sync += [wq1.eq(self.rd_data), vq1.eq(Cat(*(v_rd[k].data for k in range(lanes))))]
-        # the rounding's complement 2^d − 1 − r: W − ((p + r) >> d) = (W·2^d + (2^d − 1 − r) − p) >> d (stage 3)
+        # the rounding's complement 2^d − 1 − r: W − ((p + r) >> d) = (W·2^d + (2^d − 1 − r) − p) >> d (stage 2)
         rand_shape = unsigned(max(drop, 1))
         nrands1 = Signal(data.ArrayLayout(rand_shape, lanes))
         if draws:
@@ -233,33 +233,29 @@ class UpdateEngine(wiring.Component):
             plus = self.signs.bit_select(t1.row, 1)
             m.d.sync += neg_e.eq(Mux(on, Mux(plus, -g, g), 0))
 
-        # stage 2: the products −e_i · v⊥_j (padding columns of a last chunk: 0, no change)
-        # |e_i| ≤ 2^(g_bits − 1) and |v⊥_j| ≤ 2^(vperp_bits − 1) (signed) or < 2^vperp_bits (unsigned): the
-        # product fits g_bits + vperp_bits signed bits either way
+        # stage 2: W_ij − round(e_i v⊥_j) before saturation (registered). With p = e_i v⊥_j and D = 2^d, the
+        # rounding is ⌊(p + r)/D⌋ and W − ⌊(p + r)/D⌋ = ⌊(W·D + (D − 1 − r) − p)/D⌋ (−⌊x/D⌋ = ⌊(−x + D − 1)/D⌋):
+        # W·D + (D − 1 − r) is W's bits above the complement's, so the product −e_i·v⊥_j and one adder do the
+        # rounding and the subtraction; only the bits from d up are kept. The word and the random bits are used
+        # as they arrive, so neither is carried further. |e_i| ≤ 2^(g_bits − 1) and |v⊥_j| ≤ 2^(vperp_bits − 1)
+        # (signed) or < 2^vperp_bits (unsigned): the product fits g_bits + vperp_bits signed bits either way.
         prod_shape = signed(fm.g.bits + fm.vperp.bits)
-        wq2 = Signal(self._word_layout)
-        nrands2 = Signal.like(nrands1)
-        prods = Signal(data.ArrayLayout(prod_shape, lanes))
-        m.d.sync += wq2.eq(wq1)
-        if draws:
-            m.d.sync += nrands2.eq(nrands1)
+        diff_shape = signed(max(prod_shape.width + max(-drop, 0), fm.weight.bits + max(drop, 0)) + 1 - max(drop, 0))
+        diffs = Signal(data.ArrayLayout(diff_shape, lanes))
         for k in range(lanes):
-            v_k = Mux(t2.last, 0, vq1[k]) if k >= tail else vq1[k]
-            m.d.sync += prods[k].eq(neg_e * v_k)
-
-        # stage 3: W_ij − round(e_i v⊥_j), saturated (registered). With p = e_i v⊥_j and D = 2^d, the rounding
-        # is ⌊(p + r)/D⌋ and W − ⌊(p + r)/D⌋ = ⌊(W·D + (D − 1 − r) − p)/D⌋ (−⌊x/D⌋ = ⌊(−x + D − 1)/D⌋):
-        # W·D + (D − 1 − r) is W's bits above the complement's, so one adder does the rounding and the
-        # subtraction; only the bits from d up are kept
-        new3 = Signal(self._word_layout)
-        for k in range(lanes):
+            v_k = Mux(t2.last, 0, vq1[k]) if k >= tail else vq1[k]     # padding columns of a last chunk: 0
+            prod = Signal(prod_shape, name=f"prod{k}")
+            m.d.comb += prod.eq(neg_e * v_k)
             if drop > 0:                  # half-up: r = 2^(d−1); trunc: r = 0
                 r_fixed = (1 << (drop - 1)) if self._rounding == "half-up" else 0
-                nrand = nrands2[k] if draws else Const((1 << drop) - 1 - r_fixed, drop)
-                diff = Cat(nrand, wq2[k]).as_signed() + prods[k]
-                m.d.sync += new3[k].eq(saturate(diff >> drop, fm.weight))
+                nrand = nrands1[k] if draws else Const((1 << drop) - 1 - r_fixed, drop)
+                m.d.sync += diffs[k].eq((Cat(nrand, wq1[k]).as_signed() + prod) >> drop)
             else:                         # d ≤ 0: exact
-                m.d.sync += new3[k].eq(saturate(wq2[k] + (prods[k] << -drop), fm.weight))
+                m.d.sync += diffs[k].eq(wq1[k] + (prod << -drop))
+
+        # stage 3: saturate (registered)
+        new3 = Signal(self._word_layout)
+        m.d.sync += [new3[k].eq(saturate(diffs[k], fm.weight)) for k in range(lanes)]
 
         # stage 4: write (padding lanes of a last chunk are written back unchanged)
         m.d.comb += [self.wr_en.eq(t4.valid), self.wr_addr.eq(wr_addr), self.wr_data.eq(new3)]
