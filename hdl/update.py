@@ -6,10 +6,12 @@ For every row i (in order) and column j (in order, j = 0 … N − 1, N = n_in +
     e_i  = +g if ξ_i's sign bit is 1, −g if it is 0; 0 when the row is masked off (active_i = 0)
     W_ij ← sat_weight(W_ij − round(e_i · v⊥_j))
 
-``round`` drops d = g_frac + vperp_frac − weight_frac bits with the configured mode (``hdl.fixed.shift_round``,
-the model's ``shift_round``): ``stochastic`` adds r_ij = (word >> (32 − d)), the words being drawn from PRNG
-lane (ROUNDING, l·2^16 + i), N per row in column order (golden_model/prng.py); ``half-up``/``trunc`` draw
-nothing. e_i · v⊥_j is computed as ±(g · v⊥_j), which is the same integer.
+``round`` drops d = g_frac + vperp_frac − weight_frac bits with the configured mode (the model's ``shift_round``,
+⌊(x + r)/2^d⌋): ``stochastic`` adds r_ij = (word >> (32 − d)), the words being drawn from PRNG lane
+(ROUNDING, l·2^16 + i), N per row in column order (golden_model/prng.py); ``half-up`` adds r = 2^(d−1),
+``trunc`` r = 0, and neither draws. The engine gets the same integers with one adder and no negation of a
+product: −e_i (∓g or 0) is the multiplier's operand, chosen once per row, and
+W − ⌊(p + r)/2^d⌋ = ⌊(W·2^d + (2^d − 1 − r) − p)/2^d⌋ (stage 2 in ``elaborate``).
 
 **Inputs.** ``vperp`` is a ``lib.stream`` of N values in ``fmts.vperp``, index order — for NP the network makes
 it from the previous layer's noisy counts (:class:`NpSource`), for LOCO the per-cluster units and the solver
@@ -26,9 +28,10 @@ layers. g exists only after the output layer's last result, when every engine ha
 **Sweep pipeline** (:attr:`stages` = 4; one word of ``lanes`` weights per cycle, word i·C + c in address order,
 the layer engine's memory map): 0. address word (i, c) of the weights and chunk c of v⊥; 1. the words arrive and
 are registered, the row's PRNG lane is drawn once per valid column (its state comes from a memory of n_out
-states at the row's first chunk and goes back one cycle after its last); 2. g · v⊥_j per lane (registered);
-3. ±, mask, rounding (registered); 4. subtract, saturate, write. Each word is read once and written once, four cycles
-later, so no read sees a stale word. :attr:`latency` = cycles from the g transfer (v⊥ already complete) to the
+states at the row's first chunk and goes back one cycle after its last), the row's operand −e_i is registered;
+2. −e_i · v⊥_j per lane and one adder for the rounding and the subtraction (registered); 3. saturate
+(registered); 4. write. Each word is read once and written once, four cycles later, so no read sees a stale
+word. :attr:`latency` = cycles from the g transfer (v⊥ already complete) to the
 cycle of the last write = n_out·C + 4.
 """
 
@@ -127,7 +130,7 @@ class UpdateEngine(wiring.Component):
 
     @property
     def stages(self) -> int:
-        """Pipeline stages from a word's address to its write (read, multiply, round, saturate + write)."""
+        """Pipeline stages from a word's address to its write (read, multiply + round + subtract, saturate, write)."""
         return 4
 
     @property
@@ -197,14 +200,17 @@ class UpdateEngine(wiring.Component):
         wq1 = Signal(self._word_layout)
         vq1 = Signal(data.ArrayLayout(shape(fm.vperp), lanes))
         m.d.sync += [wq1.eq(self.rd_data), vq1.eq(Cat(*(v_rd[k].data for k in range(lanes))))]
-        # the rounding's complement 2^d − 1 − r: W − ((p + r) >> d) = (W·2^d + (2^d − 1 − r) − p) >> d (stage 2)
+        # the rounding's complement ~r = 2^d − 1 − r (stage 2): lanes 0 … lanes − 2 registered; the last lane's
+        # are the top bits of the state register, which holds the lane's state inverted (free: the LUTs before
+        # it, after it and at the memory's write port absorb the inversions). Its word is the chunk's last draw,
+        # except in a row's last chunk when that lane is padding: then any r gives the exact W
         rand_shape = unsigned(max(drop, 1))
-        nrands1 = Signal(data.ArrayLayout(rand_shape, lanes))
+        nrands1 = [Signal(rand_shape, name=f"nrands1_{k}") for k in range(lanes - 1)]
         if draws:
-            state = Signal(32)
+            state_n = Signal(32)            # ~state
             m.d.comb += [l_rd.addr.eq(row), l_rd.en.eq(1)]
             cur = Signal(32)
-            m.d.comb += cur.eq(Mux(t1.first, l_rd.data, state))
+            m.d.comb += cur.eq(Mux(t1.first, l_rd.data, ~state_n))
             words, w = [], cur
             for k in range(lanes):      # one Signal per draw: the chained expression would grow as 2^(3·lanes)
                 word_k = Signal(32, name=f"draw{k}")
@@ -213,18 +219,18 @@ class UpdateEngine(wiring.Component):
                 w = word_k
             last_word = Mux(t1.last, words[tail - 1], words[lanes - 1])
             with m.If(t1.valid):
-                m.d.sync += [state.eq(last_word)]
-                m.d.sync += [nrands1[k].eq(~words[k][32 - drop:]) for k in range(lanes)]
+                m.d.sync += [state_n.eq(~last_word)]
+                m.d.sync += [nrands1[k].eq(~words[k][32 - drop:]) for k in range(lanes - 1)]
+            nrands1.append(state_n[32 - drop:])
             # written back from the state register a cycle later (stage 2): the draw logic then drives only
             # that register, and a LUT driving one flip-flop packs with it on iCE40
-            m.d.comb += [l_wr.addr.eq(t2.row), l_wr.data.eq(state), l_wr.en.eq(t2.valid & t2.last)]
+            m.d.comb += [l_wr.addr.eq(t2.row), l_wr.data.eq(~state_n), l_wr.en.eq(t2.valid & t2.last)]
             with m.If(self.seed_en):
                 m.d.comb += [l_wr.addr.eq(self.seed_index), l_wr.data.eq(self.seed), l_wr.en.eq(1)]
         # −e_i = −g if ξ_i's sign bit is 1, +g if it is 0, 0 when masked off: the sign and the mask live in the
         # multiplier's operand, one value per row, so the products need no negation (−g of the most negative g
         # needs one bit more than g)
-        e_shape = signed(fm.g.bits + 1)
-        neg_e = Signal(e_shape)
+        neg_e = Signal(signed(fm.g.bits + 1))
         on = self.active.bit_select(t1.row, 1)
         if errors:                        # e_row: read at the row address in stage 0, negated in stage 1
             m.d.comb += [e_rd.addr.eq(row), e_rd.en.eq(1)]
@@ -235,10 +241,10 @@ class UpdateEngine(wiring.Component):
 
         # stage 2: W_ij − round(e_i v⊥_j) before saturation (registered). With p = e_i v⊥_j and D = 2^d, the
         # rounding is ⌊(p + r)/D⌋ and W − ⌊(p + r)/D⌋ = ⌊(W·D + (D − 1 − r) − p)/D⌋ (−⌊x/D⌋ = ⌊(−x + D − 1)/D⌋):
-        # W·D + (D − 1 − r) is W's bits above the complement's, so the product −e_i·v⊥_j and one adder do the
-        # rounding and the subtraction; only the bits from d up are kept. The word and the random bits are used
-        # as they arrive, so neither is carried further. |e_i| ≤ 2^(g_bits − 1) and |v⊥_j| ≤ 2^(vperp_bits − 1)
-        # (signed) or < 2^vperp_bits (unsigned): the product fits g_bits + vperp_bits signed bits either way.
+        # W·D + (D − 1 − r) is W's bits above ~r's, so the product −e_i·v⊥_j and one adder do the rounding and
+        # the subtraction; only the bits from d up are kept. The word and the random bits are used as they
+        # arrive, so neither is carried further. |e_i| ≤ 2^(g_bits − 1) and |v⊥_j| ≤ 2^(vperp_bits − 1) (signed)
+        # or < 2^vperp_bits (unsigned): the product fits g_bits + vperp_bits signed bits either way.
         prod_shape = signed(fm.g.bits + fm.vperp.bits)
         diff_shape = signed(max(prod_shape.width + max(-drop, 0), fm.weight.bits + max(drop, 0)) + 1 - max(drop, 0))
         diffs = Signal(data.ArrayLayout(diff_shape, lanes))
