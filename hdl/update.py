@@ -183,10 +183,13 @@ class UpdateEngine(wiring.Component):
         chunk = Signal(range(chunks))
 
         # -- pipeline tags ---------------------------------------------------------------------------------
-        tag = data.StructLayout({"valid": 1, "row": range(n_out), "chunk": range(chunks), "first": 1, "last": 1})
+        # first/last: the row's first/last chunk; final: the sweep's last word. Stages 3 and 4 only count and
+        # end the sweep, so they carry valid and final
+        tag = data.StructLayout({"valid": 1, "row": range(n_out), "first": 1, "last": 1, "final": 1})
+        end_tag = data.StructLayout({"valid": 1, "final": 1})
         # t_k: the word whose stage-k registers are being loaded this cycle (t1: its data arrives)
-        t1, t2, t3, t4 = Signal(tag), Signal(tag), Signal(tag), Signal(tag)
-        m.d.sync += [t1.valid.eq(0), t2.eq(t1), t3.eq(t2), t4.eq(t3)]
+        t1, t2, t3, t4 = Signal(tag), Signal(tag), Signal(end_tag), Signal(end_tag)
+        m.d.sync += [t1.valid.eq(0), t2.eq(t1), t3.valid.eq(t2.valid), t3.final.eq(t2.final), t4.eq(t3)]
         # word addresses row·C + chunk, in order: a read counter (stage 0) and a write counter (stage 4), so no
         # address multiplier (a constant product Yosys would map to a DSP)
         addr = Signal(range(self.weight_depth))
@@ -229,15 +232,16 @@ class UpdateEngine(wiring.Component):
                 m.d.comb += [l_wr.addr.eq(self.seed_index), l_wr.data.eq(self.seed), l_wr.en.eq(1)]
         # −e_i = −g if ξ_i's sign bit is 1, +g if it is 0, 0 when masked off: the sign and the mask live in the
         # multiplier's operand, one value per row, so the products need no negation (−g of the most negative g
-        # needs one bit more than g)
+        # needs one bit more than g). −x as ~(x − 1): Yosys' iCE40 carry chain takes no inverted operand, so 0 − x
+        # costs an inverter LUT per bit, x − 1 none (the inversion goes into the multiplexer's LUT)
         neg_e = Signal(signed(fm.g.bits + 1))
         on = self.active.bit_select(t1.row, 1)
         if errors:                        # e_row: read at the row address in stage 0, negated in stage 1
             m.d.comb += [e_rd.addr.eq(row), e_rd.en.eq(1)]
-            m.d.sync += neg_e.eq(Mux(on, -e_rd.data, 0))
+            m.d.sync += neg_e.eq(Mux(on, ~(e_rd.data - 1), 0))
         else:
             plus = self.signs.bit_select(t1.row, 1)
-            m.d.sync += neg_e.eq(Mux(on, Mux(plus, -g, g), 0))
+            m.d.sync += neg_e.eq(Mux(on, Mux(plus, ~(g - 1), g), 0))
 
         # stage 2: W_ij − round(e_i v⊥_j) before saturation (registered). With p = e_i v⊥_j and D = 2^d, the
         # rounding is ⌊(p + r)/D⌋ and W − ⌊(p + r)/D⌋ = ⌊(W·D + (D − 1 − r) − p)/D⌋ (−⌊x/D⌋ = ⌊(−x + D − 1)/D⌋):
@@ -294,8 +298,8 @@ class UpdateEngine(wiring.Component):
                     m.d.sync += [row.eq(0), chunk.eq(0), addr.eq(0), wr_addr.eq(0)]
                     m.next = "SWEEP"
             with m.State("SWEEP"):
-                m.d.sync += [t1.valid.eq(1), t1.row.eq(row), t1.chunk.eq(chunk), t1.first.eq(chunk == 0),
-                             t1.last.eq(chunk == chunks - 1), addr.eq(addr + 1)]
+                m.d.sync += [t1.valid.eq(1), t1.row.eq(row), t1.first.eq(chunk == 0), t1.last.eq(chunk == chunks - 1),
+                             t1.final.eq((chunk == chunks - 1) & (row == n_out - 1)), addr.eq(addr + 1)]
                 with m.If(chunk == chunks - 1):
                     m.d.sync += chunk.eq(0)
                     with m.If(row == n_out - 1):
@@ -306,7 +310,7 @@ class UpdateEngine(wiring.Component):
                 with m.Else():
                     m.d.sync += chunk.eq(chunk + 1)
             with m.State("DRAIN"):
-                with m.If(t4.valid & (t4.row == n_out - 1) & t4.last):
+                with m.If(t4.valid & t4.final):
                     m.d.sync += [received.eq(0), in_lane.eq(0), in_chunk.eq(0), have_g.eq(0)]
                     if errors:
                         m.d.sync += e_count.eq(0)
