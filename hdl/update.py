@@ -236,7 +236,7 @@ class UpdateEngine(wiring.Component):
         # costs an inverter LUT per bit, x − 1 none (the inversion goes into the multiplexer's LUT)
         neg_e = Signal(signed(fm.g.bits + 1))
         on = self.active.bit_select(t1.row, 1)
-        if errors:                        # e_row: read at the row address in stage 0, negated in stage 1
+        if errors:                        # e_i: read at the row address in stage 0, negated in stage 1
             m.d.comb += [e_rd.addr.eq(row), e_rd.en.eq(1)]
             m.d.sync += neg_e.eq(Mux(on, ~(e_rd.data - 1), 0))
         else:
