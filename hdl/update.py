@@ -6,10 +6,12 @@ For every row i (in order) and column j (in order, j = 0 … N − 1, N = n_in +
     e_i  = +g if ξ_i's sign bit is 1, −g if it is 0; 0 when the row is masked off (active_i = 0)
     W_ij ← sat_weight(W_ij − round(e_i · v⊥_j))
 
-``round`` drops d = g_frac + vperp_frac − weight_frac bits with the configured mode (``hdl.fixed.shift_round``,
-the model's ``shift_round``): ``stochastic`` adds r_ij = (word >> (32 − d)), the words being drawn from PRNG
-lane (ROUNDING, l·2^16 + i), N per row in column order (golden_model/prng.py); ``half-up``/``trunc`` draw
-nothing. e_i · v⊥_j is computed as ±(g · v⊥_j), which is the same integer.
+``round`` drops d = g_frac + vperp_frac − weight_frac bits with the configured mode (the model's ``shift_round``,
+⌊(x + r)/2^d⌋): ``stochastic`` adds r_ij = (word >> (32 − d)), the words being drawn from PRNG lane
+(ROUNDING, l·2^16 + i), N per row in column order (golden_model/prng.py); ``half-up`` adds r = 2^(d−1),
+``trunc`` r = 0, and neither draws. The engine gets the same integers with one adder and no negation of a
+product: −e_i (∓g or 0) is the multiplier's operand, chosen once per row, and
+W − ⌊(p + r)/2^d⌋ = ⌊(W·2^d + (2^d − 1 − r) − p)/2^d⌋ (stage 2 in ``elaborate``).
 
 **Inputs.** ``vperp`` is a ``lib.stream`` of N values in ``fmts.vperp``, index order — for NP the network makes
 it from the previous layer's noisy counts (:class:`NpSource`), for LOCO the per-cluster units and the solver
@@ -26,9 +28,10 @@ layers. g exists only after the output layer's last result, when every engine ha
 **Sweep pipeline** (:attr:`stages` = 4; one word of ``lanes`` weights per cycle, word i·C + c in address order,
 the layer engine's memory map): 0. address word (i, c) of the weights and chunk c of v⊥; 1. the words arrive and
 are registered, the row's PRNG lane is drawn once per valid column (its state comes from a memory of n_out
-states at the row's first chunk and goes back one cycle after its last); 2. g · v⊥_j per lane (registered);
-3. ±, mask, rounding (registered); 4. subtract, saturate, write. Each word is read once and written once, four cycles
-later, so no read sees a stale word. :attr:`latency` = cycles from the g transfer (v⊥ already complete) to the
+states at the row's first chunk and goes back one cycle after its last), the row's operand −e_i is registered;
+2. −e_i · v⊥_j per lane and one adder for the rounding and the subtraction (registered); 3. saturate
+(registered); 4. write. Each word is read once and written once, four cycles later, so no read sees a stale
+word. :attr:`latency` = cycles from the g transfer (v⊥ already complete) to the
 cycle of the last write = n_out·C + 4.
 """
 
@@ -40,7 +43,7 @@ from amaranth.lib.wiring import In, Out
 
 from loco_fpga.qformat import Formats
 
-from .fixed import saturate, shape, shift_round
+from .fixed import saturate, shape
 from .layer import COLLISION_FREE
 from .prng import xorshift32_next
 
@@ -127,7 +130,7 @@ class UpdateEngine(wiring.Component):
 
     @property
     def stages(self) -> int:
-        """Pipeline stages from a word's address to its write (read, multiply, round, saturate + write)."""
+        """Pipeline stages from a word's address to its write (read, multiply + round + subtract, saturate, write)."""
         return 4
 
     @property
@@ -180,10 +183,13 @@ class UpdateEngine(wiring.Component):
         chunk = Signal(range(chunks))
 
         # -- pipeline tags ---------------------------------------------------------------------------------
-        tag = data.StructLayout({"valid": 1, "row": range(n_out), "chunk": range(chunks), "first": 1, "last": 1})
+        # first/last: the row's first/last chunk; final: the sweep's last word. Stages 3 and 4 only count and
+        # end the sweep, so they carry valid and final
+        tag = data.StructLayout({"valid": 1, "row": range(n_out), "first": 1, "last": 1, "final": 1})
+        end_tag = data.StructLayout({"valid": 1, "final": 1})
         # t_k: the word whose stage-k registers are being loaded this cycle (t1: its data arrives)
-        t1, t2, t3, t4 = Signal(tag), Signal(tag), Signal(tag), Signal(tag)
-        m.d.sync += [t1.valid.eq(0), t2.eq(t1), t3.eq(t2), t4.eq(t3)]
+        t1, t2, t3, t4 = Signal(tag), Signal(tag), Signal(end_tag), Signal(end_tag)
+        m.d.sync += [t1.valid.eq(0), t2.eq(t1), t3.valid.eq(t2.valid), t3.final.eq(t2.final), t4.eq(t3)]
         # word addresses row·C + chunk, in order: a read counter (stage 0) and a write counter (stage 4), so no
         # address multiplier (a constant product Yosys would map to a DSP)
         addr = Signal(range(self.weight_depth))
@@ -192,17 +198,22 @@ class UpdateEngine(wiring.Component):
         for k in range(lanes):
             m.d.comb += [v_rd[k].addr.eq(chunk), v_rd[k].en.eq(1)]
 
-        # stage 1: words arrive; the row's PRNG lane is drawn for each valid column of the chunk
+        # stage 1: words arrive; the row's PRNG lane is drawn for each valid column of the chunk, and the row's
+        # operand −e_i is chosen (registered: the product of stage 2 uses it)
         wq1 = Signal(self._word_layout)
         vq1 = Signal(data.ArrayLayout(shape(fm.vperp), lanes))
         m.d.sync += [wq1.eq(self.rd_data), vq1.eq(Cat(*(v_rd[k].data for k in range(lanes))))]
+        # the rounding's complement ~r = 2^d − 1 − r (stage 2): lanes 0 … lanes − 2 registered; the last lane's
+        # are the top bits of the state register, which holds the lane's state inverted (free: the LUTs before
+        # it, after it and at the memory's write port absorb the inversions). Its word is the chunk's last draw,
+        # except in a row's last chunk when that lane is padding: then any r gives the exact W
         rand_shape = unsigned(max(drop, 1))
-        rands1 = Signal(data.ArrayLayout(rand_shape, lanes))
+        nrands1 = [Signal(rand_shape, name=f"nrands1_{k}") for k in range(lanes - 1)]
         if draws:
-            state = Signal(32)
+            state_n = Signal(32)            # ~state
             m.d.comb += [l_rd.addr.eq(row), l_rd.en.eq(1)]
             cur = Signal(32)
-            m.d.comb += cur.eq(Mux(t1.first, l_rd.data, state))
+            m.d.comb += cur.eq(Mux(t1.first, l_rd.data, ~state_n))
             words, w = [], cur
             for k in range(lanes):      # one Signal per draw: the chained expression would grow as 2^(3·lanes)
                 word_k = Signal(32, name=f"draw{k}")
@@ -211,48 +222,53 @@ class UpdateEngine(wiring.Component):
                 w = word_k
             last_word = Mux(t1.last, words[tail - 1], words[lanes - 1])
             with m.If(t1.valid):
-                m.d.sync += [state.eq(last_word)]
-                m.d.sync += [rands1[k].eq(words[k][32 - drop:]) for k in range(lanes)]
+                m.d.sync += [state_n.eq(~last_word)]
+                m.d.sync += [nrands1[k].eq(~words[k][32 - drop:]) for k in range(lanes - 1)]
+            nrands1.append(state_n[32 - drop:])
             # written back from the state register a cycle later (stage 2): the draw logic then drives only
             # that register, and a LUT driving one flip-flop packs with it on iCE40
-            m.d.comb += [l_wr.addr.eq(t2.row), l_wr.data.eq(state), l_wr.en.eq(t2.valid & t2.last)]
+            m.d.comb += [l_wr.addr.eq(t2.row), l_wr.data.eq(~state_n), l_wr.en.eq(t2.valid & t2.last)]
             with m.If(self.seed_en):
                 m.d.comb += [l_wr.addr.eq(self.seed_index), l_wr.data.eq(self.seed), l_wr.en.eq(1)]
-
-        # stage 2: the products g · v⊥_j
-        prod_shape = signed(fm.g.bits + fm.vperp.bits)
-        wq2 = Signal(self._word_layout)
-        rands2 = Signal.like(rands1)
-        prods = Signal(data.ArrayLayout(prod_shape, lanes))
-        m.d.sync += [wq2.eq(wq1), rands2.eq(rands1)]
-        if errors:                        # e_row: read at the row address in stage 0, registered in stage 1
-            eq1 = Signal(shape(fm.g))
+        # −e_i = −g if ξ_i's sign bit is 1, +g if it is 0, 0 when masked off: the sign and the mask live in the
+        # multiplier's operand, one value per row, so the products need no negation (−g of the most negative g
+        # needs one bit more than g). −x as ~(x − 1): Yosys' iCE40 carry chain takes no inverted operand, so 0 − x
+        # costs an inverter LUT per bit, x − 1 none (the inversion goes into the multiplexer's LUT)
+        neg_e = Signal(signed(fm.g.bits + 1))
+        on = self.active.bit_select(t1.row, 1)
+        if errors:                        # e_i: read at the row address in stage 0, negated in stage 1
             m.d.comb += [e_rd.addr.eq(row), e_rd.en.eq(1)]
-            m.d.sync += eq1.eq(e_rd.data)
-            m.d.sync += [prods[k].eq(eq1 * vq1[k]) for k in range(lanes)]
+            m.d.sync += neg_e.eq(Mux(on, ~(e_rd.data - 1), 0))
         else:
-            m.d.sync += [prods[k].eq(g * vq1[k]) for k in range(lanes)]
+            plus = self.signs.bit_select(t1.row, 1)
+            m.d.sync += neg_e.eq(Mux(on, Mux(plus, ~(g - 1), g), 0))
 
-        # stage 3: e_i · v⊥_j = ±(g v⊥_j) or 0, rounded
-        wq3 = Signal(self._word_layout)
-        dec_shape = signed(prod_shape.width + 2)
-        decs = Signal(data.ArrayLayout(dec_shape, lanes))
-        plus = 1 if errors else self.signs.bit_select(t3.row, 1)
-        on = self.active.bit_select(t3.row, 1)
-        m.d.sync += wq3.eq(wq2)
+        # stage 2: W_ij − round(e_i v⊥_j) before saturation (registered). With p = e_i v⊥_j and D = 2^d, the
+        # rounding is ⌊(p + r)/D⌋ and W − ⌊(p + r)/D⌋ = ⌊(W·D + (D − 1 − r) − p)/D⌋ (−⌊x/D⌋ = ⌊(−x + D − 1)/D⌋):
+        # W·D + (D − 1 − r) is W's bits above ~r's, so the product −e_i·v⊥_j and one adder do the rounding and
+        # the subtraction; only the bits from d up are kept. The word and the random bits are used as they
+        # arrive, so neither is carried further. |e_i| ≤ 2^(g_bits − 1) and |v⊥_j| ≤ 2^(vperp_bits − 1) (signed)
+        # or < 2^vperp_bits (unsigned): the product fits g_bits + vperp_bits signed bits either way.
+        prod_shape = signed(fm.g.bits + fm.vperp.bits)
+        diff_shape = signed(max(prod_shape.width + max(-drop, 0), fm.weight.bits + max(drop, 0)) + 1 - max(drop, 0))
+        diffs = Signal(data.ArrayLayout(diff_shape, lanes))
         for k in range(lanes):
-            term = Signal(signed(prod_shape.width + 1), name=f"term{k}")
-            use = on & ~t3.last if k >= tail else on          # padding columns of a last chunk: no change
-            m.d.comb += term.eq(Mux(use, Mux(plus, prods[k], -prods[k]), 0))
-            rand = rands2[k] if draws else None
-            mode = self._rounding if draws or self._rounding != "stochastic" else "trunc"  # d ≤ 0: exact
-            m.d.sync += decs[k].eq(shift_round(term, drop, mode, rand))
+            v_k = Mux(t2.last, 0, vq1[k]) if k >= tail else vq1[k]     # padding columns of a last chunk: 0
+            prod = Signal(prod_shape, name=f"prod{k}")
+            m.d.comb += prod.eq(neg_e * v_k)
+            if drop > 0:                  # half-up: r = 2^(d−1); trunc: r = 0
+                r_fixed = (1 << (drop - 1)) if self._rounding == "half-up" else 0
+                nrand = nrands1[k] if draws else Const((1 << drop) - 1 - r_fixed, drop)
+                m.d.sync += diffs[k].eq((Cat(nrand, wq1[k]).as_signed() + prod) >> drop)
+            else:                         # d ≤ 0: exact
+                m.d.sync += diffs[k].eq(wq1[k] + (prod << -drop))
 
-        # stage 4: subtract, saturate, write (padding lanes of a last chunk are written back unchanged)
-        new = Signal(self._word_layout)
-        for k in range(lanes):
-            m.d.comb += new[k].eq(saturate(wq3[k] - decs[k], fm.weight))
-        m.d.comb += [self.wr_en.eq(t4.valid), self.wr_addr.eq(wr_addr), self.wr_data.eq(new)]
+        # stage 3: saturate (registered)
+        new3 = Signal(self._word_layout)
+        m.d.sync += [new3[k].eq(saturate(diffs[k], fm.weight)) for k in range(lanes)]
+
+        # stage 4: write (padding lanes of a last chunk are written back unchanged)
+        m.d.comb += [self.wr_en.eq(t4.valid), self.wr_addr.eq(wr_addr), self.wr_data.eq(new3)]
         with m.If(t4.valid):
             m.d.sync += wr_addr.eq(wr_addr + 1)
 
@@ -282,8 +298,8 @@ class UpdateEngine(wiring.Component):
                     m.d.sync += [row.eq(0), chunk.eq(0), addr.eq(0), wr_addr.eq(0)]
                     m.next = "SWEEP"
             with m.State("SWEEP"):
-                m.d.sync += [t1.valid.eq(1), t1.row.eq(row), t1.chunk.eq(chunk), t1.first.eq(chunk == 0),
-                             t1.last.eq(chunk == chunks - 1), addr.eq(addr + 1)]
+                m.d.sync += [t1.valid.eq(1), t1.row.eq(row), t1.first.eq(chunk == 0), t1.last.eq(chunk == chunks - 1),
+                             t1.final.eq((chunk == chunks - 1) & (row == n_out - 1)), addr.eq(addr + 1)]
                 with m.If(chunk == chunks - 1):
                     m.d.sync += chunk.eq(0)
                     with m.If(row == n_out - 1):
@@ -294,7 +310,7 @@ class UpdateEngine(wiring.Component):
                 with m.Else():
                     m.d.sync += chunk.eq(chunk + 1)
             with m.State("DRAIN"):
-                with m.If(t4.valid & (t4.row == n_out - 1) & t4.last):
+                with m.If(t4.valid & t4.final):
                     m.d.sync += [received.eq(0), in_lane.eq(0), in_chunk.eq(0), have_g.eq(0)]
                     if errors:
                         m.d.sync += e_count.eq(0)

@@ -161,6 +161,21 @@ def test_updates_equal_the_model(case):
     assert latencies == [engine.latency] * len(updates)
 
 
+def test_the_engines_arithmetic_identities():
+    """The integer identities the engine's datapath rests on (hdl/update.py, stages 1–2), over the UP5K
+    default's ranges and their edges: W − ⌊(p + r)/2^d⌋ = ⌊(W·2^d + (2^d − 1 − r) − p)/2^d⌋ with the
+    complement's bits below W's, and −x = ~(x − 1)."""
+    rng = np.random.default_rng(7)
+    d = 20
+    w = np.concatenate([rng.integers(-1 << 15, 1 << 15, 100_000), [-(1 << 15), (1 << 15) - 1, 0, -1]])
+    p = np.concatenate([rng.integers(-(1 << 39), 1 << 39, 100_000), [-(1 << 39), (1 << 39) - 1, 1 << 38, 0]])
+    r = np.concatenate([rng.integers(0, 1 << d, 100_000), [0, (1 << d) - 1, 1 << (d - 1), 0]])
+    cat = (w << d) | ((1 << d) - 1 - r)                 # Cat(~r, W): W's bits above the complement's
+    assert np.array_equal(w - ((p + r) >> d), (cat - p) >> d)
+    x = np.concatenate([rng.integers(-1 << 23, 1 << 23, 1000), [-(1 << 23), (1 << 23) - 1, 0]])
+    assert np.array_equal(-x, ~(x - 1))
+
+
 def test_np_source_appends_the_bias():
     cfg = preset("up5k").replace(spiking={"steps": 8})
     fm = formats(cfg)
