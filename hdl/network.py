@@ -195,9 +195,12 @@ class Network(wiring.Component):
                                      perturb=not (update in _ERROR_RULES or (output_delta and l == n_layers - 1)),
                                      held_noise=arch[l + 1] <= 32)
                          for l in range(n_layers)]
+        # g is broadcast from the loss unit's output register, which holds it until the next sample's outputs,
+        # and no sample starts before every sweep is over: the engines need no copy of their own (held_g)
         self._updaters = ([UpdateEngine(n_in=e.n_in, n_out=e.n_out, lanes=e.lanes, formats=formats, rounding=rounding,
-                                        errors=update in _ERROR_RULES or (output_delta and e.output))
-                           for e in self._engines] if update else [])
+                                        errors=errors, held_g=not errors)
+                           for e in self._engines
+                           for errors in [update in _ERROR_RULES or (output_delta and e.output)]] if update else [])
         # DFA: the output error, and one feedback unit per hidden layer (validates fb; the error quotes it)
         dfa = update == "dfa"
         self._output_error = (OutputError(formats=formats, n_out=arch[-1])

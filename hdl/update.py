@@ -62,7 +62,9 @@ class UpdateEngine(wiring.Component):
 
     Parameters (keyword-only): ``n_in``, ``n_out``, ``lanes`` (the layer engine's; its memory map), ``formats``
     (:class:`~loco_fpga.qformat.Formats`: weight, g, vperp), ``rounding`` (``"half-up"``, ``"trunc"`` or
-    ``"stochastic"``; ``config.fixed.update_rounding``).
+    ``"stochastic"``; ``config.fixed.update_rounding``), ``held_g`` (True: the ``g`` payload stays as it was at
+    its transfer until the sweep is over — the network's does, it is the loss unit's output register — so the
+    engine uses it there instead of keeping a copy; not with ``errors``).
 
     Ports:
         vperp (In stream {v: vperp format}): N = n_in + 1 values per update, index order.
@@ -75,7 +77,8 @@ class UpdateEngine(wiring.Component):
         seed, seed_en, seed_index (In; ``stochastic`` only): load row i's rounding lane state (while idle).
     """
 
-    def __init__(self, *, n_in: int, n_out: int, lanes: int, formats: Formats, rounding: str, errors: bool = False):
+    def __init__(self, *, n_in: int, n_out: int, lanes: int, formats: Formats, rounding: str, errors: bool = False,
+                 held_g: bool = False):
         _check_int("n_in", n_in, 1, 1 << 16)
         _check_int("n_out", n_out, 1, 1 << 16)
         _check_int("lanes", lanes, 1, n_in + 1)
@@ -83,6 +86,11 @@ class UpdateEngine(wiring.Component):
             raise TypeError(f"formats = {formats!r}: expected a loco_fpga.qformat.Formats")
         if not isinstance(errors, bool):
             raise ValueError(f"errors = {errors!r}: must be True or False")
+        if not isinstance(held_g, bool):
+            raise ValueError(f"held_g = {held_g!r}: must be True or False")
+        if held_g and errors:
+            raise ValueError("held_g = True: the engine takes per-row errors (errors = True), not g")
+        self._held_g = held_g
         if rounding not in ROUNDINGS:
             raise ValueError(f"rounding = {rounding!r}: expected one of {', '.join(ROUNDINGS)}")
         drop = formats.g.frac + formats.vperp.frac - formats.weight.frac
@@ -117,6 +125,7 @@ class UpdateEngine(wiring.Component):
     rounding = property(lambda self: self._rounding)
     #: per-row errors (DFA): e_i from the ``e`` stream instead of ±g by the noise signs
     errors = property(lambda self: self._errors)
+    held_g = property(lambda self: self._held_g)
     #: fraction bits the update narrowing drops: g_frac + vperp_frac − weight_frac
     drop = property(lambda self: self._drop)
     chunks = property(lambda self: self._chunks)
@@ -170,7 +179,7 @@ class UpdateEngine(wiring.Component):
         in_lane = Signal(range(lanes))
         in_chunk = Signal(range(chunks))
         have_g = Signal()                 # g taken (errors: all n_out e_i stored)
-        g = Signal(shape(fm.g))
+        g = self.g.payload.g if self._held_g else Signal(shape(fm.g))
         errors = self._errors
         if errors:
             m.submodules.errors = em = memory.Memory(shape=shape(fm.g), depth=n_out, init=[])
@@ -290,7 +299,9 @@ class UpdateEngine(wiring.Component):
                     g_in = self.e.valid & (e_count == n_out - 1)
                 else:
                     with m.If(self.g.valid & ~have_g):
-                        m.d.sync += [have_g.eq(1), g.eq(self.g.payload.g)]
+                        m.d.sync += have_g.eq(1)
+                        if not self._held_g:
+                            m.d.sync += g.eq(self.g.payload.g)
                     g_in = self.g.valid
                 # both complete at the end of this cycle: sweep from the next one
                 got_v = complete | (self.vperp.valid & (received == n_cols - 1))

@@ -223,6 +223,10 @@ def test_properties_and_errors():
         NpSource(formats=3)
     with pytest.raises(ValueError, match=r"errors = 1: must be True or False"):
         UpdateEngine(n_in=4, n_out=2, lanes=1, formats=fm, rounding="trunc", errors=1)
+    with pytest.raises(ValueError, match=r"held_g = 0: must be True or False"):
+        UpdateEngine(n_in=4, n_out=2, lanes=1, formats=fm, rounding="trunc", held_g=0)
+    with pytest.raises(ValueError, match=r"held_g = True: the engine takes per-row errors"):
+        UpdateEngine(n_in=4, n_out=2, lanes=1, formats=fm, rounding="trunc", errors=True, held_g=True)
     per_row = UpdateEngine(n_in=4, n_out=2, lanes=1, formats=fm, rounding="trunc", errors=True)
     assert "e" in per_row.signature.members and "g" not in per_row.signature.members
     assert "signs" not in per_row.signature.members and per_row.errors
