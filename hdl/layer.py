@@ -8,7 +8,8 @@ s̃ (noisy) of step t and the bias input fixed at 1:
 * I = sat_acc(A), Ĩ = sat_acc(Ã ± σ_q) with σ_q = 2^(wf − sigma_shift) and the sign from the noise bits
   (1 → +σ): neuron i takes bit i mod 32 of noise word ⌊i/32⌋ (PRNG lane (NOISE, l), golden_model/prng.py);
 * hidden: V ← sat_membrane(V − (V >> k)·[LIF] + I); s = V ≥ θ; V ← V − θ·s; count += s (each pass);
-* output: Y += I (exact, acc_bits + log2 T bits), and after T steps y = sat_out((Y + T/2) >> log2 T).
+* output: Y += I (exact, acc_bits + log2 T bits), and after T steps y = sat_out((Y + T/2) >> log2 T) (the state
+  memory holds Y + T/2: the rounding increment is Y's start value).
 
 Membranes and counts start at 0 every sample (the first step ignores the stored state instead of clearing
 the memory). Weights live in a memory of n_out·C words of ``lanes`` weights (C = ⌈(n_in + 1)/lanes⌉ chunks
@@ -328,7 +329,10 @@ class LayerEngine(wiring.Component):
         if self._output:
             y0_c = Signal(signed(fm.acc.bits + log2t + 1))
             y0_n = Signal(signed(fm.acc.bits + log2t + 1))
-            m.d.sync += [y0_c.eq(Mux(first_step, 0, old.y)), y0_n.eq(Mux(first_step, 0, old.y_noisy))]
+            # y = sat_out((Y + T/2) >> log2 T): the half-up increment T/2 is where Y starts (exact: Y has a bit of
+            # headroom), so the result needs a shift and a saturation, no rounding adder
+            y_bias = (1 << (log2t - 1)) if log2t else 0
+            m.d.sync += [y0_c.eq(Mux(first_step, y_bias, old.y)), y0_n.eq(Mux(first_step, y_bias, old.y_noisy))]
             m.d.comb += [new.y.eq(y0_c + cur_c), new.y_noisy.eq(y0_n + cur_n),
                          s_wr.addr.eq(n4), s_wr.data.eq(new), s_wr.en.eq(v4)]
             last_write = v4 & (n4 == n_out - 1)
@@ -371,8 +375,8 @@ class LayerEngine(wiring.Component):
         r_neuron = Signal(range(n_out))
         r_payload = Signal(self._result_layout)
         if self._output:
-            result = {"y": narrow(old.y, wf + log2t, fm.out, "half-up"),
-                      "y_noisy": narrow(old.y_noisy, wf + log2t, fm.out, "half-up")}
+            result = {"y": narrow(old.y, wf + log2t, fm.out, "trunc"),             # Y + T/2 is stored
+                      "y_noisy": narrow(old.y_noisy, wf + log2t, fm.out, "trunc")}
         else:
             result = {"count": old.count, "count_noisy": old.count_noisy}
 
