@@ -93,12 +93,20 @@ def test_collision_free_memories_get_a_yosys_command_each():
                               n_classes=2), name="top")
     commands = board_build.collision_free_commands(text)
     memids = sorted(c.split("r:MEMID=")[1].split()[0] for c in commands)
-    assert memids == ["\\buffer", "\\live", "\\snaps"]        # not the event FIFO's storage
+    assert memids == ["\\buffer", "\\live", "\\snaps", "\\storage"]     # storage: the event queue (BlockFIFO)
     assert all(c.startswith("setparam -set COLLISION_X_MASK 1 top.") and c.endswith("t:$memrd_v2 %i")
                for c in commands)
     assert board_build.collision_free_commands(rtlil.convert(
         FrameReceiver(max_payload=8, timeout=4), name="top")) == [
-        "setparam -set COLLISION_X_MASK 1 top/r:MEMID=\\buffer top/t:$memrd_v2 %i"]
+        "setparam -set COLLISION_X_MASK 1 top/r:MEMID=\\buffer top/t:$memrd_v2 %i",
+        "setparam -set COLLISION_X_MASK 1 top.events/r:MEMID=\\storage top.events/t:$memrd_v2 %i"]
+    # a plain FIFO's storage is not marked (its memory is built from flip-flops anyway), a BlockFIFO's is
+    from amaranth.lib.fifo import SyncFIFOBuffered
+
+    from loco_fpga.hdl.link import BlockFIFO
+    for fifo, marked in ((SyncFIFOBuffered(width=8, depth=4), 0), (BlockFIFO(width=8, depth=4), 1)):
+        ports = [fifo.w_data, fifo.w_en, fifo.w_rdy, fifo.r_data, fifo.r_en, fifo.r_rdy]
+        assert len(board_build.collision_free_commands(rtlil.convert(fifo, name="top", ports=ports))) == marked
 
 
 def test_overfull_resources_reads_nextpnrs_utilisation():
