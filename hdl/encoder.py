@@ -150,14 +150,17 @@ class EncoderBank(wiring.Component):
             transfers per sample). Accepted while the bank is in its FILL state: from the moment it has read
             the rates for the previous sample's last step until n rates have arrived.
         o (Out stream of {spikes: n}): T transfers per sample, one spike vector per step (bit i = input i).
-            The bank works one step ahead: it computes step t + 1 while step t waits on ``o``.
+            The payload is the bank's shift register itself (no second n-bit register): step t + 1 is
+            computed from the cycle step t is taken (the layer engine keeps its own copy).
         seed (In 32), seed_en (In 1), seed_index (In range(n)) — Bernoulli only: load lane i's PRNG state;
             only while the bank is filling (between samples).
 
-    Timing (``o`` always ready): after the last rate of a sample is accepted in cycle f, step 0 is valid on
-    ``o`` from cycle f + :attr:`words` + 2; each later step needs :attr:`step_cycles` = ⌈n/lanes⌉ + 1 cycles
-    (the reads of the ⌈n/lanes⌉ words, then the hand-off), and starts in the cycle after the previous step's
-    hand-off. After the hand-off of step T − 1 the bank is back in FILL.
+    Timing: the reads of a step's ⌈n/lanes⌉ words start in the cycle its predecessor is taken on ``o``
+    (step 0: in the cycle after the sample's last rate is accepted, or when the previous sample's last step is
+    taken if that is later), and the step is valid :attr:`words` + 1 cycles after its first read. So with
+    ``o`` always ready, step 0 is valid from cycle f + :attr:`words` + 2 (the last rate accepted in cycle f)
+    and each later step :attr:`step_cycles` = ⌈n/lanes⌉ + 1 cycles after the one before. The cycle after the
+    last step's reads end (its hand-off), the bank is back in FILL (after the count phase, with ``counts``).
     """
 
     def __init__(self, *, n_inputs: int, input_format: QFormat, steps: int, encoder: str, lanes: int = 1,
@@ -245,7 +248,6 @@ class EncoderBank(wiring.Component):
         step = Signal(range(self._steps))
         vec = Signal(words * lanes)
         o_valid = Signal()
-        o_spikes = Signal(n)
         o_free = Signal()
         m.d.comb += o_free.eq(~o_valid | self.o.ready)
         with m.If(self.o.valid & self.o.ready):
@@ -286,6 +288,16 @@ class EncoderBank(wiring.Component):
         after_last = "CREAD" if self._counts else "FILL"
         c_lane = Signal(range(lanes))
         c_index = Signal(range(n))
+
+        def read_word(fsm_word):
+            """READ's action in this cycle: address word ``fsm_word`` (its data arrives next cycle)."""
+            m.d.sync += [d_valid.eq(1), word.eq(fsm_word + 1)]
+            with m.If(fsm_word == words - 1):
+                m.d.sync += word.eq(0)
+                m.next = "DONE"
+            with m.Else():
+                m.next = "READ"
+
         with m.FSM() as fsm:
             with m.State("FILL"):
                 with m.If(self.x.valid):
@@ -296,30 +308,19 @@ class EncoderBank(wiring.Component):
                         m.d.sync += fill_lane.eq(fill_lane + 1)
                     with m.If(index == n - 1):
                         m.d.sync += [index.eq(0), fill_lane.eq(0), fill_word.eq(0), step.eq(0), word.eq(0)]
-                        m.next = "READ"
+                        m.next = "WAIT"
+            with m.State("WAIT"):                  # ``o`` offers ``vec``: the next step shifts it only once taken
+                with m.If(o_free):
+                    read_word(0)
             with m.State("READ"):
-                m.d.sync += [d_valid.eq(1), word.eq(word + 1)]
-                with m.If(word == words - 1):
-                    m.d.sync += word.eq(0)
-                    m.next = "DONE"
-            with m.State("DONE"):                  # the last word arrives: the step's vector is complete
-                with m.If(o_free):
-                    m.d.sync += [o_valid.eq(1), o_spikes.eq(shifted[:n]), step.eq(step + 1)]
-                    with m.If(step == self._steps - 1):
-                        m.d.sync += step.eq(0)
-                        m.next = after_last
-                    with m.Else():
-                        m.next = "READ"
+                read_word(word)
+            with m.State("DONE"):                  # the last word arrives: ``vec`` holds the step from next cycle
+                m.d.sync += [o_valid.eq(1), step.eq(step + 1)]
+                with m.If(step == self._steps - 1):
+                    m.d.sync += step.eq(0)
+                    m.next = after_last
                 with m.Else():
-                    m.next = "HOLD"
-            with m.State("HOLD"):                  # vec holds the vector until ``o`` is free
-                with m.If(o_free):
-                    m.d.sync += [o_valid.eq(1), o_spikes.eq(vec[:n]), step.eq(step + 1)]
-                    with m.If(step == self._steps - 1):
-                        m.d.sync += step.eq(0)
-                        m.next = after_last
-                    with m.Else():
-                        m.next = "READ"
+                    m.next = "WAIT"
             if self._counts:
                 # the count phase: word ``word`` is read (CREAD), then its inputs are offered one per
                 # transfer (CEMIT; the read port keeps the address, so the data stays)
@@ -335,7 +336,7 @@ class EncoderBank(wiring.Component):
                             m.d.sync += [c_lane.eq(0), word.eq(word + 1)]
                             m.next = "CREAD"
         m.d.comb += [self.x.ready.eq(fsm.ongoing("FILL")), self.o.valid.eq(o_valid),
-                     self.o.payload.spikes.eq(o_spikes)]
+                     self.o.payload.spikes.eq(vec[:n])]
         if self._counts:
             lanes_data = Cat(*(s_rd[k].data.count for k in range(lanes)))
             m.d.comb += [self.counts.valid.eq(fsm.ongoing("CEMIT")),

@@ -337,7 +337,7 @@ class Network(wiring.Component):
 
     def schedule(self, samples: int = 8, clusters=None) -> Schedule:
         """The exact cycle schedule of ``samples`` back-to-back samples: a max-plus recurrence over the
-        encoder bank's and the engines' FSMs (FILL → READ ⌈n_0/P⌉ → DONE/HOLD hand-off; engine INPUT accept →
+        encoder bank's and the engines' FSMs (FILL → READ ⌈n_0/P⌉ once ``o`` is free → DONE hand-off; engine INPUT accept →
         n_out·C RUN → pipeline drain → EMIT [hidden] → INPUT; results; loss unit).
 
         ``loco``: the cluster blocks' cycles depend on their state, so ``clusters`` gives per sample, per layer
@@ -362,9 +362,9 @@ class Network(wiring.Component):
             ready = [start + 1 + e.noise_words for e in engines]
             accept = [[0] * steps for _ in engines]
             emit = [[0] * steps for _ in engines]
-            hand = f                                      # READ of step 0 starts in cycle f + 1
+            read = max(f + 1, o_accept)                   # READ of step 0: after the last rate, ``o`` free
             for t in range(steps):
-                hand = max(hand + words + 1, o_accept)    # DONE (or HOLD until the old vector is taken)
+                hand = read + words                       # DONE: the step is on ``o`` from the next cycle
                 for l, e in enumerate(engines):
                     # layer l > 0: layer l − 1's EMIT transfers when both are there (emit[l − 1][t] = accept)
                     avail = hand + 1 if l == 0 else accept[l - 1][t] + engines[l - 1].latency
@@ -374,7 +374,7 @@ class Network(wiring.Component):
                         ready[l - 1] = accept[l][t] + 1
                     if e.output:
                         ready[l] = accept[l][t] + e.cycles_per_step
-                o_accept = accept[0][t]
+                o_accept = read = accept[0][t]            # taken: the next step's READ starts
             bank_free = hand + 1 + bank.count_cycles       # the input counts (update only) come first
             counts = tuple(emit[l][-1] + engines[l].result_cycles for l in range(len(engines) - 1))
             out = engines[-1]

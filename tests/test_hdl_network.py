@@ -114,14 +114,21 @@ def test_bench_model_matches_step_q():
         assert (int(last["dl"]), int(last["g"])) == (want[n]["dl"], want[n]["g"])
 
 
-@pytest.mark.parametrize("arch,lanes,steps,encoder", [((5, 6, 4, 3), 2, 4, "bernoulli"), ((3, 2), 4, 8, "deterministic"),
-                                                      ((4, 40, 2), 5, 2, "deterministic"), ((2, 3, 9), 1, 1, "bernoulli")])
-def test_cycles_per_sample(arch, lanes, steps, encoder):
+@pytest.mark.parametrize("arch,lanes,steps,encoder,encoder_lanes,update", [
+    ((5, 6, 4, 3), 2, 4, "bernoulli", None, None), ((3, 2), 4, 8, "deterministic", None, None),
+    ((4, 40, 2), 5, 2, "deterministic", None, None), ((2, 3, 9), 1, 1, "bernoulli", None, None),
+    # a one-lane encoder bank slower than layer 0: the layer waits for the bank, the bank for the layer's accept
+    ((9, 1, 1), 16, 4, "bernoulli", 1, None), ((9, 2, 3), 16, 4, "deterministic", 1, "np")])
+def test_cycles_per_sample(arch, lanes, steps, encoder, encoder_lanes, update):
     """With an always-valid source and always-ready sinks, every first and last ``x`` transfer and every
     ``last`` transfer on ``o`` happens exactly in the cycle :meth:`Network.schedule` gives, and the steady
     state is ``cycles_per_sample`` cycles per sample."""
     config = small_config(arch=arch, steps=steps, encoder=encoder, neuron="if", seed=1)
-    net = Network.from_config(config, lanes=lanes)
+    if update:
+        config = config.replace(rule={"name": update})
+    net = Network.from_config(config, lanes=lanes, encoder_lanes=encoder_lanes, update=update)
+    if encoder_lanes:   # the case it is here for
+        assert net.bank.step_cycles > net.engines[0].cycles_per_step
     n = 6
     weights, samples = random_stimulus(config, n, np.random.default_rng(1))
     _, _, x_cycles, o_last = run_network(net, config, weights, samples, idle=0.0, stall=0.0, rng=random.Random(0))
