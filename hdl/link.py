@@ -319,12 +319,15 @@ class CounterBank(wiring.Component):
     """``n`` 32-bit event counters in block RAM, with a snapshot and a clear (the STATS counters).
 
     A counter's value is its memory word plus a small *pending* count of increments not yet written back. One
-    sweep visits the words in a loop, one per cycle (read, then add and write back the next cycle), so every
-    counter is written back every ``n`` cycles: one 32-bit adder for all counters instead of one each.
+    sweep visits the words in a loop, one per cycle, in two stages: in the cycle a word is read, its pending count
+    is taken into a register (and the counter's pending count restarts); in the next cycle that register is added
+    to the word and written back. Every counter is written back every ``n`` cycles: one 32-bit adder for all
+    counters instead of one each, and no counter multiplexer in front of it.
 
     Ports:
         inc (In, ``n`` × unsigned(2)): increments of each counter this cycle (0 … 2).
-        snap (In 1): take a snapshot of every counter as it is before this cycle's increments.
+        snap (In 1; only while not ``busy``): take a snapshot of every counter as it is before this cycle's
+            increments.
         clear (In 1; only while not ``busy``): set every counter to what it counted since the last snapshot.
         busy (Out 1): a snapshot or a clear is still being written (at most ``n`` + 1 cycles after it began).
         rd_en (In 1), rd_index (In), rd_data (Out 32): while ``rd_en`` (and no clear runs), the snapshot of counter
@@ -339,8 +342,8 @@ class CounterBank(wiring.Component):
                           "rd_en": In(1), "rd_index": In(range(n)), "rd_data": Out(32)})
 
     n = property(lambda self: self._n)
-    #: bits of a pending count: up to 2 increments per cycle for two sweeps + 1 cycle (a snapshot defers one
-    #: write-back)
+    #: bits of a pending count: it restarts at a write-back, which a snapshot defers by one sweep, so it counts up
+    #: to 2 increments per cycle for two sweeps + 1 cycle
     pending_bits = property(lambda self: (4 * self._n + 2).bit_length())
 
     def elaborate(self, platform):
@@ -356,7 +359,7 @@ class CounterBank(wiring.Component):
         l_rd, l_wr = live.read_port(domain="sync"), live.write_port()
         s_rd, s_wr = snaps.read_port(domain="sync"), snaps.write_port()
 
-        sweep = Signal(range(n))                 # the word read this cycle
+        sweep = Signal(range(n))                 # the word read this cycle: its pending count is taken
         visit = Signal(range(n), init=n - 1)     # the word read last cycle: its data is here, written back now
         m.d.sync += [sweep.eq(Mux(sweep == n - 1, 0, sweep + 1)), visit.eq(sweep)]
         pending = [Signal(pb, name=f"pending{k}") for k in range(n)]
@@ -366,25 +369,29 @@ class CounterBank(wiring.Component):
         zero = Signal(n, init=(1 << n) - 1)      # after a reset: the memory word counts as 0
         m.d.comb += self.busy.eq(due.any() | clr.any())
 
-        # the visited counter: value = word + (frozen or pending) [− snapshot when clearing]
-        addend = Signal(pb)
+        # stage 1 (``sweep``): what the write-back adds. Normally the pending count (which restarts); while the
+        # counter's snapshot is due, the frozen count (the snapshot's value; the pending count goes on); at a
+        # snapshot, everything (the snapshot is then the value written back: it is written to both memories)
+        s_due = due.bit_select(sweep, 1)
+        s_frozen, s_pending = Array(frozen)[sweep], Array(pending)[sweep]
+        addend = Signal(pb + 1)
+        m.d.sync += addend.eq(Mux(s_due, s_frozen, 0) + Mux(self.snap | ~s_due, s_pending, 0))
+        # stage 2 (``visit``): value = word + addend [− snapshot when clearing]; the snapshot too while it is due
         base = Signal(32)
         value = Signal(32)
         v_due, v_clr = due.bit_select(visit, 1), clr.bit_select(visit, 1)
-        m.d.comb += [addend.eq(Mux(v_due, Array(frozen)[visit], Array(pending)[visit])),
-                     base.eq(Mux(zero.bit_select(visit, 1), 0, l_rd.data)),
+        m.d.comb += [base.eq(Mux(zero.bit_select(visit, 1), 0, l_rd.data)),
                      value.eq(base + addend - Mux(v_clr & ~v_due, s_rd.data, 0)),
                      l_rd.addr.eq(sweep), l_rd.en.eq(1), s_rd.addr.eq(Mux(self.rd_en, self.rd_index, sweep)),
                      s_rd.en.eq(1),
                      l_wr.addr.eq(visit), l_wr.data.eq(value), l_wr.en.eq(1),
                      s_wr.addr.eq(visit), s_wr.data.eq(value), s_wr.en.eq(v_due)]
         for k in range(n):
-            here = visit == k
-            with m.If(self.snap):                # the pending count moves to frozen (the visited one is written now)
-                m.d.sync += [frozen[k].eq(Mux(here, 0, pending[k])), pending[k].eq(self.inc[k])]
-            with m.Elif(here & ~due[k]):         # written back: the pending count is in the word now
+            with m.If(self.snap):                # the pending count moves to frozen (the swept one: into addend)
+                m.d.sync += [frozen[k].eq(pending[k]), pending[k].eq(self.inc[k])]
+            with m.Elif((sweep == k) & ~due[k]):  # taken into addend: it restarts
                 m.d.sync += pending[k].eq(self.inc[k])
-            with m.Else():                       # (a snapshot visit writes frozen, the pending count waits)
+            with m.Else():
                 m.d.sync += pending[k].eq(pending[k] + self.inc[k])
         with m.If(self.snap):
             m.d.sync += due.eq((1 << n) - 1)
@@ -392,7 +399,7 @@ class CounterBank(wiring.Component):
             m.d.sync += due.eq(due & ~(1 << visit))
         with m.If(self.clear):
             m.d.sync += clr.eq((1 << n) - 1)
-        with m.Elif(~due.bit_select(visit, 1)):
+        with m.Elif(~v_due):
             m.d.sync += clr.eq(clr & ~(1 << visit))
         m.d.sync += zero.eq(zero & ~(1 << visit))
         m.d.comb += self.rd_data.eq(s_rd.data)
