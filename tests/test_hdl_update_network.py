@@ -1,12 +1,14 @@
 # amaranth: UnusedElaboratable=no
 """NP training in hardware (``Network(update="np")``) in the Amaranth simulator: after every training step
 (forward passes + loss + update) every weight read back through ``rd_*`` equals ``FixedRule.step_q``'s, and
-the forward results equal the model's; the cycle schedule with the update; parameter errors."""
+the forward results equal the model's — with one update engine per layer and with one shared by all layers
+(``shared_update``); the cycle schedule with the update; parameter errors."""
 
 import random
 
 import numpy as np
 import pytest
+from amaranth import Cat
 from amaranth.sim import Simulator
 
 from loco_fpga.config import preset
@@ -82,15 +84,19 @@ CASES = [  # arch, lanes, T, encoder, neuron, rounding, mask, idle/stall
     ((5, 6, 3), 2, 4, "bernoulli", "if", "stochastic", False, 0.3),
     ((3, 2), 4, 8, "deterministic", "if", "half-up", False, 0.0),
     ((4, 5, 4, 3), 1, 4, "deterministic", "lif", "stochastic", True, 0.2),
+    # layers of different lanes (3 and 4) and chunk counts: the shared engine's padding lanes and layer switch
+    ((2, 6, 3), 4, 4, "deterministic", "if", "stochastic", True, 0.2),
 ]
+#: (case, shared_update): every case with one engine per layer; the multi-layer ones also with a shared engine
+TRAINING = [(c, False) for c in range(len(CASES))] + [(0, True), (2, True), (3, True)]
 
 
-@pytest.mark.parametrize("case", range(len(CASES)))
-def test_np_training_equals_the_model(case):
+@pytest.mark.parametrize("case,shared", TRAINING)
+def test_np_training_equals_the_model(case, shared):
     arch, lanes, steps, encoder, neuron, rounding, mask, noise = CASES[case]
     config = np_config(arch=arch, steps=steps, encoder=encoder, neuron=neuron, seed=300 + case,
                        rounding=rounding, mask=mask)
-    net = Network.from_config(config, lanes=lanes, update="np")
+    net = Network.from_config(config, lanes=lanes, update="np", shared_update=shared)
     weights, samples = random_stimulus(config, 5, np.random.default_rng(11 + case))
     want = train_model(config, weights, samples)
     got = run_training(net, config, weights, samples, idle=noise, stall=noise, rng=random.Random(case))
@@ -102,25 +108,36 @@ def test_np_training_equals_the_model(case):
         assert not errors, errors[0]
 
 
-@pytest.mark.parametrize("arch,lanes,steps,encoder,mask", [((5, 6, 3), 2, 4, "bernoulli", False),
-                                                         ((3, 2), 4, 8, "deterministic", False),
-                                                         ((4, 40, 3), 5, 2, "deterministic", True)])
-def test_schedule_with_the_update(arch, lanes, steps, encoder, mask):
+@pytest.mark.parametrize("arch,lanes,steps,encoder,mask,shared", [
+    ((5, 6, 3), 2, 4, "bernoulli", False, False),
+    ((3, 2), 4, 8, "deterministic", False, False),
+    ((4, 40, 3), 5, 2, "deterministic", True, False),
+    ((4, 40, 3), 5, 2, "deterministic", True, True),
+    ((3, 7, 5, 4), 2, 2, "bernoulli", False, True),
+])
+def test_schedule_with_the_update(arch, lanes, steps, encoder, mask, shared):
     """Back-to-back training samples, outputs always ready: every first/last ``x`` transfer and every ``last``
     transfer on ``o`` happens in the cycle ``schedule()`` gives — so the update's published latency (which
-    delays the next sample's start) is exact too."""
+    delays the next sample's start) is exact too; with a shared engine the update, Σ_l n_l·C_l + 4 cycles after
+    the last of g and every v⊥, is what sets the period."""
     from test_hdl_network import run_network
 
     config = np_config(arch=arch, steps=steps, encoder=encoder, neuron="if", seed=7, mask=mask)
-    net = Network.from_config(config, lanes=lanes, update="np")
+    net = Network.from_config(config, lanes=lanes, update="np", shared_update=shared)
     n = 5
     weights, samples = random_stimulus(config, n, np.random.default_rng(2))
-    _, _, x_cycles, o_last = run_network(net, config, weights, samples, idle=0.0, stall=0.0, rng=random.Random(0))
+    writes = []
+    _, _, x_cycles, o_last = run_network(net, config, weights, samples, idle=0.0, stall=0.0, rng=random.Random(0),
+                                         strobe=Cat(*(u.wr_en for u in net.updaters)).any(), strobe_cycles=writes)
     sched = net.schedule(n)
     base, n0 = x_cycles[0], arch[0]
     assert [c - base for c in x_cycles[::n0]] == list(sched.first_x)
     assert [c - base for c in x_cycles[n0 - 1::n0]] == list(sched.last_x)
     assert [c - base for c in o_last] == list(sched.loss_done)
+    # every weight write of sample k comes after its g (o's last transfer) and before sample k + 1's (the run
+    # ends with the last sample's outputs, before its update)
+    last_write = [max(c for c in writes if o_last[k] < c < o_last[k + 1]) for k in range(n - 1)]
+    assert [c - base for c in last_write] == list(sched.update_done[:n - 1])
     assert np.diff(o_last).tolist()[-1] == net.cycles_per_sample
 
 
