@@ -13,6 +13,7 @@ from amaranth.sim import Simulator
 
 from loco_fpga.config import preset
 from loco_fpga.hdl.network import Network
+from loco_fpga.hdl.update import SharedUpdateEngine
 from loco_fpga.qformat import formats
 from loco_fpga.sim.benches.network import compare, decode_results, load_in_amaranth_sim, random_stimulus
 from loco_fpga.sim.benches.update import compare_weights, train_model
@@ -154,3 +155,35 @@ def test_update_parameters():
     assert net.seed_map[:2] == ((0, 0), (0, 1)) and len(net.seed_map) == 2 + 3 + 2     # noise, rounding lanes
     plain = Network.from_config(cfg, lanes=2)
     assert "busy" not in plain.signature.members and plain.updaters == []
+
+
+def test_shared_update_parameters():
+    """``shared_update``: NP without the delta readout only (the errors quote the value); one
+    :class:`SharedUpdateEngine` over every layer, Σ_l n_l·C_l + 4 cycles from g, the same seed lanes as the
+    per-layer engines (the host seeds by ``seed_map`` either way), and the ``up5k`` preset's cycles per sample."""
+    cfg = np_config(arch=(4, 3, 2), steps=4, encoder="deterministic", neuron="if", seed=0)
+    fm = formats(cfg)
+    with pytest.raises(ValueError, match=r"shared_update = 1: must be True or False"):
+        Network(arch=(4, 3, 2), lanes=1, formats=fm, update="np", shared_update=1)
+    with pytest.raises(ValueError, match=r"shared_update = True: .* not 'loco'"):
+        Network(arch=(4, 3, 2), lanes=1, formats=fm, update="loco", shared_update=True)
+    with pytest.raises(ValueError, match=r"shared_update = True: .* not None"):
+        Network(arch=(4, 3, 2), lanes=1, formats=fm, shared_update=True)
+    with pytest.raises(ValueError, match=r"shared_update = True: .* not np with output_delta"):
+        Network(arch=(4, 3, 2), lanes=1, formats=fm, update="np", output_delta=True, shared_update=True)
+    with pytest.raises(ValueError, match=r"shapes = \(\): expected a non-empty sequence"):
+        SharedUpdateEngine(shapes=(), formats=fm, rounding="trunc")
+    with pytest.raises(ValueError, match=r"lanes = 6: must be an integer in \[1, 5\]"):
+        SharedUpdateEngine(shapes=[(8, 2, 3), (4, 2, 6)], formats=fm, rounding="trunc")
+    with pytest.raises(ValueError, match=r"rounding = 'nearest': expected one of"):
+        SharedUpdateEngine(shapes=[(4, 2, 1)], formats=fm, rounding="nearest")
+    per_layer = Network.from_config(cfg, lanes=2, update="np")
+    shared = Network.from_config(cfg, lanes=2, update="np", shared_update=True)
+    (u,) = shared.updaters
+    assert isinstance(u, SharedUpdateEngine) and shared.shared_update and not per_layer.shared_update
+    assert (u.shapes, u.layer_chunks, u.n_out, u.lanes, u.weight_depth) == (((4, 3, 2), (3, 2, 2)), (3, 2), 5, 2, 9)
+    assert (u.sweep_cycles, u.latency) == (3 * 3 + 2 * 2, 3 * 3 + 2 * 2 + 4)
+    assert shared.seed_map == per_layer.seed_map and len(shared.seed_map) == 2 + 3 + 2
+    up5k = preset("up5k").replace(rule={"name": "np"})
+    cycles = [Network.from_config(up5k, lanes=1, update="np", shared_update=s).cycles_per_sample for s in (False, True)]
+    assert cycles == [35840, 35840 + 10 * 33]       # + layer 1's sweep: it no longer runs beside layer 0's
