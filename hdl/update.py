@@ -33,6 +33,11 @@ states at the row's first chunk and goes back one cycle after its last), the row
 (registered); 4. write. Each word is read once and written once, four cycles later, so no read sees a stale
 word. :attr:`latency` = cycles from the g transfer (v⊥ already complete) to the
 cycle of the last write = n_out·C + 4.
+
+**One engine for several layers** (:class:`SharedUpdateEngine`, NP only): the same pipeline sweeps layer 0's
+memory, then layer 1's, …, without a gap; each word carries its layer through the stages (the v⊥ store, the
+number of draws and the padding columns of its layer; the write port's layer). Fewer logic cells, Σ_l n_l·C_l
+sweep cycles instead of one engine per layer's max_l.
 """
 
 import math
@@ -166,8 +171,10 @@ class UpdateEngine(wiring.Component):
         lanes, shared = self._lanes, self._shared
         # per layer (one in the per-layer engine): n_in, n_out, lanes L_l, chunks C_l, valid columns in a row's
         # last chunk; global row r of the engine = layer 0's rows, then layer 1's, …
-        geo = [(n_in, n_out, l_lanes, -(-(n_in + 1) // l_lanes), n_in + 1 - (-(-(n_in + 1) // l_lanes) - 1) * l_lanes)
-               for n_in, n_out, l_lanes in self._shapes]
+        geo = []
+        for n_in, n_rows, l_lanes in self._shapes:
+            l_chunks = -(-(n_in + 1) // l_lanes)
+            geo.append((n_in, n_rows, l_lanes, l_chunks, n_in + 1 - (l_chunks - 1) * l_lanes))
         n_layers, n_out = len(geo), self._n_out       # n_out: rows of every layer together
         chunks = max(c for _, _, _, c, _ in geo)
         ends = [sum(g_[1] for g_ in geo[:l + 1]) for l in range(n_layers)]     # global row after layer l's last
