@@ -153,6 +153,9 @@ class Network(wiring.Component):
     ``output_delta`` (np, loco: ``rule.output_update = "delta"``): the output layer is not perturbed (its noise
     words are still drawn) and learns from e = η·2(y − t)/n_L (:class:`~.feedback.OutputError`) with v = the last
     hidden layer's clean counts (projected by its cluster block under LOCO); g goes to the hidden layers only.
+    ``shared_update`` (np without ``output_delta`` only): one :class:`~.update.SharedUpdateEngine` sweeps every
+    layer's weights in turn instead of one :class:`~.update.UpdateEngine` per layer — fewer logic cells, the update
+    Σ_l n_l·C_l + 4 cycles after the last of g and the v⊥ streams instead of max_l; same results, same ``seed_map``.
     """
 
     def __init__(self, *, arch, lanes: int, formats: Formats, encoder: str = "deterministic",
