@@ -513,7 +513,8 @@ class Network(wiring.Component):
             # one address and one word for every layer — the host's, or the sweep's while it writes — and an
             # enable per layer (each multiplexer once, not once per layer: iCE40 LUTs)
             w_addr, w_data = Signal.like(self.w_addr), Signal.like(self.w_data)
-            m.d.comb += [w_addr.eq(Mux(u.wr_en, u.wr_addr, self.w_addr)), w_data.eq(Mux(u.wr_en, u.wr_data, self.w_data))]
+            m.d.comb += [w_addr.eq(Mux(u.wr_en, u.wr_addr, self.w_addr)),
+                         w_data.eq(Mux(u.wr_en, u.wr_data, self.w_data))]
             for l, e in enumerate(engines):
                 m.d.comb += [e.w_en.eq((self.w_en & (self.w_layer == l)) | (u.wr_en & (u.wr_layer == l))),
                              e.w_addr.eq(w_addr), e.w_data.eq(Cat(*(w_data[k] for k in range(e.lanes))))]

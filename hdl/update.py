@@ -436,7 +436,8 @@ class SharedUpdateEngine(UpdateEngine):
     network (``held_g``), no per-row errors.
 
     Global rows: layer 0's n_out rows, then layer 1's, … (:attr:`n_out` in all); they number the rounding lanes
-    (``seed_index``), ``signs`` and ``active``. :attr:`n_in` is None (the layers' are in :attr:`shapes`). The layers need not have the same lanes: the datapath is
+    (``seed_index``), ``signs`` and ``active``. :attr:`n_in` is None (the layers' are in :attr:`shapes`). The
+    layers need not have the same lanes: the datapath is
     :attr:`lanes` = max_l L_l wide, a narrower layer's extra lanes are padding.
 
     Ports:
@@ -466,7 +467,8 @@ class SharedUpdateEngine(UpdateEngine):
         self._shapes, self._shared = tuple(tuple(s) for s in shapes), True
         self._layer_chunks = tuple(-(-(n_in + 1) // lanes) for n_in, _, lanes in self._shapes)
         self._n_in, self._n_out = None, sum(n_out for _, n_out, _ in self._shapes)
-        self._lanes, self._formats, self._rounding, self._drop = max(s[2] for s in self._shapes), formats, rounding, drop
+        self._lanes = max(s[2] for s in self._shapes)
+        self._formats, self._rounding, self._drop = formats, rounding, drop
         self._errors, self._held_g = False, True
         self._chunks = max(self._layer_chunks)
         self._word_layout = data.ArrayLayout(shape(formats.weight), self._lanes)
