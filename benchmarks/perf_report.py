@@ -85,7 +85,7 @@ def board_row(name: str, builds: Path, seconds: float) -> dict:
     sched = net.schedule(3)
     cycles = sched.period
     forward = roofline(net.arch, net.lanes, net.steps)
-    sweep = max(u.sweep_cycles for u in net.updaters)
+    sweep = max(u.sweep_cycles for u in net.updaters)    # a shared engine (iCEBreaker): its Σ_l n_l·C_l
     bound = forward + sweep
     report_path = builds / name / "report.json"
     build = json.loads(report_path.read_text()) if report_path.exists() else None

@@ -163,12 +163,14 @@ def _mark_collision_free(il_path: Path, ys_path: Path) -> None:
 
 
 def _design(inner) -> dict | None:
-    """The build choices of an accelerator top (not in its config): synapse lanes and cluster units per block."""
+    """The build choices of an accelerator top (not in its config): synapse lanes, cluster units per block and
+    whether one update engine serves every layer."""
     net = getattr(inner, "network", None)
     if net is None:
         return None
     blocks = net.cluster_blocks
-    return {"lanes": net.lanes, "cluster_units": blocks[0].units if blocks else None}
+    return {"lanes": net.lanes, "cluster_units": blocks[0].units if blocks else None,
+            "shared_update": net.shared_update}
 
 
 def build_board(board: str, *, out_dir: str | os.PathLike, config=None, freq_mhz: float | None = None,

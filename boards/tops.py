@@ -251,7 +251,9 @@ class Board:
 
     ``leds`` maps each state of :class:`BoardCore` to ``(resource, number)`` (an LED, or for the OrangeCrab
     the colour of its RGB LED). ``default_preset``: the config preset built by default (loco_fpga.config.PRESETS),
-    at ``default_lanes`` synapse lanes per layer engine.
+    at ``default_lanes`` synapse lanes per layer engine. ``shared_update``: one update engine for all layers
+    (``Network(shared_update=True)``) whenever the rule allows it (NP without the delta readout) — fewer logic
+    cells, Σ_l n_l·C_l instead of max_l update cycles per sample; the other boards keep one engine per layer.
     """
     name: str
     part: str                   # boards.synth.PARTS key
@@ -268,6 +270,7 @@ class Board:
     bitstream: str
     default_lanes: int = 1
     default_rule: str = BOARD_RULE
+    shared_update: bool = False
 
     def platform(self):
         """A fresh amaranth-boards platform (with the OrangeCrab's header UART added)."""
@@ -305,7 +308,9 @@ BOARDS: dict[str, Board] = {
         clock="clk12", clock_hz=12_000_000, default_mhz=24.0, default_preset="up5k", reset=("button", 0),
         leds={"heartbeat": ("led_g", 0), "error": ("led_r", 0), "busy": ("led_g", 1), "activity": ("led_g", 2)},
         uart="FTDI FT2232H channel B (second USB serial port): FPGA rx pin 6, tx pin 9",
-        programmer="iceprog build/icebreaker/top.bin", bitstream="top.bin"),
+        programmer="iceprog build/icebreaker/top.bin", bitstream="top.bin",
+        # the UP5K's 5,280 logic cells: one update engine for both layers (+330 cycles per up5k sample, 0.9 %)
+        shared_update=True),
     "ulx3s-85f": Board(
         name="ulx3s-85f", part="lfe5u-85f-bg381", family="ecp5", platform_factory=_ulx3s_85f,
         clock="clk25", clock_hz=25_000_000, default_mhz=ECP5_BOARD_MHZ, default_preset=ECP5_BOARD_PRESET,
@@ -343,7 +348,9 @@ def board_inner(board, config=None, *, lanes: int | None = None, cluster_units: 
     :data:`BOARD_RULE`); ``lanes``: default :attr:`Board.default_lanes`; ``cluster_units``: LOCO's units per
     cluster block (default K). The inner design is the accelerator top's ``board_top(config, lanes=…)`` (``loco_fpga.hdl.top``; it trains the config's rule when the gateware
     implements it, else ``np``; the returned config is the one it actually built), or, in a checkout without
-    ``hdl/top.py``, :class:`~loco_fpga.hdl.link.LinkTestTop` (the protocol with a test device).
+    ``hdl/top.py``, :class:`~loco_fpga.hdl.link.LinkTestTop` (the protocol with a test device). With
+    :attr:`Board.shared_update` the network has one update engine for all layers when the rule built is NP without
+    the delta readout (the only rule the shared engine runs).
     """
     board = _check_board(board)
     lanes = board.default_lanes if lanes is None else lanes
@@ -355,11 +362,14 @@ def board_inner(board, config=None, *, lanes: int | None = None, cluster_units: 
     except ImportError:
         from loco_fpga.hdl.link import LinkTestTop        # noqa: PLC0415
         return LinkTestTop(), config
+    rule = config.rule.name if config.rule.name in accelerator.SUPPORTED_RULES else "np"    # board_top's choice
+    shared = board.shared_update and rule == "np" and config.rule.output_update != "delta"
     if board.family == "ice40":       # the UP5K's 30 block RAMs are too few: the weights go into its SPRAM
         from loco_fpga.boards.spram import spram_memory   # noqa: PLC0415
-        inner = accelerator.board_top(config, lanes=lanes, memory=spram_memory(), cluster_units=cluster_units)
+        inner = accelerator.board_top(config, lanes=lanes, memory=spram_memory(), cluster_units=cluster_units,
+                                      shared_update=shared)
     else:
-        inner = accelerator.board_top(config, lanes=lanes, cluster_units=cluster_units)
+        inner = accelerator.board_top(config, lanes=lanes, cluster_units=cluster_units, shared_update=shared)
     return inner, getattr(inner, "config", config)
 
 

@@ -30,7 +30,7 @@ current sample's tail. :meth:`Network.schedule` gives the exact cycle of every e
 import dataclasses
 import math
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -45,7 +45,7 @@ from .layer import NEURONS, LayerEngine, default_memory
 from .lls import LocalErrorUnit
 from .loss import LossUnit
 from .prng import Xorshift32
-from .update import NpSource, PairSource, UpdateEngine
+from .update import NpSource, PairSource, SharedUpdateEngine, UpdateEngine
 
 __all__ = ["Network", "Schedule", "UPDATES"]
 
@@ -153,6 +153,9 @@ class Network(wiring.Component):
     ``output_delta`` (np, loco: ``rule.output_update = "delta"``): the output layer is not perturbed (its noise
     words are still drawn) and learns from e = η·2(y − t)/n_L (:class:`~.feedback.OutputError`) with v = the last
     hidden layer's clean counts (projected by its cluster block under LOCO); g goes to the hidden layers only.
+    ``shared_update`` (np without ``output_delta`` only): one :class:`~.update.SharedUpdateEngine` sweeps every
+    layer's weights in turn instead of one :class:`~.update.UpdateEngine` per layer — fewer logic cells, the update
+    Σ_l n_l·C_l + 4 cycles after the last of g and the v⊥ streams instead of max_l; same results, same ``seed_map``.
     """
 
     def __init__(self, *, arch, lanes: int, formats: Formats, encoder: str = "deterministic",
@@ -160,7 +163,7 @@ class Network(wiring.Component):
                  encoder_lanes: int | None = None, update: str | None = None, rounding: str = "stochastic",
                  mask: bool = False, clusters: int = 8, refresh: int = 1, ridge: int = 0, norm_guard: int = 8,
                  recip_extra: int = 16, fb: int = 0, cluster_units: int | None = None, tau_shift: int = 1,
-                 output_delta: bool = False):
+                 output_delta: bool = False, shared_update: bool = False):
         if (not isinstance(arch, (tuple, list)) or not 2 <= len(arch) <= _MAX_LAYERS + 1
                 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in arch)):
             raise ValueError(f"arch = {arch!r}: expected a sequence of 2 … {_MAX_LAYERS + 1} positive integers")
@@ -183,7 +186,13 @@ class Network(wiring.Component):
         if output_delta and update not in ("np", "loco"):
             raise ValueError(f"output_delta = True: the delta readout applies to update 'np' and 'loco', not "
                              f"{update!r}")
-        self._update, self._mask, self._delta = update, mask, output_delta
+        if not isinstance(shared_update, bool):
+            raise ValueError(f"shared_update = {shared_update!r}: must be True or False")
+        if shared_update and (update != "np" or output_delta):
+            rule = "np with output_delta" if update == "np" else repr(update)
+            raise ValueError(f"shared_update = True: one update engine for every layer runs NP's g·ξ rows only "
+                             f"(update 'np' without output_delta), not {rule}")
+        self._update, self._mask, self._delta, self._shared = update, mask, output_delta, shared_update
         self._arch, self._lanes, self._formats = tuple(arch), lanes, formats
         self._encoder, self._threshold, self._neuron = encoder, threshold, neuron
         self._leak_shift, self._memory = leak_shift, memory
@@ -197,10 +206,14 @@ class Network(wiring.Component):
                          for l in range(n_layers)]
         # g is broadcast from the loss unit's output register, which holds it until the next sample's outputs,
         # and no sample starts before every sweep is over: the engines need no copy of their own (held_g)
-        self._updaters = ([UpdateEngine(n_in=e.n_in, n_out=e.n_out, lanes=e.lanes, formats=formats, rounding=rounding,
-                                        errors=errors, held_g=not errors)
-                           for e in self._engines
-                           for errors in [update in _ERROR_RULES or (output_delta and e.output)]] if update else [])
+        if shared_update:   # one engine sweeps every layer in turn (area for cycles: Σ sweeps instead of max)
+            self._updaters = [SharedUpdateEngine(shapes=[(e.n_in, e.n_out, e.lanes) for e in self._engines],
+                                                 formats=formats, rounding=rounding)]
+        else:
+            self._updaters = ([UpdateEngine(n_in=e.n_in, n_out=e.n_out, lanes=e.lanes, formats=formats,
+                                            rounding=rounding, errors=errors, held_g=not errors)
+                               for e in self._engines
+                               for errors in [update in _ERROR_RULES or (output_delta and e.output)]] if update else [])
         # DFA: the output error, and one feedback unit per hidden layer (validates fb; the error quotes it)
         dfa = update == "dfa"
         self._output_error = (OutputError(formats=formats, n_out=arch[-1])
@@ -231,9 +244,9 @@ class Network(wiring.Component):
         seed_map = [(NOISE, l) for l in range(n_layers)]
         if encoder == "bernoulli":
             seed_map += [(ENCODER, i) for i in range(arch[0])]
-        for l, u in enumerate(self._updaters):
-            if u.draws:
-                seed_map += [(ROUNDING, l * LANE_STRIDE + i) for i in range(u.n_out)]
+        if self._updaters and self._updaters[0].draws:   # layer l's rows (the shared engine's global rows alike)
+            for l, e in enumerate(self._engines):
+                seed_map += [(ROUNDING, l * LANE_STRIDE + i) for i in range(e.n_out)]
         seed_map += [(DFA, l) for l in range(len(self._feedback))]   # DFA_LANE + l; seeded from rule.feedback_seed
         self._seed_map = tuple(seed_map)
         self._seed_lanes = len(seed_map)
@@ -269,7 +282,8 @@ class Network(wiring.Component):
 
     @classmethod
     def from_config(cls, config, *, lanes: int, memory=default_memory, encoder_lanes: int | None = None,
-                    update: str | None = None, cluster_units: int | None = None) -> "Network":
+                    update: str | None = None, cluster_units: int | None = None,
+                    shared_update: bool = False) -> "Network":
         """The datapath of ``config``'s network (widths, Q formats, T, encoder, neuron, θ, leak).
 
         With ``update`` (on-chip training) the config's rule must be the one named; ``rule.output_update =
@@ -290,7 +304,8 @@ class Network(wiring.Component):
                    norm_guard=config.fixed.norm_guard, recip_extra=config.fixed.recip_extra,
                    fb=int(fm.fb.from_float(1.0 / math.sqrt(config.network.arch[-1]))), cluster_units=cluster_units,
                    tau_shift=-int(round(math.log2(config.rule.lls_temperature))) if update == "lls" else 1,
-                   output_delta=update is not None and config.rule.output_update == "delta")
+                   output_delta=update is not None and config.rule.output_update == "delta",
+                   shared_update=shared_update)
 
     arch = property(lambda self: self._arch)
     lanes = property(lambda self: self._lanes)
@@ -314,8 +329,11 @@ class Network(wiring.Component):
     seed_map = property(lambda self: self._seed_map)
     update = property(lambda self: self._update)
     mask = property(lambda self: self._mask)
-    #: the update engines, layer order (empty without ``update``)
+    #: the update engines, layer order (empty without ``update``); with ``shared_update`` one
+    #: :class:`~.update.SharedUpdateEngine` that sweeps every layer
     updaters = property(lambda self: list(self._updaters))
+    #: one update engine for all layers (NP only): fewer logic cells, Σ_l n_l·C_l sweep cycles instead of max_l
+    shared_update = property(lambda self: self._shared)
     #: the LOCO cluster blocks, layer order (empty unless ``update = "loco"``)
     cluster_blocks = property(lambda self: list(self._cluster_blocks))
 
@@ -402,7 +420,10 @@ class Network(wiring.Component):
                     edone = [loss + 1] * len(vdone)
                     if self._delta:   # the output layer's e: the output error's last transfer
                         edone[-1] = loss - self._loss.final_latency + 1
-                    writes = [max(v, e) + u.latency for v, e, u in zip(vdone, edone, self._updaters)]
+                    if self._shared:  # one sweep of every layer once all v⊥ and g are in
+                        writes = [max(vdone + edone) + self._updaters[0].latency]
+                    else:
+                        writes = [max(v, e) + u.latency for v, e, u in zip(vdone, edone, self._updaters)]
                 update_done.append(max(writes))
                 done = max(done, max(writes))
             prev_start, prev_done = start, done
@@ -487,10 +508,35 @@ class Network(wiring.Component):
             m.d.comb += [f.seed.eq(self.seed), f.seed_en.eq(self.seed_en & (self.seed_lane == base + l))]
 
         # -- weights: host writes, or the update engine's read-modify-write (only between samples) ---------
-        for l, e in enumerate(engines):
-            m.d.comb += [e.w_en.eq(self.w_en & (self.w_layer == l)), e.w_addr.eq(self.w_addr),
-                         e.w_data.eq(Cat(*(self.w_data[k] for k in range(e.lanes))))]
-        if updaters:
+        if self._shared:
+            (u,) = updaters
+            # one address and one word for every layer — the host's, or the sweep's while it writes — and an
+            # enable per layer (each multiplexer once, not once per layer: iCE40 LUTs)
+            w_addr, w_data = Signal.like(self.w_addr), Signal.like(self.w_data)
+            m.d.comb += [w_addr.eq(Mux(u.wr_en, u.wr_addr, self.w_addr)),
+                         w_data.eq(Mux(u.wr_en, u.wr_data, self.w_data))]
+            for l, e in enumerate(engines):
+                m.d.comb += [e.w_en.eq((self.w_en & (self.w_layer == l)) | (u.wr_en & (u.wr_layer == l))),
+                             e.w_addr.eq(w_addr), e.w_data.eq(Cat(*(w_data[k] for k in range(e.lanes))))]
+            # reads likewise: one address; the word of the layer named a cycle earlier (the sweep's while it
+            # runs, else the host's read-back) goes to both the engine and ``rd_data``
+            rd_layer = Signal.like(self.rd_layer)
+            m.d.sync += rd_layer.eq(Mux(u.busy, u.rd_layer, self.rd_layer))
+            rd_addr = Signal.like(self.rd_addr)
+            m.d.comb += [rd_addr.eq(Mux(u.busy, u.rd_addr, self.rd_addr)), self.rd_data.eq(0)]
+            for l, e in enumerate(engines):
+                m.d.comb += [e.u_en.eq(u.busy | ~busy), e.u_addr.eq(rd_addr)]
+                with m.If(rd_layer == l):
+                    m.d.comb += self.rd_data.eq(e.u_data)
+            masked = self._mask      # NP: the hidden layers' masks (the output layer's is all ones)
+            m.d.comb += [u.rd_data.eq(self.rd_data), u.signs.eq(Cat(*(e.signs for e in engines))),
+                         u.active.eq(Cat(*(e.active if masked else Const((1 << e.n_out) - 1, e.n_out)
+                                           for e in engines)))]
+        else:
+            for l, e in enumerate(engines):
+                m.d.comb += [e.w_en.eq(self.w_en & (self.w_layer == l)), e.w_addr.eq(self.w_addr),
+                             e.w_data.eq(Cat(*(self.w_data[k] for k in range(e.lanes))))]
+        if updaters and not self._shared:
             rd_layer = Signal.like(self.rd_layer)
             m.d.sync += rd_layer.eq(self.rd_layer)
             m.d.comb += self.rd_data.eq(0)
@@ -519,9 +565,9 @@ class Network(wiring.Component):
         done = []
         sources = []
         if updaters and not blocks:  # NP: v⊥ of layer 0 = the input counts, of layer l = layer l − 1's noisy counts
-            for l, u in enumerate(updaters):
+            for l in range(n_layers):
                 m.submodules[f"vperp{l}"] = src = NpSource(formats=self._formats)
-                wiring.connect(m, src.o, u.vperp)
+                wiring.connect(m, src.o, updaters[0].vperp[l] if self._shared else updaters[l].vperp)
                 sources.append(src)
             wiring.connect(m, bank.counts, sources[0].i)
         elif blocks:          # LOCO: (u, v) = (clean, noisy) input counts → cluster block → v⊥ → update engine

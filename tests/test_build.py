@@ -173,20 +173,11 @@ def test_orangecrab_build_of_a_small_accelerator_meets_its_clock(tmp_path):
 
 # -- full-size default builds (many minutes each on the shared 2-core machine) --------------------------------
 
-#: why the iCEBreaker's default build fails today (measured: docs/boards.md, "Measured builds"): the accelerator top does
-#: not fit the UP5K — after the cuts of the fit work (STATS counters in block RAM, weights in SPRAM, 8 SB_MAC16,
-#: narrower link counters, collision-free memories, synth_ice40 -dff, saturate and constant comparisons by bit tests,
-#: the slimmer loss unit and update engines; docs/boards.md) Yosys still maps it to 4,372 LUT4 + 2,395 FF, which
-#: nextpnr packs into 5,444 logic cells (5,280 in the part). Strict: the test turns red when it starts to fit, so
-#: that this marker is removed (or turned into the timing error's, should it fit but miss 24 MHz).
-UP5K_DOES_NOT_FIT = pytest.mark.xfail(strict=True, raises=synth.SynthesisError,
-                                      reason="the accelerator top (link + NP network) needs 5,444 of the UP5K's 5,280 "
-                                             "logic cells")
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("board", [pytest.param("icebreaker", marks=UP5K_DOES_NOT_FIT), "ulx3s-85f", "orangecrab-85f"])
+@pytest.mark.parametrize("board", ["icebreaker", "ulx3s-85f", "orangecrab-85f"])
 def test_default_board_build_meets_timing(board, tmp_path):
+    """The iCEBreaker's fits since its network has one update engine for both layers (``Board.shared_update``):
+    5,133 of the UP5K's 5,280 logic cells, 25.1 MHz routed with seed 1 (docs/boards.md, "Measured builds")."""
     _require(board)
     report = board_build.build_board(board, out_dir=tmp_path)
     check_report(report, board, tops.BOARDS[board].default_mhz, tmp_path)
@@ -208,7 +199,8 @@ def test_timing_failure_is_a_nonzero_exit_with_a_clear_message(tmp_path, capsys)
 def test_icebreaker_accelerator_stays_within_the_hard_blocks(tmp_path):
     """The default iCEBreaker accelerator's DSPs, block RAMs and SPRAM are within the UP5K's 8, 30 and 4 (the loss
     unit's shared multiplier slots, the STATS counters in block RAM, the weights in SPRAM), whether or not its
-    logic cells fit yet (UP5K_DOES_NOT_FIT): Yosys' cell counts of the build."""
+    logic cells fit (they do since the shared update engine: test_default_board_build_meets_timing): Yosys' cell
+    counts of the build."""
     _require("icebreaker")
     try:
         board_build.build_board("icebreaker", out_dir=tmp_path)

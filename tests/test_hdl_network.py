@@ -24,9 +24,10 @@ def small_config(*, arch, steps, encoder, neuron, seed):
                                   rule={"sigma": 2.0 ** -3})
 
 
-def run_network(net, config, weights, samples, *, idle, stall, rng):
+def run_network(net, config, weights, samples, *, idle, stall, rng, strobe=None, strobe_cycles=None):
     """Load weights and seeds, stream ``samples`` through (n_0 rate transfers each); returns (counts_raw per
-    hidden layer, o_raw, cycles of every x transfer, cycles of every ``last`` transfer on ``o``)."""
+    hidden layer, o_raw, cycles of every x transfer, cycles of every ``last`` transfer on ``o``). With
+    ``strobe`` (a 1-bit value of the design) every cycle it is high is appended to ``strobe_cycles``."""
     n_samples = len(samples)
     counts_raw = [[] for _ in range(net.n_layers - 1)]
     o_raw, x_cycles, o_last_cycles = [], [], []
@@ -67,6 +68,12 @@ def run_network(net, config, weights, samples, *, idle, stall, rng):
     sim.add_testbench(drive)
     sim.add_process(clock)
     sim.add_testbench(sink(net.o, n_samples * net.arch[-1], o_raw))
+    if strobe is not None:
+        async def watch(ctx):
+            async for _, _, high in ctx.tick().sample(strobe):
+                if high:
+                    strobe_cycles.append(cycle)
+        sim.add_testbench(watch, background=True)
     for l in range(net.n_layers - 1):
         sim.add_testbench(sink(net.counts[l], n_samples * net.arch[l + 1], counts_raw[l]))
     sim.run()

@@ -1,16 +1,19 @@
 # amaranth: UnusedElaboratable=no
 """NP training in hardware (``Network(update="np")``) in the Amaranth simulator: after every training step
 (forward passes + loss + update) every weight read back through ``rd_*`` equals ``FixedRule.step_q``'s, and
-the forward results equal the model's; the cycle schedule with the update; parameter errors."""
+the forward results equal the model's — with one update engine per layer and with one shared by all layers
+(``shared_update``); the cycle schedule with the update; parameter errors."""
 
 import random
 
 import numpy as np
 import pytest
+from amaranth import Cat
 from amaranth.sim import Simulator
 
 from loco_fpga.config import preset
 from loco_fpga.hdl.network import Network
+from loco_fpga.hdl.update import SharedUpdateEngine
 from loco_fpga.qformat import formats
 from loco_fpga.sim.benches.network import compare, decode_results, load_in_amaranth_sim, random_stimulus
 from loco_fpga.sim.benches.update import compare_weights, train_model
@@ -82,15 +85,19 @@ CASES = [  # arch, lanes, T, encoder, neuron, rounding, mask, idle/stall
     ((5, 6, 3), 2, 4, "bernoulli", "if", "stochastic", False, 0.3),
     ((3, 2), 4, 8, "deterministic", "if", "half-up", False, 0.0),
     ((4, 5, 4, 3), 1, 4, "deterministic", "lif", "stochastic", True, 0.2),
+    # layers of different lanes (3 and 4) and chunk counts: the shared engine's padding lanes and layer switch
+    ((2, 6, 3), 4, 4, "deterministic", "if", "stochastic", True, 0.2),
 ]
+#: (case, shared_update): every case with one engine per layer; the multi-layer ones also with a shared engine
+TRAINING = [(c, False) for c in range(len(CASES))] + [(0, True), (2, True), (3, True)]
 
 
-@pytest.mark.parametrize("case", range(len(CASES)))
-def test_np_training_equals_the_model(case):
+@pytest.mark.parametrize("case,shared", TRAINING)
+def test_np_training_equals_the_model(case, shared):
     arch, lanes, steps, encoder, neuron, rounding, mask, noise = CASES[case]
     config = np_config(arch=arch, steps=steps, encoder=encoder, neuron=neuron, seed=300 + case,
                        rounding=rounding, mask=mask)
-    net = Network.from_config(config, lanes=lanes, update="np")
+    net = Network.from_config(config, lanes=lanes, update="np", shared_update=shared)
     weights, samples = random_stimulus(config, 5, np.random.default_rng(11 + case))
     want = train_model(config, weights, samples)
     got = run_training(net, config, weights, samples, idle=noise, stall=noise, rng=random.Random(case))
@@ -102,25 +109,36 @@ def test_np_training_equals_the_model(case):
         assert not errors, errors[0]
 
 
-@pytest.mark.parametrize("arch,lanes,steps,encoder,mask", [((5, 6, 3), 2, 4, "bernoulli", False),
-                                                         ((3, 2), 4, 8, "deterministic", False),
-                                                         ((4, 40, 3), 5, 2, "deterministic", True)])
-def test_schedule_with_the_update(arch, lanes, steps, encoder, mask):
+@pytest.mark.parametrize("arch,lanes,steps,encoder,mask,shared", [
+    ((5, 6, 3), 2, 4, "bernoulli", False, False),
+    ((3, 2), 4, 8, "deterministic", False, False),
+    ((4, 40, 3), 5, 2, "deterministic", True, False),
+    ((4, 40, 3), 5, 2, "deterministic", True, True),
+    ((3, 7, 5, 4), 2, 2, "bernoulli", False, True),
+])
+def test_schedule_with_the_update(arch, lanes, steps, encoder, mask, shared):
     """Back-to-back training samples, outputs always ready: every first/last ``x`` transfer and every ``last``
     transfer on ``o`` happens in the cycle ``schedule()`` gives — so the update's published latency (which
-    delays the next sample's start) is exact too."""
+    delays the next sample's start) is exact too; with a shared engine the update, Σ_l n_l·C_l + 4 cycles after
+    the last of g and every v⊥, is what sets the period."""
     from test_hdl_network import run_network
 
     config = np_config(arch=arch, steps=steps, encoder=encoder, neuron="if", seed=7, mask=mask)
-    net = Network.from_config(config, lanes=lanes, update="np")
+    net = Network.from_config(config, lanes=lanes, update="np", shared_update=shared)
     n = 5
     weights, samples = random_stimulus(config, n, np.random.default_rng(2))
-    _, _, x_cycles, o_last = run_network(net, config, weights, samples, idle=0.0, stall=0.0, rng=random.Random(0))
+    writes = []
+    _, _, x_cycles, o_last = run_network(net, config, weights, samples, idle=0.0, stall=0.0, rng=random.Random(0),
+                                         strobe=Cat(*(u.wr_en for u in net.updaters)).any(), strobe_cycles=writes)
     sched = net.schedule(n)
     base, n0 = x_cycles[0], arch[0]
     assert [c - base for c in x_cycles[::n0]] == list(sched.first_x)
     assert [c - base for c in x_cycles[n0 - 1::n0]] == list(sched.last_x)
     assert [c - base for c in o_last] == list(sched.loss_done)
+    # every weight write of sample k comes after its g (o's last transfer) and before sample k + 1's (the run
+    # ends with the last sample's outputs, before its update)
+    last_write = [max(c for c in writes if o_last[k] < c < o_last[k + 1]) for k in range(n - 1)]
+    assert [c - base for c in last_write] == list(sched.update_done[:n - 1])
     assert np.diff(o_last).tolist()[-1] == net.cycles_per_sample
 
 
@@ -137,3 +155,35 @@ def test_update_parameters():
     assert net.seed_map[:2] == ((0, 0), (0, 1)) and len(net.seed_map) == 2 + 3 + 2     # noise, rounding lanes
     plain = Network.from_config(cfg, lanes=2)
     assert "busy" not in plain.signature.members and plain.updaters == []
+
+
+def test_shared_update_parameters():
+    """``shared_update``: NP without the delta readout only (the errors quote the value); one
+    :class:`SharedUpdateEngine` over every layer, Σ_l n_l·C_l + 4 cycles from g, the same seed lanes as the
+    per-layer engines (the host seeds by ``seed_map`` either way), and the ``up5k`` preset's cycles per sample."""
+    cfg = np_config(arch=(4, 3, 2), steps=4, encoder="deterministic", neuron="if", seed=0)
+    fm = formats(cfg)
+    with pytest.raises(ValueError, match=r"shared_update = 1: must be True or False"):
+        Network(arch=(4, 3, 2), lanes=1, formats=fm, update="np", shared_update=1)
+    with pytest.raises(ValueError, match=r"shared_update = True: .* not 'loco'"):
+        Network(arch=(4, 3, 2), lanes=1, formats=fm, update="loco", shared_update=True)
+    with pytest.raises(ValueError, match=r"shared_update = True: .* not None"):
+        Network(arch=(4, 3, 2), lanes=1, formats=fm, shared_update=True)
+    with pytest.raises(ValueError, match=r"shared_update = True: .* not np with output_delta"):
+        Network(arch=(4, 3, 2), lanes=1, formats=fm, update="np", output_delta=True, shared_update=True)
+    with pytest.raises(ValueError, match=r"shapes = \(\): expected a non-empty sequence"):
+        SharedUpdateEngine(shapes=(), formats=fm, rounding="trunc")
+    with pytest.raises(ValueError, match=r"lanes = 6: must be an integer in \[1, 5\]"):
+        SharedUpdateEngine(shapes=[(8, 2, 3), (4, 2, 6)], formats=fm, rounding="trunc")
+    with pytest.raises(ValueError, match=r"rounding = 'nearest': expected one of"):
+        SharedUpdateEngine(shapes=[(4, 2, 1)], formats=fm, rounding="nearest")
+    per_layer = Network.from_config(cfg, lanes=2, update="np")
+    shared = Network.from_config(cfg, lanes=2, update="np", shared_update=True)
+    (u,) = shared.updaters
+    assert isinstance(u, SharedUpdateEngine) and shared.shared_update and not per_layer.shared_update
+    assert (u.shapes, u.layer_chunks, u.n_out, u.lanes, u.weight_depth) == (((4, 3, 2), (3, 2, 2)), (3, 2), 5, 2, 9)
+    assert (u.sweep_cycles, u.latency) == (3 * 3 + 2 * 2, 3 * 3 + 2 * 2 + 4)
+    assert shared.seed_map == per_layer.seed_map and len(shared.seed_map) == 2 + 3 + 2
+    up5k = preset("up5k").replace(rule={"name": "np"})
+    cycles = [Network.from_config(up5k, lanes=1, update="np", shared_update=s).cycles_per_sample for s in (False, True)]
+    assert cycles == [35840, 35840 + 10 * 33]       # + layer 1's sweep: it no longer runs beside layer 0's

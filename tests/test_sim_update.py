@@ -42,18 +42,23 @@ def _run(case: int, simulator: str, steps: int):
                 params={k: spec[k] for k in ("config", "lanes", "seed", "steps", "idle", "stall")})
 
 
-def _run_batch(cases, simulator: str, steps: int):
-    """``cases`` side by side in one build (``sim/benches/loco.py`` with rule np)."""
+def _run_batch(cases, simulator: str, steps: int, shared_update: bool = False):
+    """``cases`` side by side in one build (``sim/benches/loco.py`` with rule np); ``shared_update``: each with
+    one update engine for all its layers."""
     harness.require_simulator(simulator)
     specs = [make_case(c, steps) for c in cases]
+    if shared_update:       # (the key only when set: the per-layer builds keep their cache entries)
+        for s in specs:
+            s["shared_update"] = True
 
     def top():
-        return Batch([Network.from_config(Config().replace(**s["config"]), lanes=s["lanes"], update="np")
-                      for s in specs])
+        return Batch([Network.from_config(Config().replace(**s["config"]), lanes=s["lanes"], update="np",
+                                          shared_update=shared_update) for s in specs])
 
-    hw = [{"config": s["config"], "lanes": s["lanes"]} for s in specs]
-    built = harness.build(top, name="network-np-batch", params={"parts": hw}, simulator=simulator,
-                          top_ports_only=True)
+    hw = [{"config": s["config"], "lanes": s["lanes"], **({"shared_update": True} if shared_update else {})}
+          for s in specs]
+    built = harness.build(top, name="network-np-shared-batch" if shared_update else "network-np-batch",
+                          params={"parts": hw}, simulator=simulator, top_ports_only=True)
     harness.run(built, "loco_fpga.sim.benches.loco", params={"cases": specs})
 
 
@@ -65,6 +70,16 @@ DEFAULT_VERILATOR = (0, 1, 2, 3, 4, 6)
 
 def test_np_training_bench_verilator():
     _run_batch(DEFAULT_VERILATOR, "verilator", 10)
+
+
+#: The shared update engine (``Network(shared_update=True)``, the iCEBreaker's), one Verilator build (≈ 30 s fresh):
+#: 3-7-8-10-3 at 6 lanes (stochastic, mask, T 16; layer 0 uses 4 lanes, the others 6) and 6-3-7 at 7 (half-up,
+#: Bernoulli; layer 1 uses 4) — layers of different lanes and chunk counts, 4 layers and 2.
+SHARED_VERILATOR = (8, 9)
+
+
+def test_np_training_bench_shared_verilator():
+    _run_batch(SHARED_VERILATOR, "verilator", 10, shared_update=True)
 
 
 @pytest.mark.parametrize("case", range(2, 6))

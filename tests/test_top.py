@@ -147,19 +147,24 @@ def proto_frames(top, rng, wb):
                                                         ("stochastic", 2, "loco", None), ("stochastic", 1, "np", "spram"),
                                                         ("half-up", 2, "np", "spram"), ("stochastic", 2, "lls", None),
                                                         ("half-up", 2, "dfa", None),
-                                                        ("stochastic", 2, "loco+delta", None)])
+                                                        ("stochastic", 2, "loco+delta", None),
+                                                        ("stochastic", 1, "np+shared", "spram")])
 def test_accelerator_top_equals_its_model_byte_for_byte(rounding, lanes, rule, memory):
     """``memory = "spram"``: the weights in :class:`~loco_fpga.boards.spram.BankedSpram` (the iCEBreaker build's
     hook), whose model reads garbage from a bank written in the same cycle — the update sweep must never need one.
     ``loco+delta``: LOCO with ``rule.output_update = "delta"``, and with one unit per cluster block (the shared
-    form, ``cluster_units = 1``: the CLUSTER_UNITS register reads 1; the default form's reads K)."""
+    form, ``cluster_units = 1``: the CLUSTER_UNITS register reads 1; the default form's reads K). ``np+shared``: the
+    iCEBreaker's build — one update engine for both layers (``shared_update``), weights in SPRAM, LANES 1; the
+    reference model is the same (the sharing changes cycles, never a byte)."""
     delta = rule.endswith("+delta")
+    shared = rule.endswith("+shared")
     units = 1 if delta else None
-    rule = rule.removesuffix("+delta")
+    rule = rule.removesuffix("+delta").removesuffix("+shared")
     config = small_config(name=rule, clusters=3, output_update="delta" if delta else "perturb").replace(
         fixed={"update_rounding": rounding})
     hook = spram_memory() if memory == "spram" else default_memory
-    top = AcceleratorTop(config, lanes=lanes, timeout=32, memory=hook, cluster_units=units)
+    top = AcceleratorTop(config, lanes=lanes, timeout=32, memory=hook, cluster_units=units, shared_update=shared)
+    assert top.network.shared_update == shared
     ref = accelerator_reference(config, lanes=lanes, max_payload=top.info.max_payload, cluster_units=units)
     assert ref.device.cluster_units == (0 if rule != "loco" else units or 3)
     info = top.info

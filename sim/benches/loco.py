@@ -233,7 +233,8 @@ async def train_one(dut, case, log):
     rng = random.Random(case["seed"])
     config = Config().replace(**case["config"])
     loco = config.rule.name == "loco"
-    model = Network.from_config(config, lanes=case["lanes"], update=config.rule.name)
+    shared = case.get("shared_update", False)          # NP: one update engine for every layer
+    model = Network.from_config(config, lanes=case["lanes"], update=config.rule.name, shared_update=shared)
     weights, samples = random_stimulus(config, case["steps"], np.random.default_rng(case["seed"]))
     protos = None
     if loco and case["preload"]:
@@ -291,7 +292,8 @@ async def train_one(dut, case, log):
     counts = [cl["count"] for cl in want[-1]["clusters"]]
     log.info(f"{config.rule.name.upper()} training {model.arch}, lanes {model.lanes}, T {model.steps}, K {config.rule.clusters}, N_ref "
              f"{config.rule.refresh}, {config.spiking.encoder}, rounding {config.fixed.update_rounding}, mask "
-             f"{config.rule.mask}, preload {case['preload']}: {len(samples)} steps, final counts {counts}, "
+             f"{config.rule.mask}, preload {case['preload']}, shared update {shared}: {len(samples)} steps, "
+             f"final counts {counts}, "
              f"{compared} integers equal")
     return compared, None
 
