@@ -276,6 +276,14 @@ class Board:
         """A fresh amaranth-boards platform (with the OrangeCrab's header UART added)."""
         return self.platform_factory()
 
+    def shares_update(self, config) -> bool:
+        """Whether this board's build of ``config`` has one update engine for all layers: :attr:`shared_update`
+        and the rule built (the config's, or NP when the gateware does not train it) is NP without the delta
+        readout, the only rule the shared engine runs."""
+        from loco_fpga.hdl.top import SUPPORTED_RULES   # noqa: PLC0415
+        rule = config.rule.name if config.rule.name in SUPPORTED_RULES else "np"     # board_top's choice
+        return self.shared_update and rule == "np" and config.rule.output_update != "delta"
+
 
 def _icebreaker():
     from amaranth_boards.icebreaker import ICEBreakerPlatform
@@ -362,8 +370,7 @@ def board_inner(board, config=None, *, lanes: int | None = None, cluster_units: 
     except ImportError:
         from loco_fpga.hdl.link import LinkTestTop        # noqa: PLC0415
         return LinkTestTop(), config
-    rule = config.rule.name if config.rule.name in accelerator.SUPPORTED_RULES else "np"    # board_top's choice
-    shared = board.shared_update and rule == "np" and config.rule.output_update != "delta"
+    shared = board.shares_update(config)
     if board.family == "ice40":       # the UP5K's 30 block RAMs are too few: the weights go into its SPRAM
         from loco_fpga.boards.spram import spram_memory   # noqa: PLC0415
         inner = accelerator.board_top(config, lanes=lanes, memory=spram_memory(), cluster_units=cluster_units,

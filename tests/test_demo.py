@@ -111,23 +111,41 @@ def test_default_fmax_is_the_routed_build_of_the_same_design(tmp_path, monkeypat
     assert key != demo.design_key(config.to_dict(), 8, 8) != demo.design_key(config.to_dict(), 4, 1)
     assert key != demo.design_key(config.replace(rule={"clusters": 4}).to_dict(), 8, 1)
     assert key != demo.design_key(config.replace(spiking={"steps": 8}).to_dict(), 8, 1)
+    assert key != demo.design_key(config.to_dict(), 8, 1, shared_update=True)    # other cycles per sample
 
-    def report(name, fmax, cfg, lanes, units, met=True):
+    def report(name, fmax, cfg, lanes, units, met=True, shared=None):
         (tmp_path / name).mkdir()
+        design = {"lanes": lanes, "cluster_units": units} | ({} if shared is None else {"shared_update": shared})
         (tmp_path / name / "report.json").write_text(json.dumps(
-            {"fmax_mhz": fmax, "met": met, "config": cfg.to_dict(), "design": {"lanes": lanes, "cluster_units": units},
+            {"fmax_mhz": fmax, "met": met, "config": cfg.to_dict(), "design": design,
              "part": "p", "inner": "AcceleratorTop", "clock": {"mhz": 10}}))
 
     report("a-other-lanes", 30.0, config, 4, 1)
     report("b-not-met", 25.0, config, 8, 1, met=False)
     report("c-same", 21.5, config.replace(rule={"lr": 0.3}), 8, 1)
     report("ulx3s-85f", 68.0, config.replace(rule={"name": "np"}), 1, None)
+    np_config = config.replace(rule={"name": "np"})
+    report("icebreaker", 24.1, np_config, 1, None, shared=True)
     monkeypatch.setattr(demo, "BUILD_RESULTS", tmp_path)
     monkeypatch.setattr(demo, "BUILD_REPORT", tmp_path / "ulx3s-85f" / "report.json")
     mhz, source, own = demo.default_fmax(key)
     assert (mhz, own) == (21.5, True) and "c-same" in source
+    # the iCEBreaker's NP build has one update engine for both layers: it is the design of a run on that board only
+    assert demo.default_fmax(demo.design_key(np_config.to_dict(), 1, 0, shared_update=True))[:3:2] == (24.1, True)
+    assert demo.default_fmax(demo.design_key(np_config.to_dict(), 1, 0))[:3:2] == (68.0, True)
     mhz, source, own = demo.default_fmax(demo.design_key(config.to_dict(), 2, 1))
     assert (mhz, own) == (68.0, False) and "NOT this run's design" in source
     (tmp_path / "ulx3s-85f" / "report.json").unlink()
     mhz, source, own = demo.default_fmax(None)
     assert (mhz, own) == (demo.ROUTED_FMAX["up5k"][0], False) and "NOT this run's design" in source
+
+
+def test_which_demo_boards_share_the_update_engine():
+    """The demo's ``--board`` names against the board builds: only the iCEBreaker's NP design shares one update
+    engine between the layers; the virtual board and the ECP5 boards have one per layer."""
+    np_config = preset("up5k").replace(rule={"name": "np"})
+    assert demo._shares_update("icebreaker", np_config)
+    assert not demo._shares_update("icebreaker", preset("up5k").replace(rule={"name": "dfa"}))
+    assert not demo._shares_update("icebreaker", np_config.replace(rule={"output_update": "delta"}))
+    for board in ("virtual", "ulx3s", "orangecrab"):
+        assert not demo._shares_update(board, np_config)
