@@ -42,7 +42,7 @@ from loco_fpga.qformat import formats as make_formats
 
 from .fixed import at_least
 from .layer import COLLISION_FREE, default_memory
-from .link import DeviceError, DeviceOp, DeviceSignature, Link, LinkTop, RunOp
+from .link import REQUEST_LAYOUT, DeviceError, DeviceOp, DeviceSignature, Link, LinkTop, RunOp
 from .network import UPDATES, Network
 
 __all__ = ["AcceleratorRegister", "RULE_CODES", "AcceleratorDevice", "AcceleratorTop", "REGISTER_RESETS",
@@ -127,7 +127,7 @@ class AcceleratorDevice(wiring.Component):
               A.RULE: RULE_CODES[net.update], A.LANES: net.lanes, A.LAYERS: n_layers,
               A.CLUSTER_UNITS: net.cluster_blocks[0].units if net.cluster_blocks else 0}
 
-        req = host.req.payload
+        req = Signal(REQUEST_LAYOUT)         # the request being decoded (registered from ``host.req``)
         resp = host.resp
         m.d.comb += [net.seed.eq(seed), net.seed_lane.eq(seed_lane)]
 
@@ -208,62 +208,67 @@ class AcceleratorDevice(wiring.Component):
                                  in_byte.eq(0), out_k.eq(0), pred.eq(0)]
                     m.next = "SAMPLE"
                 with m.Elif(host.req.valid):
-                    m.d.sync += [resp.payload.data.eq(0), resp.payload.error.eq(DeviceError.NONE)]
-                    m.next = "RESPOND"
-                    with m.Switch(req.op):
-                        with m.Case(DeviceOp.READ_REG):
-                            with m.Switch(req.addr):
-                                for addr, value in ro.items():
-                                    with m.Case(addr):
-                                        m.d.sync += resp.payload.data.eq(value)
-                                with m.Case(A.STATUS):
-                                    m.d.sync += resp.payload.data.eq(net.busy)
-                                with m.Case(A.LR):
-                                    m.d.sync += resp.payload.data.eq(lr)
-                                with m.Case(A.SEED_LANE):
-                                    m.d.sync += resp.payload.data.eq(seed_lane)
-                                with m.Case(A.SEED):
-                                    m.d.sync += resp.payload.data.eq(seed)
-                                with m.Default():
-                                    m.d.sync += resp.payload.error.eq(DeviceError.ADDRESS)
-                        with m.Case(DeviceOp.WRITE_REG):
-                            with m.Switch(req.addr):
-                                with m.Case(A.LR):
-                                    with m.If((req.data >> fm.lr.bits).any()):
-                                        m.d.sync += resp.payload.error.eq(DeviceError.VALUE)
-                                    with m.Else():
-                                        m.d.sync += lr.eq(req.data)
-                                with m.Case(A.SEED_LANE):
-                                    with m.If(at_least(req.data, net.seed_lanes)):
-                                        m.d.sync += resp.payload.error.eq(DeviceError.VALUE)
-                                    with m.Else():
-                                        m.d.sync += seed_lane.eq(req.data)
-                                with m.Case(A.SEED):
-                                    with m.If(req.data == 0):         # a zero state is a fixed point of xorshift
-                                        m.d.sync += resp.payload.error.eq(DeviceError.VALUE)
-                                    with m.Else():
-                                        m.d.sync += seed.eq(req.data)
-                                        m.next = "SEED_LOAD"
-                                with m.Default():                     # read-only or absent
-                                    m.d.sync += resp.payload.error.eq(DeviceError.ADDRESS)
-                        with m.Case(DeviceOp.PROBE):
-                            m.d.sync += resp.payload.error.eq(Mux(space_ok & addr_ok, DeviceError.NONE,
-                                                                  DeviceError.ADDRESS))
-                        with m.Case(DeviceOp.READ_MEM, DeviceOp.WRITE_MEM):
-                            with m.If(space_ok & addr_ok):
-                                m.d.sync += [mem_layer.eq(req.space[:7]), mem_word.eq(eword), mem_lane.eq(elane),
-                                             mem_data.eq(req.data[:wbits])]
-                                m.d.sync += [mem_is_write.eq(req.op == DeviceOp.WRITE_MEM), mem_proto.eq(is_proto),
-                                             mem_addr.eq(req.addr)]
-                                m.next = "MEM_ADDR"
-                            with m.Else():
+                    m.d.sync += req.eq(host.req.payload)
+                    m.next = "DECODE"
+            # the request was registered in IDLE: the link's dispatcher and this decode are not one combinational
+            # path (it was the UP5K build's critical path: link state → request multiplexers → decode → enables)
+            with m.State("DECODE"):
+                m.d.sync += [resp.payload.data.eq(0), resp.payload.error.eq(DeviceError.NONE)]
+                m.next = "RESPOND"
+                with m.Switch(req.op):
+                    with m.Case(DeviceOp.READ_REG):
+                        with m.Switch(req.addr):
+                            for addr, value in ro.items():
+                                with m.Case(addr):
+                                    m.d.sync += resp.payload.data.eq(value)
+                            with m.Case(A.STATUS):
+                                m.d.sync += resp.payload.data.eq(net.busy)
+                            with m.Case(A.LR):
+                                m.d.sync += resp.payload.data.eq(lr)
+                            with m.Case(A.SEED_LANE):
+                                m.d.sync += resp.payload.data.eq(seed_lane)
+                            with m.Case(A.SEED):
+                                m.d.sync += resp.payload.data.eq(seed)
+                            with m.Default():
                                 m.d.sync += resp.payload.error.eq(DeviceError.ADDRESS)
-                        with m.Case(DeviceOp.RESET):
-                            m.d.sync += [lr.eq(REGISTER_RESETS[A.LR]), seed_lane.eq(REGISTER_RESETS[A.SEED_LANE]),
-                                         seed.eq(REGISTER_RESETS[A.SEED]), clr_layer.eq(0), clr_word.eq(0)]
-                            m.next = "CLEAR"
-                        with m.Default():
+                    with m.Case(DeviceOp.WRITE_REG):
+                        with m.Switch(req.addr):
+                            with m.Case(A.LR):
+                                with m.If((req.data >> fm.lr.bits).any()):
+                                    m.d.sync += resp.payload.error.eq(DeviceError.VALUE)
+                                with m.Else():
+                                    m.d.sync += lr.eq(req.data)
+                            with m.Case(A.SEED_LANE):
+                                with m.If(at_least(req.data, net.seed_lanes)):
+                                    m.d.sync += resp.payload.error.eq(DeviceError.VALUE)
+                                with m.Else():
+                                    m.d.sync += seed_lane.eq(req.data)
+                            with m.Case(A.SEED):
+                                with m.If(req.data == 0):         # a zero state is a fixed point of xorshift
+                                    m.d.sync += resp.payload.error.eq(DeviceError.VALUE)
+                                with m.Else():
+                                    m.d.sync += seed.eq(req.data)
+                                    m.next = "SEED_LOAD"
+                            with m.Default():                     # read-only or absent
+                                m.d.sync += resp.payload.error.eq(DeviceError.ADDRESS)
+                    with m.Case(DeviceOp.PROBE):
+                        m.d.sync += resp.payload.error.eq(Mux(space_ok & addr_ok, DeviceError.NONE,
+                                                              DeviceError.ADDRESS))
+                    with m.Case(DeviceOp.READ_MEM, DeviceOp.WRITE_MEM):
+                        with m.If(space_ok & addr_ok):
+                            m.d.sync += [mem_layer.eq(req.space[:7]), mem_word.eq(eword), mem_lane.eq(elane),
+                                         mem_data.eq(req.data[:wbits])]
+                            m.d.sync += [mem_is_write.eq(req.op == DeviceOp.WRITE_MEM), mem_proto.eq(is_proto),
+                                         mem_addr.eq(req.addr)]
+                            m.next = "MEM_ADDR"
+                        with m.Else():
                             m.d.sync += resp.payload.error.eq(DeviceError.ADDRESS)
+                    with m.Case(DeviceOp.RESET):
+                        m.d.sync += [lr.eq(REGISTER_RESETS[A.LR]), seed_lane.eq(REGISTER_RESETS[A.SEED_LANE]),
+                                     seed.eq(REGISTER_RESETS[A.SEED]), clr_layer.eq(0), clr_word.eq(0)]
+                        m.next = "CLEAR"
+                    with m.Default():
+                        m.d.sync += resp.payload.error.eq(DeviceError.ADDRESS)
             with m.State("SEED_LOAD"):
                 m.d.comb += net.seed_en.eq(1)
                 m.next = "RESPOND"
