@@ -170,7 +170,7 @@ def _design(inner) -> dict | None:
         return None
     blocks = net.cluster_blocks
     return {"lanes": net.lanes, "cluster_units": blocks[0].units if blocks else None,
-            "shared_update": net.shared_update}
+            "shared_update": net.shared_update, "sparse_input": net.sparse_input}
 
 
 def build_board(board: str, *, out_dir: str | os.PathLike, config=None, freq_mhz: float | None = None,

@@ -68,17 +68,18 @@ _HARDWARE_RULE_FIELDS = ("name", "sigma", "noise", "noise_placement", "mask", "o
                          "proto_lr", "ridge", "refresh", "lls_temperature")
 
 
-def design_key(config: dict, lanes: int, cluster_units: int, shared_update: bool = False) -> str:
+def design_key(config: dict, lanes: int, cluster_units: int, shared_update: bool = False,
+               sparse_input: bool = False) -> str:
     """What identifies a built accelerator: the config's gateware-defining parts (a ``Config.to_dict()``), LANES,
     the cluster units (0 without cluster blocks) and whether one update engine serves all layers (the iCEBreaker's
-    builds: same results, other cycles)."""
+    builds: same results, other cycles) and whether layer 0 skips silent inputs (the iCEBreaker's too)."""
     rule = config.get("rule", {})
     if rule.get("name") != "loco":
         rule = {k: v for k, v in rule.items() if k not in ("clusters", "proto_lr", "ridge", "refresh")}
     key = {"network": {"arch": list(config.get("network", {}).get("arch", []))},
            "spiking": config.get("spiking"), "fixed": config.get("fixed"),
            "rule": {k: rule.get(k) for k in _HARDWARE_RULE_FIELDS}, "lanes": lanes, "cluster_units": cluster_units,
-           "shared_update": bool(shared_update)}
+           "shared_update": bool(shared_update), "sparse_input": bool(sparse_input)}
     return json.dumps(key, sort_keys=True)
 
 
@@ -102,7 +103,7 @@ def _report_key(data: dict) -> str | None:
     if not design or not data.get("config") or not data.get("met"):
         return None
     return design_key(data["config"], design.get("lanes"), design.get("cluster_units") or 0,
-                      design.get("shared_update", False))
+                      design.get("shared_update", False), design.get("sparse_input", False))
 
 
 def default_fmax(key: str | None = None) -> tuple[float, str, bool]:
@@ -130,12 +131,12 @@ def default_fmax(key: str | None = None) -> tuple[float, str, bool]:
 A = proto.AcceleratorRegister
 
 
-def _shares_update(board: str, config) -> bool:
-    """Whether the device behind ``board`` (a ``--board`` name of the demo: ``virtual`` or a board name's first word)
-    has one update engine for all layers; the virtual board has one per layer."""
+def _board_design(board: str, config) -> tuple[bool, bool]:
+    """(shared update engine, sparse layer 0) of the device behind ``board`` (a ``--board`` name of the demo:
+    ``virtual`` or a board name's first word); the virtual board has neither."""
     from .tops import BOARDS   # noqa: PLC0415
     match = [b for name, b in BOARDS.items() if board != "virtual" and name.split("-")[0] == board]
-    return bool(match) and match[0].shares_update(config)
+    return (match[0].shares_update(config), match[0].sparse_input) if match else (False, False)
 
 
 class DemoError(Exception):
@@ -341,7 +342,7 @@ def run_demo(*, host: Host, config, epochs: int = 1, limit: int | None = None, b
     per_sample = cycles_train / max(seen, 1)
     fmax_mhz, fmax_source, fmax_own = ((*fmax, None) if fmax is not None
                                        else default_fmax(design_key(chip_config.to_dict(), lanes, units,
-                                                                    _shares_update(board, chip_config))))
+                                                                    *_board_design(board, chip_config))))
     report = {
         "board": board,
         "rule_on_chip": chip_config.rule.name,

@@ -30,6 +30,8 @@ registered (narrowed) before they are offered on ``r``.
 import functools
 import math
 
+import numpy as np
+
 from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -80,8 +82,11 @@ class LayerEngine(wiring.Component):
     output layer; the noise words are still taken), ``held_noise`` (True, n_out ≤ 32 only: the noise word is not
     copied — the engine uses ``noise_state``, the lane's state, which *is* the word drawn until the lane's next
     draw; the network draws once per sample and never before the update is done, so it is the same word; saves
-    n_out flip-flops that cannot share a logic cell on iCE40). :meth:`from_config` derives all of them from a
-    config and a layer index.
+    n_out flip-flops that cannot share a logic cell on iCE40), ``sparse`` (True: each step first lists its *active*
+    chunks — chunks 0 … C − 2 with a clean or noisy input spike — and every neuron then reads only their weight
+    words and the last chunk's (the bias's): the sums are the same, since a silent input adds 0, and a step takes
+    n_out·(a + 1) weight reads for a active chunks instead of n_out·C, :meth:`step_cycles`).
+    :meth:`from_config` derives all of them from a config and a layer index.
 
     Ports:
         noise (In stream {word: 32}): ⌈n_out/32⌉ PRNG words at the start of every sample (the layer's
@@ -103,7 +108,7 @@ class LayerEngine(wiring.Component):
 
     def __init__(self, *, n_in: int, n_out: int, lanes: int, formats: Formats, threshold: int = 1,
                  neuron: str = "if", leak_shift: int = 0, output: bool = False, memory=default_memory,
-                 update_port: bool = False, perturb: bool = True, held_noise: bool = False):
+                 update_port: bool = False, perturb: bool = True, held_noise: bool = False, sparse: bool = False):
         _check_int("n_in", n_in, 1, _MAX_WIDTH)
         _check_int("n_out", n_out, 1, _MAX_WIDTH)
         _check_int("lanes", lanes, 1, n_in + 1)
@@ -141,6 +146,9 @@ class LayerEngine(wiring.Component):
             raise ValueError(f"held_noise = True: n_out = {n_out} needs {-(-n_out // 32)} noise words; a held lane "
                              "state is one (n_out ≤ 32)")
         self._held_noise = held_noise
+        if not isinstance(sparse, bool):
+            raise ValueError(f"sparse = {sparse!r}: must be True or False")
+        self._sparse = sparse
         self._update_port = update_port
         self._n_in, self._n_out, self._lanes = n_in, n_out, lanes
         self._formats, self._threshold = formats, threshold
@@ -176,7 +184,7 @@ class LayerEngine(wiring.Component):
 
     @classmethod
     def from_config(cls, config, layer: int, *, lanes: int, memory=default_memory,
-                    update_port: bool = False) -> "LayerEngine":
+                    update_port: bool = False, sparse: bool = False) -> "LayerEngine":
         """The engine of layer ``layer`` (0-based, weights W_layer) of ``config``'s network."""
         from loco_fpga.qformat import formats  # noqa: PLC0415
 
@@ -188,7 +196,7 @@ class LayerEngine(wiring.Component):
         return cls(n_in=arch[layer], n_out=arch[layer + 1], lanes=lanes, formats=fm,
                    threshold=fm.membrane.from_float(spk.threshold), neuron=spk.neuron,
                    leak_shift=spk.leak_shift if lif else 0, output=layer == len(arch) - 2, memory=memory,
-                   update_port=update_port)
+                   update_port=update_port, sparse=sparse)
 
     n_in = property(lambda self: self._n_in)
     n_out = property(lambda self: self._n_out)
@@ -205,6 +213,8 @@ class LayerEngine(wiring.Component):
     weight_depth = property(lambda self: self._n_out * self._chunks)
     noise_words = property(lambda self: self._noise_words)
     held_noise = property(lambda self: self._held_noise)
+    #: whether a step reads only the weight words of its active chunks (see :meth:`step_cycles`)
+    sparse = property(lambda self: self._sparse)
     spikes_in_layout = property(lambda self: self._spikes_in_layout)
     spikes_out_layout = property(lambda self: self._spikes_out_layout)
     result_layout = property(lambda self: self._result_layout)
@@ -226,8 +236,28 @@ class LayerEngine(wiring.Component):
     def cycles_per_step(self) -> int:
         """Cycles from accepting step t's spikes to accepting step t + 1's, streams never stalling:
         1 (accept) + n_out·C (weight reads) + :attr:`stages` (the last neuron's pipeline drains)
-        [+ 1 (emit spikes), hidden]."""
-        return 1 + self.accumulate_cycles + self.stages + (0 if self._output else 1)
+        [+ 1 (emit spikes), hidden]. ``sparse``: :meth:`step_cycles` with every chunk active (the most)."""
+        return self.step_cycles()
+
+    def step_cycles(self, active: int | None = None) -> int:
+        """:attr:`cycles_per_step` of a step with ``active`` of the chunks 0 … C − 2 active (``sparse``; default:
+        all): 1 (accept) + C − 1 (the scan that lists them) + n_out·(active + 1) (weight reads) + 1 (the list
+        read before each weight read) + :attr:`stages` [+ 1 (emit), hidden]. Without ``sparse``: the dense step,
+        whatever ``active``."""
+        return 1 + self._reads(active) + self.stages + (0 if self._output else 1)
+
+    def step_latency(self, active: int | None = None) -> int:
+        """:attr:`latency` of a step with ``active`` active chunks (``sparse``; default: all)."""
+        return self._reads(active) + self.stages + 1
+
+    def _reads(self, active):
+        """Cycles from the accept to the last weight read's address, minus 1 (dense: n_out·C)."""
+        if not self._sparse:
+            return self.accumulate_cycles
+        most = self._chunks - 1
+        active = most if active is None else active
+        _check_int("active", active, 0, most)
+        return most + self._n_out * (active + 1) + 1
 
     @property
     def result_cycles(self) -> int:
@@ -242,8 +272,16 @@ class LayerEngine(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """Cycles from accepting a step's spikes on ``i`` to its spikes being valid on ``o`` (hidden)."""
-        return self.accumulate_cycles + self.stages + 1
+        """Cycles from accepting a step's spikes on ``i`` to its spikes being valid on ``o`` (hidden; ``sparse``:
+        every chunk active, :meth:`step_latency`)."""
+        return self.step_latency()
+
+    def active_chunks(self, clean, noisy=None) -> int:
+        """How many of the chunks 0 … C − 2 hold a spike of the 0/1 input vectors ``clean`` (and ``noisy``)."""
+        spikes = np.asarray(clean, dtype=bool) | (np.asarray(noisy, dtype=bool) if noisy is not None else False)
+        pad = np.zeros(self._chunks * self._lanes, dtype=bool)
+        pad[:self._n_in] = spikes
+        return int(pad.reshape(self._chunks, self._lanes)[:-1].any(axis=1).sum())
 
     def elaborate(self, platform):
         m = Module()
@@ -297,16 +335,43 @@ class LayerEngine(wiring.Component):
         wq = Signal(self._word_layout)
         waddr = Signal(range(self.weight_depth))       # neuron·C + chunk, counted (no address multiplier)
         m.d.comb += [w_rd.addr.eq(waddr), w_rd.en.eq(1), s_rd.en.eq(1)]
+        m.d.sync += [t1.valid.eq(0), t2.eq(t1), wq.eq(w_rd.data)]
+        sparse = self._sparse
+        scanning = Signal()                            # sparse: SCAN lists the step's active chunks
+        if sparse:
+            # stage 0 (sparse): RUN reads list entry e of the neuron (or, after the last entry, takes the bias's
+            # chunk C − 1); the next cycle addresses its weight word, row base + chunk
+            count = Signal(range(chunks))              # active chunks of the step (0 … C − 2)
+            entry = Signal(range(chunks))
+            row_base = Signal(range(self.weight_depth))
+            t0 = Signal(data.StructLayout({"valid": 1, "neuron": range(n_out), "first": 1, "last": 1,
+                                           "base": range(self.weight_depth)}))
+            m.d.sync += t0.valid.eq(0)
+            listed = Signal(range(chunks))
+            if chunks > 1:
+                # collision-free: written in SCAN only, read in RUN only; a block RAM (Yosys would use flip-flops)
+                m.submodules.active = amem = memory.Memory(shape=range(chunks), depth=chunks - 1, init=[],
+                                                           attrs={"ram_style": "block", **COLLISION_FREE})
+                a_rd, a_wr = amem.read_port(domain="sync"), amem.write_port()
+                m.d.comb += [a_rd.addr.eq(entry), a_rd.en.eq(1), a_wr.addr.eq(count), a_wr.data.eq(chunk),
+                             listed.eq(Mux(t0.last, chunks - 1, a_rd.data))]
+            else:
+                m.d.comb += listed.eq(0)
+            m.d.comb += w_rd.addr.eq(t0.base + listed)
+            with m.If(t0.valid):
+                m.d.sync += [t1.valid.eq(1), t1.neuron.eq(t0.neuron), t1.chunk.eq(listed), t1.first.eq(t0.first),
+                             t1.last.eq(t0.last)]
         if self._update_port:     # an update engine (or a read-back) reads the weights between samples
             with m.If(self.u_en):
                 m.d.comb += w_rd.addr.eq(self.u_addr)
             m.d.comb += [self.u_data.eq(w_rd.data), self.signs.eq(signs[:n_out])]
-        m.d.sync += [t1.valid.eq(0), t2.eq(t1), wq.eq(w_rd.data)]
 
         acc_c = Signal(acc_shape)
         acc_n = Signal(acc_shape)
-        sel_c = clean_in.word_select(t2.chunk, lanes)
-        sel_n = noisy_in.word_select(t2.chunk, lanes)
+        # the chunk's inputs at stage 2 (and in SCAN, where the pipeline is empty: the chunk being listed)
+        sel_chunk = Mux(scanning, chunk, t2.chunk) if sparse and chunks > 1 else t2.chunk
+        sel_c = clean_in.word_select(sel_chunk, lanes)
+        sel_n = noisy_in.word_select(sel_chunk, lanes)
         part_c = functools.reduce(lambda a, b: a + b, [Mux(sel_c[k], wq[k], 0) for k in range(lanes)])
         part_n = functools.reduce(lambda a, b: a + b, [Mux(sel_n[k], wq[k], 0) for k in range(lanes)])
         with m.If(t2.valid):
@@ -396,19 +461,42 @@ class LayerEngine(wiring.Component):
                 with m.If(self.i.valid):
                     m.d.sync += [clean_in.eq(self.i.payload.clean | bias),
                                  noisy_in.eq(self.i.payload.noisy | bias), neuron.eq(0), chunk.eq(0)]
-                    m.next = "RUN"
-            with m.State("RUN"):
-                m.d.sync += [t1.valid.eq(1), t1.neuron.eq(neuron), t1.chunk.eq(chunk),
-                             t1.first.eq(chunk == 0), t1.last.eq(chunk == chunks - 1), waddr.eq(waddr + 1)]
-                with m.If(chunk == chunks - 1):
-                    m.d.sync += chunk.eq(0)
-                    with m.If(neuron == n_out - 1):
-                        m.d.sync += waddr.eq(0)             # word 0 again for the next step
-                        m.next = "DRAIN"
-                    with m.Else():
-                        m.d.sync += neuron.eq(neuron + 1)
-                with m.Else():
+                    if sparse:
+                        m.d.sync += [count.eq(0), entry.eq(0), row_base.eq(0)]
+                    m.next = "SCAN" if sparse and chunks > 1 else "RUN"
+            if sparse and chunks > 1:
+                with m.State("SCAN"):                     # chunk c = 0 … C − 2: listed when a lane spiked
+                    m.d.comb += scanning.eq(1)
+                    with m.If((sel_c | sel_n).any()):
+                        m.d.comb += a_wr.en.eq(1)
+                        m.d.sync += count.eq(count + 1)
                     m.d.sync += chunk.eq(chunk + 1)
+                    with m.If(chunk == chunks - 2):
+                        m.d.sync += chunk.eq(0)
+                        m.next = "RUN"
+            if not sparse:
+                with m.State("RUN"):
+                    m.d.sync += [t1.valid.eq(1), t1.neuron.eq(neuron), t1.chunk.eq(chunk),
+                                 t1.first.eq(chunk == 0), t1.last.eq(chunk == chunks - 1), waddr.eq(waddr + 1)]
+                    with m.If(chunk == chunks - 1):
+                        m.d.sync += chunk.eq(0)
+                        with m.If(neuron == n_out - 1):
+                            m.d.sync += waddr.eq(0)             # word 0 again for the next step
+                            m.next = "DRAIN"
+                        with m.Else():
+                            m.d.sync += neuron.eq(neuron + 1)
+                    with m.Else():
+                        m.d.sync += chunk.eq(chunk + 1)
+            else:
+                with m.State("RUN"):                      # per neuron: the listed chunks, then the bias's
+                    m.d.sync += [t0.valid.eq(1), t0.neuron.eq(neuron), t0.first.eq(entry == 0),
+                                 t0.last.eq(entry == count), t0.base.eq(row_base), entry.eq(entry + 1)]
+                    with m.If(entry == count):
+                        m.d.sync += [entry.eq(0), row_base.eq(row_base + chunks)]
+                        with m.If(neuron == n_out - 1):
+                            m.next = "DRAIN"
+                        with m.Else():
+                            m.d.sync += neuron.eq(neuron + 1)
             with m.State("DRAIN"):                        # the last neuron passes the pipeline stages
                 with m.If(last_write):
                     if self._output:

@@ -326,8 +326,8 @@ class CounterBank(wiring.Component):
 
     Ports:
         inc (In, ``n`` × unsigned(2)): increments of each counter this cycle (0 … 2).
-        snap (In 1; only while not ``busy``): take a snapshot of every counter as it is before this cycle's
-            increments.
+        snap (In 1; only while not ``busy`` — the link's STATS/RESET_STATE frames are many UART byte times apart):
+            take a snapshot of every counter as it is before this cycle's increments.
         clear (In 1; only while not ``busy``): set every counter to what it counted since the last snapshot.
         busy (Out 1): a snapshot or a clear is still being written (at most ``n`` + 1 cycles after it began).
         rd_en (In 1), rd_index (In), rd_data (Out 32): while ``rd_en`` (and no clear runs), the snapshot of counter
@@ -370,12 +370,12 @@ class CounterBank(wiring.Component):
         m.d.comb += self.busy.eq(due.any() | clr.any())
 
         # stage 1 (``sweep``): what the write-back adds. Normally the pending count (which restarts); while the
-        # counter's snapshot is due, the frozen count (the snapshot's value; the pending count goes on); at a
-        # snapshot, everything (the snapshot is then the value written back: it is written to both memories)
+        # counter's snapshot is due, the frozen count (the snapshot's value; the pending count goes on). A snapshot
+        # in this cycle (never while one is due) makes the swept counter's write-back its snapshot: it is written
+        # to both memories. (``snap`` stays out of this path: it comes from the frame receiver's decode)
         s_due = due.bit_select(sweep, 1)
-        s_frozen, s_pending = Array(frozen)[sweep], Array(pending)[sweep]
-        addend = Signal(pb + 1)
-        m.d.sync += addend.eq(Mux(s_due, s_frozen, 0) + Mux(self.snap | ~s_due, s_pending, 0))
+        addend = Signal(pb)
+        m.d.sync += addend.eq(Mux(s_due, Array(frozen)[sweep], Array(pending)[sweep]))
         # stage 2 (``visit``): value = word + addend [− snapshot when clearing]; the snapshot too while it is due
         base = Signal(32)
         value = Signal(32)

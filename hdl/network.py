@@ -30,6 +30,7 @@ current sample's tail. :meth:`Network.schedule` gives the exact cycle of every e
 import dataclasses
 import math
 
+import numpy as np
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -156,6 +157,8 @@ class Network(wiring.Component):
     ``shared_update`` (np without ``output_delta`` only): one :class:`~.update.SharedUpdateEngine` sweeps every
     layer's weights in turn instead of one :class:`~.update.UpdateEngine` per layer — fewer logic cells, the update
     Σ_l n_l·C_l + 4 cycles after the last of g and the v⊥ streams instead of max_l; same results, same ``seed_map``.
+    ``sparse_input``: layer 0's engine is ``sparse`` — each step it reads only the weight words of the input chunks
+    that spiked (and the bias's): same results, data-dependent cycles (:meth:`schedule`'s ``active``).
     """
 
     def __init__(self, *, arch, lanes: int, formats: Formats, encoder: str = "deterministic",
@@ -163,7 +166,7 @@ class Network(wiring.Component):
                  encoder_lanes: int | None = None, update: str | None = None, rounding: str = "stochastic",
                  mask: bool = False, clusters: int = 8, refresh: int = 1, ridge: int = 0, norm_guard: int = 8,
                  recip_extra: int = 16, fb: int = 0, cluster_units: int | None = None, tau_shift: int = 1,
-                 output_delta: bool = False, shared_update: bool = False):
+                 output_delta: bool = False, shared_update: bool = False, sparse_input: bool = False):
         if (not isinstance(arch, (tuple, list)) or not 2 <= len(arch) <= _MAX_LAYERS + 1
                 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in arch)):
             raise ValueError(f"arch = {arch!r}: expected a sequence of 2 … {_MAX_LAYERS + 1} positive integers")
@@ -193,6 +196,8 @@ class Network(wiring.Component):
             raise ValueError(f"shared_update = True: one update engine for every layer runs NP's g·ξ rows only "
                              f"(update 'np' without output_delta), not {rule}")
         self._update, self._mask, self._delta, self._shared = update, mask, output_delta, shared_update
+        if not isinstance(sparse_input, bool):
+            raise ValueError(f"sparse_input = {sparse_input!r}: must be True or False")
         self._arch, self._lanes, self._formats = tuple(arch), lanes, formats
         self._encoder, self._threshold, self._neuron = encoder, threshold, neuron
         self._leak_shift, self._memory = leak_shift, memory
@@ -202,7 +207,7 @@ class Network(wiring.Component):
                                      formats=formats, threshold=threshold, neuron=neuron, leak_shift=leak_shift,
                                      output=l == n_layers - 1, memory=memory, update_port=update is not None,
                                      perturb=not (update in _ERROR_RULES or (output_delta and l == n_layers - 1)),
-                                     held_noise=arch[l + 1] <= 32)
+                                     held_noise=arch[l + 1] <= 32, sparse=sparse_input and l == 0)
                          for l in range(n_layers)]
         # g is broadcast from the loss unit's output register, which holds it until the next sample's outputs,
         # and no sample starts before every sweep is over: the engines need no copy of their own (held_g)
@@ -283,7 +288,7 @@ class Network(wiring.Component):
     @classmethod
     def from_config(cls, config, *, lanes: int, memory=default_memory, encoder_lanes: int | None = None,
                     update: str | None = None, cluster_units: int | None = None,
-                    shared_update: bool = False) -> "Network":
+                    shared_update: bool = False, sparse_input: bool = False) -> "Network":
         """The datapath of ``config``'s network (widths, Q formats, T, encoder, neuron, θ, leak).
 
         With ``update`` (on-chip training) the config's rule must be the one named; ``rule.output_update =
@@ -305,7 +310,7 @@ class Network(wiring.Component):
                    fb=int(fm.fb.from_float(1.0 / math.sqrt(config.network.arch[-1]))), cluster_units=cluster_units,
                    tau_shift=-int(round(math.log2(config.rule.lls_temperature))) if update == "lls" else 1,
                    output_delta=update is not None and config.rule.output_update == "delta",
-                   shared_update=shared_update)
+                   shared_update=shared_update, sparse_input=sparse_input)
 
     arch = property(lambda self: self._arch)
     lanes = property(lambda self: self._lanes)
@@ -334,6 +339,16 @@ class Network(wiring.Component):
     updaters = property(lambda self: list(self._updaters))
     #: one update engine for all layers (NP only): fewer logic cells, Σ_l n_l·C_l sweep cycles instead of max_l
     shared_update = property(lambda self: self._shared)
+    #: whether layer 0 reads only the weights of its active input chunks (``sparse_input``)
+    sparse_input = property(lambda self: self._engines[0].sparse)
+
+    def input_activity(self, spikes) -> tuple:
+        """Per step, layer 0's active chunks for the input spikes ``spikes`` (T × n_0, 0/1; the encoder's output,
+        ``FixedNetwork.encode``): the ``active`` entry of one sample for :meth:`schedule`."""
+        spikes = np.asarray(spikes)
+        if spikes.shape != (self.steps, self._arch[0]):
+            raise ValueError(f"spikes: expected shape {(self.steps, self._arch[0])}, got {spikes.shape}")
+        return tuple(self._engines[0].active_chunks(row) for row in spikes)
     #: the LOCO cluster blocks, layer order (empty unless ``update = "loco"``)
     cluster_blocks = property(lambda self: list(self._cluster_blocks))
 
@@ -353,7 +368,7 @@ class Network(wiring.Component):
         return tuple(tuple((b.clusters, False, (n + 1) % b.refresh == 0) for b in self._cluster_blocks)
                      for n in range(samples))
 
-    def schedule(self, samples: int = 8, clusters=None) -> Schedule:
+    def schedule(self, samples: int = 8, clusters=None, active=None) -> Schedule:
         """The exact cycle schedule of ``samples`` back-to-back samples: a max-plus recurrence over the
         encoder bank's and the engines' FSMs (FILL → READ ⌈n_0/P⌉ once ``o`` is free → DONE hand-off; engine INPUT accept →
         n_out·C RUN → pipeline drain → EMIT [hidden] → INPUT; results; loss unit).
@@ -361,7 +376,17 @@ class Network(wiring.Component):
         ``loco``: the cluster blocks' cycles depend on their state, so ``clusters`` gives per sample, per layer
         (count after the selection, new cluster, refreshed after the update) — the arguments of
         :meth:`ClusterBlock.sample_cycles <loco_fpga.hdl.clusters.ClusterBlock.sample_cycles>`; default
-        :meth:`steady_clusters`. The next sample starts when every block is idle again."""
+        :meth:`steady_clusters`. The next sample starts when every block is idle again.
+
+        ``sparse_input``: layer 0's steps take cycles by the number of input chunks that spiked, so ``active`` gives
+        them per sample, per step (:meth:`input_activity`); default every chunk (the most cycles)."""
+        e0 = self._engines[0]
+        if e0.sparse and active is not None:
+            active = tuple(tuple(a) for a in active)
+            if len(active) < samples or any(len(a) != self.steps for a in active[:samples]):
+                raise ValueError(f"active = {active!r}: expected {samples} samples × {self.steps} steps")
+        elif active is not None:
+            raise ValueError("active: only a network with sparse_input = True has data-dependent steps")
         if self._cluster_blocks:
             clusters = self.steady_clusters(samples) if clusters is None else tuple(clusters)
             if len(clusters) < samples or any(len(ev) != self.n_layers for ev in clusters[:samples]):
@@ -383,20 +408,23 @@ class Network(wiring.Component):
             read = max(f + 1, o_accept)                   # READ of step 0: after the last rate, ``o`` free
             for t in range(steps):
                 hand = read + words                       # DONE: the step is on ``o`` from the next cycle
+                a0 = active[n][t] if active is not None else None
                 for l, e in enumerate(engines):
                     # layer l > 0: layer l − 1's EMIT transfers when both are there (emit[l − 1][t] = accept)
-                    avail = hand + 1 if l == 0 else accept[l - 1][t] + engines[l - 1].latency
+                    avail = hand + 1 if l == 0 else accept[l - 1][t] + (e0.step_latency(a0) if l == 1 else
+                                                                        engines[l - 1].latency)
                     accept[l][t] = max(ready[l], avail)
                     if l:
                         emit[l - 1][t] = accept[l][t]
                         ready[l - 1] = accept[l][t] + 1
                     if e.output:
-                        ready[l] = accept[l][t] + e.cycles_per_step
+                        ready[l] = accept[l][t] + (e.step_cycles(a0) if l == 0 else e.cycles_per_step)
                 o_accept = read = accept[0][t]            # taken: the next step's READ starts
             bank_free = hand + 1 + bank.count_cycles       # the input counts (update only) come first
             counts = tuple(emit[l][-1] + engines[l].result_cycles for l in range(len(engines) - 1))
             out = engines[-1]
-            loss = accept[-1][-1] + out.cycles_per_step + out.result_cycles - 1 + self._loss.final_latency
+            last_step = out.step_cycles(a0) if len(engines) == 1 else out.cycles_per_step
+            loss = accept[-1][-1] + last_step + out.result_cycles - 1 + self._loss.final_latency
             done = max((loss,) + counts)
             if self._updaters:
                 # v⊥ complete: the last count (input counts of the bank, or layer l − 1's) + 1 (NpSource) + 1

@@ -189,10 +189,11 @@ def test_only_the_icebreaker_shares_one_update_engine():
     """The UP5K build has one update engine for both layers (area); the ECP5 boards keep one per layer; on the
     iCEBreaker too a rule the shared engine does not run (NP's delta readout) gets per-layer engines."""
     assert [name for name, b in tops.BOARDS.items() if b.shared_update] == ["icebreaker"]
+    assert [name for name, b in tops.BOARDS.items() if b.sparse_input] == ["icebreaker"]
     inner, _ = tops.board_inner("icebreaker")
-    assert inner.network.shared_update and len(inner.network.updaters) == 1
+    assert inner.network.shared_update and len(inner.network.updaters) == 1 and inner.network.sparse_input
     inner, _ = tops.board_inner("ulx3s-85f")
-    assert not inner.network.shared_update and len(inner.network.updaters) == 2
+    assert not inner.network.shared_update and len(inner.network.updaters) == 2 and not inner.network.sparse_input
     delta = preset("up5k").replace(rule={"name": "np", "output_update": "delta"})
     inner, config = tops.board_inner("icebreaker", delta)
     assert config.rule.output_update == "delta" and not inner.network.shared_update

@@ -132,6 +132,7 @@ def test_default_fmax_is_the_routed_build_of_the_same_design(tmp_path, monkeypat
     assert (mhz, own) == (21.5, True) and "c-same" in source
     # the iCEBreaker's NP build has one update engine for both layers: it is the design of a run on that board only
     assert demo.default_fmax(demo.design_key(np_config.to_dict(), 1, 0, shared_update=True))[:3:2] == (24.1, True)
+    assert demo.design_key(np_config.to_dict(), 1, 0, True) != demo.design_key(np_config.to_dict(), 1, 0, True, True)
     assert demo.default_fmax(demo.design_key(np_config.to_dict(), 1, 0))[:3:2] == (68.0, True)
     mhz, source, own = demo.default_fmax(demo.design_key(config.to_dict(), 2, 1))
     assert (mhz, own) == (68.0, False) and "NOT this run's design" in source
@@ -140,12 +141,13 @@ def test_default_fmax_is_the_routed_build_of_the_same_design(tmp_path, monkeypat
     assert (mhz, own) == (demo.ROUTED_FMAX["up5k"][0], False) and "NOT this run's design" in source
 
 
-def test_which_demo_boards_share_the_update_engine():
+def test_which_demo_boards_share_the_update_engine_and_skip_silent_inputs():
     """The demo's ``--board`` names against the board builds: only the iCEBreaker's NP design shares one update
-    engine between the layers; the virtual board and the ECP5 boards have one per layer."""
+    engine between the layers, and only the iCEBreaker skips silent inputs; the virtual board and the ECP5 boards
+    have neither."""
     np_config = preset("up5k").replace(rule={"name": "np"})
-    assert demo._shares_update("icebreaker", np_config)
-    assert not demo._shares_update("icebreaker", preset("up5k").replace(rule={"name": "dfa"}))
-    assert not demo._shares_update("icebreaker", np_config.replace(rule={"output_update": "delta"}))
+    assert demo._board_design("icebreaker", np_config) == (True, True)
+    assert demo._board_design("icebreaker", preset("up5k").replace(rule={"name": "dfa"})) == (False, True)
+    assert demo._board_design("icebreaker", np_config.replace(rule={"output_update": "delta"})) == (False, True)
     for board in ("virtual", "ulx3s", "orangecrab"):
-        assert not demo._shares_update(board, np_config)
+        assert demo._board_design(board, np_config) == (False, False)

@@ -135,14 +135,17 @@ CASES = [  # (output, n_in, n_out, lanes, T, neuron, idle/stall)
 ]
 
 
+@pytest.mark.parametrize("sparse", [False, True])
 @pytest.mark.parametrize("case", range(len(CASES)))
-def test_layer_engine_equals_the_model(case):
+def test_layer_engine_equals_the_model(case, sparse):
+    """Random weights, noise and input spikes (densities 0 … 1 per sample), random back-pressure; ``sparse``: the
+    engine reads only the weights of the chunks that spiked — the same integers."""
     output, n_in, n_out, lanes, steps, neuron, idle = CASES[case]
     rng = random.Random(31 + case)
     nrng = np.random.default_rng(31 + case)
     cfg, fm, scale, _ = random_case(rng, output=output, n_in=n_in, n_out=n_out, steps=steps, neuron=neuron,
                                     density=0.5)
-    engine = LayerEngine.from_config(cfg, 0, lanes=lanes)
+    engine = LayerEngine.from_config(cfg, 0, lanes=lanes, sparse=sparse)
     assert engine.output == output and engine.n_in == n_in and engine.n_out == n_out
     samples = 4
     weights = np.clip(nrng.integers(-scale, scale + 1, size=(n_out, n_in + 1)), fm.weight.min, fm.weight.max)
@@ -249,6 +252,49 @@ def test_cycles_per_step_is_published_and_held(output, lanes):
         assert [e - a for a, e in zip(steps[:4], emits)] == [engine.latency] * 4
     # one noise word, T steps, 2 cycles per result: the last result is on cycle cycles_per_sample − 1
     assert ("last result", engine.cycles_per_sample - 1) in accepts
+
+
+@pytest.mark.parametrize("output,n_in,lanes", [(False, 9, 1), (False, 9, 3), (True, 6, 2), (False, 4, 5)])
+def test_sparse_steps_take_the_published_cycles(output, n_in, lanes):
+    """A sparse engine's steps with chosen input patterns (none, some, every chunk active; noisy-only spikes count
+    too): each step takes ``step_cycles(active)`` and its spikes come ``step_latency(active)`` after the accept."""
+    cfg = preset("up5k").replace(network={"arch": (n_in, 5) if output else (n_in, 5, 2)}, spiking={"steps": 4})
+    engine = LayerEngine.from_config(cfg, 0, lanes=lanes, sparse=True)
+    n_chunks = engine.chunks
+    patterns = [([0] * n_in, [0] * n_in), ([1] * n_in, [0] * n_in), ([0] * n_in, [1] + [0] * (n_in - 1)),
+                ([1, 0] * (n_in // 2) + [0] * (n_in % 2), [0] * n_in)]
+    active = [engine.active_chunks(c, n) for c, n in patterns]
+    assert active[0] == 0 and active[1] == n_chunks - 1 and active[2] == (1 if n_chunks > 1 else 0)
+    accepts, emits = [], []
+
+    async def bench(ctx):
+        ctx.set(engine.noise.valid, 1)
+        ctx.set(engine.r.ready, 1)
+        if not output:
+            ctx.set(engine.o.ready, 1)
+        k = 0
+        for cycle in range(4 * engine.cycles_per_step + 50):
+            clean, noisy = patterns[min(k, 3)]
+            ctx.set(engine.i.valid, k < 4)
+            ctx.set(engine.i.payload.clean, int("".join(map(str, reversed(clean))), 2))
+            ctx.set(engine.i.payload.noisy, int("".join(map(str, reversed(noisy))), 2))
+            _, _, i_ok, o_ok = await ctx.tick().sample(engine.i.ready & engine.i.valid,
+                                                       engine.o.valid if not output else engine.i.ready)
+            if i_ok:
+                accepts.append(cycle)
+                k += 1
+            if not output and o_ok:
+                emits.append(cycle)
+
+    sim = Simulator(engine)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert np.diff(accepts[:4]).tolist() == [engine.step_cycles(a) for a in active[:3]]
+    if not output:
+        assert [e - a for a, e in zip(accepts[:4], emits)] == [engine.step_latency(a) for a in active]
+    assert engine.step_cycles() == engine.cycles_per_step
+    assert engine.step_cycles(0) == engine.cycles_per_step - (n_chunks - 1) * 5    # 5 neurons, no listed chunk
 
 
 def test_memory_hook_is_used():

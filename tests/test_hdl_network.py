@@ -125,27 +125,40 @@ def test_bench_model_matches_step_q():
     ((5, 6, 4, 3), 2, 4, "bernoulli", None, None), ((3, 2), 4, 8, "deterministic", None, None),
     ((4, 40, 2), 5, 2, "deterministic", None, None), ((2, 3, 9), 1, 1, "bernoulli", None, None),
     # a one-lane encoder bank slower than layer 0: the layer waits for the bank, the bank for the layer's accept
-    ((9, 1, 1), 16, 4, "bernoulli", 1, None), ((9, 2, 3), 16, 4, "deterministic", 1, "np")])
+    ((9, 1, 1), 16, 4, "bernoulli", 1, None), ((9, 2, 3), 16, 4, "deterministic", 1, "np"),
+    # sparse_input: layer 0 reads only the weights of the input chunks that spiked (data-dependent steps)
+    ((9, 4, 3), 1, 4, "deterministic", None, "sparse"), ((7, 5, 3), 2, 8, "deterministic", None, "sparse-np"),
+    ((8, 3), 3, 4, "deterministic", None, "sparse")])
 def test_cycles_per_sample(arch, lanes, steps, encoder, encoder_lanes, update):
     """With an always-valid source and always-ready sinks, every first and last ``x`` transfer and every
     ``last`` transfer on ``o`` happens exactly in the cycle :meth:`Network.schedule` gives, and the steady
     state is ``cycles_per_sample`` cycles per sample."""
     config = small_config(arch=arch, steps=steps, encoder=encoder, neuron="if", seed=1)
+    sparse = update is not None and update.startswith("sparse")
+    update = {"sparse": None, "sparse-np": "np"}.get(update, update)
     if update:
         config = config.replace(rule={"name": update})
-    net = Network.from_config(config, lanes=lanes, encoder_lanes=encoder_lanes, update=update)
+    net = Network.from_config(config, lanes=lanes, encoder_lanes=encoder_lanes, update=update, sparse_input=sparse)
     if encoder_lanes:   # the case it is here for
         assert net.bank.step_cycles > net.engines[0].cycles_per_step
     n = 6
     weights, samples = random_stimulus(config, n, np.random.default_rng(1))
     _, _, x_cycles, o_last = run_network(net, config, weights, samples, idle=0.0, stall=0.0, rng=random.Random(0))
-    sched = net.schedule(n)
+    active = None
+    if sparse:      # the encoder's spikes of every sample (deterministic: no PRNG state)
+        model = FixedNetwork(config, np.random.default_rng(0))
+        active = [net.input_activity(model.encode(np.asarray(x), None)) for x, _, _ in samples]
+        assert len({a for act in active for a in act}) > 1       # steps of different lengths
+    sched = net.schedule(n, active=active)
     base = x_cycles[0]
     n0 = arch[0]
     assert [c - base for c in x_cycles[::n0]] == list(sched.first_x)
     assert [c - base for c in x_cycles[n0 - 1::n0]] == list(sched.last_x)
     assert [c - base for c in o_last] == list(sched.loss_done)
-    assert np.diff(o_last).tolist()[-1] == net.cycles_per_sample == sched.period
+    if not sparse:
+        assert np.diff(o_last).tolist()[-1] == net.cycles_per_sample == sched.period
+    else:           # samples of different lengths, none longer than with every chunk active (the worst case)
+        assert max(np.diff(o_last)) <= net.cycles_per_sample and min(np.diff(o_last)) < net.cycles_per_sample
     assert sched.first_latency == o_last[0] - base
 
 

@@ -88,16 +88,18 @@ CASES = [  # arch, lanes, T, encoder, neuron, rounding, mask, idle/stall
     # layers of different lanes (3 and 4) and chunk counts: the shared engine's padding lanes and layer switch
     ((2, 6, 3), 4, 4, "deterministic", "if", "stochastic", True, 0.2),
 ]
-#: (case, shared_update): every case with one engine per layer; the multi-layer ones also with a shared engine
-TRAINING = [(c, False) for c in range(len(CASES))] + [(0, True), (2, True), (3, True)]
+#: (case, shared_update, sparse_input): every case with one engine per layer; the multi-layer ones also with a
+#: shared engine; two with a sparse layer 0 (the iCEBreaker's build has both)
+TRAINING = ([(c, False, False) for c in range(len(CASES))] + [(0, True, False), (2, True, False), (3, True, False)]
+            + [(0, True, True), (2, False, True)])
 
 
-@pytest.mark.parametrize("case,shared", TRAINING)
-def test_np_training_equals_the_model(case, shared):
+@pytest.mark.parametrize("case,shared,sparse", TRAINING)
+def test_np_training_equals_the_model(case, shared, sparse):
     arch, lanes, steps, encoder, neuron, rounding, mask, noise = CASES[case]
     config = np_config(arch=arch, steps=steps, encoder=encoder, neuron=neuron, seed=300 + case,
                        rounding=rounding, mask=mask)
-    net = Network.from_config(config, lanes=lanes, update="np", shared_update=shared)
+    net = Network.from_config(config, lanes=lanes, update="np", shared_update=shared, sparse_input=sparse)
     weights, samples = random_stimulus(config, 5, np.random.default_rng(11 + case))
     want = train_model(config, weights, samples)
     got = run_training(net, config, weights, samples, idle=noise, stall=noise, rng=random.Random(case))

@@ -154,8 +154,9 @@ def test_accelerator_top_equals_its_model_byte_for_byte(rounding, lanes, rule, m
     hook), whose model reads garbage from a bank written in the same cycle — the update sweep must never need one.
     ``loco+delta``: LOCO with ``rule.output_update = "delta"``, and with one unit per cluster block (the shared
     form, ``cluster_units = 1``: the CLUSTER_UNITS register reads 1; the default form's reads K). ``np+shared``: the
-    iCEBreaker's build — one update engine for both layers (``shared_update``), weights in SPRAM, LANES 1; the
-    reference model is the same (the sharing changes cycles, never a byte)."""
+    iCEBreaker's build — one update engine for both layers (``shared_update``), layer 0 skipping silent inputs
+    (``sparse_input``), weights in SPRAM, LANES 1; the reference model is the same (both change cycles, never a
+    byte)."""
     delta = rule.endswith("+delta")
     shared = rule.endswith("+shared")
     units = 1 if delta else None
@@ -163,8 +164,9 @@ def test_accelerator_top_equals_its_model_byte_for_byte(rounding, lanes, rule, m
     config = small_config(name=rule, clusters=3, output_update="delta" if delta else "perturb").replace(
         fixed={"update_rounding": rounding})
     hook = spram_memory() if memory == "spram" else default_memory
-    top = AcceleratorTop(config, lanes=lanes, timeout=32, memory=hook, cluster_units=units, shared_update=shared)
-    assert top.network.shared_update == shared
+    top = AcceleratorTop(config, lanes=lanes, timeout=32, memory=hook, cluster_units=units, shared_update=shared,
+                         sparse_input=shared)
+    assert top.network.shared_update == shared == top.network.sparse_input
     ref = accelerator_reference(config, lanes=lanes, max_payload=top.info.max_payload, cluster_units=units)
     assert ref.device.cluster_units == (0 if rule != "loco" else units or 3)
     info = top.info
