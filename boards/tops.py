@@ -239,8 +239,8 @@ BOARD_RULE = "np"
 #: engines took more than an hour to place and route; the ECP5 boards build the ``up5k`` network until then
 #: (docs/boards.md).
 ECP5_BOARD_PRESET = "up5k"
-#: the ECP5 boards' default clock, the issue's 60 MHz floor: the accelerator routes at 73.9 MHz on the LFE5U-85F-6
-#: (ULX3S, seed 1, 1abbe42; 62.0 MHz before the UP5K fit work) and at 86.5 MHz on the -8 OrangeCrab part
+#: the ECP5 boards' default clock, the issue's 60 MHz floor: the accelerator routes at 75.7 MHz on the LFE5U-85F-6
+#: (ULX3S, seed 1, 91f5c49; 62.0 MHz before the UP5K fit work) and at 75.6 MHz on the -8 OrangeCrab part
 #: (docs/boards.md). Before the loss unit was pipelined (commit c616fcc) it routed at 34.5 MHz.
 ECP5_BOARD_MHZ = 60.0
 
