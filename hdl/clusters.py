@@ -62,6 +62,11 @@ from .solver import MatrixHalf, Solver, SolverOp
 
 __all__ = ["ClusterBlock", "PeekKind"]
 
+#: the block's buffers and per-cluster values go into block RAM: as ECP5 LUT RAM a 65-word buffer takes 5 × ⌈bits/4⌉
+#: DPR16X4 cells, each 6 logic-cell positions (4 RAM + 2 write-port LUTs) — 89 of them per block at the ``ecp5``
+#: preset, ≈ 530 LUTs, 6,000 over the deep network's 11 blocks. (iCE40 has no LUT RAM: no change there.)
+BLOCK_RAM = {"ram_style": "block"}
+
 _MAX_DIM = 1 << 16
 
 
@@ -357,8 +362,8 @@ class ClusterBlock(wiring.Component):
 
         # -- memories ----------------------------------------------------------------------------------
         buf_layout = data.StructLayout({"u": shape(fm.rate), "v": shape(fm.rate)})
-        m.submodules.inputs = inputs = memory.Memory(shape=buf_layout, depth=dim, init=[])
-        m.submodules.uhat = uhat_mem = memory.Memory(shape=shape(fm.uhat), depth=dim, init=[])
+        m.submodules.inputs = inputs = memory.Memory(shape=buf_layout, depth=dim, init=[], attrs=BLOCK_RAM)
+        m.submodules.uhat = uhat_mem = memory.Memory(shape=shape(fm.uhat), depth=dim, init=[], attrs=BLOCK_RAM)
         in_rd, in_wr = inputs.read_port(domain="sync"), inputs.write_port()
         uh_rd, uh_wr = uhat_mem.read_port(domain="sync"), uhat_mem.write_port()
         c_rd, c_wr = [], []
@@ -435,11 +440,11 @@ class ClusterBlock(wiring.Component):
         if G > 1:                            # per-cluster values in memories (one-cycle reads)
             vals = self._values
 
-            def ports(data, name):
-                mem = memory.Memory(data)
+            def ports(data, name, attrs=BLOCK_RAM):
+                mem = memory.Memory(data, attrs=attrs)
                 m.submodules[name] = mem
                 return mem.read_port(domain="sync"), mem.write_port()
-            dot_p = [ports(vals.dot[p], f"dot{p}") for p in range(P)]
+            dot_p = [ports(vals.dot[p], f"dot{p}", {}) for p in range(P)]   # 40 bits: 2 block RAMs for 8 words
             cv_p = [ports(vals.cv[p], f"cv{p}") for p in range(P)]
             w_p_ = [ports(vals.w[p], f"w{p}") for p in range(P)]
             recip_rd, recip_wr = ports(vals.recip, "recip")
@@ -461,7 +466,7 @@ class ClusterBlock(wiring.Component):
         c_b = Signal(shape(fm.proto))
         m.d.comb += c_b.eq(Array(c_val)[unit_of[b]])
         if G > 1:
-            m.submodules.column = col_mem = memory.Memory(shape=shape(fm.proto), depth=dim, init=[])
+            m.submodules.column = col_mem = memory.Memory(shape=shape(fm.proto), depth=dim, init=[], attrs=BLOCK_RAM)
             col_rd, col_wr = col_mem.read_port(domain="sync"), col_mem.write_port()
             m.d.comb += col_rd.addr.eq(j)
             col_op = Mux(gfirst, c_b, col_rd.data.as_signed())
