@@ -176,12 +176,29 @@ def test_orangecrab_build_of_a_small_accelerator_meets_its_clock(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("board", ["icebreaker", "ulx3s-85f", "orangecrab-85f"])
 def test_default_board_build_meets_timing(board, tmp_path):
-    """The iCEBreaker's fits since its network has one update engine for both layers (``Board.shared_update``):
-    5,133 of the UP5K's 5,280 logic cells, 25.1 MHz routed with seed 1 (docs/boards.md, "Measured builds")."""
+    """The iCEBreaker's fits since its network has one update engine for both layers (``Board.shared_update``)
+    and a sparse layer 0: 5,205 of the UP5K's 5,280 logic cells, 24.06 MHz routed with seed 1 (docs/boards.md,
+    "Measured builds")."""
     _require(board)
     report = board_build.build_board(board, out_dir=tmp_path)
     check_report(report, board, tops.BOARDS[board].default_mhz, tmp_path)
     assert report["met"]
+    print(report.summary())
+
+
+@pytest.mark.slow
+def test_deep_ecp5_preset_with_loco_fits_the_85f(tmp_path):
+    """The deep ``ecp5`` preset (11 weight layers, LOCO with the delta readout: 11 cluster blocks of one unit each,
+    LANES 1) in the accelerator top places, routes and meets 10 MHz on the ULX3S's LFE5U-85F (about an hour on the
+    2-core machine; numbers in docs/hdl_learning.md, "Full builds with learning")."""
+    _require("ulx3s-85f")
+    inner, config = tops.board_inner("ulx3s-85f", preset("ecp5"), cluster_units=1)
+    assert config.rule.name == "loco" and len(config.network.arch) == 12
+    report = board_build.build_board("ulx3s-85f", out_dir=tmp_path, inner=inner, config=config, freq_mhz=10,
+                                     nextpnr_args="--router router2")
+    check_report(report, "ulx3s-85f", 10, tmp_path)
+    assert report["met"] and report["design"]["cluster_units"] == 1
+    assert report["cells"]["MULT18X18D"] > 11 * 10     # the 11 blocks' multipliers are there, not optimised away
     print(report.summary())
 
 
