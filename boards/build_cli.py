@@ -43,10 +43,13 @@ class _BuildFailed(click.ClickException):
 @click.option("--seed", type=int, default=1, show_default=True, help="nextpnr placement seed.")
 @click.option("--nextpnr-args", default="",
               help='more nextpnr options, e.g. "--router router2" (recorded in the report).')
+@click.option("--timeout", "timeout_min", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="stop any one tool (Yosys, nextpnr, the packer) that runs longer than this many minutes: exit "
+                   "code 3 (default: no limit; a design at its part's limit can route for hours).")
 @click.option("--json", "as_json", is_flag=True, help="print report.json on stdout instead of the summary.")
 @click.option("-q", "--quiet", is_flag=True, help="no progress lines.")
-def build(board, config_path, freq_mhz, baud, design, lanes, cluster_units, out_dir, seed, nextpnr_args, as_json,
-          quiet):
+def build(board, config_path, freq_mhz, baud, design, lanes, cluster_units, out_dir, seed, nextpnr_args, timeout_min,
+          as_json, quiet):
     """Build a bitstream of the accelerator for BOARD and check that it meets its clock.
 
     Writes <out>/top.bin (iCE40) or top.bit (ECP5), report.json (resources used/available, routed Fmax, clock,
@@ -81,7 +84,8 @@ def build(board, config_path, freq_mhz, baud, design, lanes, cluster_units, out_
             from loco_fpga.hdl.link import LinkTestTop  # noqa: PLC0415
             inner = LinkTestTop()
         result = build_board(board, out_dir=out_dir, config=config, freq_mhz=freq_mhz, baud=baud, seed=seed,
-                             inner=inner, progress=progress, nextpnr_args=nextpnr_args)
+                             inner=inner, progress=progress, nextpnr_args=nextpnr_args,
+                             timeout=None if timeout_min is None else 60 * timeout_min)
     except TimingError as err:
         raise _BuildFailed(str(err), EXIT_TIMING) from None
     except SynthesisError as err:

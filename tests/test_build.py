@@ -131,6 +131,17 @@ def test_build_parameter_errors_quote_the_value(tmp_path):
     with pytest.raises(ValueError, match=r"seed = -1"):
         board_build.build_board("icebreaker", out_dir=tmp_path, seed=-1, inner=Echo())
     assert main(["build", "--board", "ulx3s-85f", "--freq", "24", "--out", str(tmp_path), "-q"]) == 2
+    assert main(["build", "--board", "icebreaker", "--timeout", "0", "--out", str(tmp_path), "-q"]) == 2
+
+
+def test_a_tool_over_the_timeout_is_stopped_with_exit_code_3(tmp_path, capsys):
+    """``--timeout`` (minutes) stops a tool that runs longer: Yosys needs seconds for the echo design, not 60 ms."""
+    _require("icebreaker")
+    code = main(["build", "--board", "icebreaker", "--design", "echo", "--timeout", "0.001", "--out", str(tmp_path),
+                 "-q"])
+    err = capsys.readouterr().err
+    assert code == 3 and "timed out after 0.06 s" in err, err
+    assert not (tmp_path / "top.bin").exists()
 
 
 # -- full builds ----------------------------------------------------------------------------------------------
