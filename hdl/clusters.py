@@ -62,9 +62,9 @@ from .solver import MatrixHalf, Solver, SolverOp
 
 __all__ = ["ClusterBlock", "PeekKind"]
 
-#: the block's buffers and per-cluster values go into block RAM: as ECP5 LUT RAM a 65-word buffer takes 5 × ⌈bits/4⌉
-#: DPR16X4 cells, each 6 logic-cell positions (4 RAM + 2 write-port LUTs) — 89 of them per block at the ``ecp5``
-#: preset, ≈ 530 LUTs, 6,000 over the deep network's 11 blocks. (iCE40 has no LUT RAM: no change there.)
+#: the block's buffers and cv/w/r values go into block RAM: as ECP5 LUT RAM a 65-word buffer takes 5 × ⌈bits/4⌉
+#: DPR16X4 cells, each 6 logic-cell positions (4 RAM + 2 write-port LUTs); 79 of them per block at the ``ecp5``
+#: preset, 6,191 logic cells in the deep build (docs/hdl_learning.md). iCE40 has no LUT RAM: no change there.
 BLOCK_RAM = {"ram_style": "block"}
 
 _MAX_DIM = 1 << 16
