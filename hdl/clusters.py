@@ -57,10 +57,10 @@ from amaranth.lib.wiring import In, Out
 from loco_fpga.qformat import Formats
 
 from .arith import Divider, Isqrt
-from .fixed import narrow_mode, shape, shift_round
+from .fixed import narrow_mode, shape, shift_round, times
 from .solver import MatrixHalf, Solver, SolverOp
 
-__all__ = ["ClusterBlock", "PeekKind"]
+__all__ = ["ClusterBlock", "PairBuffer", "PeekKind"]
 
 #: the block's buffers and cv/w/r values go into block RAM: as ECP5 LUT RAM a 65-word buffer takes 5 × ⌈bits/4⌉
 #: DPR16X4 cells, each 6 logic-cell positions (4 RAM + 2 write-port LUTs); 79 of them per block at the ``ecp5``
@@ -68,6 +68,7 @@ __all__ = ["ClusterBlock", "PeekKind"]
 BLOCK_RAM = {"ram_style": "block"}
 
 _MAX_DIM = 1 << 16
+_MAX_BANKS = 16
 
 
 class _Rows:
@@ -144,20 +145,25 @@ class ClusterBlock(wiring.Component):
     (n + 1: the layer's inputs plus the bias), ``clusters`` K, ``refresh`` N_ref (samples between H
     refreshes), ``ridge`` λ in gram LSBs, ``norm_guard``, ``recip_extra`` (``[fixed]``), ``units`` P
     (parallel unit multipliers, 1 … K; default K: one pass covers every cluster; fewer units repeat the
-    passes per group of P clusters, see :meth:`groups`). The prototype step η_c = 2^-proto_shift comes from
+    passes per group of P clusters, see :meth:`groups`), ``banks`` S (default 1: the layers of equal input width
+    the block serves, one sample of one layer at a time; each keeps its own prototypes, count, r_k, samples since
+    refresh and H — a prototype memory of S·G·``dim`` words, bank s from word s·G·``dim`` on, and a solver of S
+    banks — while the per-sample buffers and values are shared: one block for S layers, S times its cycles). The prototype step η_c = 2^-proto_shift comes from
     ``formats.proto_shift``. :meth:`from_config` derives all of them but ``units``.
 
     Ports:
-        i (In stream of :attr:`input_layout` = {u: rate, v: rate, last: 1}): ``dim`` transfers per sample,
-            index order (the unit counts them itself; ``last`` is ignored).
+        i (In stream of :attr:`input_layout` = {u: rate, v: rate, last: 1}, and bank: 0 … S − 1 when S > 1):
+            ``dim`` transfers per sample, index order (the unit counts them itself; ``last`` is ignored; the
+            first transfer's ``bank`` is the sample's).
         o (Out stream of :attr:`output_layout` = {v: vperp, k_star: 0 … K−1, last: 1}): ``dim``
             transfers per sample, v⊥ in index order; every transfer carries the sample's k*, ``last`` marks
-            the bias entry. ``o.valid`` never waits on ``o.ready``.
+            the bias entry (and ``bank``, the sample's, when S > 1). ``o.valid`` never waits on ``o.ready``.
         idle (Out 1): the block waits for a sample and has received nothing of it (``RECV``, no element in).
 
         peek (In {what: :class:`PeekKind`, index, col}), peek_data (Out signed): debug/trace reads of the
             prototypes, H, r_k and the count, :attr:`peek_latency` = 1 cycle, valid while ``i.ready`` is high
-            (between samples; the reads share the memories' single read ports).
+            (between samples; the reads share the memories' single read ports). With S > 1, ``peek.bank`` and
+            ``load.bank`` select the layer whose state is read or loaded.
         load_en, load (In {count: 1, index, col, value}): host load, taken only while ``idle``. ``count`` = 0:
             c_index[col] ← value (proto format). ``count`` = 1: the number of active clusters ← value (0 … K),
             then the block recomputes r_k of every active prototype and refreshes H from them (as a
@@ -167,11 +173,12 @@ class ClusterBlock(wiring.Component):
     The unit memories (``memories[p]``, :class:`~amaranth.lib.memory.MemoryData`; cluster k's word j as a
     simulator row: ``prototypes[k][j]``), the solver (``solver``, H in its ``matrix``) and the count,
     r_k, cv_k and w_k (``state``: registers with P = K, memory rows with P < K) are attributes for simulation
-    tests.
+    tests; with S > 1, bank s's count, r_k and samples since refresh are ``bank_state[s]`` (``state`` holds bank
+    0's) and its prototypes ``bank_prototypes[s][k][j]``.
     """
 
     def __init__(self, *, formats: Formats, dim: int, clusters: int, refresh: int, ridge: int,
-                 norm_guard: int, recip_extra: int, units: int | None = None):
+                 norm_guard: int, recip_extra: int, units: int | None = None, banks: int = 1):
         if not isinstance(formats, Formats):
             raise TypeError(f"formats = {formats!r}: expected a loco_fpga.qformat.Formats")
         _check_int("dim", dim, 1, _MAX_DIM)
@@ -183,6 +190,7 @@ class ClusterBlock(wiring.Component):
         if units is None:
             units = clusters
         _check_int("units", units, 1, clusters)
+        _check_int("banks", banks, 1, _MAX_BANKS)
         if formats.uhat.bits != formats.proto.bits or formats.uhat.frac != formats.proto.frac:
             raise ValueError(f"formats.uhat = {formats.uhat.label()}: must equal formats.proto "
                              f"({formats.proto.label()}); û is copied into a prototype")
@@ -194,10 +202,12 @@ class ClusterBlock(wiring.Component):
                              f"{formats.proto.frac}]")
         self._formats, self._dim, self._k, self._refresh = formats, dim, clusters, refresh
         self._ridge, self._ng, self._re = ridge, norm_guard, recip_extra
-        self._units, self._groups = units, -(-clusters // units)
-        self._input_layout = data.StructLayout({"u": shape(formats.rate), "v": shape(formats.rate), "last": 1})
+        self._units, self._groups, self._banks = units, -(-clusters // units), banks
+        bank_field = {"bank": range(banks)} if banks > 1 else {}
+        self._input_layout = data.StructLayout({"u": shape(formats.rate), "v": shape(formats.rate), "last": 1}
+                                               | bank_field)
         self._output_layout = data.StructLayout({"v": shape(formats.vperp), "k_star": range(clusters),
-                                                 "last": 1})
+                                                 "last": 1} | bank_field)
         pf, rf = formats.proto.frac, formats.log2_steps
         pb = formats.proto.bits
         # the shared square root: ‖u‖² · 4^ng and Σ c_j² (prototypes and û)
@@ -206,18 +216,23 @@ class ClusterBlock(wiring.Component):
         self._isqrt_width = max(self._sq_u_width + 2 * norm_guard, self._sq_c_width)
         self._recip_num = pf + norm_guard + recip_extra          # recip = ⌊2^this / ‖u‖⌋
         self._div_width = max(self._recip_num, 2 * pf) + 1
-        self.solver = Solver(formats=formats, size=clusters)
-        self.memories = [memory.MemoryData(shape=shape(formats.proto), depth=self._groups * dim, init=[])
+        self.solver = Solver(formats=formats, size=clusters, banks=banks)
+        span = self._groups * dim            # one bank's words in a unit memory
+        self.memories = [memory.MemoryData(shape=shape(formats.proto), depth=banks * span, init=[])
                          for _ in range(units)]
-        self.prototypes = tuple(_Rows(self.memories[k % units], (k // units) * dim, dim) for k in range(clusters))
+        self.bank_prototypes = tuple(tuple(_Rows(self.memories[k % units], s * span + (k // units) * dim, dim)
+                                           for k in range(clusters)) for s in range(banks))
+        self.prototypes = self.bank_prototypes[0]
         self._dot_shape = signed(2 * pb + _clog2(dim) + 1)
         # shared form: dot_k · r_k on the solver's h_bits × h_bits multiplier in two halves (dot = hi·2^L + lo,
         # lo unsigned L = h_bits − 1 bits) when the widths allow; otherwise a score multiplier of its own
         hb = formats.h.bits
         self._score_on_solver = (self._groups > 1 and self._dot_shape.width <= 2 * hb - 1
                                  and 2 * pf + 2 <= hb)
+        def name(base, s):
+            return base if s == 0 else f"{base}_bank{s}"
         if self._groups == 1:        # one unit per cluster: its values in registers
-            recips = [Signal(2 * pf + 1, name=f"recip{k}") for k in range(clusters)]
+            recips = [[Signal(2 * pf + 1, name=name(f"recip{k}", s)) for k in range(clusters)] for s in range(banks)]
             cvs = [Signal(shape(formats.cv), name=f"cv{k}") for k in range(clusters)]
             ws = [Signal(shape(formats.w), name=f"w{k}") for k in range(clusters)]
             self._values = None
@@ -227,20 +242,24 @@ class ClusterBlock(wiring.Component):
                 return [memory.MemoryData(shape=sh, depth=self._groups, init=[]) for _ in range(units)]
             self._values = SimpleNamespace(dot=per_unit(self._dot_shape), cv=per_unit(shape(formats.cv)),
                                            w=per_unit(shape(formats.w)),
-                                           recip=memory.MemoryData(shape=2 * pf + 1, depth=clusters, init=[]))
+                                           recip=memory.MemoryData(shape=2 * pf + 1, depth=banks * clusters, init=[]))
             v = self._values
-            recips = [v.recip[k] for k in range(clusters)]
+            recips = [[v.recip[s * clusters + k] for k in range(clusters)] for s in range(banks)]
             cvs = [v.cv[k % units][k // units] for k in range(clusters)]
             ws = [v.w[k % units][k // units] for k in range(clusters)]
-        self.state = SimpleNamespace(count=Signal(range(clusters + 1), name="count"), recips=recips,
-                                     since=Signal(range(refresh + 1), name="since_refresh"), cv=cvs, w=ws,
+        self.bank_state = tuple(SimpleNamespace(count=Signal(range(clusters + 1), name=name("count", s)),
+                                                recips=recips[s],
+                                                since=Signal(range(refresh + 1), name=name("since_refresh", s)))
+                                for s in range(banks))
+        b0 = self.bank_state[0]
+        self.state = SimpleNamespace(count=b0.count, recips=b0.recips, since=b0.since, cv=cvs, w=ws,
                                      k_star=Signal(range(clusters), name="k_star"))
         self._peek_layout = data.StructLayout({"what": PeekKind, "index": range(clusters),
-                                               "col": range(max(dim, clusters))})
+                                               "col": range(max(dim, clusters))} | bank_field)
         self._peek_width = max(formats.proto.bits, formats.h.bits, 2 * pf + 2, clusters.bit_length() + 1)
         self._load_layout = data.StructLayout({"count": 1, "index": range(clusters), "col": range(dim),
                                                "value": signed(max(formats.proto.bits,
-                                                                   clusters.bit_length() + 1))})
+                                                                   clusters.bit_length() + 1))} | bank_field)
         super().__init__({"i": In(stream.Signature(self._input_layout)),
                           "o": Out(stream.Signature(self._output_layout)),
                           "idle": Out(1),
@@ -248,9 +267,9 @@ class ClusterBlock(wiring.Component):
                           "load_en": In(1), "load": In(self._load_layout)})
 
     @classmethod
-    def from_config(cls, config, layer: int, *, units: int | None = None) -> "ClusterBlock":
+    def from_config(cls, config, layer: int, *, units: int | None = None, banks: int = 1) -> "ClusterBlock":
         """The block of layer ``layer`` (0-based: its input has arch[layer] + 1 entries) of ``config``, with
-        ``units`` parallel units (default K)."""
+        ``units`` parallel units (default K) and ``banks`` layers served (default 1)."""
         from loco_fpga.qformat import formats  # noqa: PLC0415
 
         arch = config.network.arch
@@ -258,7 +277,7 @@ class ClusterBlock(wiring.Component):
         fm = formats(config)
         return cls(formats=fm, dim=arch[layer] + 1, clusters=config.rule.clusters, refresh=config.rule.refresh,
                    ridge=fm.gram.from_float(config.rule.ridge), norm_guard=config.fixed.norm_guard,
-                   recip_extra=config.fixed.recip_extra, units=units)
+                   recip_extra=config.fixed.recip_extra, units=units, banks=banks)
 
     formats = property(lambda self: self._formats)
     dim = property(lambda self: self._dim)
@@ -268,6 +287,7 @@ class ClusterBlock(wiring.Component):
     norm_guard = property(lambda self: self._ng)
     recip_extra = property(lambda self: self._re)
     units = property(lambda self: self._units)
+    banks = property(lambda self: self._banks)
     input_layout = property(lambda self: self._input_layout)
     output_layout = property(lambda self: self._output_layout)
     peek_layout = property(lambda self: self._peek_layout)
@@ -350,7 +370,7 @@ class ClusterBlock(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        fm, dim, K, P, G = self._formats, self._dim, self._k, self._units, self._groups
+        fm, dim, K, P, G, S = self._formats, self._dim, self._k, self._units, self._groups, self._banks
         pf, pb = fm.proto.frac, fm.proto.bits
         rf, hf, vf = fm.log2_steps, fm.h.frac, fm.vperp.frac
         hb = fm.h.bits
@@ -392,9 +412,6 @@ class ClusterBlock(wiring.Component):
             group_of = _Index(lambda k: k >> shift)
         else:
             unit_of, group_of = _Index(lambda k: k % P), _Index(lambda k: k // P)
-        def times(value, constant):          # shifts and adds: a `*` by a constant can take a DSP slice
-            terms = [value << i for i in range(constant.bit_length()) if constant >> i & 1]
-            return sum(terms[1:], terms[0]) if terms else Const(0)
         base_of = _Index(lambda g: times(g, dim))
         first_of = _Index(lambda g: times(g, P))
         groups_of = _Index(lambda n: Const(1) if G == 1 else Mux(n == 0, 1, (n + (P - 1)) // P
@@ -402,7 +419,23 @@ class ClusterBlock(wiring.Component):
 
         # -- state ---------------------------------------------------------------------------------------
         st = self.state
-        count, recips, since = st.count, st.recips, st.since
+        # the bank (layer) of the sample or load in progress; its count, samples since refresh and r_k
+        bank = Signal(range(S)) if S > 1 else Const(0)
+        if S > 1:
+            counts = Array(bs.count for bs in self.bank_state)
+            count, since = counts[bank], Array(bs.since for bs in self.bank_state)[bank]
+            recip_banks = Array(Array(bs.recips) for bs in self.bank_state)
+        else:
+            count, since = st.count, st.since
+
+        peek_bank = self.peek.bank if S > 1 else Const(0)
+        load_bank = self.load.bank if S > 1 else Const(0)
+
+        def bank_offset(sel, words):         # the first word of bank ``sel`` in a memory of S·words words
+            return times(sel, words) if S > 1 else 0
+
+        def recip_reg(sel, k):               # r_k of bank ``sel`` (registers: P = K)
+            return recip_banks[sel][k] if S > 1 else Array(st.recips)[k]
         j = Signal(range(max(dim, K) + 1))   # read address of every buffer/prototype memory; cluster index in W_ACC
         pv = Signal()                        # a pass's data for index pj arrives this cycle
         pj = Signal(range(dim))
@@ -449,14 +482,16 @@ class ClusterBlock(wiring.Component):
             w_p_ = [ports(vals.w[p], f"w{p}") for p in range(P)]
             recip_rd, recip_wr = ports(vals.recip, "recip")
             m.d.comb += [rd.addr.eq(group_of[score_addr]) for rd, _ in dot_p]
-            m.d.comb += recip_rd.addr.eq(Mux(idle, self.peek.index, score_addr))
+            m.d.comb += recip_rd.addr.eq(Mux(idle, bank_offset(peek_bank, K) + self.peek.index,
+                                             bank_offset(bank, K) + score_addr))
             m.d.comb += [rd.addr.eq(group_of[j]) for rd, _ in cv_p]
         read_grp = Signal(range(G + 1))      # the group whose words the unit memories read (OUT_ACC: the next)
         m.d.comb += read_grp.eq(grp)
         m.d.comb += [in_rd.addr.eq(j), uh_rd.addr.eq(j)]
-        peek_addr = base_of[group_of[self.peek.index]] + self.peek.col
-        m.d.comb += [port.addr.eq(Mux(idle, peek_addr, base_of[read_grp] + j)) for port in c_rd]
-        write_addr = base_of[grp] + pj       # a pass writes the word of index pj of the group it is at
+        peek_addr = bank_offset(peek_bank, G * dim) + base_of[group_of[self.peek.index]] + self.peek.col
+        offset = bank_offset(bank, G * dim)
+        m.d.comb += [port.addr.eq(Mux(idle, peek_addr, offset + base_of[read_grp] + j)) for port in c_rd]
+        write_addr = offset + base_of[grp] + pj  # a pass writes the word of index pj of the group it is at
         u_j, v_j = in_rd.data.u, in_rd.data.v
         uh_j = uh_rd.data.as_signed()
         uhat_new = Signal(shape(fm.uhat))
@@ -537,7 +572,8 @@ class ClusterBlock(wiring.Component):
         with m.If(self.load_en & self.idle & ~self.load.count):
             for p in range(P):
                 m.d.comb += [c_wr[p].en.eq(unit_of[self.load.index] == p),
-                             c_wr[p].addr.eq(base_of[group_of[self.load.index]] + self.load.col),
+                             c_wr[p].addr.eq(bank_offset(load_bank, G * dim)
+                                             + base_of[group_of[self.load.index]] + self.load.col),
                              c_wr[p].data.eq(self.load.value)]
 
         def clear_units():
@@ -571,9 +607,13 @@ class ClusterBlock(wiring.Component):
                         m.d.sync += [targets[g * P + p].eq(value_of_unit(p)) for p in range(P) if g * P + p < K]
 
         # solver client signals
-        m.d.comb += [solver.rd_addr.row.eq(Mux(idle, self.peek.index, a)),
-                     solver.rd_addr.col.eq(Mux(idle, self.peek.col, j)),
-                     solver.rd_addr.half.eq(Mux(idle, MatrixHalf.H, MatrixHalf.M))]
+        m.d.comb += solver.rd_addr.row.eq(Mux(idle, self.peek.index, a))
+        if S > 1:   # the solver's H offset is the last command's n; a bank's H sits at columns count … 2·count − 1
+            m.d.comb += [solver.bank.eq(Mux(idle, self.peek.bank, bank)), solver.rd_addr.half.eq(MatrixHalf.M),
+                         solver.rd_addr.col.eq(Mux(idle, counts[self.peek.bank] + self.peek.col, j))]
+        else:
+            m.d.comb += [solver.rd_addr.col.eq(Mux(idle, self.peek.col, j)),
+                         solver.rd_addr.half.eq(Mux(idle, MatrixHalf.H, MatrixHalf.M))]
         # debug port: selectors registered with the memories' read addresses (one cycle latency)
         peek_q = Signal(self._peek_layout)
         m.d.sync += peek_q.eq(self.peek)
@@ -583,9 +623,10 @@ class ClusterBlock(wiring.Component):
             with m.Case(PeekKind.H):
                 m.d.comb += self.peek_data.eq(solver.rd_data)
             with m.Case(PeekKind.RECIP):
-                m.d.comb += self.peek_data.eq(Array(recips)[peek_q.index] if G == 1 else recip_rd.data)
+                m.d.comb += self.peek_data.eq(recip_reg(peek_q.bank if S > 1 else 0, peek_q.index) if G == 1
+                                              else recip_rd.data)
             with m.Case(PeekKind.COUNT):
-                m.d.comb += self.peek_data.eq(count)
+                m.d.comb += self.peek_data.eq(counts[peek_q.bank] if S > 1 else count)
         gram_value = _saturate(_narrow(Array(accs)[unit_of[a]], 2 * pf, fm.gram, "half-up")
                                + Mux(a == b, self._ridge, 0), fm.gram)
         m.d.comb += [solver.g.payload.row.eq(a), solver.g.payload.col.eq(b), solver.g.payload.value.eq(gram_value),
@@ -594,7 +635,7 @@ class ClusterBlock(wiring.Component):
         score_on = Signal()                  # SCORE / SCORE_HI with the score on the solver's multiplier
         score_half = Signal()                # 0: lo · r, 1: hi · r
         if G == 1:
-            m.d.comb += score.eq(Array(dots)[a] * Array(recips)[a])
+            m.d.comb += score.eq(Array(dots)[a] * recip_reg(bank, a))
             cv_j = Array(cvs)[j]
         else:
             dot_a = Array(rd.data.as_signed() for rd, _ in dot_p)[unit_of[a]]
@@ -617,7 +658,12 @@ class ClusterBlock(wiring.Component):
         with m.FSM() as fsm:
             with m.State("RECV"):
                 with m.If(self.load_en & self.idle & self.load.count):
-                    m.d.sync += [count.eq(self.load.value), since.eq(0), b.eq(0)]
+                    if S > 1:
+                        lb = self.load.bank
+                        m.d.sync += [bank.eq(lb), counts[lb].eq(self.load.value),
+                                     Array(bs.since for bs in self.bank_state)[lb].eq(0), b.eq(0)]
+                    else:
+                        m.d.sync += [count.eq(self.load.value), since.eq(0), b.eq(0)]
                     with m.If(self.load.value != 0):
                         m.d.sync += start_pass(_Pass.LOAD, group=group_of[0])
                         m.next = "PASS"
@@ -625,6 +671,9 @@ class ClusterBlock(wiring.Component):
                     p_ = self.i.payload
                     m.d.comb += [in_wr.en.eq(1), in_wr.addr.eq(in_j), in_wr.data.u.eq(p_.u), in_wr.data.v.eq(p_.v)]
                     m.d.sync += [s_u.eq(s_u + p_.u * p_.u), in_j.eq(in_j + 1)]
+                    if S > 1:
+                        with m.If(in_j == 0):
+                            m.d.sync += bank.eq(p_.bank)
                     with m.If(in_j == dim - 1):
                         m.d.sync += in_j.eq(0)
                         m.next = "NORM_SQRT"
@@ -747,9 +796,10 @@ class ClusterBlock(wiring.Component):
                 with m.If(div.o.valid):
                     r_new = Mux(root == 0, 0, div.o.payload.quotient)
                     if G == 1:
-                        m.d.sync += Array(recips)[kstar].eq(r_new)
+                        m.d.sync += recip_reg(bank, kstar).eq(r_new)
                     else:
-                        m.d.comb += [recip_wr.en.eq(1), recip_wr.addr.eq(kstar), recip_wr.data.eq(r_new)]
+                        m.d.comb += [recip_wr.en.eq(1), recip_wr.addr.eq(bank_offset(bank, K) + kstar),
+                                     recip_wr.data.eq(r_new)]
                     with m.If(phase == _Pass.LOAD):
                         with m.If(b == count - 1):
                             m.d.sync += [after_refresh.eq(1), b.eq(0)] + start_pass(_Pass.GRAM, groups=gcount)
@@ -877,4 +927,61 @@ class ClusterBlock(wiring.Component):
             self.o.payload.k_star.eq(kstar),
             self.o.payload.last.eq(j == dim - 1),
         ]
+        if S > 1:
+            m.d.comb += self.o.payload.bank.eq(bank)
+        return m
+
+
+class PairBuffer(wiring.Component):
+    """One sample's (u, v) pairs of a layer held for a cluster block that serves several layers (``banks`` > 1)
+    and is still busy with an earlier layer's sample: the layer's pair stream never waits, the block takes the
+    pairs when its turn comes.
+
+    Parameters: ``formats``, ``depth`` (pairs per sample: the layer's n + 1). Ports: ``i`` (In stream {u, v: rate
+    format, last: 1}): always ready while the sample is incomplete; the transfer marked ``last`` completes it.
+    ``o`` (Out stream, same layout): the ``depth`` pairs in order, the last one marked, from the second cycle after
+    the sample is complete (one-cycle memory read; ``o.valid`` then waits only on ``o.ready``). ``idle`` (Out 1):
+    nothing of a sample is in the buffer. The pairs sit in block RAM (:data:`BLOCK_RAM`).
+    """
+
+    def __init__(self, *, formats: Formats, depth: int):
+        if not isinstance(formats, Formats):
+            raise TypeError(f"formats = {formats!r}: expected a loco_fpga.qformat.Formats")
+        _check_int("depth", depth, 1, _MAX_DIM)
+        self._formats, self._depth = formats, depth
+        self._layout = data.StructLayout({"u": shape(formats.rate), "v": shape(formats.rate), "last": 1})
+        super().__init__({"i": In(stream.Signature(self._layout)), "o": Out(stream.Signature(self._layout)),
+                          "idle": Out(1)})
+
+    depth = property(lambda self: self._depth)
+    layout = property(lambda self: self._layout)
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = self._depth
+        pair = data.StructLayout({"u": shape(self._formats.rate), "v": shape(self._formats.rate)})
+        m.submodules.pairs = mem = memory.Memory(shape=pair, depth=depth, init=[], attrs=BLOCK_RAM)
+        wr, rd = mem.write_port(), mem.read_port(domain="sync")
+        wp = Signal(range(depth))
+        full = Signal()                          # the sample is complete
+        rp = Signal(range(depth + 1))            # the next pair to read
+        valid, last = Signal(), Signal()         # the pair on ``o`` (read a cycle earlier)
+        m.d.comb += [self.i.ready.eq(~full), wr.addr.eq(wp), wr.data.u.eq(self.i.payload.u),
+                     wr.data.v.eq(self.i.payload.v)]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.comb += wr.en.eq(1)
+            m.d.sync += wp.eq(wp + 1)
+            with m.If(self.i.payload.last):
+                m.d.sync += [full.eq(1), wp.eq(0)]
+        advance = ~valid | self.o.ready          # the output register is free or being taken
+        m.d.comb += [rd.en.eq(advance), rd.addr.eq(rp)]
+        with m.If(advance):
+            with m.If(full & (rp != depth)):
+                m.d.sync += [valid.eq(1), last.eq(rp == depth - 1), rp.eq(rp + 1)]
+            with m.Else():
+                m.d.sync += valid.eq(0)
+        with m.If(self.o.valid & self.o.ready & last):
+            m.d.sync += [full.eq(0), rp.eq(0)]
+        m.d.comb += [self.o.valid.eq(valid), self.o.payload.u.eq(rd.data.u), self.o.payload.v.eq(rd.data.v),
+                     self.o.payload.last.eq(last), self.idle.eq(~full & (wp == 0) & ~valid)]
         return m

@@ -17,7 +17,7 @@ from amaranth.lib.wiring import In, Out
 
 from loco_fpga.qformat import ROUNDING_MODES, QFormat, narrow_mode
 
-__all__ = ["shape", "shift_round", "saturate", "at_least", "narrow", "narrow_mode", "Narrow"]
+__all__ = ["shape", "shift_round", "saturate", "at_least", "times", "narrow", "narrow_mode", "Narrow"]
 
 
 def shape(fmt: QFormat) -> Shape:
@@ -74,6 +74,15 @@ def saturate(value, fmt: QFormat):
         clamped = Cat(value, (value[-1] if is_signed else Const(0)).replicate(bits - width))
     bits_ = Value.cast(clamped)[:bits]
     return bits_.as_signed() if fmt.signed else bits_.as_unsigned()
+
+
+def times(value, const: int):
+    """``value · const`` for a constant ≥ 0 as shifts and adds (a ``*`` by a constant can take a DSP slice)."""
+    if isinstance(const, bool) or not isinstance(const, int) or const < 0:
+        raise ValueError(f"const = {const!r}: expected an integer ≥ 0")
+    value = Value.cast(value)
+    terms = [value << i for i in range(const.bit_length()) if const >> i & 1]
+    return sum(terms[1:], terms[0]) if terms else Const(0)
 
 
 def at_least(value, const: int):

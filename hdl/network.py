@@ -38,7 +38,7 @@ from amaranth.lib.wiring import In, Out
 from loco_fpga.golden_model.prng import DFA, ENCODER, LANE_STRIDE, NOISE, ROUNDING
 from loco_fpga.qformat import Formats
 
-from .clusters import ClusterBlock, PeekKind
+from .clusters import ClusterBlock, PairBuffer, PeekKind
 from .encoder import ENCODERS, EncoderBank
 from .feedback import FeedbackUnit, OutputError
 from .fixed import at_least, shape
@@ -119,8 +119,10 @@ class Network(wiring.Component):
     (``"if"``/``"lif"``), ``leak_shift`` (LIF), ``memory`` (hook, :func:`.layer.default_memory`),
     ``encoder_lanes`` (inputs the encoder bank encodes per cycle; default: the smallest number with
     ⌈n_0/P⌉ + 1 ≤ layer 0's cycles per step, so the bank never starves layer 0), ``cluster_units``
-    (``loco``: the parallel units of every layer's :class:`~.clusters.ClusterBlock`, 1 … K; default K).
-    :meth:`from_config` derives them from a config (``cluster_units`` and ``lanes`` are build choices).
+    (``loco``: the parallel units of every layer's :class:`~.clusters.ClusterBlock`, 1 … K; default K),
+    ``cluster_share`` (``loco``: the layers one cluster block serves, 1 … L; default 1 — see below).
+    :meth:`from_config` derives them from a config (``cluster_units``, ``cluster_share`` and ``lanes`` are build
+    choices).
 
     Ports:
         x (In stream of :attr:`sample_layout` = {x: input format, label: range(n_L), lr: lr format}): the
@@ -157,6 +159,12 @@ class Network(wiring.Component):
     ``shared_update`` (np without ``output_delta`` only): one :class:`~.update.SharedUpdateEngine` sweeps every
     layer's weights in turn instead of one :class:`~.update.UpdateEngine` per layer — fewer logic cells, the update
     Σ_l n_l·C_l + 4 cycles after the last of g and the v⊥ streams instead of max_l; same results, same ``seed_map``.
+    ``cluster_share`` S > 1 (``loco``): consecutive layers of equal input width share one cluster block, up to S per
+    block (its ``banks``: each layer keeps its own prototypes, count, r_k and H in it). The block takes its first
+    layer's pairs straight from the layer's :class:`~.update.PairSource` and every further layer's from a
+    :class:`~.clusters.PairBuffer` that holds them until the block is done with the layer before, in layer order;
+    v⊥ goes to the layer's update engine as before. Same results; about 1/S of the blocks' logic, and a
+    paired layer's v⊥ (and update) comes one block sample later per layer ahead of it in its block.
     ``sparse_input``: layer 0's engine is ``sparse`` — each step it reads only the weight words of the input chunks
     that spiked (and the bias's): same results, data-dependent cycles (:meth:`schedule`'s ``active``).
     """
@@ -165,7 +173,8 @@ class Network(wiring.Component):
                  threshold: int = 1, neuron: str = "if", leak_shift: int = 0, memory=default_memory,
                  encoder_lanes: int | None = None, update: str | None = None, rounding: str = "stochastic",
                  mask: bool = False, clusters: int = 8, refresh: int = 1, ridge: int = 0, norm_guard: int = 8,
-                 recip_extra: int = 16, fb: int = 0, cluster_units: int | None = None, tau_shift: int = 1,
+                 recip_extra: int = 16, fb: int = 0, cluster_units: int | None = None, cluster_share: int = 1,
+                 tau_shift: int = 1,
                  output_delta: bool = False, shared_update: bool = False, sparse_input: bool = False):
         if (not isinstance(arch, (tuple, list)) or not 2 <= len(arch) <= _MAX_LAYERS + 1
                 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in arch)):
@@ -186,6 +195,10 @@ class Network(wiring.Component):
         if cluster_units is not None and update != "loco":
             raise ValueError(f"cluster_units = {cluster_units!r}: cluster blocks exist with update 'loco' only, not "
                              f"{update!r}")
+        if cluster_share != 1 and update != "loco":
+            raise ValueError(f"cluster_share = {cluster_share!r}: cluster blocks exist with update 'loco' only, not "
+                             f"{update!r}")
+        _check_int("cluster_share", cluster_share, 1, len(arch) - 1)
         if output_delta and update not in ("np", "loco"):
             raise ValueError(f"output_delta = True: the delta readout applies to update 'np' and 'loco', not "
                              f"{update!r}")
@@ -228,11 +241,22 @@ class Network(wiring.Component):
         # LLS: one local error unit per hidden layer (validates τ and the guard bits)
         self._local = ([LocalErrorUnit(formats=formats, width=e.n_out, n_classes=arch[-1], norm_guard=norm_guard,
                                        tau_shift=tau_shift) for e in self._engines[:-1]] if update == "lls" else [])
-        # LOCO: one cluster block per layer (they validate K, N_ref, λ, the guard bits; errors quote the value)
-        self._cluster_blocks = ([ClusterBlock(formats=formats, dim=e.n_in + 1, clusters=clusters, refresh=refresh,
-                                              ridge=ridge, norm_guard=norm_guard, recip_extra=recip_extra,
-                                              units=cluster_units)
-                                 for e in self._engines] if update == "loco" else [])
+        # LOCO: one cluster block per group of up to ``cluster_share`` consecutive layers of equal input width (the
+        # blocks validate K, N_ref, λ, the guard bits; errors quote the value); layer l is bank _bank_of[l] of its block
+        groups = []
+        for l, e in enumerate(self._engines if update == "loco" else []):
+            if groups and len(groups[-1]) < cluster_share and self._engines[groups[-1][0]].n_in == e.n_in:
+                groups[-1].append(l)
+            else:
+                groups.append([l])
+        self._cluster_groups, self._share = tuple(tuple(g) for g in groups), cluster_share
+        blocks = [ClusterBlock(formats=formats, dim=self._engines[g[0]].n_in + 1, clusters=clusters, refresh=refresh,
+                               ridge=ridge, norm_guard=norm_guard, recip_extra=recip_extra, units=cluster_units,
+                               banks=len(g)) for g in groups]
+        self._cluster_blocks = [b for b, g in zip(blocks, groups) for _ in g]       # the block of each layer
+        self._bank_of = [s for g in groups for s in range(len(g))]
+        self._pair_buffers = {l: PairBuffer(formats=formats, depth=self._engines[l].n_in + 1)
+                              for g in groups for l in g[1:]}
         if encoder_lanes is None:      # the smallest bank that never starves layer 0 (one step per its step)
             encoder_lanes = next(p for p in range(1, arch[0] + 1)
                                  if -(-arch[0] // p) + 1 <= self._engines[0].cycles_per_step or p == arch[0])
@@ -287,7 +311,7 @@ class Network(wiring.Component):
 
     @classmethod
     def from_config(cls, config, *, lanes: int, memory=default_memory, encoder_lanes: int | None = None,
-                    update: str | None = None, cluster_units: int | None = None,
+                    update: str | None = None, cluster_units: int | None = None, cluster_share: int = 1,
                     shared_update: bool = False, sparse_input: bool = False) -> "Network":
         """The datapath of ``config``'s network (widths, Q formats, T, encoder, neuron, θ, leak).
 
@@ -308,6 +332,7 @@ class Network(wiring.Component):
                    clusters=config.rule.clusters, refresh=config.rule.refresh, ridge=fm.gram.from_float(config.rule.ridge),
                    norm_guard=config.fixed.norm_guard, recip_extra=config.fixed.recip_extra,
                    fb=int(fm.fb.from_float(1.0 / math.sqrt(config.network.arch[-1]))), cluster_units=cluster_units,
+                   cluster_share=cluster_share,
                    tau_shift=-int(round(math.log2(config.rule.lls_temperature))) if update == "lls" else 1,
                    output_delta=update is not None and config.rule.output_update == "delta",
                    shared_update=shared_update, sparse_input=sparse_input)
@@ -349,8 +374,12 @@ class Network(wiring.Component):
         if spikes.shape != (self.steps, self._arch[0]):
             raise ValueError(f"spikes: expected shape {(self.steps, self._arch[0])}, got {spikes.shape}")
         return tuple(self._engines[0].active_chunks(row) for row in spikes)
-    #: the LOCO cluster blocks, layer order (empty unless ``update = "loco"``)
+    #: the LOCO cluster block of each layer, layer order (empty unless ``update = "loco"``; with ``cluster_share``
+    #: S > 1 the layers of a group name the same block)
     cluster_blocks = property(lambda self: list(self._cluster_blocks))
+    #: the layers of each cluster block, block order (``cluster_share``)
+    cluster_groups = property(lambda self: self._cluster_groups)
+    cluster_share = property(lambda self: self._share)
 
     def proto_write_depth(self, layer: int) -> int:
         """Words of layer ``layer``'s prototype space on ``pw_*``: K·N prototype words, then the count."""
@@ -376,7 +405,9 @@ class Network(wiring.Component):
         ``loco``: the cluster blocks' cycles depend on their state, so ``clusters`` gives per sample, per layer
         (count after the selection, new cluster, refreshed after the update) — the arguments of
         :meth:`ClusterBlock.sample_cycles <loco_fpga.hdl.clusters.ClusterBlock.sample_cycles>`; default
-        :meth:`steady_clusters`. The next sample starts when every block is idle again.
+        :meth:`steady_clusters`. The next sample starts when every block is idle again. A block shared by several layers
+        (``cluster_share``) takes a further layer's pairs from its buffer from the cycle after it is idle again, but
+        not before the second cycle after the buffer is complete.
 
         ``sparse_input``: layer 0's steps take cycles by the number of input chunks that spiked, so ``active`` gives
         them per sample, per step (:meth:`input_activity`); default every chunk (the most cycles)."""
@@ -431,9 +462,14 @@ class Network(wiring.Component):
                 # (the bias entry); g reaches every engine in the cycle after the loss unit's last transfer
                 vdone = [hand + bank.count_cycles + 2] + [c + 2 for c in counts]
                 if self._cluster_blocks:   # LOCO: v⊥ leaves the layer's cluster block, which then updates
-                    ev = clusters[n]
-                    vdone = [v + b.output_cycles(cnt, new) for v, b, (cnt, new, _) in zip(vdone, self._cluster_blocks, ev)]
-                    idle = [v + b.tail_cycles(cnt, ref) for v, b, (cnt, _, ref) in zip(vdone, self._cluster_blocks, ev)]
+                    ev, pairs_in, vdone, idle = clusters[n], vdone, list(vdone), [0] * len(vdone)
+                    for group in self._cluster_groups:    # a block's layers in order, each after the one before
+                        for s, l in enumerate(group):
+                            b, (cnt, new, ref) = self._cluster_blocks[l], ev[l]
+                            last_in = (pairs_in[l] if s == 0       # its last pair in (straight, or from the buffer)
+                                       else max(idle[group[s - 1]] + 1, pairs_in[l] + 2) + b.dim - 1)
+                            vdone[l] = last_in + b.output_cycles(cnt, new)
+                            idle[l] = vdone[l] + b.tail_cycles(cnt, ref)
                     vperp_done.append(tuple(vdone))
                     clusters_idle.append(tuple(idle))
                     done = max(done, max(idle))
@@ -491,10 +527,14 @@ class Network(wiring.Component):
         for l, u in enumerate(updaters):
             m.submodules[f"update{l}"] = u
         blocks = self._cluster_blocks
-        for l, b in enumerate(blocks):
-            m.submodules[f"clusters{l}"] = b
+        groups = self._cluster_groups
+        for g in groups:
+            m.submodules[f"clusters{g[0]}"] = blocks[g[0]]
+        for l, buf in self._pair_buffers.items():
+            m.submodules[f"pair_buffer{l}"] = buf
         updates_idle = Signal()
-        m.d.comb += updates_idle.eq(Cat(*(u.idle for u in updaters), *(b.idle for b in blocks)).all()
+        m.d.comb += updates_idle.eq(Cat(*(u.idle for u in updaters), *(blocks[g[0]].idle for g in groups),
+                                        *(buf.idle for buf in self._pair_buffers.values())).all()
                                     if updaters else 1)
         m.d.comb += [self.x.ready.eq(bank.x.ready & ~pending), bank.x.valid.eq(self.x.valid & ~pending),
                      bank.x.payload.x.eq(self.x.payload.x), start.eq(pending & ~busy & updates_idle)]
@@ -599,14 +639,36 @@ class Network(wiring.Component):
                 sources.append(src)
             wiring.connect(m, bank.counts, sources[0].i)
         elif blocks:          # LOCO: (u, v) = (clean, noisy) input counts → cluster block → v⊥ → update engine
-            for l, (u, b) in enumerate(zip(updaters, blocks)):
+            for l in range(n_layers):
                 m.submodules[f"pairs{l}"] = src = PairSource(formats=self._formats)
-                wiring.connect(m, src.o, b.i)
-                m.d.comb += [u.vperp.valid.eq(b.o.valid), u.vperp.payload.v.eq(b.o.payload.v),
-                             b.o.ready.eq(u.vperp.ready),
-                             self.vperp_tap[l].valid.eq(b.o.valid & b.o.ready),
-                             self.vperp_tap[l].payload.eq(b.o.payload)]
                 sources.append(src)
+            for g in groups:
+                b = blocks[g[0]]
+                if len(g) == 1:
+                    wiring.connect(m, sources[g[0]].o, b.i)
+                else:                 # the block's layers in turn: the first straight, the others from their buffers
+                    feeds = [sources[g[0]].o]
+                    for l in g[1:]:
+                        wiring.connect(m, sources[l].o, self._pair_buffers[l].i)
+                        feeds.append(self._pair_buffers[l].o)
+                    turn = Signal(range(len(g)), name=f"turn{g[0]}")
+                    m.d.comb += b.i.payload.bank.eq(turn)
+                    with m.Switch(turn):
+                        for s, feed in enumerate(feeds):
+                            with m.Case(s):
+                                m.d.comb += [b.i.valid.eq(feed.valid), b.i.payload.u.eq(feed.payload.u),
+                                             b.i.payload.v.eq(feed.payload.v), b.i.payload.last.eq(feed.payload.last),
+                                             feed.ready.eq(b.i.ready)]
+                    with m.If(b.i.valid & b.i.ready & b.i.payload.last):
+                        m.d.sync += turn.eq(Mux(turn == len(g) - 1, 0, turn + 1))
+                for s, l in enumerate(g):
+                    u, tap = updaters[l], self.vperp_tap[l]
+                    mine = b.o.payload.bank == s if len(g) > 1 else Const(1)
+                    m.d.comb += [u.vperp.valid.eq(b.o.valid & mine), u.vperp.payload.v.eq(b.o.payload.v),
+                                 tap.valid.eq(b.o.valid & b.o.ready & mine), tap.payload.v.eq(b.o.payload.v),
+                                 tap.payload.k_star.eq(b.o.payload.k_star), tap.payload.last.eq(b.o.payload.last)]
+                    with m.If(mine):
+                        m.d.comb += b.o.ready.eq(u.vperp.ready)
             bc, first_src = bank.counts, sources[0].i    # layer 0: u = v = the encoder's spike counts
             m.d.comb += [first_src.valid.eq(bc.valid), first_src.payload.u.eq(bc.payload.count),
                          first_src.payload.v.eq(bc.payload.count), first_src.payload.last.eq(bc.payload.last),
@@ -690,11 +752,17 @@ class Network(wiring.Component):
             pr_layer = Signal.like(self.pr_layer)
             m.d.sync += pr_layer.eq(self.pr_layer)
             m.d.comb += self.pr_data.eq(0)
-            for l, b in enumerate(blocks):
+            for g in groups:
+                l, b = g[0], blocks[g[0]]
                 K, dim = b.clusters, b.dim
                 protos = K * dim
+
+                def of_group(layer):
+                    return Cat(*(layer == l_ for l_ in g)).any()
+                if len(g) > 1:        # the bank: the layer's place in its block
+                    m.d.comb += [b.load.bank.eq(self.pw_layer - l), b.peek.bank.eq(self.pr_layer - l)]
                 w_index, w_col = _split(m, self.pw_addr, 0, dim, K, f"pw{l}")
-                m.d.comb += [b.load_en.eq(self.pw_en & (self.pw_layer == l) & (self.pw_addr <= protos)),
+                m.d.comb += [b.load_en.eq(self.pw_en & of_group(self.pw_layer) & (self.pw_addr <= protos)),
                              b.load.count.eq(self.pw_addr == protos), b.load.index.eq(w_index),
                              b.load.col.eq(w_col), b.load.value.eq(self.pw_data)]
                 addr = self.pr_addr
@@ -709,7 +777,7 @@ class Network(wiring.Component):
                     m.d.comb += [b.peek.what.eq(PeekKind.RECIP), b.peek.index.eq(addr - r_base)]
                 with m.Else():
                     m.d.comb += [b.peek.what.eq(PeekKind.H), b.peek.index.eq(h_index), b.peek.col.eq(h_col)]
-                with m.If(pr_layer == l):
+                with m.If(of_group(pr_layer)):
                     m.d.comb += self.pr_data.eq(b.peek_data)
 
         # the sample is over when every result stream has delivered its last transfer

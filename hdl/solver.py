@@ -36,11 +36,12 @@ from amaranth.lib.wiring import In, Out
 from loco_fpga.qformat import Formats
 
 from .arith import Divider
-from .fixed import saturate, shape
+from .fixed import saturate, shape, times
 
 __all__ = ["SolverOp", "MatrixHalf", "Solver"]
 
 _MAX_SIZE = 64
+_MAX_BANKS = 16
 
 
 class SolverOp(enum.Enum, shape=1):
@@ -59,7 +60,10 @@ class Solver(wiring.Component):
     """Gauss–Jordan inverse and Schur downdate of a run-time n×n matrix, n ≤ ``size``.
 
     Parameters (keyword-only): ``formats`` (:class:`~loco_fpga.qformat.Formats`: ``gram``, ``h``, ``m`` —
-    one width, one fraction), ``size`` (the largest n, the layer's number of clusters K).
+    one width, one fraction), ``size`` (the largest n, the layer's number of clusters K), ``banks`` (default 1:
+    matrices kept side by side, one per layer of a cluster block that serves several layers; the input ``bank``
+    — present when ``banks`` > 1 — selects the one that commands, writes and reads use; bank b's word
+    r·2K + c is ``matrix[b·2K² + r·2K + c]``).
 
     Ports:
         cmd (In stream of :attr:`command_layout` = {op: :class:`SolverOp`, n: 0 … size, k: 0 … size−1}):
@@ -67,7 +71,8 @@ class Solver(wiring.Component):
         busy (Out 1): high from the edge after a command is accepted until it is finished.
         g (In stream of {row, col, value: h format}): writes A[row, col] (left block: G); accepted while idle.
         rd_addr (In {row, col, half: :class:`MatrixHalf`}), rd_data (Out h format): read of A[row, col]
-            (``half`` = H: A[row, n + col]), one cycle latency; only while idle.
+            (``half`` = H: A[row, n + col], n the last command's; col < 2·size, so ``half`` = M with col = n' + c
+            reads H[row, c] of a bank last inverted with n'), one cycle latency; only while idle.
         mul_a, mul_b (In h format), mul_p (Out 2·h_bits signed): the solver's multiplier lent to the client,
             mul_p = mul_a · mul_b (combinational) while idle; undefined while busy.
 
@@ -76,7 +81,7 @@ class Solver(wiring.Component):
     :meth:`downdate_cycles` (n) = 3 + n·(2 + n·(Q + 4)).
     """
 
-    def __init__(self, *, formats: Formats, size: int):
+    def __init__(self, *, formats: Formats, size: int, banks: int = 1):
         if not isinstance(formats, Formats):
             raise TypeError(f"formats = {formats!r}: expected a loco_fpga.qformat.Formats")
         if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= _MAX_SIZE:
@@ -88,19 +93,25 @@ class Solver(wiring.Component):
                                  f"format (h is {h.label()})")
         if not h.signed or not 1 <= h.frac < h.bits:
             raise ValueError(f"formats.h = {h.label()}: must be signed with 1 … bits − 1 fraction bits")
-        self._formats, self._size = formats, size
+        if isinstance(banks, bool) or not isinstance(banks, int) or not 1 <= banks <= _MAX_BANKS:
+            raise ValueError(f"banks = {banks!r}: must be an integer in [1, {_MAX_BANKS}]")
+        self._formats, self._size, self._banks = formats, size, banks
         self._command_layout = data.StructLayout({"op": SolverOp, "n": range(size + 1), "k": range(size)})
         self._write_layout = data.StructLayout({"row": range(size), "col": range(2 * size), "value": shape(h)})
-        self._read_layout = data.StructLayout({"row": range(size), "col": range(size), "half": MatrixHalf})
+        self._read_layout = data.StructLayout({"row": range(size), "col": range(2 * size), "half": MatrixHalf})
         #: the matrix memory's contents (simulation tests read them directly)
-        self.matrix = memory.MemoryData(shape=shape(h), depth=2 * size * size, init=[])
-        super().__init__({"cmd": In(stream.Signature(self._command_layout)), "busy": Out(1),
-                          "g": In(stream.Signature(self._write_layout)),
-                          "rd_addr": In(self._read_layout), "rd_data": Out(shape(h)),
-                          "mul_a": In(shape(h)), "mul_b": In(shape(h)), "mul_p": Out(signed(2 * h.bits))})
+        self.matrix = memory.MemoryData(shape=shape(h), depth=banks * 2 * size * size, init=[])
+        members = {"cmd": In(stream.Signature(self._command_layout)), "busy": Out(1),
+                   "g": In(stream.Signature(self._write_layout)),
+                   "rd_addr": In(self._read_layout), "rd_data": Out(shape(h)),
+                   "mul_a": In(shape(h)), "mul_b": In(shape(h)), "mul_p": Out(signed(2 * h.bits))}
+        if banks > 1:
+            members["bank"] = In(range(banks))
+        super().__init__(members)
 
     formats = property(lambda self: self._formats)
     size = property(lambda self: self._size)
+    banks = property(lambda self: self._banks)
     command_layout = property(lambda self: self._command_layout)
     write_layout = property(lambda self: self._write_layout)
     read_layout = property(lambda self: self._read_layout)
@@ -140,8 +151,10 @@ class Solver(wiring.Component):
         rd_b = mem.read_port(domain="sync")       # the row being eliminated / downdated; client reads
         wr = mem.write_port()
 
+        bank_base = times(self.bank, stride * size) if self._banks > 1 else 0
+
         def addr(row, col):
-            return row * stride + col
+            return bank_base + row * stride + col
 
         op = Signal(SolverOp)
         n = Signal(range(size + 1))

@@ -44,9 +44,10 @@ def golden_trace(cl: FixedClusters, samples):
     return trace
 
 
-def run_block(dut: ClusterBlock, samples, rng, idle, stall, peeks=True):
+def run_block(dut: ClusterBlock, samples, rng, idle, stall, peeks=True, banks=None):
     """Stream the samples through; after each sample's v⊥ and the block's return to RECV, snapshot its
-    state. Returns per sample {k_star, v_perp, protos, recips, count, h, start}."""
+    state (of the sample's bank: ``banks[n]``, for a block with ``banks`` > 1). Returns per sample {k_star,
+    v_perp, protos, recips, count, h, start}."""
     dim, K = dut.dim, dut.clusters
     got = [dict() for _ in samples]
     outputs = []
@@ -59,12 +60,14 @@ def run_block(dut: ClusterBlock, samples, rng, idle, stall, peeks=True):
 
     async def driver(ctx):
         for n, (u, v) in enumerate(samples):
+            s = banks[n] if banks is not None else 0
+            field = {"bank": s} if banks is not None else {}
             for j in range(dim):
                 while rng.random() < idle:
                     ctx.set(dut.i.valid, 0)
                     await ctx.tick()
                 ctx.set(dut.i.valid, 1)
-                ctx.set(dut.i.payload, {"u": int(u[j]), "v": int(v[j]), "last": int(j == dim - 1)})
+                ctx.set(dut.i.payload, {"u": int(u[j]), "v": int(v[j]), "last": int(j == dim - 1)} | field)
                 if j == 0:
                     while not ctx.get(dut.i.ready):
                         await ctx.tick()
@@ -75,13 +78,14 @@ def run_block(dut: ClusterBlock, samples, rng, idle, stall, peeks=True):
                 await ctx.tick()
             while not ctx.get(dut.i.ready):                 # the update and its refresh are done
                 await ctx.tick()
-            count = ctx.get(dut.state.count)
-            stride = 2 * K
+            state, protos = dut.bank_state[s], dut.bank_prototypes[s]
+            count = ctx.get(state.count)
+            stride, base = 2 * K, s * 2 * K * K
             got[n].update(
-                protos=np.array([[ctx.get(dut.prototypes[k][j]) for j in range(dim)] for k in range(K)]),
-                recips=np.array([ctx.get(r) for r in dut.state.recips]),
+                protos=np.array([[ctx.get(protos[k][j]) for j in range(dim)] for k in range(K)]),
+                recips=np.array([ctx.get(r) for r in state.recips]),
                 count=count,
-                h=np.array([[ctx.get(dut.solver.matrix[r * stride + count + c]) for c in range(count)]
+                h=np.array([[ctx.get(dut.solver.matrix[base + r * stride + count + c]) for c in range(count)]
                             for r in range(count)], dtype=np.int64).reshape(count, count))
 
             if not peeks:
@@ -89,7 +93,7 @@ def run_block(dut: ClusterBlock, samples, rng, idle, stall, peeks=True):
 
             # the debug port returns the same state (one cycle latency, while the block waits)
             async def peek(what, index=0, col=0):
-                ctx.set(dut.peek, {"what": what, "index": index, "col": col})
+                ctx.set(dut.peek, {"what": what, "index": index, "col": col} | field)
                 await ctx.tick()
                 return ctx.get(dut.peek_data)
             k = rng.randrange(K)
@@ -106,7 +110,8 @@ def run_block(dut: ClusterBlock, samples, rng, idle, stall, peeks=True):
             ctx.set(dut.o.ready, int(rng.random() >= stall))
             _, _, valid, ready, payload = await ctx.tick().sample(dut.o.valid, dut.o.ready, dut.o.payload)
             if valid and ready:
-                outputs.append((int(payload.v), int(payload.k_star), int(payload.last)))
+                outputs.append((int(payload.v), int(payload.k_star), int(payload.last),
+                                int(payload.bank) if banks is not None else 0))
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -119,6 +124,7 @@ def run_block(dut: ClusterBlock, samples, rng, idle, stall, peeks=True):
         got[n]["v_perp"] = np.array([r[0] for r in rows], dtype=np.int64)
         got[n]["k_stars"] = {r[1] for r in rows}
         got[n]["last"] = [r[2] for r in rows]
+        got[n]["banks"] = {r[3] for r in rows}
     return got
 
 
@@ -213,6 +219,33 @@ def test_block_equals_fixed_clusters(case, units):
 @pytest.mark.parametrize("case, units", UNIT_CASES_SLOW)
 def test_shared_block_equals_fixed_clusters_slow(case, units):
     _check_case(case, units)
+
+
+@pytest.mark.parametrize("case, units, banks", [(0, None, 2), (4, 1, 3), (2, 2, 2)])
+def test_banked_block_equals_one_fixed_clusters_per_bank(case, units, banks):
+    """A block serving ``banks`` layers (one sample at a time, in a random bank order) against one
+    ``FixedClusters`` per bank: every sample's k* and v⊥ and, after it, its bank's prototypes, r_k, count and H
+    (also through the peek port with ``peek.bank``), integer for integer; ``o`` carries the sample's bank. A
+    bank's state survives the other banks' samples, refreshes and solver commands in between."""
+    n_in, K, n_ref, steps, fixed, count, idle, stall = CASES[case]
+    rng = random.Random(700 + case)
+    h_frac = (fixed or {}).get("h_frac", 14)
+    cfg = make_config(n_in=n_in, clusters=K, refresh=n_ref, steps=steps, fixed=fixed,
+                      ridge=max(1e-4, 2.0 ** -(h_frac - 2)))
+    fm = formats(cfg)
+    samples = make_samples(rng, n_in + 1, steps, count * banks)
+    order = [rng.randrange(banks) for _ in samples]
+    models = [FixedClusters(n_in + 1, cfg, fm) for _ in range(banks)]
+    want = [golden_trace(models[s], [smp])[0] for s, smp in zip(order, samples)]
+    dut = ClusterBlock.from_config(cfg, 0, units=units, banks=banks)
+    assert dut.banks == banks and len(dut.bank_state) == banks
+    got = run_block(dut, samples, rng, idle, stall, banks=order)
+    assert [g["banks"] for g in got] == [{s} for s in order]
+    problem = first_difference(want, got, n_in + 1)
+    assert problem is None, problem
+    for s in range(banks):          # every bank learned: clusters opened, and samples that reused one
+        mine = [w for w, o in zip(want, order) if o == s]
+        assert any(w["new"] for w in mine) and any(not w["new"] for w in mine), f"bank {s}"
 
 
 def _check_case(case, units):

@@ -171,6 +171,40 @@ def test_loco_training_equals_the_model(case):
     assert any(w["clusters"][0]["count"] >= 2 for w in want)       # the projection ran
 
 
+@pytest.mark.parametrize("share, delta", [(2, False), (3, True)])
+def test_shared_cluster_blocks_train_like_the_model(share, delta):
+    """``cluster_share``: layers of equal input width share a cluster block (one bank each) — arch 4-4-4-4-3: with
+    S = 2 blocks {0, 1}, {2, 3}; with S = 3 {0, 1, 2}, {3} (and the delta readout, whose output layer's v is the
+    last hidden layer's clean counts). Every step's k*, v⊥, weights and every layer's prototypes, count, r_k and H
+    equal the model's, with random idle input and back-pressure."""
+    arch = (4, 4, 4, 4, 3)
+    config = loco_config(arch=arch, steps=4, seed=513, mask=True, clusters=3, refresh=2)
+    if delta:
+        config = config.replace(rule={"output_update": "delta"})
+    net = Network.from_config(config, lanes=2, update="loco", cluster_share=share)
+    assert net.cluster_groups == {2: ((0, 1), (2, 3)), 3: ((0, 1, 2), (3,))}[share]
+    assert [b.banks for b in net.cluster_blocks] == {2: [2, 2, 2, 2], 3: [3, 3, 3, 1]}[share]
+    weights, samples = random_stimulus(config, 7, np.random.default_rng(63))
+    want = train_trace(config, weights, samples)
+    got = run_training(net, config, weights, samples, idle=0.2, stall=0.2, rng=random.Random(share))
+    for n, (g, w) in enumerate(zip(got, want)):
+        _, problem = check_step(net, n, g, w)
+        assert problem is None, problem
+    assert all(max(w["clusters"][l]["count"] for w in want) >= 2 for l in range(len(arch) - 1))   # projections ran
+
+
+def test_cluster_share_groups_only_equal_widths():
+    """A block serves consecutive layers of one input width only: 4-4-6-6-6-3 with S = 2 gives {0, 1}, {2, 3}, {4}
+    (layer 1 has 4 inputs, layer 2 has 6); S = L puts all layers of one width in one block."""
+    config = loco_config(arch=(4, 4, 6, 6, 6, 3), steps=4)
+    assert Network.from_config(config, lanes=1, update="loco", cluster_share=2).cluster_groups == ((0, 1), (2, 3), (4,))
+    assert Network.from_config(config, lanes=1, update="loco", cluster_share=5).cluster_groups == ((0, 1), (2, 3, 4))
+    with pytest.raises(ValueError, match=r"cluster_share = 6: must be an integer in \[1, 5\]"):
+        Network.from_config(config, lanes=1, update="loco", cluster_share=6)
+    with pytest.raises(ValueError, match="cluster_share = 2: cluster blocks exist with update 'loco' only"):
+        Network.from_config(config.replace(rule={"name": "np"}), lanes=1, update="np", cluster_share=2)
+
+
 def test_update_parameters_loco():
     cfg = loco_config(arch=(4, 3, 2), steps=4)
     with pytest.raises(ValueError, match=r"rule.name = 'loco': the network was asked for update = 'np'"):
@@ -197,16 +231,19 @@ def cluster_events(want, initial_counts):
     return events
 
 
-@pytest.mark.parametrize("arch,lanes,steps,K,n_ref,preload", [((5, 6, 3), 2, 4, 3, 1, False),
-                                                               ((3, 2), 4, 8, 2, 3, False),
-                                                               ((4, 7, 3), 3, 2, 4, 2, True)])
-def test_schedule_with_the_cluster_blocks(arch, lanes, steps, K, n_ref, preload):
+@pytest.mark.parametrize("arch,lanes,steps,K,n_ref,preload,share", [((5, 6, 3), 2, 4, 3, 1, False, 1),
+                                                                     ((3, 2), 4, 8, 2, 3, False, 1),
+                                                                     ((4, 7, 3), 3, 2, 4, 2, True, 1),
+                                                                     ((4, 4, 4, 3), 2, 4, 3, 2, False, 3),
+                                                                     ((5, 5, 5, 5, 3), 1, 4, 3, 1, True, 2)])
+def test_schedule_with_the_cluster_blocks(arch, lanes, steps, K, n_ref, preload, share):
     """Back-to-back LOCO training samples, outputs always ready: every first/last ``x`` transfer and every ``last``
     transfer on ``o`` happens in the cycle ``schedule(clusters=…)`` gives (the cluster blocks' cycles from the
     model's per-step cluster events), so their published output and tail cycles, which delay the update and the
-    next sample's start, are exact."""
+    next sample's start, are exact — also with blocks shared by 2 and 3 layers (``cluster_share``), whose further
+    layers wait for the block."""
     config = loco_config(arch=arch, steps=steps, seed=9, clusters=K, refresh=n_ref)
-    net = Network.from_config(config, lanes=lanes, update="loco")
+    net = Network.from_config(config, lanes=lanes, update="loco", cluster_share=share)
     n = 7
     weights, samples = random_stimulus(config, n, np.random.default_rng(3))
     protos = random_protos(config, np.random.default_rng(4), [K] * (len(arch) - 1)) if preload else None
