@@ -69,10 +69,11 @@ _HARDWARE_RULE_FIELDS = ("name", "sigma", "noise", "noise_placement", "mask", "o
 
 
 def design_key(config: dict, lanes: int, cluster_units: int, shared_update: bool = False,
-               sparse_input: bool = False) -> str:
+               sparse_input: bool = False, cluster_share: int = 1) -> str:
     """What identifies a built accelerator: the config's gateware-defining parts (a ``Config.to_dict()``), LANES,
     the cluster units (0 without cluster blocks) and whether one update engine serves all layers (the iCEBreaker's
-    builds: same results, other cycles) and whether layer 0 skips silent inputs (the iCEBreaker's too)."""
+    builds: same results, other cycles) and whether layer 0 skips silent inputs (the iCEBreaker's too); LOCO's layers
+    per cluster block when more than one (absent otherwise, so the keys of earlier reports stay valid)."""
     rule = config.get("rule", {})
     if rule.get("name") != "loco":
         rule = {k: v for k, v in rule.items() if k not in ("clusters", "proto_lr", "ridge", "refresh")}
@@ -80,6 +81,8 @@ def design_key(config: dict, lanes: int, cluster_units: int, shared_update: bool
            "spiking": config.get("spiking"), "fixed": config.get("fixed"),
            "rule": {k: rule.get(k) for k in _HARDWARE_RULE_FIELDS}, "lanes": lanes, "cluster_units": cluster_units,
            "shared_update": bool(shared_update), "sparse_input": bool(sparse_input)}
+    if cluster_share > 1:
+        key["cluster_share"] = cluster_share
     return json.dumps(key, sort_keys=True)
 
 
@@ -92,7 +95,8 @@ def fmax_from_report(path, name: str | None = None) -> tuple[float, str]:
     arch = "-".join(str(n) for n in (cfg.get("network") or {}).get("arch", []))
     design = data.get("design") or {}
     built = (f", LANES {design['lanes']}" if design.get("lanes") else "") + \
-        (f", {design['cluster_units']} cluster unit(s)" if design.get("cluster_units") else "")
+        (f", {design['cluster_units']} cluster unit(s)" if design.get("cluster_units") else "") + \
+        (f", {design['cluster_share']} layers per cluster block" if (design.get("cluster_share") or 1) > 1 else "")
     return (float(data["fmax_mhz"]),
             f"{path}: {data.get('inner', '?')} ({arch}, rule {rule}{built}) routed on {data.get('part', '?')} "
             f"at {data.get('clock', {}).get('mhz', '?')} MHz by `loco-fpga build`")
@@ -103,7 +107,8 @@ def _report_key(data: dict) -> str | None:
     if not design or not data.get("config") or not data.get("met"):
         return None
     return design_key(data["config"], design.get("lanes"), design.get("cluster_units") or 0,
-                      design.get("shared_update", False), design.get("sparse_input", False))
+                      design.get("shared_update", False), design.get("sparse_input", False),
+                      design.get("cluster_share") or 1)
 
 
 def default_fmax(key: str | None = None) -> tuple[float, str, bool]:
