@@ -22,10 +22,11 @@ ROUNDINGS = ("stochastic", "half-up", "stochastic", "trunc")
 
 
 def random_config(rng: random.Random, case: int, *, depth: int | None = None, max_width: int = 10,
-                  wide: float = 0.2, clusters: int | None = None) -> tuple[dict, int]:
+                  wide: float = 0.2, clusters: int | None = None, accept=None) -> tuple[dict, int]:
     """(Config.replace arguments, lanes): a network-bench configuration (``depth``, ``max_width``, ``wide`` as in
     :func:`test_sim_network.random_config`) with rule loco and random cluster parameters (K = ``clusters``, or
-    random 1 … 8 when None); redrawn until the config validates. The defaults give the slow tier's draws."""
+    random 1 … 8 when None); redrawn until the config validates (and ``accept``, as in :func:`draw_rule`). The
+    defaults give the slow tier's draws."""
     if clusters is not None and (isinstance(clusters, bool) or not isinstance(clusters, int)
                                  or not 1 <= clusters <= 8):
         raise ValueError(f"clusters = {clusters!r}: must be None or an integer in [1, 8]")
@@ -34,7 +35,7 @@ def random_config(rng: random.Random, case: int, *, depth: int | None = None, ma
                                            "refresh": r.choice([1, 1, 2, 3]),
                                            "ridge": r.choice([1e-4, 2.0 ** -6, 2.0 ** -3]),
                                            "proto_lr": 2.0 ** -r.randint(1, 6)},
-                     depth=depth, max_width=max_width, wide=wide)
+                     depth=depth, max_width=max_width, wide=wide, accept=accept)
 
 
 def draw_rule(rng: random.Random, case: int, rule_fields, *, accept=None, **network) -> tuple[dict, int]:
@@ -97,10 +98,11 @@ def _run(specs, simulator: str, name: str):
     harness.require_simulator(simulator)
 
     def top():
-        return Batch([Network.from_config(Config().replace(**s["config"]), lanes=s["lanes"], update="loco")
-                      for s in specs])
+        return Batch([Network.from_config(Config().replace(**s["config"]), lanes=s["lanes"], update="loco",
+                                          cluster_share=s.get("cluster_share", 1)) for s in specs])
 
-    hw = [{"config": s["config"], "lanes": s["lanes"]} for s in specs]
+    hw = [{"config": s["config"], "lanes": s["lanes"]} | ({"cluster_share": s["cluster_share"]}
+                                                          if "cluster_share" in s else {}) for s in specs]
     built = harness.build(top, name=name, params={"parts": hw}, simulator=simulator, top_ports_only=True)
     harness.run(built, "loco_fpga.sim.benches.loco", params={"cases": specs})
 
@@ -124,6 +126,31 @@ def test_loco_training_bench_verilator(batch):
 
 def test_loco_training_bench_icarus():
     _run([make_case(c, 10) for c in DEFAULT_ICARUS], "icarus", "network-loco")
+
+
+#: Cluster blocks shared by layers (``cluster_share``): (weight layers, S) of the shared draws — random networks whose
+#: weight layers all have one input width (so all may share), every other parameter drawn as in the default tier.
+SHARED_SHAPES = ((4, 2), (3, 3))
+
+
+def make_shared_case(case: int, steps: int) -> dict:
+    """Shared draw ``case``: SHARED_SHAPES[case] weight layers of one input width (1 … 6), blocks of S layers."""
+    depth, share = SHARED_SHAPES[case]
+    rng = random.Random(9800 + case)
+    changes, lanes = random_config(rng, case, depth=depth, max_width=DEFAULT_MAX_WIDTH, wide=0.0,
+                                   accept=lambda ch: len(set(ch["network"]["arch"][:-1])) == 1)
+    return bench_case(rng, changes, lanes, steps) | {"cluster_share": share}
+
+
+def test_loco_training_bench_shared_blocks_verilator():
+    """Both shared draws × 20 steps in one Verilator build: 4 layers in blocks {0, 1}, {2, 3} and 3 layers in one
+    block — the Verilog of the banked blocks and the pair buffers, bit for bit against the model."""
+    specs = [make_shared_case(c, DEFAULT_STEPS) for c in range(len(SHARED_SHAPES))]
+    for s, (depth, share) in zip(specs, SHARED_SHAPES):
+        net = Network.from_config(Config().replace(**s["config"]), lanes=s["lanes"], update="loco",
+                                  cluster_share=share)
+        assert len(net.cluster_groups) == -(-depth // share)
+    _run(specs, "verilator", "network-loco-shared")
 
 
 @pytest.mark.slow
