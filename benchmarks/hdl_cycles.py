@@ -167,7 +167,7 @@ UPDATE_DEPTHS = (2, 4, 8, 12)
 UPDATE_LANES = (1, 16)
 
 
-def update_rows(rule: str = "np"):
+def update_rows(rule: str = "np", *, cluster_units: int | None = None, cluster_share: int = 1):
     """NP, LOCO, DFA or LLS training in hardware (``Network(update=rule)``), by formula (``Network.schedule``, checked
     against the simulator in tests/test_hdl_update_network.py, test_hdl_update_loco.py, test_hdl_update_dfa.py,
     test_hdl_update_lls.py):
@@ -177,7 +177,7 @@ def update_rows(rule: str = "np"):
     sweeps its memory in parallel, one word per cycle), and the cycles per training sample. LOCO: every layer's
     cluster block in its steady state (K clusters in use), N_ref = the preset's; the cycles per sample are the
     mean over one refresh period; ``vperp_after_g`` = cycles from g to the last layer's last v⊥ (≤ 0: v⊥ was
-    ready before g)."""
+    ready before g); ``cluster_units`` and ``cluster_share`` as in ``Network``."""
     from loco_fpga.config import preset
     from loco_fpga.hdl.network import Network
 
@@ -186,7 +186,8 @@ def update_rows(rule: str = "np"):
         arch = (64,) + (64,) * (depth - 1) + (10,)
         config = preset("ecp5").replace(network={"arch": arch}, rule={"name": rule, "output_update": "perturb"})
         for lanes in UPDATE_LANES:
-            net = Network.from_config(config, lanes=lanes, update=rule)
+            blocks = {"cluster_units": cluster_units, "cluster_share": cluster_share} if rule == "loco" else {}
+            net = Network.from_config(config, lanes=lanes, update=rule, **blocks)
             period = config.rule.refresh if rule == "loco" else 1
             sched = net.schedule(2 * period + 2)
             bound = max(u.sweep_cycles for u in net.updaters)
@@ -196,6 +197,7 @@ def update_rows(rule: str = "np"):
                    "forward_bound": roofline(arch, lanes, net.steps)}
             if rule == "loco":
                 row.update(refresh=config.rule.refresh, clusters=config.rule.clusters,
+                           cluster_units=net.cluster_blocks[0].units, cluster_share=cluster_share,
                            vperp_after_g=max(sched.vperp_done[0]) - sched.loss_done[0])
             rows.append(row)
     return rows
@@ -297,11 +299,14 @@ def main(argv=None) -> int:
             + (" --synth-lanes ''" if not synth_lanes else "")}
     updates = update_rows()
     loco_updates = update_rows("loco")
+    loco_small = update_rows("loco", cluster_units=1)                    # the ECP5 board build's blocks ...
+    loco_pairs = update_rows("loco", cluster_units=1, cluster_share=2)   # ... shared by pairs of layers
     dfa_updates = update_rows("dfa")
     lls_updates = update_rows("lls")
     RESULTS.mkdir(parents=True, exist_ok=True)
     OUT_JSON.write_text(json.dumps({"meta": meta, "bound": "T * max_l n_l * ceil((n_{l-1}+1)/min(LANES, "
                                     "n_{l-1}+1))", "rows": rows, "np_update": updates, "loco_update": loco_updates,
+                                    "loco_update_one_unit": loco_small, "loco_update_one_unit_pairs": loco_pairs,
                                     "dfa_update": dfa_updates, "lls_update": lls_updates},
                                    indent=1) + "\n")
     text = (table(rows) + "\n\n"
@@ -324,6 +329,11 @@ def main(argv=None) -> int:
             "layer's input counts, so v⊥ and the update latency do not grow with depth either; the cluster "
             "block's prototype update and refresh run after v⊥ and delay the next sample.\n\n"
             + update_table(loco_updates) + "\n\n"
+            "The smallest cluster blocks (one unit each, `cluster_units = 1`: the passes repeat for every cluster), "
+            "one per layer, and the same blocks shared by pairs of layers (`cluster_share = 2`, the ECP5 board "
+            "build of the deep preset: a pair's second layer waits for its first, so the update latency is that of "
+            "two block samples, still flat in depth):\n\n"
+            + update_table(loco_small) + "\n\n" + update_table(loco_pairs) + "\n\n"
             "DFA training in hardware (`Network(update=\"dfa\")`, same networks; \"g\" = the loss unit's last "
             "transfer): the output error e goes to the output layer's update engine and to one feedback unit per "
             "hidden layer (n_l·(n_L + 1) cycles each, all in parallel), so the update latency is flat in depth.\n\n"
