@@ -125,13 +125,18 @@ def test_overfull_resources_reads_nextpnrs_utilisation():
     assert board_build.overfull_resources("") == []
 
 
-def test_build_parameter_errors_quote_the_value(tmp_path):
+def test_build_parameter_errors_quote_the_value(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"board = 'de10'"):
         board_build.build_board("de10", out_dir=tmp_path)
     with pytest.raises(ValueError, match=r"seed = -1"):
         board_build.build_board("icebreaker", out_dir=tmp_path, seed=-1, inner=Echo())
     assert main(["build", "--board", "ulx3s-85f", "--freq", "24", "--out", str(tmp_path), "-q"]) == 2
     assert main(["build", "--board", "icebreaker", "--timeout", "0", "--out", str(tmp_path), "-q"]) == 2
+    # more layers per cluster block than the network has (or a rule without cluster blocks): a usage error, no build
+    assert main(["build", "--board", "ulx3s-85f", "--cluster-share", "9", "--out", str(tmp_path), "-q"]) == 2
+    assert "cluster_share = 9" in capsys.readouterr().err
+    assert main(["build", "--board", "ulx3s-85f", "--cluster-share", "0", "--out", str(tmp_path), "-q"]) == 2
+    assert not (tmp_path / "top.il").exists()
 
 
 def test_a_tool_over_the_timeout_is_stopped_with_exit_code_3(tmp_path, capsys):

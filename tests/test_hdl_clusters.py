@@ -14,7 +14,8 @@ from amaranth.sim import Simulator
 
 from loco_fpga.config import preset
 from loco_fpga.golden_model.fixed import FixedClusters
-from loco_fpga.hdl.clusters import ClusterBlock, PeekKind
+from loco_fpga.hdl.clusters import ClusterBlock, PairBuffer, PeekKind
+from loco_fpga.hdl.solver import Solver
 from loco_fpga.qformat import formats
 from loco_fpga.sim.benches.clusters import make_samples
 
@@ -346,6 +347,12 @@ def test_parameter_errors_quote_the_value():
         ClusterBlock(**{**kw, "units": 3})
     with pytest.raises(TypeError, match=r"formats = 'q': expected a loco_fpga.qformat.Formats"):
         ClusterBlock(**{**kw, "formats": "q"})
+    with pytest.raises(ValueError, match=r"banks = 0: must be an integer in \[1, 16\]"):
+        ClusterBlock(**{**kw, "banks": 0})
+    with pytest.raises(ValueError, match=r"banks = 17: must be an integer in \[1, 16\]"):
+        Solver(formats=fm, size=2, banks=17)
+    with pytest.raises(ValueError, match=r"depth = 0: must be an integer in \[1, 65536\]"):
+        PairBuffer(formats=fm, depth=0)
     with pytest.raises(ValueError, match=r"layer = 2: must be an integer in \[0, 1\]"):
         ClusterBlock.from_config(make_config(n_in=4, clusters=2, refresh=1), 2)
 
