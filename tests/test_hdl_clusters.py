@@ -222,18 +222,24 @@ def test_shared_block_equals_fixed_clusters_slow(case, units):
     _check_case(case, units)
 
 
+def case_config(case):
+    """(config, formats) of CASES[case]; λ scaled to the H format (≥ 4 LSBs)."""
+    n_in, K, n_ref, steps, fixed, *_ = CASES[case]
+    h_frac = (fixed or {}).get("h_frac", 14)
+    cfg = make_config(n_in=n_in, clusters=K, refresh=n_ref, steps=steps, fixed=fixed,
+                      ridge=max(1e-4, 2.0 ** -(h_frac - 2)))
+    return cfg, formats(cfg)
+
+
 @pytest.mark.parametrize("case, units, banks", [(0, None, 2), (4, 1, 3), (2, 2, 2)])
 def test_banked_block_equals_one_fixed_clusters_per_bank(case, units, banks):
     """A block serving ``banks`` layers (one sample at a time, in a random bank order) against one
     ``FixedClusters`` per bank: every sample's k* and v⊥ and, after it, its bank's prototypes, r_k, count and H
     (also through the peek port with ``peek.bank``), integer for integer; ``o`` carries the sample's bank. A
     bank's state survives the other banks' samples, refreshes and solver commands in between."""
-    n_in, K, n_ref, steps, fixed, count, idle, stall = CASES[case]
+    n_in, _, _, steps, _, count, idle, stall = CASES[case]
     rng = random.Random(700 + case)
-    h_frac = (fixed or {}).get("h_frac", 14)
-    cfg = make_config(n_in=n_in, clusters=K, refresh=n_ref, steps=steps, fixed=fixed,
-                      ridge=max(1e-4, 2.0 ** -(h_frac - 2)))
-    fm = formats(cfg)
+    cfg, fm = case_config(case)
     samples = make_samples(rng, n_in + 1, steps, count * banks)
     order = [rng.randrange(banks) for _ in samples]
     models = [FixedClusters(n_in + 1, cfg, fm) for _ in range(banks)]
@@ -250,12 +256,9 @@ def test_banked_block_equals_one_fixed_clusters_per_bank(case, units, banks):
 
 
 def _check_case(case, units):
-    n_in, K, n_ref, steps, fixed, count, idle, stall = CASES[case]
+    n_in, K, _, steps, _, count, idle, stall = CASES[case]
     rng = random.Random(900 + case)
-    h_frac = (fixed or {}).get("h_frac", 14)
-    cfg = make_config(n_in=n_in, clusters=K, refresh=n_ref, steps=steps, fixed=fixed,
-                      ridge=max(1e-4, 2.0 ** -(h_frac - 2)))
-    fm = formats(cfg)
+    cfg, fm = case_config(case)
     samples = make_samples(rng, n_in + 1, steps, count)
     want = golden_trace(FixedClusters(n_in + 1, cfg, fm), samples)
     dut = ClusterBlock.from_config(cfg, 0, units=units)
