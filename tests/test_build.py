@@ -202,6 +202,24 @@ def test_default_board_build_meets_timing(board, tmp_path):
     print(report.summary())
 
 
+@pytest.mark.slow
+def test_deep_ecp5_preset_with_loco_fits_the_85f(tmp_path):
+    """The deep ``ecp5`` preset (11 weight layers, LOCO with the delta readout; cluster blocks of one unit each, shared
+    by pairs of layers: 6 blocks, LANES 1) in the accelerator top places, routes and meets 10 MHz on the ULX3S's
+    LFE5U-85F (48 min on the 2-core machine: 54,040 LUTs, 15.05 MHz; docs/hdl_learning.md, "Full builds with
+    learning"). With one block per layer it places at 93 % and does not route."""
+    _require("ulx3s-85f")
+    inner, config = tops.board_inner("ulx3s-85f", preset("ecp5"), cluster_units=1, cluster_share=2)
+    assert config.rule.name == "loco" and len(config.network.arch) == 12
+    assert inner.network.cluster_groups == ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9), (10,))
+    report = board_build.build_board("ulx3s-85f", out_dir=tmp_path, inner=inner, config=config, freq_mhz=10,
+                                     nextpnr_args="--router router2")
+    check_report(report, "ulx3s-85f", 10, tmp_path)
+    assert report["met"] and report["design"]["cluster_units"] == 1 and report["design"]["cluster_share"] == 2
+    assert report["cells"]["MULT18X18D"] > 6 * 10     # the 6 blocks' multipliers are there, not optimised away
+    print(report.summary())
+
+
 def test_timing_failure_is_a_nonzero_exit_with_a_clear_message(tmp_path, capsys):
     """The echo design routes at ≈ 50 MHz on the UP5K: asking for 200 MHz must fail with exit code 1."""
     _require("icebreaker")
