@@ -148,7 +148,8 @@ def proto_frames(top, rng, wb):
                                                         ("half-up", 2, "np", "spram"), ("stochastic", 2, "lls", None),
                                                         ("half-up", 2, "dfa", None),
                                                         ("stochastic", 2, "loco+delta", None),
-                                                        ("stochastic", 1, "np+shared", "spram")])
+                                                        ("stochastic", 1, "np+shared", "spram"),
+                                                        ("half-up", 2, "loco+pairs", None)])
 def test_accelerator_top_equals_its_model_byte_for_byte(rounding, lanes, rule, memory):
     """``memory = "spram"``: the weights in :class:`~loco_fpga.boards.spram.BankedSpram` (the iCEBreaker build's
     hook), whose model reads garbage from a bank written in the same cycle — the update sweep must never need one.
@@ -156,17 +157,23 @@ def test_accelerator_top_equals_its_model_byte_for_byte(rounding, lanes, rule, m
     form, ``cluster_units = 1``: the CLUSTER_UNITS register reads 1; the default form's reads K). ``np+shared``: the
     iCEBreaker's build — one update engine for both layers (``shared_update``), layer 0 skipping silent inputs
     (``sparse_input``), weights in SPRAM, LANES 1; the reference model is the same (both change cycles, never a
-    byte)."""
+    byte). ``loco+pairs``: 6-6-3, both layers in one cluster block (``cluster_share = 2``, the deep ECP5 build's form)
+    — again the same bytes."""
     delta = rule.endswith("+delta")
     shared = rule.endswith("+shared")
+    pairs = rule.endswith("+pairs")
     units = 1 if delta else None
-    rule = rule.removesuffix("+delta").removesuffix("+shared")
+    rule = rule.removesuffix("+delta").removesuffix("+shared").removesuffix("+pairs")
     config = small_config(name=rule, clusters=3, output_update="delta" if delta else "perturb").replace(
         fixed={"update_rounding": rounding})
+    if pairs:
+        config = config.replace(network={"arch": (6, 6, 3)})
     hook = spram_memory() if memory == "spram" else default_memory
     top = AcceleratorTop(config, lanes=lanes, timeout=32, memory=hook, cluster_units=units, shared_update=shared,
-                         sparse_input=shared)
+                         sparse_input=shared, cluster_share=2 if pairs else 1)
     assert top.network.shared_update == shared == top.network.sparse_input
+    if pairs:
+        assert top.network.cluster_groups == ((0, 1),)
     ref = accelerator_reference(config, lanes=lanes, max_payload=top.info.max_payload, cluster_units=units)
     assert ref.device.cluster_units == (0 if rule != "loco" else units or 3)
     info = top.info
