@@ -58,14 +58,14 @@ from loco_fpga.qformat import Formats
 
 from .arith import Divider, Isqrt
 from .fixed import narrow_mode, shape, shift_round, times
+from .layer import BLOCK_RAM
 from .solver import MatrixHalf, Solver, SolverOp
 
 __all__ = ["ClusterBlock", "PairBuffer", "PeekKind"]
 
-#: the block's buffers and cv/w/r values go into block RAM: as ECP5 LUT RAM a 65-word buffer takes 5 × ⌈bits/4⌉
-#: DPR16X4 cells, each 6 logic-cell positions (4 RAM + 2 write-port LUTs); 79 of them per block at the ``ecp5``
-#: preset, 6,191 logic cells in the deep build (docs/hdl_learning.md). iCE40 has no LUT RAM: no change there.
-BLOCK_RAM = {"ram_style": "block"}
+# the block's buffers and cv/w/r values go into block RAM (BLOCK_RAM): as ECP5 LUT RAM a 65-word buffer takes
+# 5 × ⌈bits/4⌉ DPR16X4 cells, each 6 logic-cell positions (4 RAM + 2 write-port LUTs); 79 of them per block at the
+# ``ecp5`` preset, 6,191 logic cells in the deep build (docs/hdl_learning.md).
 
 _MAX_DIM = 1 << 16
 _MAX_BANKS = 16

@@ -55,6 +55,10 @@ _MAX_STEPS = 4096
 #: the simulation's old word and the hardware's undefined one then differ only in data nobody uses.
 COLLISION_FREE = {"loco_collision_free": 1}
 
+#: attribute of a memory that goes into block RAM (Yosys' ``ram_style``): ECP5 would otherwise put a small memory
+#: into LUT RAM, each DPR16X4 cell taking 6 logic-cell positions; iCE40 has no LUT RAM (no change there)
+BLOCK_RAM = {"ram_style": "block"}
+
 
 def default_memory(*, shape, depth: int, name: str):
     """The memory hook's default: an ``amaranth.lib.memory.Memory`` (inferred as block RAM).
@@ -351,7 +355,7 @@ class LayerEngine(wiring.Component):
             if chunks > 1:
                 # collision-free: written in SCAN only, read in RUN only; a block RAM (Yosys would use flip-flops)
                 m.submodules.active = amem = memory.Memory(shape=range(chunks), depth=chunks - 1, init=[],
-                                                           attrs={"ram_style": "block", **COLLISION_FREE})
+                                                           attrs=BLOCK_RAM | COLLISION_FREE)
                 a_rd, a_wr = amem.read_port(domain="sync"), amem.write_port()
                 m.d.comb += [a_rd.addr.eq(entry), a_rd.en.eq(1), a_wr.addr.eq(count), a_wr.data.eq(chunk),
                              listed.eq(Mux(t0.last, chunks - 1, a_rd.data))]

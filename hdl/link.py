@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 from loco_fpga.boards import protocol as proto
 
 from .fixed import at_least
-from .layer import COLLISION_FREE
+from .layer import BLOCK_RAM, COLLISION_FREE
 
 __all__ = ["BlockFIFO", "CounterBank", "Status", "DeviceOp", "DeviceError", "RunOp", "REQUEST_LAYOUT", "RESPONSE_LAYOUT", "RUN_LAYOUT",
            "BYTE_LAYOUT", "EVENT_LAYOUT", "DeviceSignature", "FrameReceiver", "FrameTransmitter", "Link",
@@ -122,7 +122,7 @@ class BlockFIFO(fifo.SyncFIFOBuffered):
     def elaborate(self, platform):
         m = super().elaborate(platform)
         if self.depth > 1:             # depth 1 is a register; depth 0 a wire
-            m.submodules.storage.attrs.update({"ram_style": "block", **COLLISION_FREE})
+            m.submodules.storage.attrs.update(BLOCK_RAM | COLLISION_FREE)
         return m
 
 
@@ -353,7 +353,7 @@ class CounterBank(wiring.Component):
         # ``sweep`` and written at ``visit`` (always another word); the snapshots are written at ``visit`` while
         # they are read at ``sweep``, except during a STATS reply (``rd_en``), which holds the buffer, so no
         # STATS/RESET_STATE frame can be received (and snapshot) before it ends
-        block = {"ram_style": "block", **COLLISION_FREE}
+        block = BLOCK_RAM | COLLISION_FREE
         m.submodules.live = live = memory.Memory(shape=32, depth=n, init=[], attrs=block)
         m.submodules.snaps = snaps = memory.Memory(shape=32, depth=n, init=[], attrs=block)
         l_rd, l_wr = live.read_port(domain="sync"), live.write_port()

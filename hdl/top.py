@@ -41,7 +41,7 @@ from loco_fpga.boards import protocol as proto
 from loco_fpga.qformat import formats as make_formats
 
 from .fixed import at_least
-from .layer import COLLISION_FREE, default_memory
+from .layer import BLOCK_RAM, COLLISION_FREE, default_memory
 from .link import REQUEST_LAYOUT, DeviceError, DeviceOp, DeviceSignature, Link, LinkTop, RunOp
 from .network import UPDATES, Network
 
@@ -173,7 +173,7 @@ class AcceleratorDevice(wiring.Component):
         # the outputs y_k of the clean pass, for the INFER reply: a small memory (block RAM, not n_L registers).
         # Collision-free: written only in OUTPUTS, its read data used only in EMIT (another FSM state)
         m.submodules.outputs = ymem = memory.Memory(shape=out_shape, depth=n_out, init=[],
-                                                    attrs={"ram_style": "block", **COLLISION_FREE})
+                                                    attrs=BLOCK_RAM | COLLISION_FREE)
         y_rd, y_wr = ymem.read_port(domain="sync"), ymem.write_port()
         y_word = Signal(range(n_out))                      # EMIT: the output whose bytes go out
         y_byte = Signal(range(self._out_bytes))
