@@ -148,7 +148,8 @@ class ClusterBlock(wiring.Component):
     passes per group of P clusters, see :meth:`groups`), ``banks`` S (default 1: the layers of equal input width
     the block serves, one sample of one layer at a time; each keeps its own prototypes, count, r_k, samples since
     refresh and H — a prototype memory of S·G·``dim`` words, bank s from word s·G·``dim`` on, and a solver of S
-    banks — while the per-sample buffers and values are shared: one block for S layers, S times its cycles). The prototype step η_c = 2^-proto_shift comes from
+    banks — while the per-sample buffers and values are shared: one block for S layers, S times its cycles). The
+    prototype step η_c = 2^-proto_shift comes from
     ``formats.proto_shift``. :meth:`from_config` derives all of them but ``units``.
 
     Ports:
@@ -422,8 +423,8 @@ class ClusterBlock(wiring.Component):
         # the bank (layer) of the sample or load in progress; its count, samples since refresh and r_k
         bank = Signal(range(S)) if S > 1 else Const(0)
         if S > 1:
-            counts = Array(bs.count for bs in self.bank_state)
-            count, since = counts[bank], Array(bs.since for bs in self.bank_state)[bank]
+            counts, sinces = Array(bs.count for bs in self.bank_state), Array(bs.since for bs in self.bank_state)
+            count, since = counts[bank], sinces[bank]
             recip_banks = Array(Array(bs.recips) for bs in self.bank_state)
         else:
             count, since = st.count, st.since
@@ -609,8 +610,8 @@ class ClusterBlock(wiring.Component):
         # solver client signals
         m.d.comb += solver.rd_addr.row.eq(Mux(idle, self.peek.index, a))
         if S > 1:   # the solver's H offset is the last command's n; a bank's H sits at columns count … 2·count − 1
-            m.d.comb += [solver.bank.eq(Mux(idle, self.peek.bank, bank)), solver.rd_addr.half.eq(MatrixHalf.M),
-                         solver.rd_addr.col.eq(Mux(idle, counts[self.peek.bank] + self.peek.col, j))]
+            m.d.comb += [solver.bank.eq(Mux(idle, peek_bank, bank)), solver.rd_addr.half.eq(MatrixHalf.M),
+                         solver.rd_addr.col.eq(Mux(idle, counts[peek_bank] + self.peek.col, j))]
         else:
             m.d.comb += [solver.rd_addr.col.eq(Mux(idle, self.peek.col, j)),
                          solver.rd_addr.half.eq(Mux(idle, MatrixHalf.H, MatrixHalf.M))]
@@ -659,9 +660,8 @@ class ClusterBlock(wiring.Component):
             with m.State("RECV"):
                 with m.If(self.load_en & self.idle & self.load.count):
                     if S > 1:
-                        lb = self.load.bank
-                        m.d.sync += [bank.eq(lb), counts[lb].eq(self.load.value),
-                                     Array(bs.since for bs in self.bank_state)[lb].eq(0), b.eq(0)]
+                        lb = load_bank
+                        m.d.sync += [bank.eq(lb), counts[lb].eq(self.load.value), sinces[lb].eq(0), b.eq(0)]
                     else:
                         m.d.sync += [count.eq(self.load.value), since.eq(0), b.eq(0)]
                     with m.If(self.load.value != 0):

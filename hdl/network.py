@@ -242,7 +242,8 @@ class Network(wiring.Component):
         self._local = ([LocalErrorUnit(formats=formats, width=e.n_out, n_classes=arch[-1], norm_guard=norm_guard,
                                        tau_shift=tau_shift) for e in self._engines[:-1]] if update == "lls" else [])
         # LOCO: one cluster block per group of up to ``cluster_share`` consecutive layers of equal input width (the
-        # blocks validate K, N_ref, λ, the guard bits; errors quote the value); layer l is bank _bank_of[l] of its block
+        # blocks validate K, N_ref, λ, the guard bits; errors quote the value); a layer is the bank of its block given
+        # by its place in the group
         groups = []
         for l, e in enumerate(self._engines if update == "loco" else []):
             if groups and len(groups[-1]) < cluster_share and self._engines[groups[-1][0]].n_in == e.n_in:
@@ -254,7 +255,6 @@ class Network(wiring.Component):
                                ridge=ridge, norm_guard=norm_guard, recip_extra=recip_extra, units=cluster_units,
                                banks=len(g)) for g in groups]
         self._cluster_blocks = [b for b, g in zip(blocks, groups) for _ in g]       # the block of each layer
-        self._bank_of = [s for g in groups for s in range(len(g))]
         self._pair_buffers = {l: PairBuffer(formats=formats, depth=self._engines[l].n_in + 1)
                               for g in groups for l in g[1:]}
         if encoder_lanes is None:      # the smallest bank that never starves layer 0 (one step per its step)
