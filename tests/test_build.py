@@ -216,6 +216,7 @@ def test_deep_ecp5_preset_with_loco_fits_the_85f(tmp_path):
                                      nextpnr_args="--router router2")
     check_report(report, "ulx3s-85f", 10, tmp_path)
     assert report["met"] and report["design"]["cluster_units"] == 1 and report["design"]["cluster_share"] == 2
+    assert report["design"]["cluster_blocks"] == 6
     assert report["cells"]["MULT18X18D"] > 6 * 10     # the 6 blocks' multipliers are there, not optimised away
     print(report.summary())
 
