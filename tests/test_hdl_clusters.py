@@ -231,7 +231,8 @@ def case_config(case):
     return cfg, formats(cfg)
 
 
-@pytest.mark.parametrize("case, units, banks", [(0, None, 2), (4, 1, 3), (2, 2, 2)])
+@pytest.mark.parametrize("case, units, banks", [(4, 1, 3), (2, 2, 2),
+                                                (pytest.param(0, None, 2, marks=pytest.mark.slow))])
 def test_banked_block_equals_one_fixed_clusters_per_bank(case, units, banks):
     """A block serving ``banks`` layers (one sample at a time, in a random bank order) against one
     ``FixedClusters`` per bank: every sample's k* and v⊥ and, after it, its bank's prototypes, r_k, count and H
