@@ -14,7 +14,8 @@ Architecture (every register a two's-complement integer; results wrap to the reg
   operand / divisor / root, ``Q`` the multiplier operand and the shift register of the divide and square-root
   steps.
 - ``X``, ``Y``: 12-bit index registers; a memory operand's address is ``imm + X·ux + Y·uy`` (mod 2^12).
-- ``L0`` … ``L3``: 12-bit loop counters (``DJNZ``).
+- ``L0`` … ``L3``: 12-bit loop counters (``DJNZ``), set from an immediate (``SETL``) or from A (``MOVL``);
+  X and Y can also be set from A (``MOVX``, ``MOVY``).
 - data memory: ``DATA_BITS``-bit signed words; a load sign-extends, a store writes A's low ``DATA_BITS``
   bits (the ISS refuses a store of a value that does not fit: the program saturates first).
 - one return address (``CALL``/``RET``: no nesting).
@@ -81,6 +82,8 @@ class Op(enum.IntEnum):
     CALL = 22
     RET = 23
     HALT = 24
+    MOVY = 25     # Y ← A mod 2^12
+    MOVL = 26     # L_n ← A mod 2^12
 
 
 class Reg(enum.IntEnum):
@@ -220,6 +223,8 @@ class Program:
     def sety(self, imm: int): self.emit(Op.SETY, imm=imm)
     def addy(self, imm: int): self.emit(Op.ADDY, imm=imm % (1 << ADDR_BITS))
     def movx(self): self.emit(Op.MOVX)
+    def movy(self): self.emit(Op.MOVY)
+    def movl(self, n: int): self.emit(Op.MOVL, s=n)
     def setl(self, n: int, imm: int): self.emit(Op.SETL, s=n, imm=imm)
     def djnz(self, n: int, target: str): self.emit(Op.DJNZ, target, s=n)
     def jmp(self, target: str): self.emit(Op.JMP, target)
@@ -367,6 +372,10 @@ class Machine:
                 self.y = (self.y + ins.imm) % (1 << ADDR_BITS)
             elif op == Op.MOVX:
                 self.x = self.a % (1 << ADDR_BITS)
+            elif op == Op.MOVY:
+                self.y = self.a % (1 << ADDR_BITS)
+            elif op == Op.MOVL:
+                self.loops[ins.s] = self.a % (1 << ADDR_BITS)
             elif op == Op.SETL:
                 self.loops[ins.s] = ins.imm
             elif op == Op.DJNZ:
