@@ -1,0 +1,660 @@
+"""The LOCO cluster work of one or more layers as a program for the microcoded datapath (hdl/microcode.py).
+
+:class:`LocoProgram` generates, for ``dims`` (one entry per layer served: its input width n + 1, the bias
+entry last), the code and the initial data memory of a machine that does exactly what ``FixedClusters``
+(golden_model/fixed.py) does for each layer, integer for integer: per sample, from u and v in the U and V
+buffers, ``normalise``, ``select`` (a new cluster and its refresh when needed), ``project`` (v⊥ into the VP
+buffer, k* into ``KSTAR``) and ``update`` (the prototype, its r_k and the refresh every N_ref samples).
+Entry ``sample<b>`` runs one sample of layer (bank) b.
+
+Data memory (one word per value):
+
+- per bank b: prototype rows of S = dim + 2 words — c_k0 … c_k,dim−1, then r_k and w_k — K rows; H (K × K, row
+  stride K); the count of active clusters and the samples since the last refresh;
+- shared: U, V (inputs), UH (û), VP (v⊥), ROW (a copy of one prototype, the gram's other operand), GL (the
+  left half of Gauss–Jordan's augmented matrix, then the downdated M, K × K), PROW (the pivot row, 2K; row k*
+  of H for the downdate), CV (K), the variables of the loops, and the constants.
+
+How the arithmetic maps onto the machine (every narrowing is ``narrow``'s: add 2^(s−1) for half-up, shift
+right arithmetically, saturate):
+
+- Σ u², Σ c², dot products and C v: 16-bit × 16-bit products, one ``MUL`` each, exact 64-bit sums;
+- the square roots and divisions: the restoring steps, the radicand / dividend pre-shifted to the top of Q;
+  divisions with a signed dividend (Gauss–Jordan's row ÷ pivot, the downdate's H_ik H_kj / H_kk) divide the
+  magnitude and negate — ``div_trunc``;
+- wider products (u_j · recip, dot_k · r_k, Gauss–Jordan's eliminations): 15-bit chunks in Horner order,
+  ``A ← (A ≪ 15) + P`` per weight; wide sums of products (w = M cv, Cᵀ w): Horner over the chunk weights,
+  each weight one pass over the terms.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+
+from loco_fpga.config import Config
+from loco_fpga.qformat import formats, narrow_mode
+
+from .microcode import CHUNK, WORD, Cond, Machine, MulMode, Program, Reg, Shift
+
+__all__ = ["LocoProgram"]
+
+A, B, Q = Reg.A, Reg.B, Reg.Q
+
+
+def _chunks(lo: int, hi: int) -> int:
+    """Chunks n of a value in [lo, hi]: the top (signed) chunk holds [−2^15n, 2^15n)."""
+    n = 1
+    while not (-(1 << (CHUNK * n)) <= lo and hi < (1 << (CHUNK * n))):
+        n += 1
+    return n
+
+
+def _signed_chunks(bits: int) -> int:
+    return _chunks(-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+
+
+class LocoProgram:
+    """Code, initial data memory and the memory map for the layers of input widths ``dims``."""
+
+    def __init__(self, config: Config, dims: list[int] | tuple[int, ...]):
+        fx, rule = config.fixed, config.rule
+        self.fmts = fm = formats(config)
+        self.dims = tuple(int(d) for d in dims)
+        if not self.dims or any(d < 2 for d in self.dims):
+            raise ValueError(f"dims = {dims!r}: every layer needs at least one input and the bias entry")
+        self.K = K = rule.clusters
+        self.refresh_every = rule.refresh
+        self.steps = config.spiking.steps
+        self.pf, self.hf, self.vf, self.rf = fx.proto_frac, fx.h_frac, fx.vperp_frac, fm.log2_steps
+        self.ng, self.re, self.m = fx.norm_guard, fx.recip_extra, fm.proto_shift
+        if self.vf < self.rf:
+            raise ValueError(f"vperp_frac {self.vf} < log2 T {self.rf}: v ≪ (vf − rf) needs vf ≥ rf")
+        for f in (fm.uhat, fm.gram, fm.cv, fm.w):
+            if narrow_mode(f) != "half-up":
+                raise ValueError(f"format {f.name}: the program rounds half up, the format says {f.rounding}")
+        self.widths = tuple(sorted({f.bits for f in (fm.uhat, fm.proto, fm.gram, fm.h, fm.m, fm.cv, fm.w,
+                                                     fm.vperp)}))
+        # -- memory map -------------------------------------------------------------------------------
+        self._next = 0
+        self._consts: dict[int, int] = {}
+        dmax = max(self.dims)
+        self.U, self.V, self.UH, self.VP, self.ROW = (self._alloc(dmax) for _ in range(5))
+        self.GL = self._alloc(K * K)
+        self.PROW = self._alloc(2 * K)
+        self.CV = self._alloc(K)
+        self.KSTAR, self.TMP, self.HKK = (self._alloc(1) for _ in range(3))
+        self.VA, self.VB, self.VP_, self.VI = (self._alloc(1) for _ in range(4))
+        self.ridge = fm.gram.from_float(rule.ridge)
+        self.banks = []
+        for d in self.dims:
+            stride = d + 2                                    # c_k, r_k, w_k
+            self.banks.append({"dim": d, "stride": stride, "proto": self._alloc(K * stride),
+                               "h": self._alloc(K * K), "count": self._alloc(1), "since": self._alloc(1)})
+        self._const_base = self._next
+        # -- code ------------------------------------------------------------------------------------
+        self.p = Program()
+        self._subroutines: dict[tuple, str] = {}
+        self._pending: list = []
+        self.entries = []
+        for b in range(len(self.dims)):
+            self.entries.append(self.p.label(f"sample{b}"))
+            self._sample(b)
+        while self._pending:                                  # subroutines, after the entry code
+            self._pending.pop(0)()
+        self.code = self.p.assemble()
+        self.entry_address = [self.p.labels[e] for e in self.entries]
+        self.depth = self._const_base + len(self._consts)
+
+    # -- memory ----------------------------------------------------------------------------------------
+    def _alloc(self, n: int) -> int:
+        a = self._next
+        self._next += n
+        return a
+
+    def const(self, v: int) -> int:
+        """Address of a constant word holding ``v`` (the constants follow the variables)."""
+        if not -(1 << 31) <= v < (1 << 31):
+            raise ValueError(f"constant {v} does not fit a data word")
+        if v not in self._consts:
+            self._consts[v] = len(self._consts)
+        return self._const_base + self._consts[v]
+
+    def initial_memory(self) -> list[int]:
+        mem = [0] * self.depth
+        for v, i in self._consts.items():
+            mem[self._const_base + i] = v
+        return mem
+
+    def sat_index(self, fmt) -> int:
+        return self.widths.index(fmt.bits)
+
+    # -- emit helpers -------------------------------------------------------------------------------------
+    def sar(self, n: int):
+        for _ in range(n // 8):
+            self.p.shift(Shift.SAR8)
+        for _ in range(n % 8):
+            self.p.shift(Shift.SAR1)
+
+    def shl(self, n: int):
+        for _ in range(n // 8):
+            self.p.shift(Shift.SHL8)
+        for _ in range(n % 8):
+            self.p.shift(Shift.SHL1)
+
+    def narrow(self, shift: int, fmt, mode: str = "half-up"):
+        """A ← sat_fmt(shift_round(A, shift)) (shift ≤ 0: exact left shift)."""
+        if shift > 0:
+            if mode == "half-up":
+                self.p.add(self.const(1 << (shift - 1)))
+            self.sar(shift)
+        elif shift < 0:
+            self.shl(-shift)
+        self.p.sat(self.sat_index(fmt))
+
+    def product(self, nb: int, nq: int, mem=None, ux=False, uy=False, first=True):
+        """A ← src · Q (``first``) or A ← (A ≪ 15·(nb + nq − 1)) + src · Q: chunks in Horner order; src = B or
+        the memory word ``mem``."""
+        p = self.p
+        for w in range(nb + nq - 2, -1, -1):
+            terms = [(i, w - i) for i in range(nb) if 0 <= w - i < nq]
+            for t, (i, j) in enumerate(terms):
+                if t == 0:
+                    mode = MulMode.SET if (first and w == nb + nq - 2) else MulMode.HORNER
+                else:
+                    mode = MulMode.ADD
+                p.mul(mode, i, i == nb - 1, j, j == nq - 1, mem=mem,
+                      ux=ux, uy=uy)
+
+    def x_from(self, var: int, stride: int, offset: int = 0):
+        """X ← mem[var] · stride + offset."""
+        p = self.p
+        p.ld(Q, var)
+        p.mul(MulMode.SET, 0, True, 0, True, mem=self.const(stride))
+        if offset:
+            p.add(self.const(offset))
+        p.movx()
+
+    @contextmanager
+    def for_var(self, var: int, end: int, start: int | None = None):
+        """for mem[var] in [start or 0, mem[end]) — a loop whose bound is in memory (``start``: an address)."""
+        p = self.p
+        top, done = p.fresh("for"), p.fresh("done")
+        if start is None:
+            p.ldi(A, 0)
+        else:
+            p.ld(A, start)
+        p.st(var)
+        p.label(top)
+        p.ld(A, var)
+        p.sub(end)
+        p.br(Cond.NNEG, done)
+        yield
+        p.ld(A, var)
+        p.add(self.const(1))
+        p.st(var)
+        p.jmp(top)
+        p.label(done)
+
+    @contextmanager
+    def over_j(self, n: int | None = None, counter: int = 0, count_addr: int | None = None, keep_a=False):
+        """Y = 0 … n − 1 (or mem[count_addr] − 1, which must be ≥ 1) with loop counter ``counter``;
+        ``keep_a``: A survives the set-up (through B)."""
+        p = self.p
+        p.sety(0)
+        if count_addr is None:
+            p.setl(counter, n)
+        else:
+            if keep_a:
+                p.mov(B, A)
+            p.ld(A, count_addr)
+            p.movl(counter)
+            if keep_a:
+                p.mov(A, B)
+        top = p.label()
+        yield
+        p.addy(1)
+        p.djnz(counter, top)
+
+    def subroutine(self, key: tuple, body) -> str:
+        """Label of a leaf subroutine made once by ``body()`` (emitted after the entry code)."""
+        if key not in self._subroutines:
+            name = self.p.fresh("sub")
+            self._subroutines[key] = name
+
+            def emit():
+                self.p.label(name)
+                body()
+                self.p.ret()
+            self._pending.append(emit)
+        return self._subroutines[key]
+
+    def udiv(self, n: int):
+        """Q ← ⌊dividend / B⌋ where Q holds the dividend ≪ (64 − n) (dividend < 2^n), B > 0; A ← remainder."""
+        p = self.p
+        p.ldi(A, 0)
+        p.setl(3, n)
+        top = p.label()
+        p.divstep()
+        p.djnz(3, top)
+
+    def sdiv_sub(self, pre: int, n: int) -> str:
+        """Subroutine: A ← div_trunc(A ≪ pre, B), B > 0, |A| ≪ pre < 2^n."""
+        def body():
+            p = self.p
+            neg = p.fresh()
+            p.br(Cond.NEG, neg)
+            for negative in (False, True):          # the magnitude's division, twice: no room for a sign bit
+                if negative:
+                    p.label(neg)
+                    p.neg()
+                self.shl(pre + WORD - n)
+                p.mov(Q, A)
+                self.udiv(n)
+                p.mov(A, Q)
+                if negative:
+                    p.neg()
+                else:
+                    p.ret()
+        return self.subroutine(("sdiv", pre, n), body)
+
+    def isqrt(self, bits: int):
+        """B ← ⌊√A⌋ for 0 ≤ A < 2^bits."""
+        p = self.p
+        m = (bits + 1) // 2
+        self.shl(WORD - 2 * m)
+        p.mov(Q, A)
+        p.ldi(A, 0)
+        p.ldi(B, 0)
+        p.setl(3, m)
+        top = p.label()
+        p.sqrtstep()
+        p.djnz(3, top)
+
+    def recip_pow2(self, e: int):
+        """Q ← ⌊2^e / B⌋, B > 0."""
+        p = self.p
+        if e + 1 > WORD - 1:
+            raise ValueError(f"2^{e} does not fit the divider")
+        p.ldi(Q, -(1 << 19), high=True)           # bit 63: the dividend 2^e ≪ (64 − (e + 1))
+        self.udiv(e + 1)
+
+    # -- the algorithm ----------------------------------------------------------------------------------
+    def _sample(self, b: int):
+        bank = self.banks[b]
+        p = self.p
+        self._normalise(b)
+        self._select(b)
+        self._project(b)
+        self._update(b)
+        p.halt()
+
+    def _normalise(self, b: int):
+        p, bank = self.p, self.banks[b]
+        d, T = bank["dim"], self.steps
+        p.ldi(A, 0)
+        with self.over_j(d):
+            p.ld(Q, self.U, uy=True)
+            p.mul(MulMode.ADD, 0, True, 0, True, mem=self.U, uy=True)
+        # ‖u‖ = isqrt(Σ u² · 4^ng); recip = ⌊2^(pf + ng + re) / ‖u‖⌋
+        self.shl(2 * self.ng)
+        self.isqrt((d * T * T).bit_length() + 2 * self.ng)
+        e = self.pf + self.ng + self.re
+        self.recip_pow2(e)
+        nq = _chunks(0, 1 << e)
+        nb = _chunks(0, T)
+        with self.over_j(d):
+            self.product(nb, nq, mem=self.U, uy=True)
+            self.narrow(self.pf + self.re - self.fmts.uhat.frac, self.fmts.uhat)
+            p.st(self.UH, uy=True)
+
+    def _recip_norm(self, b: int):
+        """r_k of the prototype row at X: ⌊2^(2pf) / ⌊√(c·c)⌋⌋, 0 when c = 0."""
+        p, bank = self.p, self.banks[b]
+        d = bank["dim"]
+        p.ldi(A, 0)
+        with self.over_j(d):
+            p.ld(Q, bank["proto"], ux=True, uy=True)
+            p.mul(MulMode.ADD, 0, True, 0, True, mem=bank["proto"], ux=True, uy=True)
+        pb = self.fmts.proto.bits
+        self.isqrt((d << (2 * (pb - 1))).bit_length())
+        p.mov(A, B)
+        zero = p.fresh()
+        p.br(Cond.Z, zero)
+        self.recip_pow2(2 * self.pf)
+        p.mov(A, Q)
+        p.label(zero)
+        p.st(bank["proto"] + d, ux=True)
+
+    def _score_sub(self, b: int) -> str:
+        """Subroutine: A ← (c_k · û) · r_k for the prototype row at X."""
+        bank = self.banks[b]
+        d, pb = bank["dim"], self.fmts.proto.bits
+
+        def body():
+            p = self.p
+            p.ldi(A, 0)
+            with self.over_j(d):
+                p.ld(Q, self.UH, uy=True)
+                p.mul(MulMode.ADD, 0, True, 0, True, mem=bank["proto"], ux=True, uy=True)
+            p.mov(Q, A)
+            bound = d << (pb - 1 + self.fmts.uhat.bits - 1)
+            self.product(_chunks(0, 1 << (2 * self.pf)), _chunks(-bound, bound), mem=bank["proto"] + d, ux=True)
+        return self.subroutine(("score", b), body)
+
+    def _select(self, b: int):
+        p, bank = self.p, self.banks[b]
+        d, S, K = bank["dim"], bank["stride"], self.K
+        new, done = p.fresh("new"), p.fresh("sel")
+        p.ld(A, bank["count"])
+        p.br(Cond.Z, new)
+        # k* = first argmax of the scores over the active clusters (best score in B)
+        score = self._score_sub(b)
+        p.ldi(A, 0)
+        p.st(self.KSTAR)
+        p.setx(0)
+        p.call(score)
+        p.mov(B, A)
+        p.setx(S)
+        with self.for_var(self.VA, bank["count"], start=self.const(1)):
+            p.call(score)
+            p.sub()
+            skip = p.fresh()
+            p.br(Cond.NPOS, skip)
+            p.add()
+            p.mov(B, A)
+            p.ld(A, self.VA)
+            p.st(self.KSTAR)
+            p.label(skip)
+            p.addx(S)
+        # full, or c_k* = û: k* stands
+        p.ld(A, bank["count"])
+        p.sub(self.const(K))
+        p.br(Cond.Z, done)
+        self.x_from(self.KSTAR, S)
+        with self.over_j(d):
+            p.ld(A, bank["proto"], ux=True, uy=True)
+            p.sub(self.UH, uy=True)
+            p.br(Cond.NZ, new)
+        p.jmp(done)
+        # a new cluster k* = count: c = û, its r, count + 1, refresh
+        p.label(new)
+        p.ld(A, bank["count"])
+        p.st(self.KSTAR)
+        self.x_from(bank["count"], S)
+        with self.over_j(d):
+            p.ld(A, self.UH, uy=True)
+            p.st(bank["proto"], ux=True, uy=True)
+        self._recip_norm(b)
+        p.ld(A, bank["count"])
+        p.add(self.const(1))
+        p.st(bank["count"])
+        self._refresh(b)
+        p.label(done)
+
+    def _refresh(self, b: int):
+        """H = GJ⁻¹(sat(narrow(C Cᵀ, 2pf → gram) + λ I)) over the active clusters; since ← 0."""
+        p, bank, fm = self.p, self.banks[b], self.fmts
+        d, S, K, hf = bank["dim"], bank["stride"], self.K, self.hf
+        ridge = self.ridge
+        cnt = bank["count"]
+        # gram, upper triangle and its mirror
+        with self.for_var(self.VA, cnt):
+            self.x_from(self.VA, S)
+            with self.over_j(d):
+                p.ld(A, bank["proto"], ux=True, uy=True)
+                p.st(self.ROW, uy=True)
+            with self.for_var(self.VB, cnt, start=self.VA):
+                self.x_from(self.VB, S)
+                p.ldi(A, 0)
+                with self.over_j(d):
+                    p.ld(Q, self.ROW, uy=True)
+                    p.mul(MulMode.ADD, 0, True, 0, True, mem=bank["proto"], ux=True, uy=True)
+                self.narrow(2 * self.pf - fm.gram.frac, fm.gram)
+                p.st(self.TMP)
+                p.ld(A, self.VA)
+                p.sub(self.VB)
+                off = p.fresh()
+                p.br(Cond.NZ, off)
+                p.ld(A, self.TMP)
+                p.add(self.const(ridge))
+                p.sat(self.sat_index(fm.gram))
+                p.st(self.TMP)
+                p.label(off)
+                self.x_from(self.VA, K)           # G[a][b]
+                p.ld(A, self.VB)
+                p.movy()
+                p.ld(A, self.TMP)
+                p.st(self.GL, ux=True, uy=True)
+                self.x_from(self.VB, K)           # G[b][a]
+                p.ld(A, self.VA)
+                p.movy()
+                p.ld(A, self.TMP)
+                p.st(self.GL, ux=True, uy=True)
+        # right half: I ≪ hf
+        with self.for_var(self.VA, cnt):
+            self.x_from(self.VA, K)
+            with self.over_j(count_addr=cnt):
+                p.ldi(A, 0)
+                p.st(bank["h"], ux=True, uy=True)
+            self.x_from(self.VA, K + 1)
+            p.ld(A, self.const(1 << hf))
+            p.st(bank["h"], ux=True)
+        # Gauss–Jordan
+        hb = max(fm.gram.bits, fm.h.bits)
+        div = self.sdiv_sub(hf, hb + hf)
+        halves = ((self.GL, 0), (bank["h"], K))
+        with self.for_var(self.VP_, cnt):
+            self.x_from(self.VP_, K + 1)          # pivot = max(a_pp, 1)
+            p.ld(A, self.GL, ux=True)
+            pos = p.fresh()
+            p.br(Cond.POS, pos)
+            p.ldi(A, 1)
+            p.label(pos)
+            p.st(self.HKK)
+            self.x_from(self.VP_, K)
+            for base, off in halves:               # row p ← sat(div_trunc(row p ≪ hf, pivot)), into PROW too
+                with self.over_j(count_addr=cnt):
+                    p.ld(B, self.HKK)
+                    p.ld(A, base, ux=True, uy=True)
+                    p.call(div)
+                    p.sat(self.sat_index(fm.h))
+                    p.st(base, ux=True, uy=True)
+                    p.st(self.PROW + off, uy=True)
+            with self.for_var(self.VI, cnt):       # rows i ≠ p: row i ← sat(row i − rnd(a_ip · row p ≫ hf))
+                p.ld(A, self.VI)
+                p.sub(self.VP_)
+                skip = p.fresh()
+                p.br(Cond.Z, skip)
+                self.x_from(self.VI, K)
+                p.ld(A, self.VP_)
+                p.movy()
+                p.ld(A, self.GL, ux=True, uy=True)
+                p.st(self.TMP)                     # the factor a_ip, read before the row changes
+                hc = _signed_chunks(hb)
+                for base, off in halves:
+                    with self.over_j(count_addr=cnt):
+                        p.ld(Q, self.TMP)
+                        self.product(hc, hc, mem=self.PROW + off, uy=True)
+                        p.add(self.const(1 << (hf - 1)))
+                        self.sar(hf)
+                        p.neg()
+                        p.add(base, ux=True, uy=True)
+                        p.sat(self.sat_index(fm.h))
+                        p.st(base, ux=True, uy=True)
+                p.label(skip)
+        p.ldi(A, 0)
+        p.st(bank["since"])
+
+    def _project(self, b: int):
+        p, bank, fm = self.p, self.banks[b], self.fmts
+        d, S, K, hf = bank["dim"], bank["stride"], self.K, self.hf
+        cnt = bank["count"]
+        plain, done = p.fresh(), p.fresh()
+        p.ld(A, cnt)
+        p.sub(self.const(2))
+        p.br(Cond.NEG, plain)
+        # cv_i = narrow(Σ_j c_ij v_j, pf + rf → cv)
+        with self.for_var(self.VI, cnt):
+            self.x_from(self.VI, S)
+            p.ldi(A, 0)
+            with self.over_j(d):
+                p.ld(Q, self.V, uy=True)
+                p.mul(MulMode.ADD, 0, True, 0, True, mem=bank["proto"], ux=True, uy=True)
+            self.narrow(self.pf + self.rf - fm.cv.frac, fm.cv)
+            p.st(self.TMP)
+            p.ld(A, self.VI)
+            p.movx()
+            p.ld(A, self.TMP)
+            p.st(self.CV, ux=True)
+        # M = sat_m(H − div_trunc(H_:k H_k:, max(H_kk, 1))) into GL; the row k of H into PROW
+        self.x_from(self.KSTAR, K + 1)
+        p.ld(A, bank["h"], ux=True)
+        pos = p.fresh()
+        p.br(Cond.POS, pos)
+        p.ldi(A, 1)
+        p.label(pos)
+        p.st(self.HKK)
+        self.x_from(self.KSTAR, K)
+        with self.over_j(count_addr=cnt):
+            p.ld(A, bank["h"], ux=True, uy=True)
+            p.st(self.PROW, uy=True)
+        hc = _signed_chunks(fm.h.bits)
+        div = self.sdiv_sub(0, 2 * (fm.h.bits - 1) + 1)
+        with self.for_var(self.VI, cnt):
+            self.x_from(self.VI, K)
+            p.ld(A, self.KSTAR)
+            p.movy()
+            p.ld(A, bank["h"], ux=True, uy=True)
+            p.st(self.TMP)                         # H_ik
+            with self.over_j(count_addr=cnt):
+                p.ld(Q, self.TMP)
+                self.product(hc, hc, mem=self.PROW, uy=True)
+                p.ld(B, self.HKK)
+                p.call(div)
+                p.neg()
+                p.add(bank["h"], ux=True, uy=True)
+                p.sat(self.sat_index(fm.m))
+                p.st(self.GL, ux=True, uy=True)
+        # w_i = narrow(Σ_j M_ij cv_j, 2hf → w): Horner over the chunk weights, a pass over j per weight
+        mc, cc = _signed_chunks(fm.m.bits), _signed_chunks(fm.cv.bits)
+        with self.for_var(self.VI, cnt):
+            self.x_from(self.VI, K)
+            self._wide_sum(mc, cc, lambda: p.ld(Q, self.CV, uy=True), self.GL, True, True, cnt)
+            self.narrow(2 * hf - fm.w.frac, fm.w)
+            p.st(self.TMP)
+            self.x_from(self.VI, S)
+            p.ld(A, self.TMP)
+            p.st(bank["proto"] + d + 1, ux=True)
+        # v⊥_j = sat(v_j ≪ (vf − rf) − rnd(Σ_k w_k c_kj ≫ pf + hf − vf))
+        wc, pc = _signed_chunks(fm.w.bits), _signed_chunks(fm.proto.bits)
+        with self.over_j(d, counter=1):
+            self._wide_sum_k(b, wc, pc)
+            self.narrow_no_sat(self.pf + hf - self.vf)
+            p.neg()
+            p.mov(B, A)
+            p.ld(A, self.V, uy=True)
+            self.shl(self.vf - self.rf)
+            p.add()
+            p.sat(self.sat_index(fm.vperp))
+            p.st(self.VP, uy=True)
+        p.jmp(done)
+        p.label(plain)
+        with self.over_j(d):
+            p.ld(A, self.V, uy=True)
+            self.shl(self.vf - self.rf)
+            p.sat(self.sat_index(fm.vperp))
+            p.st(self.VP, uy=True)
+        p.label(done)
+
+    def narrow_no_sat(self, shift: int):
+        if shift > 0:
+            self.p.add(self.const(1 << (shift - 1)))
+            self.sar(shift)
+        elif shift < 0:
+            self.shl(-shift)
+
+    def _wide_sum(self, na: int, nq: int, load_q, mem, ux, uy, cnt):
+        """A ← Σ_j mem[j] · Q_j over Y = 0 … mem[cnt] − 1 (``load_q`` loads Q_j): per chunk weight one pass."""
+        p = self.p
+        p.ldi(A, 0)
+        for w in range(na + nq - 2, -1, -1):
+            if w != na + nq - 2:
+                p.mul(MulMode.HORNER, 0, False, 0, False, mem=self.const(0))
+            with self.over_j(count_addr=cnt, keep_a=True):
+                load_q()
+                for i in range(na):
+                    j = w - i
+                    if 0 <= j < nq:
+                        p.mul(MulMode.ADD, i, i == na - 1, j, j == nq - 1, mem=mem, ux=ux, uy=uy)
+
+    def _wide_sum_k(self, b: int, wc: int, pc: int):
+        """A ← Σ_k w_k c_kj for the caller's Y = j (kept): X walks the prototype rows, w_k sits in each row."""
+        p, bank = self.p, self.banks[b]
+        d, S = bank["dim"], bank["stride"]
+        p.ldi(A, 0)
+        for w in range(wc + pc - 2, -1, -1):
+            if w != wc + pc - 2:
+                p.mul(MulMode.HORNER, 0, False, 0, False, mem=self.const(0))
+            p.setx(0)
+            p.mov(B, A)
+            p.ld(A, bank["count"])
+            p.movl(2)
+            p.mov(A, B)
+            top = p.label()
+            p.ld(Q, bank["proto"] + d + 1, ux=True)
+            for i in range(wc):                       # w chunk i (in Q) × c chunk j (the memory operand)
+                j = w - i
+                if 0 <= j < pc:
+                    p.mul(MulMode.ADD, j, j == pc - 1, i, i == wc - 1, mem=bank["proto"], ux=True, uy=True)
+            p.addx(S)
+            p.djnz(2, top)
+
+    def _update(self, b: int):
+        """c_k* ← sat(c + rnd((û − c) ≫ m)); r_k*; since + 1 and the refresh every N_ref samples."""
+        p, bank, fm = self.p, self.banks[b], self.fmts
+        d, S = bank["dim"], bank["stride"]
+        self.x_from(self.KSTAR, S)
+        with self.over_j(d):
+            p.ld(A, self.UH, uy=True)
+            p.sub(bank["proto"], ux=True, uy=True)
+            self.narrow_no_sat(self.m)
+            p.add(bank["proto"], ux=True, uy=True)
+            p.sat(self.sat_index(fm.proto))
+            p.st(bank["proto"], ux=True, uy=True)
+        self._recip_norm(b)
+        p.ld(A, bank["since"])
+        p.add(self.const(1))
+        p.st(bank["since"])
+        p.sub(self.const(self.refresh_every))
+        skip = p.fresh()
+        p.br(Cond.NEG, skip)
+        self._refresh(b)
+        p.label(skip)
+
+    # -- running it on the instruction-set simulator ------------------------------------------------------
+    def machine(self) -> Machine:
+        return Machine(self.code, self.initial_memory(), self.widths)
+
+    def run_sample(self, mach: Machine, bank: int, u, v) -> tuple[int, np.ndarray]:
+        """One sample of layer ``bank``: (k*, v⊥)."""
+        d = self.dims[bank]
+        if len(u) != d or len(v) != d:
+            raise ValueError(f"bank {bank} takes {d} values of u and v")
+        mach.mem[self.U:self.U + d] = [int(x) for x in u]
+        mach.mem[self.V:self.V + d] = [int(x) for x in v]
+        mach.run(self.entry_address[bank])
+        return mach.mem[self.KSTAR], np.array(mach.mem[self.VP:self.VP + d], dtype=np.int64)
+
+    def state(self, mach: Machine, bank: int) -> dict:
+        """The bank's prototypes (K × dim), r_k (K), count, samples since the refresh and H (count × count)."""
+        bk = self.banks[bank]
+        d, S, K = bk["dim"], bk["stride"], self.K
+        mem = mach.mem
+        rows = [mem[bk["proto"] + k * S: bk["proto"] + k * S + S] for k in range(K)]
+        n = mem[bk["count"]]
+        h = np.array([[mem[bk["h"] + i * K + j] for j in range(n)] for i in range(n)], dtype=np.int64)
+        return {"protos": np.array([r[:d] for r in rows], dtype=np.int64),
+                "recips": np.array([r[d] for r in rows], dtype=np.int64),
+                "count": n, "since": mem[bk["since"]], "h": h.reshape(n, n)}

@@ -1,0 +1,82 @@
+"""The LOCO program for the microcoded datapath (hdl/loco_program.py on hdl/microcode.py's instruction-set
+simulator) against ``FixedClusters``: per sample û, k*, v⊥ and, after it, the bank's prototypes, r_k, count,
+samples since the refresh and H, integer for integer — for the cluster block test cases (several formats, K,
+N_ref and T), each with two banks of different widths served in turn, and for the ``up5k`` and ``ecp5``
+presets. The samples must reach every path of ``select``: a new cluster, a full set, and an input equal to
+its nearest prototype."""
+
+import random
+
+import numpy as np
+import pytest
+
+from loco_fpga.config import preset
+from loco_fpga.golden_model.fixed import FixedClusters
+from loco_fpga.hdl.loco_program import LocoProgram
+from loco_fpga.hdl.microcode import decode, encode
+from loco_fpga.qformat import formats
+from loco_fpga.sim.benches.clusters import make_samples
+
+from test_hdl_clusters import CASES, case_config
+
+
+def run_both(cfg, dims, n, seed, paths):
+    """n samples per bank, banks in a random order; asserts equality after every sample. ``paths`` counts the
+    select paths the model took."""
+    rng = random.Random(seed)
+    fm = formats(cfg)
+    prog = LocoProgram(cfg, dims)
+    mach = prog.machine()
+    gold = [FixedClusters(d, cfg, fm) for d in dims]
+    samples = [make_samples(rng, d, cfg.spiking.steps, n) for d in dims]
+    order = [b for b in range(len(dims)) for _ in range(n)]
+    rng.shuffle(order)
+    seen = [0] * len(dims)
+    for b in order:
+        u, v = samples[b][seen[b]]
+        where = f"bank {b} sample {seen[b]}"
+        seen[b] += 1
+        cl = gold[b]
+        before = cl.count
+        u_hat = cl.normalise(u)
+        k = cl.select(u_hat)
+        paths["new" if cl.count > before else "full" if before == cl.capacity else "equal"] += 1
+        v_perp = cl.project(v, k)
+        cl.update(u_hat, k)
+        got_k, got_vp = prog.run_sample(mach, b, u, v)
+        d = dims[b]
+        assert mach.mem[prog.UH:prog.UH + d] == list(u_hat), f"û, {where}"
+        assert got_k == k, f"k*, {where}"
+        assert np.array_equal(got_vp, v_perp), f"v⊥, {where}: {got_vp} != {v_perp}"
+        st = prog.state(mach, b)
+        assert st["count"] == cl.count, f"count, {where}"
+        assert st["since"] == cl._since_refresh, f"samples since the refresh, {where}"
+        assert np.array_equal(st["protos"], cl.protos), f"prototypes, {where}"
+        assert np.array_equal(st["recips"], cl.recips), f"r_k, {where}"
+        assert np.array_equal(st["h"], cl.h), f"H, {where}"
+    return prog, mach
+
+
+def test_program_equals_fixed_clusters_on_the_block_cases():
+    paths = {"new": 0, "full": 0, "equal": 0}
+    for case, (n_in, *_rest) in enumerate(CASES):
+        cfg, _ = case_config(case)
+        run_both(cfg, [n_in + 1, max(2, n_in // 2 + 1)], 25, case, paths)
+    assert min(paths.values()) > 0, paths
+
+
+@pytest.mark.parametrize("name, dims, n", [("up5k", [65, 33], 10), ("ecp5", [65, 65], 8)])
+def test_program_equals_fixed_clusters_on_the_presets(name, dims, n):
+    prog, mach = run_both(preset(name), dims, n, 11, {"new": 0, "full": 0, "equal": 0})
+    assert all(decode(encode(i)) == i for i in prog.code)
+    assert len(mach.mem) == prog.depth
+
+
+def test_program_errors():
+    with pytest.raises(ValueError, match="at least one input"):
+        LocoProgram(preset("up5k"), [1])
+    with pytest.raises(ValueError, match="at least one input"):
+        LocoProgram(preset("up5k"), [])
+    prog = LocoProgram(preset("up5k"), [5])
+    with pytest.raises(ValueError, match="takes 5 values"):
+        prog.run_sample(prog.machine(), 0, [1, 2, 3], [1, 2, 3])
