@@ -84,7 +84,7 @@ class LocoProgram:
         self.GL = self._alloc(K * K)
         self.PROW = self._alloc(2 * K)
         self.CV = self._alloc(K)
-        self.KSTAR, self.TMP, self.HKK = (self._alloc(1) for _ in range(3))
+        self.KSTAR, self.TMP, self.HKK, self.RETSEL = (self._alloc(1) for _ in range(4))
         self.VA, self.VB, self.VP_, self.VI = (self._alloc(1) for _ in range(4))
         self.ridge = fm.gram.from_float(rule.ridge)
         self.banks = []
@@ -131,17 +131,23 @@ class LocoProgram:
         return self.widths.index(fmt.bits)
 
     # -- emit helpers -------------------------------------------------------------------------------------
+    def _shifts(self, kind8: Shift, kind1: Shift, n: int):
+        """n single-place shifts as SHIFT-by-8s and -by-1s; a run of four or more as a loop on L3."""
+        for kind, times in ((kind8, n // 8), (kind1, n % 8)):
+            if times >= 4:
+                self.p.setl(3, times)
+                top = self.p.label()
+                self.p.shift(kind)
+                self.p.djnz(3, top)
+            else:
+                for _ in range(times):
+                    self.p.shift(kind)
+
     def sar(self, n: int):
-        for _ in range(n // 8):
-            self.p.shift(Shift.SAR8)
-        for _ in range(n % 8):
-            self.p.shift(Shift.SAR1)
+        self._shifts(Shift.SAR8, Shift.SAR1, n)
 
     def shl(self, n: int):
-        for _ in range(n // 8):
-            self.p.shift(Shift.SHL8)
-        for _ in range(n % 8):
-            self.p.shift(Shift.SHL1)
+        self._shifts(Shift.SHL8, Shift.SHL1, n)
 
     def narrow(self, shift: int, fmt, mode: str = "half-up"):
         """A ← sat_fmt(shift_round(A, shift)) (shift ≤ 0: exact left shift)."""
@@ -282,13 +288,32 @@ class LocoProgram:
 
     # -- the algorithm ----------------------------------------------------------------------------------
     def _sample(self, b: int):
-        bank = self.banks[b]
         p = self.p
+        self._sites = []
         self._normalise(b)
         self._select(b)
         self._project(b)
         self._update(b)
         p.halt()
+        # the refresh, once per bank: entered by a jump with its return site's number in RETSEL (a CALL
+        # cannot nest, and the refresh calls the divider)
+        p.label(f"refresh{b}")
+        self._refresh(b)
+        p.ld(A, self.RETSEL)
+        for i, site in enumerate(self._sites[:-1]):
+            if i:
+                p.sub(self.const(1))
+            p.br(Cond.Z, site)
+        p.jmp(self._sites[-1])
+
+    def _goto_refresh(self, b: int):
+        p = self.p
+        back = p.fresh("back")
+        p.ldi(A, len(self._sites))
+        p.st(self.RETSEL)
+        self._sites.append(back)
+        p.jmp(f"refresh{b}")
+        p.label(back)
 
     def _normalise(self, b: int):
         p, bank = self.p, self.banks[b]
@@ -390,7 +415,7 @@ class LocoProgram:
         p.ld(A, bank["count"])
         p.add(self.const(1))
         p.st(bank["count"])
-        self._refresh(b)
+        self._goto_refresh(b)
         p.label(done)
 
     def _refresh(self, b: int):
@@ -630,7 +655,7 @@ class LocoProgram:
         p.sub(self.const(self.refresh_every))
         skip = p.fresh()
         p.br(Cond.NEG, skip)
-        self._refresh(b)
+        self._goto_refresh(b)
         p.label(skip)
 
     # -- running it on the instruction-set simulator ------------------------------------------------------
