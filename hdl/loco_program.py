@@ -290,10 +290,9 @@ class LocoProgram:
     def _sample(self, b: int):
         p = self.p
         self._sites = []
-        self._normalise(b)
-        self._select(b)
-        self._project(b)
-        self._update(b)
+        for step in (self._normalise, self._select, self._project, self._update):
+            p.label(p.fresh(step.__name__[1:]))
+            step(b)
         p.halt()
         # the refresh, once per bank: entered by a jump with its return site's number in RETSEL (a CALL
         # cannot nest, and the refresh calls the divider)
@@ -424,6 +423,7 @@ class LocoProgram:
         d, S, K, hf = bank["dim"], bank["stride"], self.K, self.hf
         ridge = self.ridge
         cnt = bank["count"]
+        p.label(p.fresh("gram"))
         # gram, upper triangle and its mirror
         with self.for_var(self.VA, cnt):
             self.x_from(self.VA, S)
@@ -457,6 +457,7 @@ class LocoProgram:
                 p.movy()
                 p.ld(A, self.TMP)
                 p.st(self.GL, ux=True, uy=True)
+        p.label(p.fresh("ident"))
         # right half: I ≪ hf
         with self.for_var(self.VA, cnt):
             self.x_from(self.VA, K)
@@ -466,6 +467,7 @@ class LocoProgram:
             self.x_from(self.VA, K + 1)
             p.ld(A, self.const(1 << hf))
             p.st(bank["h"], ux=True)
+        p.label(p.fresh("gj"))
         # Gauss–Jordan
         hb = max(fm.gram.bits, fm.h.bits)
         div = self.sdiv_sub(hf, hb + hf)
@@ -520,6 +522,7 @@ class LocoProgram:
         p.ld(A, cnt)
         p.sub(self.const(2))
         p.br(Cond.NEG, plain)
+        p.label(p.fresh("cv"))
         # cv_i = narrow(Σ_j c_ij v_j, pf + rf → cv)
         with self.for_var(self.VI, cnt):
             self.x_from(self.VI, S)
@@ -533,6 +536,7 @@ class LocoProgram:
             p.movx()
             p.ld(A, self.TMP)
             p.st(self.CV, ux=True)
+        p.label(p.fresh("downdate"))
         # M = sat_m(H − div_trunc(H_:k H_k:, max(H_kk, 1))) into GL; the row k of H into PROW
         self.x_from(self.KSTAR, K + 1)
         p.ld(A, bank["h"], ux=True)
@@ -562,6 +566,7 @@ class LocoProgram:
                 p.add(bank["h"], ux=True, uy=True)
                 p.sat(self.sat_index(fm.m))
                 p.st(self.GL, ux=True, uy=True)
+        p.label(p.fresh("w"))
         # w_i = narrow(Σ_j M_ij cv_j, 2hf → w): Horner over the chunk weights, a pass over j per weight
         mc, cc = _signed_chunks(fm.m.bits), _signed_chunks(fm.cv.bits)
         with self.for_var(self.VI, cnt):
@@ -572,6 +577,7 @@ class LocoProgram:
             self.x_from(self.VI, S)
             p.ld(A, self.TMP)
             p.st(bank["proto"] + d + 1, ux=True)
+        p.label(p.fresh("vperp"))
         # v⊥_j = sat(v_j ≪ (vf − rf) − rnd(Σ_k w_k c_kj ≫ pf + hf − vf))
         wc, pc = _signed_chunks(fm.w.bits), _signed_chunks(fm.proto.bits)
         with self.over_j(d, counter=1):
