@@ -482,7 +482,7 @@ class LocoProgram:
             p.st(self.HKK)
             self.x_from(self.VP_, K)
             for base, off in halves:               # row p ← sat(div_trunc(row p ≪ hf, pivot)), into PROW too
-                with self.over_j(count_addr=cnt):
+                with self.gj_columns(base == self.GL, cnt):
                     p.ld(B, self.HKK)
                     p.ld(A, base, ux=True, uy=True)
                     p.call(div)
@@ -501,7 +501,7 @@ class LocoProgram:
                 p.st(self.TMP)                     # the factor a_ip, read before the row changes
                 hc = _signed_chunks(hb)
                 for base, off in halves:
-                    with self.over_j(count_addr=cnt):
+                    with self.gj_columns(base == self.GL, cnt):
                         p.ld(Q, self.TMP)
                         self.product(hc, hc, mem=self.PROW + off, uy=True)
                         p.add(self.const(1 << (hf - 1)))
@@ -513,6 +513,30 @@ class LocoProgram:
                 p.label(skip)
         p.ldi(A, 0)
         p.st(bank["since"])
+
+    @contextmanager
+    def gj_columns(self, left: bool, cnt: int):
+        """Y over the columns that pivot p can change: left half p + 1 … n − 1 (the columns ≤ p are never read
+        again: H comes out the same), right half 0 … p (the right half of row p is 0 beyond column p, so the
+        columns beyond p stay as they are: rnd(f · 0) = 0)."""
+        p = self.p
+        skip = p.fresh()
+        p.ld(A, self.VP_)
+        p.add(self.const(1))
+        if left:
+            p.movy()
+            p.ld(A, cnt)
+            p.sub(self.VP_)
+            p.sub(self.const(1))
+            p.br(Cond.Z, skip)
+        else:
+            p.sety(0)
+        p.movl(0)
+        top = p.label()
+        yield
+        p.addy(1)
+        p.djnz(0, top)
+        p.label(skip)
 
     def _project(self, b: int):
         p, bank, fm = self.p, self.banks[b], self.fmts
