@@ -473,13 +473,7 @@ class LocoProgram:
         div = self.sdiv_sub(hf, hb + hf)
         halves = ((self.GL, 0), (bank["h"], K))
         with self.for_var(self.VP_, cnt):
-            self.x_from(self.VP_, K + 1)          # pivot = max(a_pp, 1)
-            p.ld(A, self.GL, ux=True)
-            pos = p.fresh()
-            p.br(Cond.POS, pos)
-            p.ldi(A, 1)
-            p.label(pos)
-            p.st(self.HKK)
+            self.divisor(self.VP_, self.GL)       # pivot = max(a_pp, 1)
             self.x_from(self.VP_, K)
             for base, off in halves:               # row p ← sat(div_trunc(row p ≪ hf, pivot)), into PROW too
                 with self.gj_columns(base == self.GL, cnt):
@@ -513,6 +507,17 @@ class LocoProgram:
                 p.label(skip)
         p.ldi(A, 0)
         p.st(bank["since"])
+
+    def divisor(self, var: int, base: int):
+        """HKK ← max(a_ii, 1) for i = mem[var] of the K × K matrix at ``base``."""
+        p = self.p
+        self.x_from(var, self.K + 1)
+        p.ld(A, base, ux=True)
+        pos = p.fresh()
+        p.br(Cond.POS, pos)
+        p.ldi(A, 1)
+        p.label(pos)
+        p.st(self.HKK)
 
     @contextmanager
     def gj_columns(self, left: bool, cnt: int):
@@ -562,13 +567,7 @@ class LocoProgram:
             p.st(self.CV, ux=True)
         p.label(p.fresh("downdate"))
         # M = sat_m(H − div_trunc(H_:k H_k:, max(H_kk, 1))) into GL; the row k of H into PROW
-        self.x_from(self.KSTAR, K + 1)
-        p.ld(A, bank["h"], ux=True)
-        pos = p.fresh()
-        p.br(Cond.POS, pos)
-        p.ldi(A, 1)
-        p.label(pos)
-        p.st(self.HKK)
+        self.divisor(self.KSTAR, bank["h"])
         self.x_from(self.KSTAR, K)
         with self.over_j(count_addr=cnt):
             p.ld(A, bank["h"], ux=True, uy=True)
