@@ -80,3 +80,70 @@ def test_program_errors():
     prog = LocoProgram(preset("up5k"), [5])
     with pytest.raises(ValueError, match="takes 5 values"):
         prog.run_sample(prog.machine(), 0, [1, 2, 3], [1, 2, 3])
+
+
+def test_program_on_the_sequencer_gateware():
+    """The program on the gateware (hdl/sequencer.py, Amaranth simulator), samples of two banks in turn: U and
+    V written through the host port, then after HALT k*, v⊥ and the whole data memory (every prototype, r_k,
+    H, count) read back and compared with the instruction-set simulator's and k*, v⊥ with FixedClusters;
+    the cycles ``busy`` was high equal ``Sequencer.cycles`` of the simulator's per-op counts."""
+    from amaranth.sim import Simulator
+
+    from loco_fpga.hdl.sequencer import Sequencer
+
+    cfg, fm = case_config(3)                       # T = 4, K = 2, vperp s10.6
+    dims = [4, 3]
+    prog = LocoProgram(cfg, dims)
+    mach = prog.machine()
+    dut = Sequencer(prog.code, depth=prog.depth, widths=prog.widths, init=prog.initial_memory())
+    gold = [FixedClusters(d, cfg, fm) for d in dims]
+    rng = random.Random(0)
+    samples = [make_samples(rng, d, cfg.spiking.steps, 6) for d in dims]
+    order = [0, 1, 0, 0, 1, 1, 0, 1, 0, 1, 1, 0]
+    paths = {"new": 0, "full": 0, "equal": 0}
+
+    async def bench(ctx):
+        seen = [0, 0]
+        for b in order:
+            u, v = samples[b][seen[b]]
+            seen[b] += 1
+            cl = gold[b]
+            before = cl.count
+            u_hat = cl.normalise(u)
+            k = cl.select(u_hat)
+            paths["new" if cl.count > before else "full" if before == cl.capacity else "equal"] += 1
+            v_perp = cl.project(v, k)
+            cl.update(u_hat, k)
+            counts_before = dict(mach.counts)
+            prog.run_sample(mach, b, u, v)
+            ran = {op: n - counts_before.get(op, 0) for op, n in mach.counts.items()}
+            for base, values in ((prog.U, u), (prog.V, v)):
+                for j, x in enumerate(values):
+                    ctx.set(dut.host_addr, base + j)
+                    ctx.set(dut.host_wdata, int(x))
+                    ctx.set(dut.host_we, 1)
+                    await ctx.tick()
+            ctx.set(dut.host_we, 0)
+            ctx.set(dut.entry, prog.entry_address[b])
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            cycles = 0
+            while ctx.get(dut.busy):
+                await ctx.tick()
+                cycles += 1
+            assert cycles == dut.cycles(ran), f"cycles of bank {b} sample {seen[b] - 1}"
+            words = []
+            for addr in range(prog.depth):
+                ctx.set(dut.host_addr, addr)
+                await ctx.tick()
+                words.append(ctx.get(dut.host_rdata))
+            assert words == mach.mem, f"data memory after bank {b} sample {seen[b] - 1}"
+            assert words[prog.KSTAR] == k
+            assert words[prog.VP:prog.VP + dims[b]] == list(v_perp)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert min(paths.values()) > 0, paths
