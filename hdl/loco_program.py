@@ -5,7 +5,9 @@ entry last), the code and the initial data memory of a machine that does exactly
 (golden_model/fixed.py) does for each layer, integer for integer: per sample, from u and v in the U and V
 buffers, ``normalise``, ``select`` (a new cluster and its refresh when needed), ``project`` (v⊥ into the VP
 buffer, k* into ``KSTAR``) and ``update`` (the prototype, its r_k and the refresh every N_ref samples).
-Entry ``sample<b>`` runs one sample of layer (bank) b.
+Entry ``sample<b>`` runs one sample of layer (bank) b; entry ``reload<b>`` follows a host load of bank b's
+prototypes and count (r_k of every active prototype, the refresh, samples since refresh ← 0: what
+``ClusterBlock`` does on a load of the count).
 
 Data memory (one word per value):
 
@@ -97,14 +99,13 @@ class LocoProgram:
         self.p = Program()
         self._subroutines: dict[tuple, str] = {}
         self._pending: list = []
-        self.entries = []
         for b in range(len(self.dims)):
-            self.entries.append(self.p.label(f"sample{b}"))
-            self._sample(b)
+            self._bank_code(b)
         while self._pending:                                  # subroutines, after the entry code
             self._pending.pop(0)()
         self.code = self.p.assemble()
-        self.entry_address = [self.p.labels[e] for e in self.entries]
+        self.entry_address = [self.p.labels[f"sample{b}"] for b in range(len(self.dims))]
+        self.reload_address = [self.p.labels[f"reload{b}"] for b in range(len(self.dims))]
         self.depth = self._const_base + len(self._consts)
 
     # -- memory ----------------------------------------------------------------------------------------
@@ -287,12 +288,28 @@ class LocoProgram:
         self.udiv(e + 1)
 
     # -- the algorithm ----------------------------------------------------------------------------------
-    def _sample(self, b: int):
-        p = self.p
+    def _bank_code(self, b: int):
+        """Entries ``sample<b>`` (one sample) and ``reload<b>`` (after a host load of the prototypes and the
+        count: r_k of every active prototype, then the refresh — H of an empty set is empty — and since ← 0),
+        then the bank's refresh."""
+        p, bank = self.p, self.banks[b]
         self._sites = []
+        p.label(f"sample{b}")
         for step in (self._normalise, self._select, self._project, self._update):
             p.label(p.fresh(step.__name__[1:]))
             step(b)
+        p.halt()
+        p.label(f"reload{b}")
+        with self.for_var(self.VA, bank["count"]):
+            self.x_from(self.VA, bank["stride"])
+            self._recip_norm(b)
+        empty = p.fresh()
+        p.ld(A, bank["count"])
+        p.br(Cond.Z, empty)
+        self._goto_refresh(b)
+        p.halt()
+        p.label(empty)
+        p.st(bank["since"])
         p.halt()
         # the refresh, once per bank: entered by a jump with its return site's number in RETSEL (a CALL
         # cannot nest, and the refresh calls the divider)
@@ -700,6 +717,17 @@ class LocoProgram:
         mach.mem[self.V:self.V + d] = [int(x) for x in v]
         mach.run(self.entry_address[bank])
         return mach.mem[self.KSTAR], np.array(mach.mem[self.VP:self.VP + d], dtype=np.int64)
+
+    def load(self, mach: Machine, bank: int, protos, count: int) -> None:
+        """A host load: bank ``bank``'s prototypes (K × dim) and count written, then ``reload<bank>`` run."""
+        bk = self.banks[bank]
+        d, S = bk["dim"], bk["stride"]
+        if not 0 <= count <= self.K:
+            raise ValueError(f"count = {count}: must be in [0, {self.K}]")
+        for k, row in enumerate(np.asarray(protos, dtype=np.int64).reshape(self.K, d)):
+            mach.mem[bk["proto"] + k * S: bk["proto"] + k * S + d] = [int(x) for x in row]
+        mach.mem[bk["count"]] = count
+        mach.run(self.reload_address[bank])
 
     def state(self, mach: Machine, bank: int) -> dict:
         """The bank's prototypes (K × dim), r_k (K), count, samples since the refresh and H (count × count)."""

@@ -147,3 +147,40 @@ def test_program_on_the_sequencer_gateware():
     sim.add_testbench(bench)
     sim.run()
     assert min(paths.values()) > 0, paths
+
+
+def test_reload_after_a_host_load():
+    """``reload<b>`` after the host wrote prototypes and a count: r_k of the active prototypes and H as
+    ``FixedClusters`` gives them after setting ``protos``/``count`` and ``refresh()`` — then training goes on
+    the same; a count of 0 leaves H empty; the other bank is untouched."""
+    cfg, fm = case_config(0)
+    dims = [9, 5]
+    prog = LocoProgram(cfg, dims)
+    mach = prog.machine()
+    rng = np.random.default_rng(3)
+    other = prog.state(mach, 1)
+    for count in (3, 0, cfg.rule.clusters):
+        cl = FixedClusters(dims[0], cfg, fm)
+        cl.protos = rng.integers(fm.proto.min, fm.proto.max + 1, size=cl.protos.shape)
+        cl.count = count
+        for k in range(count):
+            cl.recips[k] = cl._recip_norm(cl.protos[k])
+        cl.refresh()
+        prog.load(mach, 0, cl.protos, count)
+        st = prog.state(mach, 0)
+        assert st["count"] == count and st["since"] == 0
+        assert np.array_equal(st["protos"], cl.protos)
+        assert np.array_equal(st["recips"][:count], cl.recips[:count])
+        assert np.array_equal(st["h"], cl.h)
+        for u, v in make_samples(random.Random(count), dims[0], cfg.spiking.steps, 4):
+            u_hat = cl.normalise(u)
+            k = cl.select(u_hat)
+            v_perp = cl.project(v, k)
+            cl.update(u_hat, k)
+            got_k, got_vp = prog.run_sample(mach, 0, u, v)
+            assert got_k == k and np.array_equal(got_vp, v_perp)
+            assert np.array_equal(prog.state(mach, 0)["h"], cl.h)
+    after = prog.state(mach, 1)
+    assert all(np.array_equal(after[key], other[key]) for key in other)
+    with pytest.raises(ValueError, match="count = 9"):
+        prog.load(mach, 0, cl.protos, 9)
