@@ -1,0 +1,169 @@
+# amaranth: UnusedElaboratable=no
+"""LOCO's cluster work of one or more layers on the microcoded datapath — with the ports of
+:class:`~loco_fpga.hdl.clusters.ClusterBlock`, so it can stand where one stands.
+
+Inside: a :class:`~loco_fpga.hdl.sequencer.Sequencer` running the :class:`~loco_fpga.hdl.loco_program.LocoProgram`
+of the layers it serves (``dims``: their input widths, bias entry included; banks of different widths are
+allowed, unlike a banked ``ClusterBlock``). Everything goes through the sequencer's host port into its data
+memory while the program is not running:
+
+1. ``RECV``: per transfer on ``i`` (the first one's ``bank`` is the sample's; ``dims[bank]`` transfers, ``last``
+   is not looked at) u_j is written to U[j] in the transfer's cycle and v_j to V[j] in the next one, so ``i``
+   takes a transfer every second cycle;
+2. ``RUN``: the program's ``sample<bank>`` entry (its cycles: :meth:`Sequencer.cycles` of the run's per-op counts);
+3. ``OUT``: k* is read, then v⊥_j from VP[j], one word every two cycles on ``o`` (``o.valid`` waits for
+   nothing but the read), with k*, ``last`` on the bias entry and the sample's ``bank``.
+
+``peek`` (while ``idle``, latency 1) reads the prototypes, H, r_k and the count from the data memory (what
+:class:`~loco_fpga.hdl.clusters.PeekKind` names, of ``peek.bank``). ``load_en``/``load`` (taken only while
+``idle``): ``count`` = 0 writes c_index[col]; ``count`` = 1 writes the count and runs ``reload<bank>`` (r_k of
+the active prototypes, the refresh), ``idle`` low until it is done.
+"""
+
+from __future__ import annotations
+
+from amaranth import Array, Module, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from loco_fpga.config import Config
+
+from .clusters import PeekKind
+from .fixed import shape
+from .loco_program import LocoProgram
+from .microcode import DATA_BITS
+from .sequencer import Sequencer
+
+__all__ = ["MicroClusterBlock"]
+
+
+class MicroClusterBlock(wiring.Component):
+    """The cluster work of the layers of input widths ``dims`` (one bank each) of ``config``; ``digit``: the
+    sequencer's datapath width."""
+
+    def __init__(self, config: Config, dims, *, digit: int = 16):
+        self.program = LocoProgram(config, dims)
+        prog = self.program
+        fm = prog.fmts
+        self._dims, self._k = prog.dims, prog.K
+        self._banks = len(prog.dims)
+        self.sequencer = Sequencer(prog.code, depth=prog.depth, widths=prog.widths, init=prog.initial_memory(),
+                                   digit=digit)
+        bank_field = {"bank": range(self._banks)} if self._banks > 1 else {}
+        dmax, K = max(self._dims), self._k
+        self._input_layout = data.StructLayout({"u": shape(fm.rate), "v": shape(fm.rate), "last": 1} | bank_field)
+        self._output_layout = data.StructLayout({"v": shape(fm.vperp), "k_star": range(K), "last": 1}
+                                                | bank_field)
+        self._peek_layout = data.StructLayout({"what": PeekKind, "index": range(K), "col": range(max(dmax, K))}
+                                              | bank_field)
+        self._load_layout = data.StructLayout({"count": 1, "index": range(K), "col": range(dmax),
+                                               "value": signed(max(fm.proto.bits, K.bit_length() + 1))}
+                                              | bank_field)
+        super().__init__({"i": In(stream.Signature(self._input_layout)),
+                          "o": Out(stream.Signature(self._output_layout)),
+                          "idle": Out(1),
+                          "peek": In(self._peek_layout), "peek_data": Out(signed(DATA_BITS)),
+                          "load_en": In(1), "load": In(self._load_layout)})
+
+    dims = property(lambda self: self._dims)
+    clusters = property(lambda self: self._k)
+    banks = property(lambda self: self._banks)
+    input_layout = property(lambda self: self._input_layout)
+    output_layout = property(lambda self: self._output_layout)
+    peek_latency = property(lambda self: 1)
+
+    def _address(self, bank, what, index, col):
+        """Data-memory address of a peek/load target of ``bank`` (a signal or an int)."""
+        prog = self.program
+        per_bank = []
+        for bk in prog.banks:
+            targets = [bk["proto"] + index * bk["stride"] + col,          # PROTO
+                       bk["h"] + index * prog.K + col,                     # H
+                       bk["proto"] + index * bk["stride"] + bk["dim"],     # RECIP
+                       bk["count"]]                                         # COUNT
+            per_bank.append(targets[what.value] if isinstance(what, PeekKind) else Array(targets)[what])
+        return per_bank[0] if self._banks == 1 else Array(per_bank)[bank]
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.sequencer = seq = self.sequencer
+        prog = self.program
+        multi = self._banks > 1
+
+        bank = Signal(range(self._banks))
+        j = Signal(range(max(self._dims) + 1))
+        v_hold = Signal.like(self.i.payload.v)
+        k_star = Signal(range(self._k))
+        last_j = Array([d - 1 for d in self._dims])[bank]
+        in_bank = self.i.payload.bank if multi else 0
+        peek_bank = self.peek.bank if multi else 0
+        load_bank = self.load.bank if multi else 0
+
+        m.d.comb += [self.peek_data.eq(seq.host_rdata),
+                     seq.host_addr.eq(self._address(peek_bank, self.peek.what, self.peek.index, self.peek.col))]
+
+        with m.FSM():
+            with m.State("RECV"):
+                m.d.comb += [self.i.ready.eq(1), self.idle.eq(j == 0)]
+                with m.If(self.i.valid):
+                    with m.If(j == 0):
+                        m.d.sync += bank.eq(in_bank)
+                    m.d.comb += [seq.host_addr.eq(prog.U + j), seq.host_wdata.eq(self.i.payload.u),
+                                 seq.host_we.eq(1)]
+                    m.d.sync += v_hold.eq(self.i.payload.v)
+                    m.next = "RECV_V"
+                with m.Elif((j == 0) & self.load_en):
+                    with m.If(self.load.count):
+                        addr = Array([bk["count"] for bk in prog.banks])[load_bank]
+                        m.d.comb += [seq.host_addr.eq(addr), seq.host_wdata.eq(self.load.value), seq.host_we.eq(1)]
+                        m.d.sync += bank.eq(load_bank)
+                        m.next = "RELOAD"
+                    with m.Else():
+                        m.d.comb += [seq.host_addr.eq(self._address(load_bank, PeekKind.PROTO, self.load.index,
+                                                                    self.load.col)),
+                                     seq.host_wdata.eq(self.load.value), seq.host_we.eq(1)]
+            with m.State("RECV_V"):
+                m.d.comb += [seq.host_addr.eq(prog.V + j), seq.host_wdata.eq(v_hold), seq.host_we.eq(1)]
+                with m.If(j == last_j):
+                    m.d.sync += j.eq(0)
+                    m.d.comb += [seq.entry.eq(Array(prog.entry_address)[bank]), seq.start.eq(1)]
+                    m.next = "START"
+                with m.Else():
+                    m.d.sync += j.eq(j + 1)
+                    m.next = "RECV"
+            with m.State("RELOAD"):
+                m.d.comb += [seq.entry.eq(Array(prog.reload_address)[bank]), seq.start.eq(1)]
+                m.next = "START_LOAD"
+            with m.State("START"):
+                m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += seq.host_addr.eq(prog.KSTAR)
+                with m.If(~seq.busy):
+                    m.next = "KSTAR"
+            with m.State("KSTAR"):
+                m.d.comb += seq.host_addr.eq(prog.VP + j)
+                m.d.sync += k_star.eq(seq.host_rdata)
+                m.next = "OUT"
+            with m.State("OUT"):
+                m.d.comb += [seq.host_addr.eq(prog.VP + j), self.o.valid.eq(1),
+                             self.o.payload.v.eq(seq.host_rdata), self.o.payload.k_star.eq(k_star),
+                             self.o.payload.last.eq(j == last_j)]
+                if multi:
+                    m.d.comb += self.o.payload.bank.eq(bank)
+                with m.If(self.o.ready):
+                    with m.If(j == last_j):
+                        m.d.sync += j.eq(0)
+                        m.next = "RECV"
+                    with m.Else():
+                        m.d.sync += j.eq(j + 1)
+                        m.next = "READ"
+            with m.State("READ"):
+                m.d.comb += seq.host_addr.eq(prog.VP + j)
+                m.next = "OUT"
+            with m.State("START_LOAD"):
+                m.next = "LOADING"
+            with m.State("LOADING"):
+                with m.If(~seq.busy):
+                    m.next = "RECV"
+        return m
+

@@ -1,0 +1,125 @@
+# amaranth: UnusedElaboratable=no
+"""The microcoded cluster block (hdl/micro_clusters.py: the LOCO program on the sequencer gateware behind
+``ClusterBlock``'s ports) in the Amaranth simulator against ``FixedClusters``: samples of two banks of different
+widths in a random order with random idle cycles on ``i`` and back-pressure on ``o``; per sample k*, v⊥ and
+``last`` on ``o`` and, read through ``peek`` between samples, the bank's count, every r_k, every prototype word
+and H, integer for integer; a host load (prototypes, then the count) followed by training."""
+
+import random
+
+import numpy as np
+from amaranth.sim import Simulator
+
+from loco_fpga.golden_model.fixed import FixedClusters
+from loco_fpga.hdl.clusters import PeekKind
+from loco_fpga.hdl.micro_clusters import MicroClusterBlock
+from loco_fpga.sim.benches.clusters import make_samples
+
+from test_hdl_clusters import case_config
+
+
+def test_micro_block_equals_fixed_clusters():
+    cfg, fm = case_config(3)                         # T = 4, K = 2, vperp s10.6
+    dims = [4, 3]
+    K = cfg.rule.clusters
+    dut = MicroClusterBlock(cfg, dims)
+    rng = random.Random(0)
+    samples = [make_samples(rng, d, cfg.spiking.steps, 6) for d in dims]
+    order = [0, 1, 0, 0, 1, 1, 0, 1, 0, 1, 1, 0]
+    gold = [FixedClusters(d, cfg, fm) for d in dims]
+    rng_np = np.random.default_rng(1)
+    load_protos = rng_np.integers(fm.proto.min, fm.proto.max + 1, size=(K, dims[1]))
+    outputs, snapshots = [], []
+
+    async def peek(ctx, what, bank, index=0, col=0):
+        ctx.set(dut.peek, {"what": what, "index": index, "col": col, "bank": bank})
+        await ctx.tick()
+        return ctx.get(dut.peek_data)
+
+    async def snapshot(ctx, b):
+        count = await peek(ctx, PeekKind.COUNT, b)
+        return {"count": count,
+                "recips": [await peek(ctx, PeekKind.RECIP, b, k) for k in range(K)],
+                "protos": [[await peek(ctx, PeekKind.PROTO, b, k, c) for c in range(dims[b])] for k in range(K)],
+                "h": [[await peek(ctx, PeekKind.H, b, r, c) for c in range(count)] for r in range(count)]}
+
+    async def driver(ctx):
+        for n, b in enumerate(order):
+            if n == 6:                                # a host load of bank 1: prototypes, then the count
+                for k in range(K):
+                    for c in range(dims[1]):
+                        ctx.set(dut.load_en, 1)
+                        ctx.set(dut.load, {"count": 0, "index": k, "col": c, "value": int(load_protos[k, c]),
+                                           "bank": 1})
+                        await ctx.tick()
+                ctx.set(dut.load, {"count": 1, "index": 0, "col": 0, "value": 1, "bank": 1})
+                await ctx.tick()
+                ctx.set(dut.load_en, 0)
+                await ctx.tick()
+                assert not ctx.get(dut.idle)
+                while not ctx.get(dut.idle):
+                    await ctx.tick()
+                snapshots.append(("load", await snapshot(ctx, 1)))
+            u, v = samples[b][sum(1 for x in order[:n] if x == b)]
+            for jj in range(dims[b]):
+                while rng.random() < 0.3:
+                    ctx.set(dut.i.valid, 0)
+                    await ctx.tick()
+                ctx.set(dut.i.valid, 1)
+                ctx.set(dut.i.payload, {"u": int(u[jj]), "v": int(v[jj]), "last": int(jj == dims[b] - 1),
+                                        "bank": b})
+                await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+            want = sum(dims[x] for x in order[:n + 1])
+            while len(outputs) < want or not ctx.get(dut.idle):
+                await ctx.tick()
+            snapshots.append((n, await snapshot(ctx, b)))
+
+    async def monitor(ctx):
+        total = sum(dims[b] for b in order)
+        while len(outputs) < total:
+            ctx.set(dut.o.ready, int(rng.random() >= 0.3))
+            _, _, valid, ready, payload = await ctx.tick().sample(dut.o.valid, dut.o.ready, dut.o.payload)
+            if valid and ready:
+                outputs.append((int(payload.v), int(payload.k_star), int(payload.last), int(payload.bank)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(driver)
+    sim.add_testbench(monitor)
+    sim.run()
+
+    # the model, in the same order
+    at, snaps = 0, iter(snapshots)
+    paths = {"new": 0, "full": 0, "equal": 0}
+    for n, b in enumerate(order):
+        if n == 6:                                    # the load of bank 1
+            cl = gold[1]
+            cl.protos, cl.count = load_protos.copy(), 1
+            cl.recips[0] = cl._recip_norm(cl.protos[0])
+            cl.refresh()
+            tag, got = next(snaps)
+            assert tag == "load" and got["count"] == 1 and got["protos"] == cl.protos.tolist()
+            assert got["recips"][0] == cl.recips[0] and got["h"] == cl.h.tolist(), "after the load"
+        cl = gold[b]
+        u, v = samples[b][sum(1 for x in order[:n] if x == b)]
+        before = cl.count
+        u_hat = cl.normalise(u)
+        k = cl.select(u_hat)
+        paths["new" if cl.count > before else "full" if before == cl.capacity else "equal"] += 1
+        v_perp = cl.project(v, k)
+        cl.update(u_hat, k)
+        rows = outputs[at:at + dims[b]]
+        at += dims[b]
+        where = f"sample {n} (bank {b})"
+        assert [r[0] for r in rows] == v_perp.tolist(), f"v⊥, {where}"
+        assert {r[1] for r in rows} == {k}, f"k*, {where}"
+        assert [r[2] for r in rows] == [0] * (dims[b] - 1) + [1], f"last, {where}"
+        assert {r[3] for r in rows} == {b}, f"bank, {where}"
+        tag, got = next(snaps)
+        assert tag == n
+        assert got["count"] == cl.count, f"count, {where}"
+        assert got["recips"] == cl.recips.tolist(), f"r_k, {where}"
+        assert got["protos"] == cl.protos.tolist(), f"prototypes, {where}"
+        assert got["h"] == cl.h.tolist(), f"H, {where}"
+    assert min(paths.values()) > 0, paths
