@@ -1,9 +1,11 @@
 """Area of the microcode sequencer (hdl/sequencer.py) on an iCE40 UP5K, out of context.
 
-    python benchmarks/sequencer_area.py [--digit 16] [--pnr] [--build-dir build/sequencer_area]
+    python benchmarks/sequencer_area.py [--design random|up5k] [--digit 16] [--pnr] [--build-dir …]
 
-The representative size: a 512-instruction ROM of random valid instructions (seeded), a 1024-word data memory,
-SAT widths (16, 30). Two numbers:
+``--design random`` (default), the representative size: a 512-instruction ROM of random valid instructions
+(seeded), a 1024-word data memory, SAT widths (16, 30). ``--design up5k``: the real thing for the UP5K —
+``MicroClusterBlock`` (hdl/micro_clusters.py) of the ``up5k`` preset's two layers (widths 65 and 33), the LOCO
+program and its data memory, with the ``ClusterBlock`` ports. Two numbers:
 
 * **Yosys** (``synth_ice40 -dsp``) of the bare ``Sequencer`` as the top module: its ports stay top-level ports,
   so the counts are the design's own cells — SB_LUT4, SB_CARRY, flip-flops (every SB_DFF* kind), SB_MAC16,
@@ -13,7 +15,7 @@ SAT widths (16, 30). Two numbers:
   sharing a cell count once) and the routed Fmax; the wrapper's ``wrapper_ffs`` flip-flops and up to one LUT
   per input bit are included there.
 
-Writes ``benchmarks/results/sequencer_area.json``.
+Writes ``benchmarks/results/sequencer_area.json`` (``--design up5k``: ``sequencer_area_up5k.json``).
 """
 
 import argparse
@@ -90,6 +92,9 @@ def yosys_cells(design, build: Path) -> dict[str, int]:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--design", choices=("random", "up5k"), default="random",
+                    help="random: the bare sequencer with a random 512-word program; up5k: MicroClusterBlock of "
+                         "the up5k preset (default: random)")
     ap.add_argument("--digit", type=int, default=16, help="datapath digit width (16, 32 or 64)")
     ap.add_argument("--pnr", action="store_true", help="also place and route (out of context, nextpnr)")
     ap.add_argument("--build-dir", default=str(ROOT / "build" / "sequencer_area"))
@@ -97,15 +102,28 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     def make():
+        if args.design == "up5k":
+            from loco_fpga.config import preset
+            from loco_fpga.hdl.micro_clusters import MicroClusterBlock
+            return MicroClusterBlock(preset("up5k"), [65, 33], digit=args.digit)
         return Sequencer(random_code(ROM_WORDS), depth=DEPTH, widths=WIDTHS, digit=args.digit)
 
-    build = Path(args.build_dir) / f"digit{args.digit}"
+    build = Path(args.build_dir) / f"{args.design}-digit{args.digit}"
+    if args.design == "up5k":
+        from loco_fpga.config import preset
+        from loco_fpga.hdl.loco_program import LocoProgram
+        prog = LocoProgram(preset("up5k"), [65, 33])
+        design_info = {"design": "MicroClusterBlock(preset('up5k'), [65, 33])",
+                       "rom_words": len(prog.code), "depth": prog.depth,
+                       "widths": list(prog.widths), "digit": args.digit}
+    else:
+        design_info = {"rom_words": ROM_WORDS, "depth": DEPTH, "widths": list(WIDTHS), "digit": args.digit}
     start = time.monotonic()
     cells = yosys_cells(make(), build / "yosys")
     ffs = sum(n for cell, n in cells.items() if cell.startswith("SB_DFF"))
     out = {
         "date": datetime.date.today().isoformat(),
-        "design": {"rom_words": ROM_WORDS, "depth": DEPTH, "widths": list(WIDTHS), "digit": args.digit},
+        "design": design_info,
         "cycles": {op.name: op_cycles(op, digit=args.digit) for op in Op},
         "yosys": {"command": "synth_ice40 -dsp", "SB_LUT4": cells.get("SB_LUT4", 0),
                   "SB_CARRY": cells.get("SB_CARRY", 0), "flip_flops": ffs,
@@ -123,8 +141,9 @@ def main(argv=None):
                       "seconds": result.seconds}
     print(json.dumps(out, indent=2))
     if not args.no_write:
-        OUT_JSON.parent.mkdir(parents=True, exist_ok=True)
-        OUT_JSON.write_text(json.dumps(out, indent=2) + "\n")
+        path = OUT_JSON if args.design == "random" else OUT_JSON.with_name(f"sequencer_area_{args.design}.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=2) + "\n")
     return out
 
 
