@@ -5,7 +5,8 @@ entry last), the code and the initial data memory of a machine that does exactly
 (golden_model/fixed.py) does for each layer, integer for integer: per sample, from u and v in the U and V
 buffers, ``normalise``, ``select`` (a new cluster and its refresh when needed), ``project`` (v⊥ into the VP
 buffer, k* into ``KSTAR``) and ``update`` (the prototype, its r_k and the refresh every N_ref samples).
-Entry ``sample<b>`` runs one sample of layer (bank) b; entry ``reload<b>`` follows a host load of bank b's
+Entry ``sample<b>`` runs one sample of layer (bank) b up to v⊥ (normalise, select, project), entry
+``update<b>`` its update (the prototype, r_k, the refresh every N_ref samples); entry ``reload<b>`` follows a host load of bank b's
 prototypes and count (r_k of every active prototype, the refresh, samples since refresh ← 0: what
 ``ClusterBlock`` does on a load of the count).
 
@@ -86,7 +87,7 @@ class LocoProgram:
         self.GL = self._alloc(K * K)
         self.PROW = self._alloc(2 * K)
         self.CV = self._alloc(K)
-        self.KSTAR, self.TMP, self.HKK, self.RETSEL = (self._alloc(1) for _ in range(4))
+        self.KSTAR, self.TMP, self.HKK, self.RETSEL, self.FLAG = (self._alloc(1) for _ in range(5))
         self.VA, self.VB, self.VP_, self.VI = (self._alloc(1) for _ in range(4))
         self.ridge = fm.gram.from_float(rule.ridge)
         self.banks = []
@@ -105,8 +106,10 @@ class LocoProgram:
             self._pending.pop(0)()
         self.code = self.p.assemble()
         self.entry_address = [self.p.labels[f"sample{b}"] for b in range(len(self.dims))]
+        self.update_address = [self.p.labels[f"update{b}"] for b in range(len(self.dims))]
         self.reload_address = [self.p.labels[f"reload{b}"] for b in range(len(self.dims))]
         self.depth = self._const_base + len(self._consts)
+        self._timing: dict = {}
 
     # -- memory ----------------------------------------------------------------------------------------
     def _alloc(self, n: int) -> int:
@@ -256,6 +259,9 @@ class LocoProgram:
                 if negative:
                     p.label(neg)
                     p.neg()
+                else:                                # the same cycles on both paths: two NEGs cancel
+                    p.neg()
+                    p.neg()
                 self.shl(pre + WORD - n)
                 p.mov(Q, A)
                 self.udiv(n)
@@ -295,9 +301,12 @@ class LocoProgram:
         p, bank = self.p, self.banks[b]
         self._sites = []
         p.label(f"sample{b}")
-        for step in (self._normalise, self._select, self._project, self._update):
+        for step in (self._normalise, self._select, self._project):
             p.label(p.fresh(step.__name__[1:]))
             step(b)
+        p.halt()
+        p.label(f"update{b}")
+        self._update(b)
         p.halt()
         p.label(f"reload{b}")
         with self.for_var(self.VA, bank["count"]):
@@ -360,12 +369,9 @@ class LocoProgram:
             p.mul(MulMode.ADD, 0, True, 0, True, mem=bank["proto"], ux=True, uy=True)
         pb = self.fmts.proto.bits
         self.isqrt((d << (2 * (pb - 1))).bit_length())
+        self.recip_pow2(2 * self.pf)           # also when the root is 0 (its quotient is not used): same cycles
         p.mov(A, B)
-        zero = p.fresh()
-        p.br(Cond.Z, zero)
-        self.recip_pow2(2 * self.pf)
-        p.mov(A, Q)
-        p.label(zero)
+        self.balanced(Cond.Z, lambda: p.mov(A, A), lambda: p.mov(A, Q))
         p.st(bank["proto"] + d, ux=True)
 
     def _score_sub(self, b: int) -> str:
@@ -401,23 +407,41 @@ class LocoProgram:
         with self.for_var(self.VA, bank["count"], start=self.const(1)):
             p.call(score)
             p.sub()
-            skip = p.fresh()
-            p.br(Cond.NPOS, skip)
-            p.add()
-            p.mov(B, A)
-            p.ld(A, self.VA)
-            p.st(self.KSTAR)
-            p.label(skip)
+
+            def better():
+                p.add()
+                p.mov(B, A)
+                p.ld(A, self.VA)
+                p.st(self.KSTAR)
+
+            def not_better():                  # the same ops' cycles, no effect (A is dead after)
+                p.add()
+                p.mov(A, A)
+                p.ld(A, self.VA)
+                p.st(self.TMP)
+            self.balanced(Cond.POS, better, not_better)
             p.addx(S)
         # full, or c_k* = û: k* stands
         p.ld(A, bank["count"])
         p.sub(self.const(K))
         p.br(Cond.Z, done)
         self.x_from(self.KSTAR, S)
-        with self.over_j(d):
+        p.ldi(A, 0)
+        p.st(self.FLAG)
+        with self.over_j(d):                  # every index (no early exit: the cycles do not depend on û)
             p.ld(A, bank["proto"], ux=True, uy=True)
             p.sub(self.UH, uy=True)
-            p.br(Cond.NZ, new)
+
+            def differs():
+                p.ldi(A, 1)
+                p.st(self.FLAG)
+
+            def same():                        # the same ops (B, the best score, is done with)
+                p.ldi(B, 0)
+                p.st(self.TMP)
+            self.balanced(Cond.NZ, differs, same)
+        p.ld(A, self.FLAG)
+        p.br(Cond.NZ, new)
         p.jmp(done)
         # a new cluster k* = count: c = û, its r, count + 1, refresh
         p.label(new)
@@ -525,15 +549,25 @@ class LocoProgram:
         p.ldi(A, 0)
         p.st(bank["since"])
 
+    def balanced(self, cond: Cond, then, other):
+        """if cond(A): then() else: other() — both paths a branch, their body and a jump, so with bodies of the
+        same ops (the callers' are) a run's instructions do not depend on the data."""
+        p = self.p
+        yes, end = p.fresh(), p.fresh()
+        p.br(cond, yes)
+        other()
+        p.jmp(end)
+        p.label(yes)
+        then()
+        p.jmp(end)
+        p.label(end)
+
     def divisor(self, var: int, base: int):
         """HKK ← max(a_ii, 1) for i = mem[var] of the K × K matrix at ``base``."""
         p = self.p
         self.x_from(var, self.K + 1)
         p.ld(A, base, ux=True)
-        pos = p.fresh()
-        p.br(Cond.POS, pos)
-        p.ldi(A, 1)
-        p.label(pos)
+        self.balanced(Cond.POS, lambda: p.ldi(B, 0), lambda: p.ldi(A, 1))   # B is free here
         p.st(self.HKK)
 
     @contextmanager
@@ -716,7 +750,60 @@ class LocoProgram:
         mach.mem[self.U:self.U + d] = [int(x) for x in u]
         mach.mem[self.V:self.V + d] = [int(x) for x in v]
         mach.run(self.entry_address[bank])
-        return mach.mem[self.KSTAR], np.array(mach.mem[self.VP:self.VP + d], dtype=np.int64)
+        out = mach.mem[self.KSTAR], np.array(mach.mem[self.VP:self.VP + d], dtype=np.int64)
+        mach.run(self.update_address[bank])
+        return out
+
+    # -- timing: a run's instructions depend only on the bank, the count and the path ----------------------------
+    def sample_counts(self, bank: int, count: int, new: bool) -> dict:
+        """Instructions of each op that ``sample<bank>`` executes with ``count`` active clusters before the
+        selection and ``new`` (a new cluster made, and its refresh). Every data-dependent branch of the program
+        has paths of equal cost (:meth:`balanced`), so this is every such run's; it is measured once on a made-up
+        state that takes that path (``tests/test_loco_program.py`` checks it against real runs)."""
+        K = self.K
+        if not 0 <= count <= K or (count == 0 and not new) or (count == K and new):
+            raise ValueError(f"count = {count}, new = {new}: not a path of the selection (K = {K})")
+        key = ("sample", bank, count, new)
+        if key not in self._timing:
+            bk = self.banks[bank]
+            d, S = bk["dim"], bk["stride"]
+            mach = self.machine()
+            u = [(3 * j) % (self.steps + 1) for j in range(d - 1)] + [self.steps]
+            self.run_sample(mach, bank, u, u)               # c_0 = û
+            row = mach.mem[bk["proto"]:bk["proto"] + d]
+            for k in range(K):
+                r = list(row)
+                if new:
+                    r[0] += k + 1                              # every prototype differs from û
+                mach.mem[bk["proto"] + k * S:bk["proto"] + k * S + d] = r
+            mach.mem[bk["count"]] = count
+            mach.mem[self.U:self.U + d] = u
+            mach.mem[self.V:self.V + d] = u
+            before = dict(mach.counts)
+            mach.run(self.entry_address[bank])
+            got = mach.mem[bk["count"]] > count
+            assert got == new, "the made-up state did not take the path"
+            self._timing[key] = {op: n - before.get(op, 0) for op, n in mach.counts.items() if n > before.get(op, 0)}
+        return self._timing[key]
+
+    def update_counts(self, bank: int, count: int, refresh: bool) -> dict:
+        """Instructions of each op that ``update<bank>`` executes with ``count`` (≥ 1) active clusters and
+        ``refresh`` (the N_ref-th sample since the last refresh) — as :meth:`sample_counts`."""
+        if not 1 <= count <= self.K or (not refresh and self.refresh_every == 1):
+            raise ValueError(f"count = {count}, refresh = {refresh}: not a path of the update "
+                             f"(K = {self.K}, N_ref = {self.refresh_every})")
+        key = ("update", bank, count, refresh)
+        if key not in self._timing:
+            bk = self.banks[bank]
+            mach = self.machine()
+            mach.mem[bk["count"]] = count
+            mach.mem[bk["since"]] = self.refresh_every - 1 if refresh else 0
+            mach.mem[self.KSTAR] = 0
+            before = dict(mach.counts)
+            mach.run(self.update_address[bank])
+            assert (mach.mem[bk["since"]] == 0) == refresh, "the made-up state did not take the path"
+            self._timing[key] = {op: n - before.get(op, 0) for op, n in mach.counts.items() if n > before.get(op, 0)}
+        return self._timing[key]
 
     def load(self, mach: Machine, bank: int, protos, count: int) -> None:
         """A host load: bank ``bank``'s prototypes (K × dim) and count written, then ``reload<bank>`` run."""

@@ -12,7 +12,8 @@ memory while the program is not running:
    takes a transfer every second cycle;
 2. ``RUN``: the program's ``sample<bank>`` entry (its cycles: :meth:`Sequencer.cycles` of the run's per-op counts);
 3. ``OUT``: k* is read, then v⊥_j from VP[j], one word every two cycles on ``o`` (``o.valid`` waits for
-   nothing but the read), with k*, ``last`` on the bias entry and the sample's ``bank``.
+   nothing but the read), with k*, ``last`` on the bias entry and the sample's ``bank``;
+4. ``UPDATE``: the program's ``update<bank>`` entry (the prototype, r_k, the refresh when due), then ``RECV``.
 
 ``peek`` (while ``idle``, latency 1) reads the prototypes, H, r_k and the count from the data memory (what
 :class:`~loco_fpga.hdl.clusters.PeekKind` names, of ``peek.bank``). ``load_en``/``load`` (taken only while
@@ -153,13 +154,16 @@ class MicroClusterBlock(wiring.Component):
                 with m.If(self.o.ready):
                     with m.If(j == last_j):
                         m.d.sync += j.eq(0)
-                        m.next = "RECV"
+                        m.next = "UPDATE"
                     with m.Else():
                         m.d.sync += j.eq(j + 1)
                         m.next = "READ"
             with m.State("READ"):
                 m.d.comb += seq.host_addr.eq(prog.VP + j)
                 m.next = "OUT"
+            with m.State("UPDATE"):
+                m.d.comb += [seq.entry.eq(Array(prog.update_address)[bank]), seq.start.eq(1)]
+                m.next = "START_LOAD"
             with m.State("START_LOAD"):
                 m.next = "LOADING"
             with m.State("LOADING"):

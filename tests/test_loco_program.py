@@ -114,9 +114,6 @@ def test_program_on_the_sequencer_gateware():
             paths["new" if cl.count > before else "full" if before == cl.capacity else "equal"] += 1
             v_perp = cl.project(v, k)
             cl.update(u_hat, k)
-            counts_before = dict(mach.counts)
-            prog.run_sample(mach, b, u, v)
-            ran = {op: n - counts_before.get(op, 0) for op, n in mach.counts.items()}
             for base, values in ((prog.U, u), (prog.V, v)):
                 for j, x in enumerate(values):
                     ctx.set(dut.host_addr, base + j)
@@ -124,15 +121,21 @@ def test_program_on_the_sequencer_gateware():
                     ctx.set(dut.host_we, 1)
                     await ctx.tick()
             ctx.set(dut.host_we, 0)
-            ctx.set(dut.entry, prog.entry_address[b])
-            ctx.set(dut.start, 1)
-            await ctx.tick()
-            ctx.set(dut.start, 0)
-            cycles = 0
-            while ctx.get(dut.busy):
+            mach.mem[prog.U:prog.U + dims[b]] = [int(x) for x in u]
+            mach.mem[prog.V:prog.V + dims[b]] = [int(x) for x in v]
+            for entry in (prog.entry_address[b], prog.update_address[b]):
+                counts_before = dict(mach.counts)
+                mach.run(entry)
+                ran = {op: n - counts_before.get(op, 0) for op, n in mach.counts.items()}
+                ctx.set(dut.entry, entry)
+                ctx.set(dut.start, 1)
                 await ctx.tick()
-                cycles += 1
-            assert cycles == dut.cycles(ran), f"cycles of bank {b} sample {seen[b] - 1}"
+                ctx.set(dut.start, 0)
+                cycles = 0
+                while ctx.get(dut.busy):
+                    await ctx.tick()
+                    cycles += 1
+                assert cycles == dut.cycles(ran), f"cycles of bank {b} sample {seen[b] - 1} from {entry}"
             words = []
             for addr in range(prog.depth):
                 ctx.set(dut.host_addr, addr)
@@ -184,3 +187,38 @@ def test_reload_after_a_host_load():
     assert all(np.array_equal(after[key], other[key]) for key in other)
     with pytest.raises(ValueError, match="count = 9"):
         prog.load(mach, 0, cl.protos, 9)
+
+
+@pytest.mark.parametrize("case", [0, 1, 4])
+def test_instructions_depend_only_on_count_and_path(case):
+    """Every sample's and every update's instructions of each op equal ``sample_counts(count, new)`` /
+    ``update_counts(count, refresh)``, measured on made-up states: the data-dependent branches cost the same
+    (what makes the cycle schedule exact)."""
+    cfg, fm = case_config(case)
+    n_in = CASES[case][0]
+    dims = [n_in + 1, max(2, n_in // 2 + 1)]
+    prog = LocoProgram(cfg, dims)
+    mach = prog.machine()
+    rng = random.Random(case)
+    gold = [FixedClusters(d, cfg, fm) for d in dims]
+    seen = set()
+    for b, d in enumerate(dims):
+        for u, v in make_samples(rng, d, cfg.spiking.steps, 25):
+            cl = gold[b]
+            count = cl.count
+            u_hat = cl.normalise(u)
+            k = cl.select(u_hat)
+            new = cl.count > count
+            cl.project(v, k)
+            cl.update(u_hat, k)
+            mach.mem[prog.U:prog.U + d] = [int(x) for x in u]
+            mach.mem[prog.V:prog.V + d] = [int(x) for x in v]
+            for entry, want in ((prog.entry_address[b], prog.sample_counts(b, count, new)),
+                                (prog.update_address[b],
+                                 prog.update_counts(b, cl.count, cl._since_refresh == 0))):
+                before = dict(mach.counts)
+                mach.run(entry)
+                ran = {op: n - before.get(op, 0) for op, n in mach.counts.items() if n > before.get(op, 0)}
+                assert ran == want, f"bank {b}, count {count}, new {new}"
+            seen.add((b, count, new))
+    assert len(seen) >= 2 * cfg.rule.clusters
