@@ -14,7 +14,8 @@ Data memory (one word per value):
 
 - per bank b: prototype rows of S = dim + 2 words — c_k0 … c_k,dim−1, then r_k and w_k — K rows; H (K × K, row
   stride K); the count of active clusters and the samples since the last refresh;
-- shared: U, V (inputs), UH (û), VP (v⊥), ROW (a copy of one prototype, the gram's other operand), GL (the
+- shared: U, V (the inputs: the host writes the pair (u_j, v_j) packed into U[j] as u_j + 2^16 v_j, one word
+  per pair, and the program unpacks it first), UH (û), VP (v⊥), ROW (a copy of one prototype, the gram's other operand), GL (the
   left half of Gauss–Jordan's augmented matrix, then the downdated M, K × K), PROW (the pivot row, 2K; row k*
   of H for the downdate), CV (K), the variables of the loops, and the constants.
 
@@ -301,7 +302,7 @@ class LocoProgram:
         p, bank = self.p, self.banks[b]
         self._sites = []
         p.label(f"sample{b}")
-        for step in (self._normalise, self._select, self._project):
+        for step in (self._unpack, self._normalise, self._select, self._project):
             p.label(p.fresh(step.__name__[1:]))
             step(b)
         p.halt()
@@ -339,6 +340,20 @@ class LocoProgram:
         self._sites.append(back)
         p.jmp(f"refresh{b}")
         p.label(back)
+
+    def _unpack(self, b: int):
+        """V[j] ← U[j] ≫ 16, U[j] ← U[j] − (V[j] ≪ 16): the pairs the host wrote one word each."""
+        p = self.p
+        with self.over_j(self.banks[b]["dim"]):
+            p.ld(A, self.U, uy=True)
+            p.shift(Shift.SAR8)
+            p.shift(Shift.SAR8)
+            p.st(self.V, uy=True)
+            p.shift(Shift.SHL8)
+            p.shift(Shift.SHL8)
+            p.neg()
+            p.add(self.U, uy=True)
+            p.st(self.U, uy=True)
 
     def _normalise(self, b: int):
         p, bank = self.p, self.banks[b]
@@ -747,12 +762,16 @@ class LocoProgram:
         d = self.dims[bank]
         if len(u) != d or len(v) != d:
             raise ValueError(f"bank {bank} takes {d} values of u and v")
-        mach.mem[self.U:self.U + d] = [int(x) for x in u]
-        mach.mem[self.V:self.V + d] = [int(x) for x in v]
+        mach.mem[self.U:self.U + d] = self.pack(u, v)
         mach.run(self.entry_address[bank])
         out = mach.mem[self.KSTAR], np.array(mach.mem[self.VP:self.VP + d], dtype=np.int64)
         mach.run(self.update_address[bank])
         return out
+
+    @staticmethod
+    def pack(u, v) -> list[int]:
+        """The input words of a sample: u_j + 2^16 v_j."""
+        return [int(a) + (int(b) << 16) for a, b in zip(u, v)]
 
     # -- timing: a run's instructions depend only on the bank, the count and the path ----------------------------
     def sample_counts(self, bank: int, count: int, new: bool) -> dict:
@@ -777,8 +796,7 @@ class LocoProgram:
                     r[0] += k + 1                              # every prototype differs from û
                 mach.mem[bk["proto"] + k * S:bk["proto"] + k * S + d] = r
             mach.mem[bk["count"]] = count
-            mach.mem[self.U:self.U + d] = u
-            mach.mem[self.V:self.V + d] = u
+            mach.mem[self.U:self.U + d] = self.pack(u, u)
             before = dict(mach.counts)
             mach.run(self.entry_address[bank])
             got = mach.mem[bk["count"]] > count
@@ -802,6 +820,19 @@ class LocoProgram:
             before = dict(mach.counts)
             mach.run(self.update_address[bank])
             assert (mach.mem[bk["since"]] == 0) == refresh, "the made-up state did not take the path"
+            self._timing[key] = {op: n - before.get(op, 0) for op, n in mach.counts.items() if n > before.get(op, 0)}
+        return self._timing[key]
+
+    def reload_counts(self, bank: int, count: int) -> dict:
+        """Instructions of each op that ``reload<bank>`` executes for ``count`` active clusters."""
+        if not 0 <= count <= self.K:
+            raise ValueError(f"count = {count}: must be in [0, {self.K}]")
+        key = ("reload", bank, count)
+        if key not in self._timing:
+            mach = self.machine()
+            mach.mem[self.banks[bank]["count"]] = count
+            before = dict(mach.counts)
+            mach.run(self.reload_address[bank])
             self._timing[key] = {op: n - before.get(op, 0) for op, n in mach.counts.items() if n > before.get(op, 0)}
         return self._timing[key]
 

@@ -8,8 +8,8 @@ allowed, unlike a banked ``ClusterBlock``). Everything goes through the sequence
 memory while the program is not running:
 
 1. ``RECV``: per transfer on ``i`` (the first one's ``bank`` is the sample's; ``dims[bank]`` transfers, ``last``
-   is not looked at) u_j is written to U[j] in the transfer's cycle and v_j to V[j] in the next one, so ``i``
-   takes a transfer every second cycle;
+   is not looked at) u_j + 2^16 v_j is written to U[j] in the transfer's cycle (one transfer a cycle; the program
+   unpacks the pairs);
 2. ``RUN``: the program's ``sample<bank>`` entry (its cycles: :meth:`Sequencer.cycles` of the run's per-op counts);
 3. ``OUT``: k* is read, then v⊥_j from VP[j], one word every two cycles on ``o`` (``o.valid`` waits for
    nothing but the read), with k*, ``last`` on the bias entry and the sample's ``bank``;
@@ -23,7 +23,7 @@ the active prototypes, the refresh), ``idle`` low until it is done.
 
 from __future__ import annotations
 
-from amaranth import Array, Module, Signal, signed
+from amaranth import Array, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -73,6 +73,27 @@ class MicroClusterBlock(wiring.Component):
     output_layout = property(lambda self: self._output_layout)
     peek_latency = property(lambda self: 1)
 
+    # -- timing (exact: the program's instructions depend only on the bank, the count and the path) -----------
+    def output_cycles(self, count: int, new: bool, bank: int = 0) -> int:
+        """Cycles from a sample's last ``i`` transfer to its last ``o`` transfer (``o`` always ready); ``count``:
+        active clusters after the selection, ``new``: the sample opened one (as ``ClusterBlock``'s)."""
+        run = self.sequencer.cycles(self.program.sample_counts(bank, count - 1 if new else count, new))
+        return run + 2 * self._dims[bank] + 2
+
+    def tail_cycles(self, count: int, refreshed: bool, bank: int = 0) -> int:
+        """Cycles from a sample's last ``o`` transfer to the last cycle before ``idle`` is high again (the
+        program's update; ``refreshed``: with the refresh)."""
+        return self.sequencer.cycles(self.program.update_counts(bank, count, refreshed)) + 2
+
+    def load_cycles(self, count: int, bank: int = 0) -> int:
+        """Cycles from the ``load`` of the count to the cycle ``idle`` is high again."""
+        return self.sequencer.cycles(self.program.reload_counts(bank, count)) + 3
+
+    def sample_cycles(self, count: int, new: bool, refreshed: bool, bank: int = 0) -> int:
+        """Cycles from accepting a sample's first (u, v) to accepting the next sample's first, with ``i`` always
+        valid and ``o`` always ready: dim + :meth:`output_cycles` + :meth:`tail_cycles`."""
+        return self._dims[bank] + self.output_cycles(count, new, bank) + self.tail_cycles(count, refreshed, bank)
+
     def _address(self, bank, what, index, col):
         """Data-memory address of a peek/load target of ``bank`` (a signal or an int)."""
         prog = self.program
@@ -93,10 +114,10 @@ class MicroClusterBlock(wiring.Component):
 
         bank = Signal(range(self._banks))
         j = Signal(range(max(self._dims) + 1))
-        v_hold = Signal.like(self.i.payload.v)
         k_star = Signal(range(self._k))
         last_j = Array([d - 1 for d in self._dims])[bank]
         in_bank = self.i.payload.bank if multi else 0
+        first_last = Array([d - 1 for d in self._dims])[in_bank]     # the sample's bank, at its first transfer
         peek_bank = self.peek.bank if multi else 0
         load_bank = self.load.bank if multi else 0
 
@@ -109,10 +130,14 @@ class MicroClusterBlock(wiring.Component):
                 with m.If(self.i.valid):
                     with m.If(j == 0):
                         m.d.sync += bank.eq(in_bank)
-                    m.d.comb += [seq.host_addr.eq(prog.U + j), seq.host_wdata.eq(self.i.payload.u),
+                    m.d.comb += [seq.host_addr.eq(prog.U + j),
+                                 seq.host_wdata.eq(self.i.payload.u | (self.i.payload.v << 16)),
                                  seq.host_we.eq(1)]
-                    m.d.sync += v_hold.eq(self.i.payload.v)
-                    m.next = "RECV_V"
+                    with m.If(j == Mux(j == 0, first_last, last_j)):
+                        m.d.sync += j.eq(0)
+                        m.next = "GO"
+                    with m.Else():
+                        m.d.sync += j.eq(j + 1)
                 with m.Elif((j == 0) & self.load_en):
                     with m.If(self.load.count):
                         addr = Array([bk["count"] for bk in prog.banks])[load_bank]
@@ -123,15 +148,9 @@ class MicroClusterBlock(wiring.Component):
                         m.d.comb += [seq.host_addr.eq(self._address(load_bank, PeekKind.PROTO, self.load.index,
                                                                     self.load.col)),
                                      seq.host_wdata.eq(self.load.value), seq.host_we.eq(1)]
-            with m.State("RECV_V"):
-                m.d.comb += [seq.host_addr.eq(prog.V + j), seq.host_wdata.eq(v_hold), seq.host_we.eq(1)]
-                with m.If(j == last_j):
-                    m.d.sync += j.eq(0)
-                    m.d.comb += [seq.entry.eq(Array(prog.entry_address)[bank]), seq.start.eq(1)]
-                    m.next = "START"
-                with m.Else():
-                    m.d.sync += j.eq(j + 1)
-                    m.next = "RECV"
+            with m.State("GO"):
+                m.d.comb += [seq.entry.eq(Array(prog.entry_address)[bank]), seq.start.eq(1)]
+                m.next = "START"
             with m.State("RELOAD"):
                 m.d.comb += [seq.entry.eq(Array(prog.reload_address)[bank]), seq.start.eq(1)]
                 m.next = "START_LOAD"

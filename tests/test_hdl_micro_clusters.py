@@ -123,3 +123,77 @@ def test_micro_block_equals_fixed_clusters():
         assert got["protos"] == cl.protos.tolist(), f"prototypes, {where}"
         assert got["h"] == cl.h.tolist(), f"H, {where}"
     assert min(paths.values()) > 0, paths
+
+
+def test_micro_block_published_cycles():
+    """With ``i`` always valid and ``o`` always ready, per sample (the model's count, new and refreshed): the
+    cycles from the last ``i`` to the last ``o`` transfer = ``output_cycles``, from the last ``o`` transfer to
+    ``idle`` = ``tail_cycles``, from a first ``i`` transfer to the next sample's = ``sample_cycles``; from the
+    count's load to ``idle`` = ``load_cycles``."""
+    cfg, fm = case_config(2)                         # K = 3, N_ref = 2
+    dims = [3]
+    dut = MicroClusterBlock(cfg, dims)
+    cl = FixedClusters(dims[0], cfg, fm)
+    samples = make_samples(random.Random(2), dims[0], cfg.spiking.steps, 8)
+    events, got = [], []
+
+    async def bench(ctx):
+        ctx.set(dut.o.ready, 1)
+        cycle = 0
+        ctx.set(dut.load, {"count": 1, "index": 0, "col": 0, "value": 0})   # a load of count 0 first
+        ctx.set(dut.load_en, 1)
+        await ctx.tick()
+        ctx.set(dut.load_en, 0)
+        n = 1
+        while not ctx.get(dut.idle):
+            await ctx.tick()
+            n += 1
+        got.append(("load", n))
+        for u, v in samples:
+            first = last_in = last_out = None
+            for j in range(dims[0]):
+                ctx.set(dut.i.valid, 1)
+                ctx.set(dut.i.payload, {"u": int(u[j]), "v": int(v[j]), "last": int(j == dims[0] - 1)})
+                while True:
+                    ready = ctx.get(dut.i.ready)
+                    await ctx.tick()
+                    cycle += 1
+                    if ready:
+                        break
+                first = cycle if first is None else first
+                last_in = cycle
+            ctx.set(dut.i.valid, 0)
+            while True:
+                valid, payload = ctx.get(dut.o.valid), ctx.get(dut.o.payload)
+                await ctx.tick()
+                cycle += 1
+                if valid and payload.last:
+                    last_out = cycle
+                    break
+            while not ctx.get(dut.idle):
+                await ctx.tick()
+                cycle += 1
+            got.append((first, last_in, last_out, cycle))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got[0] == ("load", dut.load_cycles(0))
+    cl.count = 0
+    starts = [g[0] for g in got[1:]]
+    for n, ((first, last_in, last_out, idle_at), (u, v)) in enumerate(zip(got[1:], samples)):
+        before = cl.count
+        u_hat = cl.normalise(u)
+        k = cl.select(u_hat)
+        new = cl.count > before
+        cl.project(v, k)
+        cl.update(u_hat, k)
+        refreshed = cl._since_refresh == 0
+        events.append((cl.count, new, refreshed))
+        assert last_in - first == dims[0] - 1
+        assert last_out - last_in == dut.output_cycles(cl.count, new)
+        assert idle_at - last_out == dut.tail_cycles(cl.count, refreshed)
+        if n + 1 < len(starts):
+            assert starts[n + 1] - first == dut.sample_cycles(cl.count, new, refreshed)
+    assert {e[1] for e in events} == {True, False} and {e[2] for e in events} == {True, False}

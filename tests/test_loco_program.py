@@ -114,15 +114,13 @@ def test_program_on_the_sequencer_gateware():
             paths["new" if cl.count > before else "full" if before == cl.capacity else "equal"] += 1
             v_perp = cl.project(v, k)
             cl.update(u_hat, k)
-            for base, values in ((prog.U, u), (prog.V, v)):
-                for j, x in enumerate(values):
-                    ctx.set(dut.host_addr, base + j)
-                    ctx.set(dut.host_wdata, int(x))
-                    ctx.set(dut.host_we, 1)
-                    await ctx.tick()
+            for j, x in enumerate(prog.pack(u, v)):
+                ctx.set(dut.host_addr, prog.U + j)
+                ctx.set(dut.host_wdata, x)
+                ctx.set(dut.host_we, 1)
+                await ctx.tick()
             ctx.set(dut.host_we, 0)
-            mach.mem[prog.U:prog.U + dims[b]] = [int(x) for x in u]
-            mach.mem[prog.V:prog.V + dims[b]] = [int(x) for x in v]
+            mach.mem[prog.U:prog.U + dims[b]] = prog.pack(u, v)
             for entry in (prog.entry_address[b], prog.update_address[b]):
                 counts_before = dict(mach.counts)
                 mach.run(entry)
@@ -211,8 +209,7 @@ def test_instructions_depend_only_on_count_and_path(case):
             new = cl.count > count
             cl.project(v, k)
             cl.update(u_hat, k)
-            mach.mem[prog.U:prog.U + d] = [int(x) for x in u]
-            mach.mem[prog.V:prog.V + d] = [int(x) for x in v]
+            mach.mem[prog.U:prog.U + d] = prog.pack(u, v)
             for entry, want in ((prog.entry_address[b], prog.sample_counts(b, count, new)),
                                 (prog.update_address[b],
                                  prog.update_counts(b, cl.count, cl._since_refresh == 0))):
