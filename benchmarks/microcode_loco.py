@@ -32,7 +32,7 @@ CASES = [("up5k", (65, 33)), ("ecp5", (65, 65))]
 
 def measure(name: str, dims, n: int, seed: int = 5) -> dict:
     cfg = preset(name)
-    prog = LocoProgram(cfg, dims)
+    prog = LocoProgram.from_config(cfg, dims)
     mach = prog.machine()
     rng = random.Random(seed)
     out = {"preset": name, "dims": list(dims), "instructions": len(prog.code), "data_words": prog.depth,

@@ -105,14 +105,14 @@ def main(argv=None):
         if args.design == "up5k":
             from loco_fpga.config import preset
             from loco_fpga.hdl.micro_clusters import MicroClusterBlock
-            return MicroClusterBlock(preset("up5k"), [65, 33], digit=args.digit)
+            return MicroClusterBlock.from_config(preset("up5k"), [65, 33], digit=args.digit)
         return Sequencer(random_code(ROM_WORDS), depth=DEPTH, widths=WIDTHS, digit=args.digit)
 
     build = Path(args.build_dir) / f"{args.design}-digit{args.digit}"
     if args.design == "up5k":
         from loco_fpga.config import preset
         from loco_fpga.hdl.loco_program import LocoProgram
-        prog = LocoProgram(preset("up5k"), [65, 33])
+        prog = LocoProgram.from_config(preset("up5k"), [65, 33])
         design_info = {"design": "MicroClusterBlock(preset('up5k'), [65, 33])",
                        "rom_words": len(prog.code), "depth": prog.depth,
                        "widths": list(prog.widths), "digit": args.digit}

@@ -38,7 +38,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from loco_fpga.config import Config
-from loco_fpga.qformat import formats, narrow_mode
+from loco_fpga.qformat import Formats, formats, narrow_mode
 
 from .microcode import CHUNK, WORD, Cond, Machine, MulMode, Program, Reg, Shift
 
@@ -60,19 +60,29 @@ def _signed_chunks(bits: int) -> int:
 
 
 class LocoProgram:
-    """Code, initial data memory and the memory map for the layers of input widths ``dims``."""
+    """Code, initial data memory and the memory map for the layers of input widths ``dims``; the other
+    parameters as :class:`~loco_fpga.hdl.clusters.ClusterBlock`'s (``ridge`` λ in gram LSBs); :meth:`from_config`
+    derives them from a config."""
 
-    def __init__(self, config: Config, dims: list[int] | tuple[int, ...]):
-        fx, rule = config.fixed, config.rule
-        self.fmts = fm = formats(config)
-        self.dims = tuple(int(d) for d in dims)
-        if not self.dims or any(d < 2 for d in self.dims):
-            raise ValueError(f"dims = {dims!r}: every layer needs at least one input and the bias entry")
-        self.K = K = rule.clusters
-        self.refresh_every = rule.refresh
-        self.steps = config.spiking.steps
-        self.pf, self.hf, self.vf, self.rf = fx.proto_frac, fx.h_frac, fx.vperp_frac, fm.log2_steps
-        self.ng, self.re, self.m = fx.norm_guard, fx.recip_extra, fm.proto_shift
+    def __init__(self, *, formats: Formats, dims, clusters: int, refresh: int, ridge: int, norm_guard: int,
+                 recip_extra: int):
+        fm = formats
+        self.fmts = fm
+        self.dims = tuple(dims) if isinstance(dims, (list, tuple)) else dims
+        if (not isinstance(self.dims, tuple) or not self.dims
+                or any(isinstance(d, bool) or not isinstance(d, int) or not 2 <= d <= 1 << 10 for d in self.dims)):
+            raise ValueError(f"dims = {dims!r}: every layer needs at least one input and the bias entry "
+                             "(2 … 1024 values)")
+        for name, value, lo, hi in (("clusters", clusters, 1, 64), ("refresh", refresh, 1, 1 << 20),
+                                    ("ridge", ridge, 0, fm.gram.max), ("norm_guard", norm_guard, 0, 16),
+                                    ("recip_extra", recip_extra, 0, 24)):
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise ValueError(f"{name} = {value!r}: must be an integer in [{lo}, {hi}]")
+        self.K = K = clusters
+        self.refresh_every = refresh
+        self.steps = 1 << fm.log2_steps
+        self.pf, self.hf, self.vf, self.rf = fm.proto.frac, fm.h.frac, fm.vperp.frac, fm.log2_steps
+        self.ng, self.re, self.m = norm_guard, recip_extra, fm.proto_shift
         if self.vf < self.rf:
             raise ValueError(f"vperp_frac {self.vf} < log2 T {self.rf}: v ≪ (vf − rf) needs vf ≥ rf")
         for f in (fm.uhat, fm.gram, fm.cv, fm.w):
@@ -90,7 +100,7 @@ class LocoProgram:
         self.CV = self._alloc(K)
         self.KSTAR, self.TMP, self.HKK, self.RETSEL, self.FLAG = (self._alloc(1) for _ in range(5))
         self.VA, self.VB, self.VP_, self.VI = (self._alloc(1) for _ in range(4))
-        self.ridge = fm.gram.from_float(rule.ridge)
+        self.ridge = ridge
         self.banks = []
         for d in self.dims:
             stride = d + 2                                    # c_k, r_k, w_k
@@ -111,6 +121,13 @@ class LocoProgram:
         self.reload_address = [self.p.labels[f"reload{b}"] for b in range(len(self.dims))]
         self.depth = self._const_base + len(self._consts)
         self._timing: dict = {}
+
+    @classmethod
+    def from_config(cls, config: Config, dims) -> "LocoProgram":
+        fm = formats(config)
+        return cls(formats=fm, dims=dims, clusters=config.rule.clusters, refresh=config.rule.refresh,
+                   ridge=fm.gram.from_float(config.rule.ridge), norm_guard=config.fixed.norm_guard,
+                   recip_extra=config.fixed.recip_extra)
 
     # -- memory ----------------------------------------------------------------------------------------
     def _alloc(self, n: int) -> int:

@@ -39,11 +39,14 @@ __all__ = ["MicroClusterBlock"]
 
 
 class MicroClusterBlock(wiring.Component):
-    """The cluster work of the layers of input widths ``dims`` (one bank each) of ``config``; ``digit``: the
-    sequencer's datapath width."""
+    """The cluster work of the layers of input widths ``dims`` (one bank each); ``formats``, ``clusters``,
+    ``refresh``, ``ridge``, ``norm_guard``, ``recip_extra`` as ``ClusterBlock``'s (:meth:`from_config`);
+    ``digit``: the sequencer's datapath width."""
 
-    def __init__(self, config: Config, dims, *, digit: int = 16):
-        self.program = LocoProgram(config, dims)
+    def __init__(self, *, formats, dims, clusters: int, refresh: int, ridge: int, norm_guard: int, recip_extra: int,
+                 digit: int = 16):
+        self.program = LocoProgram(formats=formats, dims=dims, clusters=clusters, refresh=refresh, ridge=ridge,
+                                   norm_guard=norm_guard, recip_extra=recip_extra)
         prog = self.program
         fm = prog.fmts
         self._dims, self._k = prog.dims, prog.K
@@ -66,7 +69,20 @@ class MicroClusterBlock(wiring.Component):
                           "peek": In(self._peek_layout), "peek_data": Out(signed(DATA_BITS)),
                           "load_en": In(1), "load": In(self._load_layout)})
 
+    @classmethod
+    def from_config(cls, config: Config, dims, *, digit: int = 16) -> "MicroClusterBlock":
+        p = LocoProgram.from_config(config, dims)
+        return cls(formats=p.fmts, dims=p.dims, clusters=p.K, refresh=p.refresh_every, ridge=p.ridge,
+                   norm_guard=p.ng, recip_extra=p.re, digit=digit)
+
     dims = property(lambda self: self._dims)
+    #: the input width when every bank has the same (what a ``Network`` group has)
+    dim = property(lambda self: self._dims[0] if len(set(self._dims)) == 1 else None)
+    refresh = property(lambda self: self.program.refresh_every)
+    #: one multiplier does the work of ``ClusterBlock``'s parallel units
+    units = property(lambda self: 1)
+    load_layout = property(lambda self: self._load_layout)
+    peek_layout = property(lambda self: self._peek_layout)
     clusters = property(lambda self: self._k)
     banks = property(lambda self: self._banks)
     input_layout = property(lambda self: self._input_layout)

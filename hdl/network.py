@@ -39,6 +39,7 @@ from loco_fpga.golden_model.prng import DFA, ENCODER, LANE_STRIDE, NOISE, ROUNDI
 from loco_fpga.qformat import Formats
 
 from .clusters import ClusterBlock, PairBuffer, PeekKind
+from .micro_clusters import MicroClusterBlock
 from .encoder import ENCODERS, EncoderBank
 from .feedback import FeedbackUnit, OutputError
 from .fixed import at_least, shape
@@ -48,11 +49,13 @@ from .loss import LossUnit
 from .prng import Xorshift32
 from .update import NpSource, PairSource, SharedUpdateEngine, UpdateEngine
 
-__all__ = ["Network", "Schedule", "UPDATES"]
+__all__ = ["Network", "Schedule", "UPDATES", "CLUSTER_IMPLS"]
 
 _MAX_LAYERS = 64
 #: learning rules the network can run in hardware (``update``); ``None``: forward passes and loss only
 UPDATES = (None, "np", "loco", "dfa", "lls")
+#: LOCO's cluster work: ``parallel`` units (hdl/clusters.py) or a ``micro``coded datapath (hdl/micro_clusters.py)
+CLUSTER_IMPLS = ("parallel", "micro")
 #: the rules whose hidden layers learn from a per-neuron error (no perturbation, clean v, no g broadcast)
 _ERROR_RULES = ("dfa", "lls")
 
@@ -165,6 +168,8 @@ class Network(wiring.Component):
     :class:`~.clusters.PairBuffer` that holds them until the block is done with the layer before, in layer order;
     v⊥ goes to the layer's update engine as before. Same results; about 1/S of the blocks' logic, and a
     paired layer's v⊥ (and update) comes one block sample later per layer ahead of it in its block.
+    ``cluster_impl = "micro"`` (``loco``): each block is a :class:`~.micro_clusters.MicroClusterBlock` — the same
+    integers from a program on one small datapath (docs/hdl_learning.md): a fraction of the logic, many more cycles.
     ``sparse_input``: layer 0's engine is ``sparse`` — each step it reads only the weight words of the input chunks
     that spiked (and the bias's): same results, data-dependent cycles (:meth:`schedule`'s ``active``).
     """
@@ -174,7 +179,7 @@ class Network(wiring.Component):
                  encoder_lanes: int | None = None, update: str | None = None, rounding: str = "stochastic",
                  mask: bool = False, clusters: int = 8, refresh: int = 1, ridge: int = 0, norm_guard: int = 8,
                  recip_extra: int = 16, fb: int = 0, cluster_units: int | None = None, cluster_share: int = 1,
-                 tau_shift: int = 1,
+                 cluster_impl: str = "parallel", tau_shift: int = 1,
                  output_delta: bool = False, shared_update: bool = False, sparse_input: bool = False):
         if (not isinstance(arch, (tuple, list)) or not 2 <= len(arch) <= _MAX_LAYERS + 1
                 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in arch)):
@@ -195,6 +200,13 @@ class Network(wiring.Component):
         if cluster_units is not None and update != "loco":
             raise ValueError(f"cluster_units = {cluster_units!r}: cluster blocks exist with update 'loco' only, not "
                              f"{update!r}")
+        if cluster_impl not in CLUSTER_IMPLS:
+            raise ValueError(f"cluster_impl = {cluster_impl!r}: expected one of {', '.join(map(repr, CLUSTER_IMPLS))}")
+        if cluster_impl != "parallel" and update != "loco":
+            raise ValueError(f"cluster_impl = {cluster_impl!r}: cluster blocks exist with update 'loco' only, not "
+                             f"{update!r}")
+        if cluster_impl == "micro" and cluster_units is not None:
+            raise ValueError(f"cluster_units = {cluster_units!r}: the micro cluster block has no parallel units")
         if cluster_share != 1 and update != "loco":
             raise ValueError(f"cluster_share = {cluster_share!r}: cluster blocks exist with update 'loco' only, not "
                              f"{update!r}")
@@ -251,9 +263,14 @@ class Network(wiring.Component):
             else:
                 groups.append([l])
         self._cluster_groups, self._share = tuple(tuple(g) for g in groups), cluster_share
-        blocks = [ClusterBlock(formats=formats, dim=self._engines[g[0]].n_in + 1, clusters=clusters, refresh=refresh,
-                               ridge=ridge, norm_guard=norm_guard, recip_extra=recip_extra, units=cluster_units,
-                               banks=len(g)) for g in groups]
+        self._cluster_impl = cluster_impl
+        common = dict(formats=formats, clusters=clusters, refresh=refresh, ridge=ridge, norm_guard=norm_guard,
+                      recip_extra=recip_extra)
+        if cluster_impl == "micro":
+            blocks = [MicroClusterBlock(dims=[self._engines[g[0]].n_in + 1] * len(g), **common) for g in groups]
+        else:
+            blocks = [ClusterBlock(dim=self._engines[g[0]].n_in + 1, units=cluster_units, banks=len(g), **common)
+                      for g in groups]
         self._cluster_blocks = [b for b, g in zip(blocks, groups) for _ in g]       # the block of each layer
         self._pair_buffers = {l: PairBuffer(formats=formats, depth=self._engines[l].n_in + 1)
                               for g in groups for l in g[1:]}
@@ -312,7 +329,8 @@ class Network(wiring.Component):
     @classmethod
     def from_config(cls, config, *, lanes: int, memory=default_memory, encoder_lanes: int | None = None,
                     update: str | None = None, cluster_units: int | None = None, cluster_share: int = 1,
-                    shared_update: bool = False, sparse_input: bool = False) -> "Network":
+                    cluster_impl: str = "parallel", shared_update: bool = False,
+                    sparse_input: bool = False) -> "Network":
         """The datapath of ``config``'s network (widths, Q formats, T, encoder, neuron, θ, leak).
 
         With ``update`` (on-chip training) the config's rule must be the one named; ``rule.output_update =
@@ -332,7 +350,7 @@ class Network(wiring.Component):
                    clusters=config.rule.clusters, refresh=config.rule.refresh, ridge=fm.gram.from_float(config.rule.ridge),
                    norm_guard=config.fixed.norm_guard, recip_extra=config.fixed.recip_extra,
                    fb=int(fm.fb.from_float(1.0 / math.sqrt(config.network.arch[-1]))), cluster_units=cluster_units,
-                   cluster_share=cluster_share,
+                   cluster_share=cluster_share, cluster_impl=cluster_impl,
                    tau_shift=-int(round(math.log2(config.rule.lls_temperature))) if update == "lls" else 1,
                    output_delta=update is not None and config.rule.output_update == "delta",
                    shared_update=shared_update, sparse_input=sparse_input)
@@ -380,6 +398,8 @@ class Network(wiring.Component):
     #: the layers of each cluster block, block order (``cluster_share``)
     cluster_groups = property(lambda self: self._cluster_groups)
     cluster_share = property(lambda self: self._share)
+    #: ``"parallel"`` (:class:`~.clusters.ClusterBlock`) or ``"micro"`` (:class:`~.micro_clusters.MicroClusterBlock`)
+    cluster_impl = property(lambda self: self._cluster_impl)
 
     def proto_write_depth(self, layer: int) -> int:
         """Words of layer ``layer``'s prototype space on ``pw_*``: K·N prototype words, then the count."""

@@ -22,7 +22,7 @@ def test_micro_block_equals_fixed_clusters():
     cfg, fm = case_config(3)                         # T = 4, K = 2, vperp s10.6
     dims = [4, 3]
     K = cfg.rule.clusters
-    dut = MicroClusterBlock(cfg, dims)
+    dut = MicroClusterBlock.from_config(cfg, dims)
     rng = random.Random(0)
     samples = [make_samples(rng, d, cfg.spiking.steps, 6) for d in dims]
     order = [0, 1, 0, 0, 1, 1, 0, 1, 0, 1, 1, 0]
@@ -132,7 +132,7 @@ def test_micro_block_published_cycles():
     count's load to ``idle`` = ``load_cycles``."""
     cfg, fm = case_config(2)                         # K = 3, N_ref = 2
     dims = [3]
-    dut = MicroClusterBlock(cfg, dims)
+    dut = MicroClusterBlock.from_config(cfg, dims)
     cl = FixedClusters(dims[0], cfg, fm)
     samples = make_samples(random.Random(2), dims[0], cfg.spiking.steps, 8)
     events, got = [], []

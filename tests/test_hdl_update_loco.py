@@ -12,6 +12,7 @@ from amaranth.sim import Simulator
 
 from loco_fpga.config import preset
 from loco_fpga.golden_model import prng
+from loco_fpga.hdl.micro_clusters import MicroClusterBlock
 from loco_fpga.hdl.network import Network
 from loco_fpga.qformat import formats
 from loco_fpga.sim.benches.network import load_in_amaranth_sim, random_stimulus
@@ -261,6 +262,28 @@ def test_schedule_with_the_cluster_blocks(arch, lanes, steps, K, n_ref, preload,
     assert any(ev[0] == K and not ev[1] and ev[2] for step in events for ev in step)
 
 
+@pytest.mark.parametrize("arch,K,n_ref,preload,share", [((3, 3, 2), 2, 2, False, 2), ((3, 2), 2, 1, True, 1)])
+def test_schedule_with_micro_cluster_blocks(arch, K, n_ref, preload, share):
+    """As :func:`test_schedule_with_the_cluster_blocks` with ``cluster_impl = "micro"``: every first/last ``x``,
+    every ``last`` on ``o`` and every layer's last v⊥ in the cycle ``schedule`` gives from the blocks' published
+    cycles (the program's per-path instruction counts) — one block for two layers, and one block with
+    preloaded prototypes."""
+    config = loco_config(arch=arch, steps=4, seed=19, clusters=K, refresh=n_ref)
+    net = Network.from_config(config, lanes=2, update="loco", cluster_share=share, cluster_impl="micro")
+    n = 5
+    weights, samples = random_stimulus(config, n, np.random.default_rng(5))
+    protos = random_protos(config, np.random.default_rng(6), [K] * (len(arch) - 1)) if preload else None
+    want = train_trace(config, weights, samples, protos)
+    events = cluster_events(want, [K if preload else 0] * (len(arch) - 1))
+    x_cycles, o_last, tap_last = run_back_to_back(net, config, weights, samples, protos)
+    sched = net.schedule(n, events)
+    base, n0 = x_cycles[0], arch[0]
+    assert [c - base for c in x_cycles[::n0]] == list(sched.first_x)
+    assert [c - base for c in x_cycles[n0 - 1::n0]] == list(sched.last_x)
+    assert [c - base for c in o_last] == list(sched.loss_done)
+    assert [tuple(c - base for c in t) for t in tap_last] == list(sched.vperp_done)
+
+
 def run_back_to_back(net, config, weights, samples, protos):
     """Load (weights, seeds, prototypes), then every sample's rates with ``x`` always valid and ``o``/``counts``
     always ready; returns (cycles of every ``x`` transfer, cycles of every ``last`` transfer on ``o``)."""
@@ -331,3 +354,33 @@ def test_more_clusters_than_inputs():
         _, problem = check_step(net, n, g, w)
         assert problem is None, problem
     assert max(w["clusters"][1]["count"] for w in want) > net.cluster_blocks[1].dim
+
+
+@pytest.mark.parametrize("share", [1, 2])
+def test_micro_cluster_blocks_train_like_the_model(share):
+    """``cluster_impl = "micro"``: the cluster work of 3-3-2 on ``MicroClusterBlock``s — one per layer, or one for
+    both layers (two banks). Every step's k*, v⊥, weights and every layer's prototypes, count, r_k and H equal the
+    model's, with random idle input and back-pressure; the schedule's last v⊥ of each layer and the step's end
+    are checked by ``test_schedule_with_micro_cluster_blocks``."""
+    arch = (3, 3, 2)
+    config = loco_config(arch=arch, steps=4, seed=77, mask=True, clusters=2, refresh=2)
+    net = Network.from_config(config, lanes=2, update="loco", cluster_share=share, cluster_impl="micro")
+    assert net.cluster_impl == "micro" and all(isinstance(b, MicroClusterBlock) for b in net.cluster_blocks)
+    assert net.cluster_groups == {1: ((0,), (1,)), 2: ((0, 1),)}[share]
+    weights, samples = random_stimulus(config, 6, np.random.default_rng(64))
+    want = train_trace(config, weights, samples)
+    got = run_training(net, config, weights, samples, idle=0.2, stall=0.2, rng=random.Random(share))
+    for n, (g, w) in enumerate(zip(got, want)):
+        _, problem = check_step(net, n, g, w)
+        assert problem is None, problem
+    assert all(max(w["clusters"][l]["count"] for w in want) >= 2 for l in range(len(arch) - 1))   # projections ran
+
+
+def test_micro_cluster_impl_errors():
+    config = loco_config(arch=(3, 3, 2), steps=4)
+    with pytest.raises(ValueError, match="cluster_impl = 'fast': expected one of 'parallel', 'micro'"):
+        Network.from_config(config, lanes=1, update="loco", cluster_impl="fast")
+    with pytest.raises(ValueError, match="cluster_units = 1: the micro cluster block has no parallel units"):
+        Network.from_config(config, lanes=1, update="loco", cluster_impl="micro", cluster_units=1)
+    with pytest.raises(ValueError, match="cluster_impl = 'micro': cluster blocks exist with update 'loco' only"):
+        Network.from_config(config.replace(rule={"name": "np"}), lanes=1, update="np", cluster_impl="micro")

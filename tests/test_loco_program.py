@@ -25,7 +25,7 @@ def run_both(cfg, dims, n, seed, paths):
     select paths the model took."""
     rng = random.Random(seed)
     fm = formats(cfg)
-    prog = LocoProgram(cfg, dims)
+    prog = LocoProgram.from_config(cfg, dims)
     mach = prog.machine()
     gold = [FixedClusters(d, cfg, fm) for d in dims]
     samples = [make_samples(rng, d, cfg.spiking.steps, n) for d in dims]
@@ -74,12 +74,23 @@ def test_program_equals_fixed_clusters_on_the_presets(name, dims, n):
 
 def test_program_errors():
     with pytest.raises(ValueError, match="at least one input"):
-        LocoProgram(preset("up5k"), [1])
+        LocoProgram.from_config(preset("up5k"), [1])
     with pytest.raises(ValueError, match="at least one input"):
-        LocoProgram(preset("up5k"), [])
-    prog = LocoProgram(preset("up5k"), [5])
+        LocoProgram.from_config(preset("up5k"), [])
+    with pytest.raises(ValueError, match=r"dims = \(5, True\)"):
+        LocoProgram.from_config(preset("up5k"), (5, True))
+    fm = formats(preset("up5k"))
+    good = dict(formats=fm, dims=[5], clusters=4, refresh=1, ridge=2, norm_guard=8, recip_extra=16)
+    for name, bad in (("clusters", 0), ("refresh", 0), ("ridge", -1), ("norm_guard", 17), ("recip_extra", 2.0)):
+        with pytest.raises(ValueError, match=f"{name} = {bad!r}"):
+            LocoProgram(**(good | {name: bad}))
+    prog = LocoProgram(**good)
     with pytest.raises(ValueError, match="takes 5 values"):
         prog.run_sample(prog.machine(), 0, [1, 2, 3], [1, 2, 3])
+    with pytest.raises(ValueError, match="not a path"):
+        prog.sample_counts(0, 0, False)
+    with pytest.raises(ValueError, match="not a path"):
+        prog.update_counts(0, 2, False)             # N_ref = 1: every update refreshes
 
 
 def test_program_on_the_sequencer_gateware():
@@ -93,7 +104,7 @@ def test_program_on_the_sequencer_gateware():
 
     cfg, fm = case_config(3)                       # T = 4, K = 2, vperp s10.6
     dims = [4, 3]
-    prog = LocoProgram(cfg, dims)
+    prog = LocoProgram.from_config(cfg, dims)
     mach = prog.machine()
     dut = Sequencer(prog.code, depth=prog.depth, widths=prog.widths, init=prog.initial_memory())
     gold = [FixedClusters(d, cfg, fm) for d in dims]
@@ -156,7 +167,7 @@ def test_reload_after_a_host_load():
     the same; a count of 0 leaves H empty; the other bank is untouched."""
     cfg, fm = case_config(0)
     dims = [9, 5]
-    prog = LocoProgram(cfg, dims)
+    prog = LocoProgram.from_config(cfg, dims)
     mach = prog.machine()
     rng = np.random.default_rng(3)
     other = prog.state(mach, 1)
@@ -195,7 +206,7 @@ def test_instructions_depend_only_on_count_and_path(case):
     cfg, fm = case_config(case)
     n_in = CASES[case][0]
     dims = [n_in + 1, max(2, n_in // 2 + 1)]
-    prog = LocoProgram(cfg, dims)
+    prog = LocoProgram.from_config(cfg, dims)
     mach = prog.machine()
     rng = random.Random(case)
     gold = [FixedClusters(d, cfg, fm) for d in dims]
