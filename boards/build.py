@@ -164,8 +164,8 @@ def _mark_collision_free(il_path: Path, ys_path: Path) -> None:
 
 def _design(inner) -> dict | None:
     """The build choices of an accelerator top (not in its config): synapse lanes, cluster units per block, layers
-    per cluster block (as asked; ``cluster_blocks``: how many blocks that made — only layers of one width share)
-    and whether one update engine serves every layer."""
+    per cluster block (as asked; ``cluster_blocks``: how many blocks that made — only layers of one width share),
+    the blocks' form (``cluster_impl``) and whether one update engine serves every layer."""
     net = getattr(inner, "network", None)
     if net is None:
         return None
@@ -173,6 +173,7 @@ def _design(inner) -> dict | None:
     return {"lanes": net.lanes, "cluster_units": blocks[0].units if blocks else None,
             "cluster_share": net.cluster_share if blocks else None,
             "cluster_blocks": len(net.cluster_groups) if blocks else None,
+            "cluster_impl": net.cluster_impl if blocks else None,
             "shared_update": net.shared_update, "sparse_input": net.sparse_input}
 
 

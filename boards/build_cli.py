@@ -41,6 +41,9 @@ class _BuildFailed(click.ClickException):
 @click.option("--cluster-share", type=click.IntRange(min=1), default=1, show_default=True,
               help="LOCO: layers of equal width that share one cluster block, 1 ... L (fewer logic cells; a shared "
                    "layer's update waits for the layers before it in its block, docs/hdl_learning.md).")
+@click.option("--cluster-impl", type=click.Choice(["parallel", "micro"]), default="parallel", show_default=True,
+              help="LOCO: the cluster blocks' form: parallel units, or the microcoded datapath (a fraction of the "
+                   "logic and one multiplier, many more cycles; docs/hdl_learning.md).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="build folder (default: build/<board>).")
 @click.option("--seed", type=int, default=1, show_default=True, help="nextpnr placement seed.")
@@ -51,8 +54,8 @@ class _BuildFailed(click.ClickException):
                    "code 3 (default: no limit; a design at its part's limit can route for hours).")
 @click.option("--json", "as_json", is_flag=True, help="print report.json on stdout instead of the summary.")
 @click.option("-q", "--quiet", is_flag=True, help="no progress lines.")
-def build(board, config_path, freq_mhz, baud, design, lanes, cluster_units, cluster_share, out_dir, seed, nextpnr_args, timeout_min,
-          as_json, quiet):
+def build(board, config_path, freq_mhz, baud, design, lanes, cluster_units, cluster_share, cluster_impl, out_dir, seed,
+          nextpnr_args, timeout_min, as_json, quiet):
     """Build a bitstream of the accelerator for BOARD and check that it meets its clock.
 
     Writes <out>/top.bin (iCE40) or top.bit (ECP5), report.json (resources used/available, routed Fmax, clock,
@@ -81,7 +84,7 @@ def build(board, config_path, freq_mhz, baud, design, lanes, cluster_units, clus
     try:
         if design == "accelerator":
             inner, config = board_inner(BOARDS[board], config, lanes=lanes, cluster_units=cluster_units,
-                                        cluster_share=cluster_share)
+                                        cluster_share=cluster_share, cluster_impl=cluster_impl)
         elif design == "echo":
             inner = Echo()
         else:

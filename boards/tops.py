@@ -354,12 +354,13 @@ def _check_board(board):
 # -- the inner top --------------------------------------------------------------------------------------------
 
 def board_inner(board, config=None, *, lanes: int | None = None, cluster_units: int | None = None,
-                cluster_share: int = 1):
+                cluster_share: int = 1, cluster_impl: str = "parallel"):
     """(inner design, the config it was built from) for a board build.
 
     ``config``: default the board's preset (:attr:`Board.default_preset`) with its rule (:attr:`Board.default_rule`,
     :data:`BOARD_RULE`); ``lanes``: default :attr:`Board.default_lanes`; ``cluster_units``: LOCO's units per
-    cluster block (default K); ``cluster_share``: LOCO's layers per cluster block (default 1). The inner design is the accelerator top's ``board_top(config, lanes=…)`` (``loco_fpga.hdl.top``; it trains the config's rule when the gateware
+    cluster block (default K); ``cluster_share``: LOCO's layers per cluster block (default 1); ``cluster_impl``:
+    LOCO's cluster blocks, ``parallel`` (default) or ``micro``. The inner design is the accelerator top's ``board_top(config, lanes=…)`` (``loco_fpga.hdl.top``; it trains the config's rule when the gateware
     implements it, else ``np``; the returned config is the one it actually built), or, in a checkout without
     ``hdl/top.py``, :class:`~loco_fpga.hdl.link.LinkTestTop` (the protocol with a test device). With
     :attr:`Board.shared_update` the network has one update engine for all layers when the rule built is NP without
@@ -379,11 +380,12 @@ def board_inner(board, config=None, *, lanes: int | None = None, cluster_units: 
     if board.family == "ice40":       # the UP5K's 30 block RAMs are too few: the weights go into its SPRAM
         from loco_fpga.boards.spram import spram_memory   # noqa: PLC0415
         inner = accelerator.board_top(config, lanes=lanes, memory=spram_memory(), cluster_units=cluster_units,
-                                      cluster_share=cluster_share, shared_update=shared,
+                                      cluster_share=cluster_share, cluster_impl=cluster_impl, shared_update=shared,
                                       sparse_input=board.sparse_input)
     else:
         inner = accelerator.board_top(config, lanes=lanes, cluster_units=cluster_units, cluster_share=cluster_share,
-                                      shared_update=shared, sparse_input=board.sparse_input)
+                                      cluster_impl=cluster_impl, shared_update=shared,
+                                      sparse_input=board.sparse_input)
     return inner, getattr(inner, "config", config)
 
 

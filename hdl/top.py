@@ -386,7 +386,9 @@ class AcceleratorTop(LinkTop):
     and the longest reply, at least 256), ``event_depth``, ``memory`` (the layer engines' memory hook),
     ``cluster_units`` (LOCO: parallel units of every cluster block, 1 … K, default K; a build choice like ``lanes``:
     it changes cycles and area, never a result — docs/hdl_learning.md), ``cluster_share`` (LOCO: layers of equal
-    width per cluster block, default 1, ``Network(cluster_share=…)``; likewise a build choice), ``shared_update`` (NP: one update engine
+    width per cluster block, default 1, ``Network(cluster_share=…)``; likewise a build choice), ``cluster_impl``
+    (LOCO: ``"parallel"`` cluster blocks or the ``"micro"``coded one, ``Network(cluster_impl=…)``; a build choice
+    too), ``shared_update`` (NP: one update engine
     for every layer instead of one per layer, ``Network(shared_update=True)``; also a build choice that changes
     cycles and area, never a result), ``sparse_input`` (layer 0 reads only the weights of the input chunks that
     spiked, ``Network(sparse_input=True)``: data-dependent cycles, the same results).
@@ -394,7 +396,8 @@ class AcceleratorTop(LinkTop):
 
     def __init__(self, config, *, lanes: int, timeout: int = 1024, max_payload: int | None = None,
                  event_depth: int = 4, memory=default_memory, cluster_units: int | None = None,
-                 cluster_share: int = 1, shared_update: bool = False, sparse_input: bool = False):
+                 cluster_share: int = 1, cluster_impl: str = "parallel", shared_update: bool = False,
+                 sparse_input: bool = False):
         rule = config.rule.name
         if rule not in UPDATES or rule is None:
             raise ValueError(f"rule.name = {rule!r}: the gateware updates {', '.join(u for u in UPDATES if u)} "
@@ -402,7 +405,7 @@ class AcceleratorTop(LinkTop):
         self._config = config
         self._network = Network.from_config(config, lanes=lanes, memory=memory, update=rule,
                                             cluster_units=cluster_units, cluster_share=cluster_share,
-                                            shared_update=shared_update,
+                                            cluster_impl=cluster_impl, shared_update=shared_update,
                                             sparse_input=sparse_input)
         fm = make_formats(config)
         self._device = AcceleratorDevice(network=self._network, word_bytes=2 if fm.weight.bits <= 16 else 4)
@@ -419,12 +422,13 @@ class AcceleratorTop(LinkTop):
 
 
 def board_top(config=None, *, lanes: int = 1, memory=default_memory, cluster_units: int | None = None,
-              cluster_share: int = 1, shared_update: bool = False, sparse_input: bool = False) -> AcceleratorTop:
+              cluster_share: int = 1, cluster_impl: str = "parallel", shared_update: bool = False,
+              sparse_input: bool = False) -> AcceleratorTop:
     """The accelerator a board build puts behind its UART (``boards/tops.py`` ``default_inner``): ``config``
     (default: the ``up5k`` preset; its rule becomes ``np`` when the gateware does not update it) at ``lanes``
     (default 1, the configuration whose routed Fmax is measured), with :data:`BOARD_TIMEOUT` and the board's
     memory hook (``memory``; the iCEBreaker puts the weights into SPRAM, ``boards/spram.py``), LOCO's
-    ``cluster_units`` (default K) and ``cluster_share`` (default 1), ``shared_update`` (NP without the delta readout: one update engine for all
+    ``cluster_units`` (default K), ``cluster_share`` (default 1) and ``cluster_impl`` (default parallel), ``shared_update`` (NP without the delta readout: one update engine for all
     layers; the iCEBreaker's, for area) and ``sparse_input`` (layer 0 skips the weights of silent inputs; the
     iCEBreaker's, for samples per second)."""
     from loco_fpga.config import preset  # noqa: PLC0415
@@ -433,4 +437,5 @@ def board_top(config=None, *, lanes: int = 1, memory=default_memory, cluster_uni
     if config.rule.name not in SUPPORTED_RULES:
         config = config.replace(rule={"name": "np"})
     return AcceleratorTop(config, lanes=lanes, timeout=BOARD_TIMEOUT, memory=memory, cluster_units=cluster_units,
-                          cluster_share=cluster_share, shared_update=shared_update, sparse_input=sparse_input)
+                          cluster_share=cluster_share, cluster_impl=cluster_impl, shared_update=shared_update,
+                          sparse_input=sparse_input)

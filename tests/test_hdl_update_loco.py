@@ -262,7 +262,8 @@ def test_schedule_with_the_cluster_blocks(arch, lanes, steps, K, n_ref, preload,
     assert any(ev[0] == K and not ev[1] and ev[2] for step in events for ev in step)
 
 
-@pytest.mark.parametrize("arch,K,n_ref,preload,share", [((3, 3, 2), 2, 2, False, 2), ((3, 2), 2, 1, True, 1)])
+@pytest.mark.parametrize("arch,K,n_ref,preload,share", [((3, 3, 2), 2, 2, False, 2),
+                                                         pytest.param((3, 2), 2, 1, True, 1, marks=pytest.mark.slow)])
 def test_schedule_with_micro_cluster_blocks(arch, K, n_ref, preload, share):
     """As :func:`test_schedule_with_the_cluster_blocks` with ``cluster_impl = "micro"``: every first/last ``x``,
     every ``last`` on ``o`` and every layer's last v⊥ in the cycle ``schedule`` gives from the blocks' published
@@ -356,7 +357,7 @@ def test_more_clusters_than_inputs():
     assert max(w["clusters"][1]["count"] for w in want) > net.cluster_blocks[1].dim
 
 
-@pytest.mark.parametrize("share", [1, 2])
+@pytest.mark.parametrize("share", [pytest.param(1, marks=pytest.mark.slow), 2])
 def test_micro_cluster_blocks_train_like_the_model(share):
     """``cluster_impl = "micro"``: the cluster work of 3-3-2 on ``MicroClusterBlock``s — one per layer, or one for
     both layers (two banks). Every step's k*, v⊥, weights and every layer's prototypes, count, r_k and H equal the

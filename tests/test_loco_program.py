@@ -93,6 +93,7 @@ def test_program_errors():
         prog.update_counts(0, 2, False)             # N_ref = 1: every update refreshes
 
 
+@pytest.mark.slow
 def test_program_on_the_sequencer_gateware():
     """The program on the gateware (hdl/sequencer.py, Amaranth simulator), samples of two banks in turn: U and
     V written through the host port, then after HALT k*, v⊥ and the whole data memory (every prototype, r_k,

@@ -149,7 +149,8 @@ def proto_frames(top, rng, wb):
                                                         ("half-up", 2, "dfa", None),
                                                         ("stochastic", 2, "loco+delta", None),
                                                         ("stochastic", 1, "np+shared", "spram"),
-                                                        ("half-up", 2, "loco+pairs", None)])
+                                                        ("half-up", 2, "loco+pairs", None),
+                                                        ("stochastic", 2, "loco+micro", None)])
 def test_accelerator_top_equals_its_model_byte_for_byte(rounding, lanes, rule, memory):
     """``memory = "spram"``: the weights in :class:`~loco_fpga.boards.spram.BankedSpram` (the iCEBreaker build's
     hook), whose model reads garbage from a bank written in the same cycle — the update sweep must never need one.
@@ -158,19 +159,24 @@ def test_accelerator_top_equals_its_model_byte_for_byte(rounding, lanes, rule, m
     iCEBreaker's build — one update engine for both layers (``shared_update``), layer 0 skipping silent inputs
     (``sparse_input``), weights in SPRAM, LANES 1; the reference model is the same (both change cycles, never a
     byte). ``loco+pairs``: 6-6-3, both layers in one cluster block (``cluster_share = 2``, the deep ECP5 build's form)
-    — again the same bytes."""
+    — again the same bytes. ``loco+micro``: the microcoded cluster blocks (``cluster_impl = "micro"``; CLUSTER_UNITS
+    reads 1) — the same bytes."""
     delta = rule.endswith("+delta")
     shared = rule.endswith("+shared")
     pairs = rule.endswith("+pairs")
+    micro = rule.endswith("+micro")
     units = 1 if delta else None
-    rule = rule.removesuffix("+delta").removesuffix("+shared").removesuffix("+pairs")
+    rule = rule.removesuffix("+delta").removesuffix("+shared").removesuffix("+pairs").removesuffix("+micro")
     config = small_config(name=rule, clusters=3, output_update="delta" if delta else "perturb").replace(
         fixed={"update_rounding": rounding})
     if pairs:
         config = config.replace(network={"arch": (6, 6, 3)})
     hook = spram_memory() if memory == "spram" else default_memory
     top = AcceleratorTop(config, lanes=lanes, timeout=32, memory=hook, cluster_units=units, shared_update=shared,
-                         sparse_input=shared, cluster_share=2 if pairs else 1)
+                         sparse_input=shared, cluster_share=2 if pairs else 1,
+                         cluster_impl="micro" if micro else "parallel")
+    if micro:
+        units = 1                                      # what CLUSTER_UNITS reads
     assert top.network.shared_update == shared == top.network.sparse_input
     if pairs:
         assert top.network.cluster_groups == ((0, 1),)
