@@ -167,7 +167,8 @@ UPDATE_DEPTHS = (2, 4, 8, 12)
 UPDATE_LANES = (1, 16)
 
 
-def update_rows(rule: str = "np", *, cluster_units: int | None = None, cluster_share: int = 1):
+def update_rows(rule: str = "np", *, cluster_units: int | None = None, cluster_share: int = 1,
+                cluster_impl: str = "parallel"):
     """NP, LOCO, DFA or LLS training in hardware (``Network(update=rule)``), by formula (``Network.schedule``, checked
     against the simulator in tests/test_hdl_update_network.py, test_hdl_update_loco.py, test_hdl_update_dfa.py,
     test_hdl_update_lls.py):
@@ -177,7 +178,7 @@ def update_rows(rule: str = "np", *, cluster_units: int | None = None, cluster_s
     sweeps its memory in parallel, one word per cycle), and the cycles per training sample. LOCO: every layer's
     cluster block in its steady state (K clusters in use), N_ref = the preset's; the cycles per sample are the
     mean over one refresh period; ``vperp_after_g`` = cycles from g to the last layer's last v⊥ (≤ 0: v⊥ was
-    ready before g); ``cluster_units`` and ``cluster_share`` as in ``Network``."""
+    ready before g); ``cluster_units``, ``cluster_share`` and ``cluster_impl`` as in ``Network``."""
     from loco_fpga.config import preset
     from loco_fpga.hdl.network import Network
 
@@ -186,7 +187,8 @@ def update_rows(rule: str = "np", *, cluster_units: int | None = None, cluster_s
         arch = (64,) + (64,) * (depth - 1) + (10,)
         config = preset("ecp5").replace(network={"arch": arch}, rule={"name": rule, "output_update": "perturb"})
         for lanes in UPDATE_LANES:
-            blocks = {"cluster_units": cluster_units, "cluster_share": cluster_share} if rule == "loco" else {}
+            blocks = ({"cluster_units": cluster_units, "cluster_share": cluster_share, "cluster_impl": cluster_impl}
+                      if rule == "loco" else {})
             net = Network.from_config(config, lanes=lanes, update=rule, **blocks)
             period = config.rule.refresh if rule == "loco" else 1
             sched = net.schedule(2 * period + 2)
@@ -198,6 +200,7 @@ def update_rows(rule: str = "np", *, cluster_units: int | None = None, cluster_s
             if rule == "loco":
                 row.update(refresh=config.rule.refresh, clusters=config.rule.clusters,
                            cluster_units=net.cluster_blocks[0].units, cluster_share=cluster_share,
+                           cluster_impl=cluster_impl,
                            vperp_after_g=max(sched.vperp_done[0]) - sched.loss_done[0])
             rows.append(row)
     return rows
@@ -301,12 +304,14 @@ def main(argv=None) -> int:
     loco_updates = update_rows("loco")
     loco_small = update_rows("loco", cluster_units=1)                    # the ECP5 board build's blocks ...
     loco_pairs = update_rows("loco", cluster_units=1, cluster_share=2)   # ... shared by pairs of layers
+    loco_micro = update_rows("loco", cluster_impl="micro")               # the microcoded blocks, one per layer
     dfa_updates = update_rows("dfa")
     lls_updates = update_rows("lls")
     RESULTS.mkdir(parents=True, exist_ok=True)
     OUT_JSON.write_text(json.dumps({"meta": meta, "bound": "T * max_l n_l * ceil((n_{l-1}+1)/min(LANES, "
                                     "n_{l-1}+1))", "rows": rows, "np_update": updates, "loco_update": loco_updates,
                                     "loco_update_one_unit": loco_small, "loco_update_one_unit_pairs": loco_pairs,
+                                    "loco_update_micro": loco_micro,
                                     "dfa_update": dfa_updates, "lls_update": lls_updates},
                                    indent=1) + "\n")
     text = (table(rows) + "\n\n"
@@ -334,6 +339,11 @@ def main(argv=None) -> int:
             "build of the deep preset: a pair's second layer waits for its first, so the update latency is that of "
             "two block samples, still flat in depth):\n\n"
             + update_table(loco_small) + "\n\n" + update_table(loco_pairs) + "\n\n"
+            "The microcoded cluster blocks (`cluster_impl = \"micro\"`, one per layer: the same integers from a "
+            "program on one 16 × 16 multiplier, docs/hdl_learning.md): every layer's block still runs in parallel, "
+            "so the update latency stays flat in depth, but it is ≈ 22 times the one-unit parallel blocks' (each "
+            "block runs the whole cluster step as a program), and a sample takes ≈ 1.5 times the cycles at LANES 1:\n\n"
+            + update_table(loco_micro) + "\n\n"
             "DFA training in hardware (`Network(update=\"dfa\")`, same networks; \"g\" = the loss unit's last "
             "transfer): the output error e goes to the output layer's update engine and to one feedback unit per "
             "hidden layer (n_l·(n_L + 1) cycles each, all in parallel), so the update latency is flat in depth.\n\n"

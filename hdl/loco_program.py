@@ -44,6 +44,8 @@ from .microcode import CHUNK, WORD, Cond, Machine, MulMode, Program, Reg, Shift
 
 __all__ = ["LocoProgram"]
 
+_TIMING: dict = {}
+
 A, B, Q = Reg.A, Reg.B, Reg.Q
 
 
@@ -120,7 +122,8 @@ class LocoProgram:
         self.update_address = [self.p.labels[f"update{b}"] for b in range(len(self.dims))]
         self.reload_address = [self.p.labels[f"reload{b}"] for b in range(len(self.dims))]
         self.depth = self._const_base + len(self._consts)
-        self._timing: dict = {}
+        # the per-path instruction counts, shared by every program with the same code and initial memory
+        self._timing = _TIMING.setdefault((tuple(self.code), tuple(self.initial_memory()), self.widths), {})
 
     @classmethod
     def from_config(cls, config: Config, dims) -> "LocoProgram":
