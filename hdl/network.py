@@ -29,6 +29,7 @@ current sample's tail. :meth:`Network.schedule` gives the exact cycle of every e
 
 import dataclasses
 import math
+from contextlib import nullcontext
 
 import numpy as np
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -258,7 +259,8 @@ class Network(wiring.Component):
         # by its place in the group
         groups = []
         for l, e in enumerate(self._engines if update == "loco" else []):
-            if groups and len(groups[-1]) < cluster_share and self._engines[groups[-1][0]].n_in == e.n_in:
+            same_width = cluster_impl == "micro" or self._engines[groups[-1][0]].n_in == e.n_in if groups else True
+            if groups and len(groups[-1]) < cluster_share and same_width:
                 groups[-1].append(l)
             else:
                 groups.append([l])
@@ -267,7 +269,7 @@ class Network(wiring.Component):
         common = dict(formats=formats, clusters=clusters, refresh=refresh, ridge=ridge, norm_guard=norm_guard,
                       recip_extra=recip_extra)
         if cluster_impl == "micro":
-            blocks = [MicroClusterBlock(dims=[self._engines[g[0]].n_in + 1] * len(g), **common) for g in groups]
+            blocks = [MicroClusterBlock(dims=[self._engines[l].n_in + 1 for l in g], **common) for g in groups]
         else:
             blocks = [ClusterBlock(dim=self._engines[g[0]].n_in + 1, units=cluster_units, banks=len(g), **common)
                       for g in groups]
@@ -317,7 +319,7 @@ class Network(wiring.Component):
             load_bits = max(b.load_layout["value"].shape.width for b in blocks)
             peek_bits = max(b.peek_data.shape().width for b in blocks)
             members.update(pw_en=In(1), pw_layer=In(range(n_layers)),
-                           pw_addr=In(range(max(b.clusters * b.dim + 1 for b in blocks))),
+                           pw_addr=In(range(max(self.proto_write_depth(l) for l in range(n_layers)))),
                            pw_data=In(signed(load_bits)), pr_layer=In(range(n_layers)),
                            pr_addr=In(range(max(self.proto_read_depth(l) for l in range(n_layers)))),
                            pr_data=Out(signed(peek_bits)))
@@ -404,12 +406,24 @@ class Network(wiring.Component):
     def proto_write_depth(self, layer: int) -> int:
         """Words of layer ``layer``'s prototype space on ``pw_*``: K·N prototype words, then the count."""
         b = self._cluster_blocks[layer]
-        return b.clusters * b.dim + 1
+        return b.clusters * self._dim(layer) + 1
 
     def proto_read_depth(self, layer: int) -> int:
         """Words of layer ``layer``'s prototype space on ``pr_*``: K·N prototype words, the count, K r_k, K² H."""
         b = self._cluster_blocks[layer]
-        return b.clusters * b.dim + 1 + b.clusters + b.clusters * b.clusters
+        return b.clusters * self._dim(layer) + 1 + b.clusters + b.clusters * b.clusters
+
+    def _dim(self, layer: int) -> int:
+        """Entries of layer ``layer``'s (u, v): its inputs and the bias."""
+        return self._engines[layer].n_in + 1
+
+    def _bank_cycles(self, layer: int, bank: int):
+        """(output_cycles, tail_cycles) of layer ``layer``'s cluster block for its bank ``bank`` (a micro block's
+        banks may differ in width)."""
+        b = self._cluster_blocks[layer]
+        if self._cluster_impl == "micro":
+            return (lambda c, n: b.output_cycles(c, n, bank)), (lambda c, r: b.tail_cycles(c, r, bank))
+        return b.output_cycles, b.tail_cycles
 
     def steady_clusters(self, samples: int) -> tuple:
         """``schedule``'s default ``clusters`` events: every layer's K clusters in use, no new one, the refresh on
@@ -485,11 +499,11 @@ class Network(wiring.Component):
                     ev, pairs_in, vdone, idle = clusters[n], vdone, list(vdone), [0] * len(vdone)
                     for group in self._cluster_groups:    # a block's layers in order, each after the one before
                         for s, l in enumerate(group):
-                            b, (cnt, new, ref) = self._cluster_blocks[l], ev[l]
+                            (cnt, new, ref), (output_cycles, tail_cycles) = ev[l], self._bank_cycles(l, s)
                             last_in = (pairs_in[l] if s == 0       # its last pair in (straight, or from the buffer)
-                                       else max(idle[group[s - 1]] + 1, pairs_in[l] + 2) + b.dim - 1)
-                            vdone[l] = last_in + b.output_cycles(cnt, new)
-                            idle[l] = vdone[l] + b.tail_cycles(cnt, ref)
+                                       else max(idle[group[s - 1]] + 1, pairs_in[l] + 2) + self._dim(l) - 1)
+                            vdone[l] = last_in + output_cycles(cnt, new)
+                            idle[l] = vdone[l] + tail_cycles(cnt, ref)
                     vperp_done.append(tuple(vdone))
                     clusters_idle.append(tuple(idle))
                     done = max(done, max(idle))
@@ -774,30 +788,43 @@ class Network(wiring.Component):
             m.d.comb += self.pr_data.eq(0)
             for g in groups:
                 l, b = g[0], blocks[g[0]]
-                K, dim = b.clusters, b.dim
-                protos = K * dim
+                K = b.clusters
 
-                def of_group(layer):
-                    return Cat(*(layer == l_ for l_ in g)).any()
+                def of_layers(layer, layers):
+                    return Cat(*(layer == l_ for l_ in layers)).any()
                 if len(g) > 1:        # the bank: the layer's place in its block
                     m.d.comb += [b.load.bank.eq(self.pw_layer - l), b.peek.bank.eq(self.pr_layer - l)]
-                w_index, w_col = _split(m, self.pw_addr, 0, dim, K, f"pw{l}")
-                m.d.comb += [b.load_en.eq(self.pw_en & of_group(self.pw_layer) & (self.pw_addr <= protos)),
-                             b.load.count.eq(self.pw_addr == protos), b.load.index.eq(w_index),
-                             b.load.col.eq(w_col), b.load.value.eq(self.pw_data)]
-                addr = self.pr_addr
-                p_index, p_col = _split(m, addr, 0, dim, K, f"pr{l}")
-                r_base, h_base = protos + 1, protos + 1 + K
-                h_index, h_col = _split(m, addr, h_base, K, K, f"ph{l}")
-                with m.If(addr < protos):
-                    m.d.comb += [b.peek.what.eq(PeekKind.PROTO), b.peek.index.eq(p_index), b.peek.col.eq(p_col)]
-                with m.Elif(addr == protos):
-                    m.d.comb += b.peek.what.eq(PeekKind.COUNT)
-                with m.Elif(addr < h_base):
-                    m.d.comb += [b.peek.what.eq(PeekKind.RECIP), b.peek.index.eq(addr - r_base)]
-                with m.Else():
-                    m.d.comb += [b.peek.what.eq(PeekKind.H), b.peek.index.eq(h_index), b.peek.col.eq(h_col)]
-                with m.If(of_group(pr_layer)):
+                # one address split for the group's layers — per layer when their widths differ (micro blocks)
+                widths = [self._dim(x) for x in g]
+                parts = [(g, widths[0])] if len(set(widths)) == 1 else [((x,), self._dim(x)) for x in g]
+                for layers, dim in parts:
+                    protos = K * dim
+                    name = f"{l}" if len(parts) == 1 else f"{l}_{layers[0]}"
+                    # a single part (every width equal) drives the block unconditionally, as it always has
+                    def when(sel):
+                        return m.If(sel) if len(parts) > 1 else nullcontext()
+                    w_sel, r_sel = of_layers(self.pw_layer, layers), of_layers(self.pr_layer, layers)
+                    w_index, w_col = _split(m, self.pw_addr, 0, dim, K, f"pw{name}")
+                    with when(w_sel):
+                        m.d.comb += [b.load_en.eq(self.pw_en & w_sel
+                                                  & (self.pw_addr <= protos)),
+                                     b.load.count.eq(self.pw_addr == protos), b.load.index.eq(w_index),
+                                     b.load.col.eq(w_col), b.load.value.eq(self.pw_data)]
+                    addr = self.pr_addr
+                    p_index, p_col = _split(m, addr, 0, dim, K, f"pr{name}")
+                    r_base, h_base = protos + 1, protos + 1 + K
+                    h_index, h_col = _split(m, addr, h_base, K, K, f"ph{name}")
+                    with when(r_sel):
+                        with m.If(addr < protos):
+                            m.d.comb += [b.peek.what.eq(PeekKind.PROTO), b.peek.index.eq(p_index),
+                                         b.peek.col.eq(p_col)]
+                        with m.Elif(addr == protos):
+                            m.d.comb += b.peek.what.eq(PeekKind.COUNT)
+                        with m.Elif(addr < h_base):
+                            m.d.comb += [b.peek.what.eq(PeekKind.RECIP), b.peek.index.eq(addr - r_base)]
+                        with m.Else():
+                            m.d.comb += [b.peek.what.eq(PeekKind.H), b.peek.index.eq(h_index), b.peek.col.eq(h_col)]
+                with m.If(of_layers(pr_layer, g)):
                     m.d.comb += self.pr_data.eq(b.peek_data)
 
         # the sample is over when every result stream has delivered its last transfer

@@ -115,7 +115,7 @@ async def read_protos(ctx, net):
             ctx.set(net.pr_addr, addr)
             await ctx.tick()
             words.append(int(ctx.get(net.pr_data)))
-        K, dim = b.clusters, b.dim
+        K, dim = b.clusters, net.engines[l].n_in + 1
         count = words[K * dim]
         h = np.array(words[K * dim + 1 + K:], dtype=np.int64).reshape(K, K)
         mask = np.zeros((K, K), dtype=bool)
@@ -262,13 +262,14 @@ def test_schedule_with_the_cluster_blocks(arch, lanes, steps, K, n_ref, preload,
     assert any(ev[0] == K and not ev[1] and ev[2] for step in events for ev in step)
 
 
-@pytest.mark.parametrize("arch,K,n_ref,preload,share", [((3, 3, 2), 2, 2, False, 2),
+@pytest.mark.parametrize("arch,K,n_ref,preload,share", [((3, 4, 2), 2, 2, False, 2),
+                                                         pytest.param((3, 3, 2), 2, 2, False, 2, marks=pytest.mark.slow),
                                                          pytest.param((3, 2), 2, 1, True, 1, marks=pytest.mark.slow)])
 def test_schedule_with_micro_cluster_blocks(arch, K, n_ref, preload, share):
     """As :func:`test_schedule_with_the_cluster_blocks` with ``cluster_impl = "micro"``: every first/last ``x``,
     every ``last`` on ``o`` and every layer's last v⊥ in the cycle ``schedule`` gives from the blocks' published
-    cycles (the program's per-path instruction counts) — one block for two layers, and one block with
-    preloaded prototypes."""
+    cycles (the program's per-path instruction counts) — one block for two layers of different widths (and of one
+    width), and one block with preloaded prototypes."""
     config = loco_config(arch=arch, steps=4, seed=19, clusters=K, refresh=n_ref)
     net = Network.from_config(config, lanes=2, update="loco", cluster_share=share, cluster_impl="micro")
     n = 5
@@ -357,17 +358,18 @@ def test_more_clusters_than_inputs():
     assert max(w["clusters"][1]["count"] for w in want) > net.cluster_blocks[1].dim
 
 
-@pytest.mark.parametrize("share", [pytest.param(1, marks=pytest.mark.slow), 2])
-def test_micro_cluster_blocks_train_like_the_model(share):
-    """``cluster_impl = "micro"``: the cluster work of 3-3-2 on ``MicroClusterBlock``s — one per layer, or one for
-    both layers (two banks). Every step's k*, v⊥, weights and every layer's prototypes, count, r_k and H equal the
-    model's, with random idle input and back-pressure; the schedule's last v⊥ of each layer and the step's end
-    are checked by ``test_schedule_with_micro_cluster_blocks``."""
-    arch = (3, 3, 2)
+@pytest.mark.parametrize("arch,share", [pytest.param((3, 3, 2), 1, marks=pytest.mark.slow),
+                                        pytest.param((3, 3, 2), 2, marks=pytest.mark.slow), ((3, 4, 2), 2)])
+def test_micro_cluster_blocks_train_like_the_model(arch, share):
+    """``cluster_impl = "micro"``: the cluster work on ``MicroClusterBlock``s — 3-3-2 with one block per layer or one
+    for both layers (two banks), and 3-4-2 with one block for both layers of different widths (4 and 5 entries:
+    a micro block's banks may differ, so ``cluster_share`` groups them). Every step's k*, v⊥, weights and every
+    layer's prototypes, count, r_k and H equal the model's, with random idle input and back-pressure."""
     config = loco_config(arch=arch, steps=4, seed=77, mask=True, clusters=2, refresh=2)
     net = Network.from_config(config, lanes=2, update="loco", cluster_share=share, cluster_impl="micro")
     assert net.cluster_impl == "micro" and all(isinstance(b, MicroClusterBlock) for b in net.cluster_blocks)
     assert net.cluster_groups == {1: ((0,), (1,)), 2: ((0, 1),)}[share]
+    assert net.cluster_blocks[0].dims == tuple(n + 1 for n in arch[:share])
     weights, samples = random_stimulus(config, 6, np.random.default_rng(64))
     want = train_trace(config, weights, samples)
     got = run_training(net, config, weights, samples, idle=0.2, stall=0.2, rng=random.Random(share))

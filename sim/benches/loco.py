@@ -181,7 +181,7 @@ async def read_protos(dut, model):
             await _tick_read(dut)
             words.append(dut.pr_data.value.to_signed())
             await FallingEdge(dut.clk)
-        K, dim = b.clusters, b.dim
+        K, dim = b.clusters, model.engines[l].n_in + 1
         count = words[K * dim]
         h = np.array(words[K * dim + 1 + K:], dtype=np.int64).reshape(K, K)
         active = np.zeros((K, K), dtype=bool)
