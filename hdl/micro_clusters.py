@@ -137,6 +137,9 @@ class MicroClusterBlock(wiring.Component):
         peek_bank = self.peek.bank if multi else 0
         load_bank = self.load.bank if multi else 0
 
+        def start(entries):                     # the program from the bank's entry of ``entries``
+            m.d.comb += [seq.entry.eq(Array(entries)[bank]), seq.start.eq(1)]
+
         m.d.comb += [self.peek_data.eq(seq.host_rdata),
                      seq.host_addr.eq(self._address(peek_bank, self.peek.what, self.peek.index, self.peek.col))]
 
@@ -165,11 +168,11 @@ class MicroClusterBlock(wiring.Component):
                                                                     self.load.col)),
                                      seq.host_wdata.eq(self.load.value), seq.host_we.eq(1)]
             with m.State("GO"):
-                m.d.comb += [seq.entry.eq(Array(prog.entry_address)[bank]), seq.start.eq(1)]
+                start(prog.entry_address)
                 m.next = "START"
             with m.State("RELOAD"):
-                m.d.comb += [seq.entry.eq(Array(prog.reload_address)[bank]), seq.start.eq(1)]
-                m.next = "START_LOAD"
+                start(prog.reload_address)
+                m.next = "STARTED"
             with m.State("START"):
                 m.next = "RUN"
             with m.State("RUN"):
@@ -197,11 +200,11 @@ class MicroClusterBlock(wiring.Component):
                 m.d.comb += seq.host_addr.eq(prog.VP + j)
                 m.next = "OUT"
             with m.State("UPDATE"):
-                m.d.comb += [seq.entry.eq(Array(prog.update_address)[bank]), seq.start.eq(1)]
-                m.next = "START_LOAD"
-            with m.State("START_LOAD"):
-                m.next = "LOADING"
-            with m.State("LOADING"):
+                start(prog.update_address)
+                m.next = "STARTED"
+            with m.State("STARTED"):            # the update or the reload: back to RECV when the program halts
+                m.next = "FINISH"
+            with m.State("FINISH"):
                 with m.If(~seq.busy):
                     m.next = "RECV"
         return m

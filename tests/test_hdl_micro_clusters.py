@@ -16,6 +16,7 @@ from loco_fpga.hdl.micro_clusters import MicroClusterBlock
 from loco_fpga.sim.benches.clusters import make_samples
 
 from test_hdl_clusters import case_config
+from test_loco_program import model_step
 
 
 def test_micro_block_equals_fixed_clusters():
@@ -103,12 +104,7 @@ def test_micro_block_equals_fixed_clusters():
             assert got["recips"][0] == cl.recips[0] and got["h"] == cl.h.tolist(), "after the load"
         cl = gold[b]
         u, v = samples[b][sum(1 for x in order[:n] if x == b)]
-        before = cl.count
-        u_hat = cl.normalise(u)
-        k = cl.select(u_hat)
-        paths["new" if cl.count > before else "full" if before == cl.capacity else "equal"] += 1
-        v_perp = cl.project(v, k)
-        cl.update(u_hat, k)
+        _, k, _, v_perp = model_step(cl, u, v, paths)
         rows = outputs[at:at + dims[b]]
         at += dims[b]
         where = f"sample {n} (bank {b})"
@@ -183,12 +179,7 @@ def test_micro_block_published_cycles():
     cl.count = 0
     starts = [g[0] for g in got[1:]]
     for n, ((first, last_in, last_out, idle_at), (u, v)) in enumerate(zip(got[1:], samples)):
-        before = cl.count
-        u_hat = cl.normalise(u)
-        k = cl.select(u_hat)
-        new = cl.count > before
-        cl.project(v, k)
-        cl.update(u_hat, k)
+        _, _, new, _ = model_step(cl, u, v)
         refreshed = cl._since_refresh == 0
         events.append((cl.count, new, refreshed))
         assert last_in - first == dims[0] - 1

@@ -185,13 +185,19 @@ def test_shared_cluster_blocks_train_like_the_model(share, delta):
     net = Network.from_config(config, lanes=2, update="loco", cluster_share=share)
     assert net.cluster_groups == {2: ((0, 1), (2, 3)), 3: ((0, 1, 2), (3,))}[share]
     assert [b.banks for b in net.cluster_blocks] == {2: [2, 2, 2, 2], 3: [3, 3, 3, 1]}[share]
-    weights, samples = random_stimulus(config, 7, np.random.default_rng(63))
+    train_and_check(net, config, 7, 63, share)
+
+
+def train_and_check(net, config, steps, seed, drive_seed):
+    """``steps`` training steps on random stimulus (random idle input and back-pressure): every step equals the
+    model (``check_step``), and every layer projected (count ≥ 2 at some step)."""
+    weights, samples = random_stimulus(config, steps, np.random.default_rng(seed))
     want = train_trace(config, weights, samples)
-    got = run_training(net, config, weights, samples, idle=0.2, stall=0.2, rng=random.Random(share))
+    got = run_training(net, config, weights, samples, idle=0.2, stall=0.2, rng=random.Random(drive_seed))
     for n, (g, w) in enumerate(zip(got, want)):
         _, problem = check_step(net, n, g, w)
         assert problem is None, problem
-    assert all(max(w["clusters"][l]["count"] for w in want) >= 2 for l in range(len(arch) - 1))   # projections ran
+    assert all(max(w["clusters"][l]["count"] for w in want) >= 2 for l in range(net.n_layers))   # projections ran
 
 
 def test_cluster_share_groups_only_equal_widths():
@@ -370,13 +376,7 @@ def test_micro_cluster_blocks_train_like_the_model(arch, share):
     assert net.cluster_impl == "micro" and all(isinstance(b, MicroClusterBlock) for b in net.cluster_blocks)
     assert net.cluster_groups == {1: ((0,), (1,)), 2: ((0, 1),)}[share]
     assert net.cluster_blocks[0].dims == tuple(n + 1 for n in arch[:share])
-    weights, samples = random_stimulus(config, 6, np.random.default_rng(64))
-    want = train_trace(config, weights, samples)
-    got = run_training(net, config, weights, samples, idle=0.2, stall=0.2, rng=random.Random(share))
-    for n, (g, w) in enumerate(zip(got, want)):
-        _, problem = check_step(net, n, g, w)
-        assert problem is None, problem
-    assert all(max(w["clusters"][l]["count"] for w in want) >= 2 for l in range(len(arch) - 1))   # projections ran
+    train_and_check(net, config, 6, 64, share)
 
 
 def test_micro_cluster_impl_errors():

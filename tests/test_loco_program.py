@@ -20,6 +20,20 @@ from loco_fpga.sim.benches.clusters import make_samples
 from test_hdl_clusters import CASES, case_config
 
 
+def model_step(cl: FixedClusters, u, v, paths=None):
+    """What ``FixedRule.step_q`` does with one layer's ``FixedClusters``: (û, k*, new cluster, v⊥); ``paths`` counts
+    the ``select`` path taken (a new cluster, a full set, an input equal to its nearest prototype)."""
+    before = cl.count
+    u_hat = cl.normalise(u)
+    k = cl.select(u_hat)
+    new = cl.count > before
+    if paths is not None:
+        paths["new" if new else "full" if before == cl.capacity else "equal"] += 1
+    v_perp = cl.project(v, k)
+    cl.update(u_hat, k)
+    return u_hat, k, new, v_perp
+
+
 def run_both(cfg, dims, n, seed, paths):
     """n samples per bank, banks in a random order; asserts equality after every sample. ``paths`` counts the
     select paths the model took."""
@@ -37,12 +51,7 @@ def run_both(cfg, dims, n, seed, paths):
         where = f"bank {b} sample {seen[b]}"
         seen[b] += 1
         cl = gold[b]
-        before = cl.count
-        u_hat = cl.normalise(u)
-        k = cl.select(u_hat)
-        paths["new" if cl.count > before else "full" if before == cl.capacity else "equal"] += 1
-        v_perp = cl.project(v, k)
-        cl.update(u_hat, k)
+        u_hat, k, _, v_perp = model_step(cl, u, v, paths)
         got_k, got_vp = prog.run_sample(mach, b, u, v)
         d = dims[b]
         assert mach.mem[prog.UH:prog.UH + d] == list(u_hat), f"û, {where}"
@@ -119,13 +128,7 @@ def test_program_on_the_sequencer_gateware():
         for b in order:
             u, v = samples[b][seen[b]]
             seen[b] += 1
-            cl = gold[b]
-            before = cl.count
-            u_hat = cl.normalise(u)
-            k = cl.select(u_hat)
-            paths["new" if cl.count > before else "full" if before == cl.capacity else "equal"] += 1
-            v_perp = cl.project(v, k)
-            cl.update(u_hat, k)
+            _, k, _, v_perp = model_step(gold[b], u, v, paths)
             for j, x in enumerate(prog.pack(u, v)):
                 ctx.set(dut.host_addr, prog.U + j)
                 ctx.set(dut.host_wdata, x)
@@ -186,10 +189,7 @@ def test_reload_after_a_host_load():
         assert np.array_equal(st["recips"][:count], cl.recips[:count])
         assert np.array_equal(st["h"], cl.h)
         for u, v in make_samples(random.Random(count), dims[0], cfg.spiking.steps, 4):
-            u_hat = cl.normalise(u)
-            k = cl.select(u_hat)
-            v_perp = cl.project(v, k)
-            cl.update(u_hat, k)
+            _, k, _, v_perp = model_step(cl, u, v)
             got_k, got_vp = prog.run_sample(mach, 0, u, v)
             assert got_k == k and np.array_equal(got_vp, v_perp)
             assert np.array_equal(prog.state(mach, 0)["h"], cl.h)
@@ -216,11 +216,7 @@ def test_instructions_depend_only_on_count_and_path(case):
         for u, v in make_samples(rng, d, cfg.spiking.steps, 25):
             cl = gold[b]
             count = cl.count
-            u_hat = cl.normalise(u)
-            k = cl.select(u_hat)
-            new = cl.count > count
-            cl.project(v, k)
-            cl.update(u_hat, k)
+            _, _, new, _ = model_step(cl, u, v)
             mach.mem[prog.U:prog.U + d] = prog.pack(u, v)
             for entry, want in ((prog.entry_address[b], prog.sample_counts(b, count, new)),
                                 (prog.update_address[b],
