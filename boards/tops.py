@@ -281,11 +281,11 @@ class Board:
 
     def shares_update(self, config) -> bool:
         """Whether this board's build of ``config`` has one update engine for all layers: :attr:`shared_update`
-        and the rule built (the config's, or NP when the gateware does not train it) is NP without the delta
-        readout, the only rule the shared engine runs."""
+        and the rule built (the config's, or NP when the gateware does not train it) is NP or LOCO without the
+        delta readout, the rules the shared engine runs."""
         from loco_fpga.hdl.top import SUPPORTED_RULES   # noqa: PLC0415
         rule = config.rule.name if config.rule.name in SUPPORTED_RULES else "np"     # board_top's choice
-        return self.shared_update and rule == "np" and config.rule.output_update != "delta"
+        return self.shared_update and rule in ("np", "loco") and config.rule.output_update != "delta"
 
 
 def _icebreaker():

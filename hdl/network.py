@@ -160,7 +160,7 @@ class Network(wiring.Component):
     ``output_delta`` (np, loco: ``rule.output_update = "delta"``): the output layer is not perturbed (its noise
     words are still drawn) and learns from e = η·2(y − t)/n_L (:class:`~.feedback.OutputError`) with v = the last
     hidden layer's clean counts (projected by its cluster block under LOCO); g goes to the hidden layers only.
-    ``shared_update`` (np without ``output_delta`` only): one :class:`~.update.SharedUpdateEngine` sweeps every
+    ``shared_update`` (np or loco, without ``output_delta``): one :class:`~.update.SharedUpdateEngine` sweeps every
     layer's weights in turn instead of one :class:`~.update.UpdateEngine` per layer — fewer logic cells, the update
     Σ_l n_l·C_l + 4 cycles after the last of g and the v⊥ streams instead of max_l; same results, same ``seed_map``.
     ``cluster_share`` S > 1 (``loco``): consecutive layers of equal input width share one cluster block, up to S per
@@ -217,10 +217,10 @@ class Network(wiring.Component):
                              f"{update!r}")
         if not isinstance(shared_update, bool):
             raise ValueError(f"shared_update = {shared_update!r}: must be True or False")
-        if shared_update and (update != "np" or output_delta):
-            rule = "np with output_delta" if update == "np" else repr(update)
-            raise ValueError(f"shared_update = True: one update engine for every layer runs NP's g·ξ rows only "
-                             f"(update 'np' without output_delta), not {rule}")
+        if shared_update and (update not in ("np", "loco") or output_delta):
+            rule = f"{update} with output_delta" if update in ("np", "loco") else repr(update)
+            raise ValueError(f"shared_update = True: one update engine for every layer runs g·ξ rows only "
+                             f"(update 'np' or 'loco' without output_delta), not {rule}")
         self._update, self._mask, self._delta, self._shared = update, mask, output_delta, shared_update
         if not isinstance(sparse_input, bool):
             raise ValueError(f"sparse_input = {sparse_input!r}: must be True or False")
@@ -696,13 +696,13 @@ class Network(wiring.Component):
                     with m.If(b.i.valid & b.i.ready & b.i.payload.last):
                         m.d.sync += turn.eq(Mux(turn == len(g) - 1, 0, turn + 1))
                 for s, l in enumerate(g):
-                    u, tap = updaters[l], self.vperp_tap[l]
+                    vp, tap = updaters[0].vperp[l] if self._shared else updaters[l].vperp, self.vperp_tap[l]
                     mine = b.o.payload.bank == s if len(g) > 1 else Const(1)
-                    m.d.comb += [u.vperp.valid.eq(b.o.valid & mine), u.vperp.payload.v.eq(b.o.payload.v),
+                    m.d.comb += [vp.valid.eq(b.o.valid & mine), vp.payload.v.eq(b.o.payload.v),
                                  tap.valid.eq(b.o.valid & b.o.ready & mine), tap.payload.v.eq(b.o.payload.v),
                                  tap.payload.k_star.eq(b.o.payload.k_star), tap.payload.last.eq(b.o.payload.last)]
                     with m.If(mine):
-                        m.d.comb += b.o.ready.eq(u.vperp.ready)
+                        m.d.comb += b.o.ready.eq(vp.ready)
             bc, first_src = bank.counts, sources[0].i    # layer 0: u = v = the encoder's spike counts
             m.d.comb += [first_src.valid.eq(bc.valid), first_src.payload.u.eq(bc.payload.count),
                          first_src.payload.v.eq(bc.payload.count), first_src.payload.last.eq(bc.payload.last),

@@ -186,8 +186,9 @@ def test_board_inner_builds_the_accelerator_of_the_board_preset():
 
 
 def test_only_the_icebreaker_shares_one_update_engine():
-    """The UP5K build has one update engine for both layers (area); the ECP5 boards keep one per layer; on the
-    iCEBreaker too a rule the shared engine does not run (NP's delta readout) gets per-layer engines."""
+    """The UP5K build has one update engine for both layers (area; NP and LOCO); the ECP5 boards keep one per
+    layer; on the iCEBreaker too a rule the shared engine does not run (the delta readout) gets per-layer
+    engines."""
     assert [name for name, b in tops.BOARDS.items() if b.shared_update] == ["icebreaker"]
     assert [name for name, b in tops.BOARDS.items() if b.sparse_input] == ["icebreaker"]
     inner, _ = tops.board_inner("icebreaker")
@@ -197,3 +198,5 @@ def test_only_the_icebreaker_shares_one_update_engine():
     delta = preset("up5k").replace(rule={"name": "np", "output_update": "delta"})
     inner, config = tops.board_inner("icebreaker", delta)
     assert config.rule.output_update == "delta" and not inner.network.shared_update
+    inner, config = tops.board_inner("icebreaker", preset("up5k"), cluster_impl="micro")     # LOCO
+    assert config.rule.name == "loco" and inner.network.shared_update and len(inner.network.updaters) == 1

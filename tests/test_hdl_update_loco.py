@@ -379,6 +379,28 @@ def test_micro_cluster_blocks_train_like_the_model(arch, share):
     train_and_check(net, config, 6, 64, share)
 
 
+@pytest.mark.parametrize("impl", ["parallel", pytest.param("micro", marks=pytest.mark.slow)])
+def test_loco_with_one_update_engine_trains_like_the_model(impl):
+    """``shared_update`` with LOCO (the UP5K build's form): one update engine sweeps both layers once every v⊥ (from
+    the cluster blocks) and g are in — every step equals the model, and the schedule (first/last ``x``, ``o``,
+    every layer's last v⊥) is exact."""
+    config = loco_config(arch=(4, 3, 2), steps=4, seed=31, mask=True, clusters=2, refresh=2)
+    kw = dict(lanes=2, update="loco", shared_update=True, cluster_impl=impl)
+    net = Network.from_config(config, **kw)
+    assert net.shared_update and len(net.updaters) == 1
+    train_and_check(net, config, 6, 65, 1)
+    net = Network.from_config(config, **kw)
+    n = 4
+    weights, samples = random_stimulus(config, n, np.random.default_rng(7))
+    events = cluster_events(train_trace(config, weights, samples), [0, 0])
+    x_cycles, o_last, tap_last = run_back_to_back(net, config, weights, samples, None)
+    sched = net.schedule(n, events)
+    base = x_cycles[0]
+    assert [c - base for c in x_cycles[::4]] == list(sched.first_x)
+    assert [c - base for c in o_last] == list(sched.loss_done)
+    assert [tuple(c - base for c in t) for t in tap_last] == list(sched.vperp_done)
+
+
 def test_micro_cluster_impl_errors():
     config = loco_config(arch=(3, 3, 2), steps=4)
     with pytest.raises(ValueError, match="cluster_impl = 'fast': expected one of 'parallel', 'micro'"):

@@ -160,15 +160,17 @@ def test_update_parameters():
 
 
 def test_shared_update_parameters():
-    """``shared_update``: NP without the delta readout only (the errors quote the value); one
+    """``shared_update``: NP or LOCO without the delta readout only (the errors quote the value); one
     :class:`SharedUpdateEngine` over every layer, Σ_l n_l·C_l + 4 cycles from g, the same seed lanes as the
     per-layer engines (the host seeds by ``seed_map`` either way), and the ``up5k`` preset's cycles per sample."""
     cfg = np_config(arch=(4, 3, 2), steps=4, encoder="deterministic", neuron="if", seed=0)
     fm = formats(cfg)
     with pytest.raises(ValueError, match=r"shared_update = 1: must be True or False"):
         Network(arch=(4, 3, 2), lanes=1, formats=fm, update="np", shared_update=1)
-    with pytest.raises(ValueError, match=r"shared_update = True: .* not 'loco'"):
-        Network(arch=(4, 3, 2), lanes=1, formats=fm, update="loco", shared_update=True)
+    with pytest.raises(ValueError, match=r"shared_update = True: .* not 'dfa'"):
+        Network(arch=(4, 3, 2), lanes=1, formats=fm, update="dfa", shared_update=True)
+    with pytest.raises(ValueError, match=r"shared_update = True: .* not loco with output_delta"):
+        Network(arch=(4, 3, 2), lanes=1, formats=fm, update="loco", output_delta=True, shared_update=True)
     with pytest.raises(ValueError, match=r"shared_update = True: .* not None"):
         Network(arch=(4, 3, 2), lanes=1, formats=fm, shared_update=True)
     with pytest.raises(ValueError, match=r"shared_update = True: .* not np with output_delta"):
