@@ -29,6 +29,8 @@ from amaranth.lib.wiring import In, Out
 
 from loco_fpga.config import Config
 
+from loco_fpga.qformat import Formats
+
 from .clusters import PeekKind
 from .fixed import shape
 from .loco_program import LocoProgram
@@ -45,14 +47,23 @@ class MicroClusterBlock(wiring.Component):
 
     def __init__(self, *, formats, dims, clusters: int, refresh: int, ridge: int, norm_guard: int, recip_extra: int,
                  digit: int = 16):
-        self.program = LocoProgram(formats=formats, dims=dims, clusters=clusters, refresh=refresh, ridge=ridge,
-                                   norm_guard=norm_guard, recip_extra=recip_extra)
-        prog = self.program
+        try:
+            if not isinstance(formats, Formats):
+                raise TypeError(f"formats = {formats!r}: expected a loco_fpga.qformat.Formats")
+            if formats.uhat.bits != formats.proto.bits or formats.uhat.frac != formats.proto.frac:
+                raise ValueError(f"formats.uhat = {formats.uhat.label()}: must equal formats.proto "
+                                 f"({formats.proto.label()}); û is copied into a prototype")
+            self.program = LocoProgram(formats=formats, dims=dims, clusters=clusters, refresh=refresh, ridge=ridge,
+                                       norm_guard=norm_guard, recip_extra=recip_extra)
+            prog = self.program
+            self.sequencer = Sequencer(prog.code, depth=prog.depth, widths=prog.widths, init=prog.initial_memory(),
+                                       digit=digit)
+        except (TypeError, ValueError):
+            self._MustUse__silence = True       # a block that failed to construct is not an unused elaboratable
+            raise
         fm = prog.fmts
         self._dims, self._k = prog.dims, prog.K
         self._banks = len(prog.dims)
-        self.sequencer = Sequencer(prog.code, depth=prog.depth, widths=prog.widths, init=prog.initial_memory(),
-                                   digit=digit)
         bank_field = {"bank": range(self._banks)} if self._banks > 1 else {}
         dmax, K = max(self._dims), self._k
         self._input_layout = data.StructLayout({"u": shape(fm.rate), "v": shape(fm.rate), "last": 1} | bank_field)

@@ -136,6 +136,11 @@ def test_build_parameter_errors_quote_the_value(tmp_path, capsys):
     assert main(["build", "--board", "ulx3s-85f", "--cluster-share", "9", "--out", str(tmp_path), "-q"]) == 2
     assert "cluster_share = 9" in capsys.readouterr().err
     assert main(["build", "--board", "ulx3s-85f", "--cluster-share", "0", "--out", str(tmp_path), "-q"]) == 2
+    assert main(["build", "--board", "ulx3s-85f", "--cluster-impl", "fast", "--out", str(tmp_path), "-q"]) == 2
+    capsys.readouterr()
+    # the board's default rule (NP) has no cluster blocks
+    assert main(["build", "--board", "ulx3s-85f", "--cluster-impl", "micro", "--out", str(tmp_path), "-q"]) == 2
+    assert "cluster_impl = 'micro'" in capsys.readouterr().err
     assert not (tmp_path / "top.il").exists()
 
 

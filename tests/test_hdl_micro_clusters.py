@@ -5,9 +5,12 @@ widths in a random order with random idle cycles on ``i`` and back-pressure on `
 ``last`` on ``o`` and, read through ``peek`` between samples, the bank's count, every r_k, every prototype word
 and H, integer for integer; a host load (prototypes, then the count) followed by training."""
 
+import copy
+import dataclasses
 import random
 
 import numpy as np
+import pytest
 from amaranth.sim import Simulator
 
 from loco_fpga.golden_model.fixed import FixedClusters
@@ -188,3 +191,21 @@ def test_micro_block_published_cycles():
         if n + 1 < len(starts):
             assert starts[n + 1] - first == dut.sample_cycles(cl.count, new, refreshed)
     assert {e[1] for e in events} == {True, False} and {e[2] for e in events} == {True, False}
+
+
+def test_micro_block_parameter_errors_quote_the_value():
+    cfg, fm = case_config(0)
+    good = dict(formats=fm, dims=[5], clusters=4, refresh=1, ridge=2, norm_guard=8, recip_extra=16)
+    for name, bad, message in (("dims", [1], r"dims = \[1\]"), ("dims", [], r"dims = \[\]"),
+                               ("clusters", 0, r"clusters = 0"), ("refresh", 0, r"refresh = 0"),
+                               ("ridge", -1, r"ridge = -1"), ("digit", 7, r"digit = 7"),
+                               ("formats", "s16.14", r"formats = 's16.14'")):
+        with pytest.raises((ValueError, TypeError), match=message):
+            MicroClusterBlock(**(good | {name: bad}))
+    odd = copy.copy(fm)
+    odd.uhat = dataclasses.replace(fm.uhat, bits=fm.uhat.bits + 1)
+    with pytest.raises(ValueError, match="formats.uhat = "):
+        MicroClusterBlock(**(good | {"formats": odd}))
+    block = MicroClusterBlock(**good)
+    assert block.dim == 5 and block.units == 1 and block.banks == 1 and block.peek_latency == 1
+    assert MicroClusterBlock(**(good | {"dims": [5, 3]})).dim is None       # banks of different widths
