@@ -2,22 +2,22 @@
 
 :class:`LocoProgram` generates, for ``dims`` (one entry per layer served: its input width n + 1, the bias
 entry last), the code and the initial data memory of a machine that does exactly what ``FixedClusters``
-(golden_model/fixed.py) does for each layer, integer for integer: per sample, from u and v in the U and V
-buffers, ``normalise``, ``select`` (a new cluster and its refresh when needed), ``project`` (v⊥ into the VP
+(golden_model/fixed.py) does for each layer, integer for integer: per sample, from the (u, v) pairs the host
+wrote, ``normalise``, ``select`` (a new cluster and its refresh when needed), ``project`` (v⊥ into the VP
 buffer, k* into ``KSTAR``) and ``update`` (the prototype, its r_k and the refresh every N_ref samples).
 Entry ``sample<b>`` runs one sample of layer (bank) b up to v⊥ (normalise, select, project), entry
-``update<b>`` its update (the prototype, r_k, the refresh every N_ref samples); entry ``reload<b>`` follows a host load of bank b's
-prototypes and count (r_k of every active prototype, the refresh, samples since refresh ← 0: what
-``ClusterBlock`` does on a load of the count).
+``update<b>`` its update (the prototype, r_k, the refresh every N_ref samples); entry ``reload<b>`` follows a
+host load of bank b's prototypes and count (r_k of every active prototype, the refresh, samples since refresh
+← 0: what ``ClusterBlock`` does on a load of the count).
 
 Data memory (one word per value):
 
 - per bank b: prototype rows of S = dim + 2 words — c_k0 … c_k,dim−1, then r_k and w_k — K rows; H (K × K, row
   stride K); the count of active clusters and the samples since the last refresh;
 - shared: U, V (the inputs: the host writes the pair (u_j, v_j) packed into U[j] as u_j + 2^16 v_j, one word
-  per pair, and the program unpacks it first), UH (û), VP (v⊥), ROW (a copy of one prototype, the gram's other operand), GL (the
-  left half of Gauss–Jordan's augmented matrix, then the downdated M, K × K), PROW (the pivot row, 2K; row k*
-  of H for the downdate), CV (K), the variables of the loops, and the constants.
+  per pair, and the program unpacks it first), UH (û), VP (v⊥), ROW (a copy of one prototype, the gram's other
+  operand), GL (the left half of Gauss–Jordan's augmented matrix, then the downdated M, K × K), PROW (the
+  pivot row, 2K; row k* of H for the downdate), CV (K), the variables of the loops, and the constants.
 
 How the arithmetic maps onto the machine (every narrowing is ``narrow``'s: add 2^(s−1) for half-up, shift
 right arithmetically, saturate):
@@ -40,7 +40,7 @@ import numpy as np
 from loco_fpga.config import Config
 from loco_fpga.qformat import Formats, formats, narrow_mode
 
-from .microcode import CHUNK, WORD, Cond, Machine, MulMode, Program, Reg, Shift
+from .microcode import ADDR_BITS, CHUNK, WORD, Cond, Machine, MulMode, Program, Reg, Shift
 
 __all__ = ["LocoProgram"]
 
@@ -122,6 +122,9 @@ class LocoProgram:
         self.update_address = [self.p.labels[f"update{b}"] for b in range(len(self.dims))]
         self.reload_address = [self.p.labels[f"reload{b}"] for b in range(len(self.dims))]
         self.depth = self._const_base + len(self._consts)
+        if self.depth > 1 << ADDR_BITS or len(self.code) > 1 << ADDR_BITS:
+            raise ValueError(f"dims = {dims!r}, clusters = {clusters}: the program needs {self.depth} data words and "
+                             f"{len(self.code)} instructions, more than the {1 << ADDR_BITS} an address reaches")
         # the per-path instruction counts, shared by every program with the same code and initial memory
         self._timing = _TIMING.setdefault((tuple(self.code), tuple(self.initial_memory()), self.widths), {})
 
@@ -174,37 +177,28 @@ class LocoProgram:
     def shl(self, n: int):
         self._shifts(Shift.SHL8, Shift.SHL1, n)
 
-    def narrow(self, shift: int, fmt, mode: str = "half-up"):
-        """A ← sat_fmt(shift_round(A, shift)) (shift ≤ 0: exact left shift)."""
-        if shift > 0:
-            if mode == "half-up":
-                self.p.add(self.const(1 << (shift - 1)))
-            self.sar(shift)
-        elif shift < 0:
-            self.shl(-shift)
+    def narrow(self, shift: int, fmt):
+        """A ← sat_fmt(shift_round(A, shift, half-up)) (shift ≤ 0: exact left shift)."""
+        self.narrow_no_sat(shift)
         self.p.sat(self.sat_index(fmt))
 
-    def product(self, nb: int, nq: int, mem=None, ux=False, uy=False, first=True):
-        """A ← src · Q (``first``) or A ← (A ≪ 15·(nb + nq − 1)) + src · Q: chunks in Horner order; src = B or
-        the memory word ``mem``."""
+    def product(self, nb: int, nq: int, mem=None, ux=False, uy=False):
+        """A ← src · Q, src (``nb`` chunks) = B or the memory word ``mem``, Q ``nq`` chunks: Horner order."""
         p = self.p
         for w in range(nb + nq - 2, -1, -1):
             terms = [(i, w - i) for i in range(nb) if 0 <= w - i < nq]
             for t, (i, j) in enumerate(terms):
                 if t == 0:
-                    mode = MulMode.SET if (first and w == nb + nq - 2) else MulMode.HORNER
+                    mode = MulMode.SET if w == nb + nq - 2 else MulMode.HORNER
                 else:
                     mode = MulMode.ADD
-                p.mul(mode, i, i == nb - 1, j, j == nq - 1, mem=mem,
-                      ux=ux, uy=uy)
+                p.mul(mode, i, i == nb - 1, j, j == nq - 1, mem=mem, ux=ux, uy=uy)
 
-    def x_from(self, var: int, stride: int, offset: int = 0):
-        """X ← mem[var] · stride + offset."""
+    def x_from(self, var: int, stride: int):
+        """X ← mem[var] · stride."""
         p = self.p
         p.ld(Q, var)
         p.mul(MulMode.SET, 0, True, 0, True, mem=self.const(stride))
-        if offset:
-            p.add(self.const(offset))
         p.movx()
 
     @contextmanager
@@ -709,6 +703,7 @@ class LocoProgram:
         p.label(done)
 
     def narrow_no_sat(self, shift: int):
+        """A ← shift_round(A, shift, half-up) (shift ≤ 0: exact left shift)."""
         if shift > 0:
             self.p.add(self.const(1 << (shift - 1)))
             self.sar(shift)

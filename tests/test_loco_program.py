@@ -93,6 +93,8 @@ def test_program_errors():
     for name, bad in (("clusters", 0), ("refresh", 0), ("ridge", -1), ("norm_guard", 17), ("recip_extra", 2.0)):
         with pytest.raises(ValueError, match=f"{name} = {bad!r}"):
             LocoProgram(**(good | {name: bad}))
+    with pytest.raises(ValueError, match=r"the program needs \d+ data words"):
+        LocoProgram(**(good | {"dims": [1000] * 2, "clusters": 8}))
     prog = LocoProgram(**good)
     with pytest.raises(ValueError, match="takes 5 values"):
         prog.run_sample(prog.machine(), 0, [1, 2, 3], [1, 2, 3])
