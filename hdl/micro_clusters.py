@@ -15,6 +15,9 @@ memory while the program is not running:
    nothing but the read), with k*, ``last`` on the bias entry and the sample's ``bank``;
 4. ``UPDATE``: the program's ``update<bank>`` entry (the prototype, r_k, the refresh when due), then ``RECV``.
 
+Timing: :meth:`output_cycles`, :meth:`tail_cycles`, :meth:`load_cycles`, :meth:`sample_cycles` — exact, from the
+program's per-path instruction counts (``LocoProgram.sample_counts`` …) and the sequencer's cycles per op.
+
 ``peek`` (while ``idle``, latency 1) reads the prototypes, H, r_k and the count from the data memory (what
 :class:`~loco_fpga.hdl.clusters.PeekKind` names, of ``peek.bank``). ``load_en``/``load`` (taken only while
 ``idle``): ``count`` = 0 writes c_index[col]; ``count`` = 1 writes the count and runs ``reload<bank>`` (r_k of
@@ -28,7 +31,6 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from loco_fpga.config import Config
-
 from loco_fpga.qformat import Formats
 
 from .clusters import PeekKind
