@@ -99,10 +99,11 @@ def _run(specs, simulator: str, name: str):
 
     def top():
         return Batch([Network.from_config(Config().replace(**s["config"]), lanes=s["lanes"], update="loco",
-                                          cluster_share=s.get("cluster_share", 1)) for s in specs])
+                                          cluster_share=s.get("cluster_share", 1),
+                                          cluster_impl=s.get("cluster_impl", "parallel")) for s in specs])
 
-    hw = [{"config": s["config"], "lanes": s["lanes"]} | ({"cluster_share": s["cluster_share"]}
-                                                          if "cluster_share" in s else {}) for s in specs]
+    hw = [{"config": s["config"], "lanes": s["lanes"]} | {k: s[k] for k in ("cluster_share", "cluster_impl") if k in s}
+          for s in specs]
     built = harness.build(top, name=name, params={"parts": hw}, simulator=simulator, top_ports_only=True)
     harness.run(built, "loco_fpga.sim.benches.loco", params={"cases": specs})
 
@@ -151,6 +152,14 @@ def test_loco_training_bench_shared_blocks_verilator():
                                   cluster_share=share)
         assert len(net.cluster_groups) == -(-depth // share)
     _run(specs, "verilator", "network-loco-shared")
+
+
+def test_loco_training_bench_micro_blocks_verilator():
+    """The microcoded cluster blocks (``cluster_impl = "micro"``) in Verilog: three default-tier draws × 10 steps
+    with one block per layer and one shared draw (one block for several layers) — bit for bit against the model."""
+    specs = [make_default_case(c, 10) | {"cluster_impl": "micro"} for c in (0, 3, 6)]
+    specs.append(make_shared_case(1, 10) | {"cluster_impl": "micro"})
+    _run(specs, "verilator", "network-loco-micro")
 
 
 @pytest.mark.slow
