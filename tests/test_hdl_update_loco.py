@@ -254,17 +254,9 @@ def test_schedule_with_the_cluster_blocks(arch, lanes, steps, K, n_ref, preload,
     n = 7
     weights, samples = random_stimulus(config, n, np.random.default_rng(3))
     protos = random_protos(config, np.random.default_rng(4), [K] * (len(arch) - 1)) if preload else None
-    want = train_trace(config, weights, samples, protos)
-    events = cluster_events(want, [K if preload else 0] * (len(arch) - 1))
+    events = check_schedule(net, config, weights, samples, protos, [K if preload else 0] * (len(arch) - 1))
     if preload:
         assert events == list(net.steady_clusters(n))
-    x_cycles, o_last, tap_last = run_back_to_back(net, config, weights, samples, protos)
-    sched = net.schedule(n, events)
-    base, n0 = x_cycles[0], arch[0]
-    assert [c - base for c in x_cycles[::n0]] == list(sched.first_x)
-    assert [c - base for c in x_cycles[n0 - 1::n0]] == list(sched.last_x)
-    assert [c - base for c in o_last] == list(sched.loss_done)
-    assert [tuple(c - base for c in t) for t in tap_last] == list(sched.vperp_done)
     assert any(ev[0] == K and not ev[1] and ev[2] for step in events for ev in step)
 
 
@@ -281,15 +273,22 @@ def test_schedule_with_micro_cluster_blocks(arch, K, n_ref, preload, share):
     n = 5
     weights, samples = random_stimulus(config, n, np.random.default_rng(5))
     protos = random_protos(config, np.random.default_rng(6), [K] * (len(arch) - 1)) if preload else None
-    want = train_trace(config, weights, samples, protos)
-    events = cluster_events(want, [K if preload else 0] * (len(arch) - 1))
+    check_schedule(net, config, weights, samples, protos, [K if preload else 0] * (len(arch) - 1))
+
+
+def check_schedule(net, config, weights, samples, protos, initial_counts):
+    """Back-to-back samples (:func:`run_back_to_back`) against ``net.schedule`` with the model's cluster events:
+    every first/last ``x``, every ``last`` on ``o`` and every layer's last v⊥. Returns the events."""
+    n, n0 = len(samples), net.arch[0]
+    events = cluster_events(train_trace(config, weights, samples, protos), initial_counts)
     x_cycles, o_last, tap_last = run_back_to_back(net, config, weights, samples, protos)
     sched = net.schedule(n, events)
-    base, n0 = x_cycles[0], arch[0]
+    base = x_cycles[0]
     assert [c - base for c in x_cycles[::n0]] == list(sched.first_x)
     assert [c - base for c in x_cycles[n0 - 1::n0]] == list(sched.last_x)
     assert [c - base for c in o_last] == list(sched.loss_done)
     assert [tuple(c - base for c in t) for t in tap_last] == list(sched.vperp_done)
+    return events
 
 
 def run_back_to_back(net, config, weights, samples, protos):
@@ -389,16 +388,8 @@ def test_loco_with_one_update_engine_trains_like_the_model(impl):
     net = Network.from_config(config, **kw)
     assert net.shared_update and len(net.updaters) == 1
     train_and_check(net, config, 6, 65, 1)
-    net = Network.from_config(config, **kw)
-    n = 4
-    weights, samples = random_stimulus(config, n, np.random.default_rng(7))
-    events = cluster_events(train_trace(config, weights, samples), [0, 0])
-    x_cycles, o_last, tap_last = run_back_to_back(net, config, weights, samples, None)
-    sched = net.schedule(n, events)
-    base = x_cycles[0]
-    assert [c - base for c in x_cycles[::4]] == list(sched.first_x)
-    assert [c - base for c in o_last] == list(sched.loss_done)
-    assert [tuple(c - base for c in t) for t in tap_last] == list(sched.vperp_done)
+    weights, samples = random_stimulus(config, 4, np.random.default_rng(7))
+    check_schedule(Network.from_config(config, **kw), config, weights, samples, None, [0, 0])
 
 
 def test_micro_cluster_impl_errors():
