@@ -31,16 +31,7 @@ def run_gateware(code, init, *, widths=WIDTHS, depth=DEPTH, entry=0, digit=16, l
     out = {}
 
     async def bench(ctx):
-        ctx.set(dut.entry, entry)
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
-        cycles = 0
-        while ctx.get(dut.busy):
-            await ctx.tick()
-            cycles += 1
-            assert cycles <= limit, f"no HALT after {limit} cycles (pc {ctx.get(dut.pc)})"
-        out["cycles"] = cycles
+        out["cycles"] = await run_entry(ctx, dut, entry, limit)
         out["regs"] = {"a": ctx.get(dut.a), "b": wrap(ctx.get(dut.b)), "q": wrap(ctx.get(dut.q)),
                        "x": ctx.get(dut.x), "y": ctx.get(dut.y), "loops": [ctx.get(l) for l in dut.loops]}
         out["mem"] = await read_memory(ctx, dut, depth)
@@ -50,6 +41,20 @@ def run_gateware(code, init, *, widths=WIDTHS, depth=DEPTH, entry=0, digit=16, l
     sim.add_testbench(bench)
     sim.run()
     return out["regs"], out["mem"], out["cycles"], dut
+
+
+async def run_entry(ctx, dut, entry, limit=10_000_000):
+    """Start the program at ``entry`` and wait for HALT: the cycles ``busy`` was high."""
+    ctx.set(dut.entry, entry)
+    ctx.set(dut.start, 1)
+    await ctx.tick()
+    ctx.set(dut.start, 0)
+    cycles = 0
+    while ctx.get(dut.busy):
+        await ctx.tick()
+        cycles += 1
+        assert cycles <= limit, f"no HALT after {limit} cycles (pc {ctx.get(dut.pc)})"
+    return cycles
 
 
 async def read_memory(ctx, dut, depth):

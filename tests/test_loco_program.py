@@ -113,6 +113,7 @@ def test_program_on_the_sequencer_gateware():
     from amaranth.sim import Simulator
 
     from loco_fpga.hdl.sequencer import Sequencer
+    from test_hdl_sequencer import read_memory, run_entry
 
     cfg, fm = case_config(3)                       # T = 4, K = 2, vperp s10.6
     dims = [4, 3]
@@ -142,20 +143,9 @@ def test_program_on_the_sequencer_gateware():
                 counts_before = dict(mach.counts)
                 mach.run(entry)
                 ran = {op: n - counts_before.get(op, 0) for op, n in mach.counts.items()}
-                ctx.set(dut.entry, entry)
-                ctx.set(dut.start, 1)
-                await ctx.tick()
-                ctx.set(dut.start, 0)
-                cycles = 0
-                while ctx.get(dut.busy):
-                    await ctx.tick()
-                    cycles += 1
+                cycles = await run_entry(ctx, dut, entry)
                 assert cycles == dut.cycles(ran), f"cycles of bank {b} sample {seen[b] - 1} from {entry}"
-            words = []
-            for addr in range(prog.depth):
-                ctx.set(dut.host_addr, addr)
-                await ctx.tick()
-                words.append(ctx.get(dut.host_rdata))
+            words = await read_memory(ctx, dut, prog.depth)
             assert words == mach.mem, f"data memory after bank {b} sample {seen[b] - 1}"
             assert words[prog.KSTAR] == k
             assert words[prog.VP:prog.VP + dims[b]] == list(v_perp)
