@@ -163,13 +163,6 @@ def test_loco_training_bench_micro_blocks_verilator():
 
 
 @pytest.mark.slow
-def test_loco_training_bench_micro_blocks_icarus_slow():
-    """One default-tier draw with micro cluster blocks × 4 steps on Icarus (the program runs tens of thousands of
-    cycles per layer and step)."""
-    _run([make_default_case(3, 4) | {"cluster_impl": "micro"}], "icarus", "network-loco-micro")
-
-
-@pytest.mark.slow
 def test_loco_training_bench_six_configs_slow():
     _run([make_case(c, 20) for c in SLOW_SIX], "verilator", "network-loco")
 
