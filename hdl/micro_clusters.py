@@ -156,9 +156,8 @@ class MicroClusterBlock(wiring.Component):
         m.d.comb += [self.peek_data.eq(seq.host_rdata),
                      seq.host_addr.eq(self._address(peek_bank, self.peek.what, self.peek.index, self.peek.col))]
 
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("RECV"):
-                m.d.comb += [self.i.ready.eq(1), self.idle.eq(j == 0)]
                 with m.If(self.i.valid):
                     with m.If(j == 0):
                         m.d.sync += bank.eq(in_bank)
@@ -197,7 +196,7 @@ class MicroClusterBlock(wiring.Component):
                 m.d.sync += k_star.eq(seq.host_rdata)
                 m.next = "OUT"
             with m.State("OUT"):
-                m.d.comb += [seq.host_addr.eq(prog.VP + j), self.o.valid.eq(1),
+                m.d.comb += [seq.host_addr.eq(prog.VP + j),
                              self.o.payload.v.eq(seq.host_rdata), self.o.payload.k_star.eq(k_star),
                              self.o.payload.last.eq(j == last_j)]
                 if multi:
@@ -220,5 +219,9 @@ class MicroClusterBlock(wiring.Component):
             with m.State("FINISH"):
                 with m.If(~seq.busy):
                     m.next = "RECV"
+        # the handshake outputs as plain expressions of the state (continuous assignments in Verilog: defined
+        # from time 0 in every simulator)
+        m.d.comb += [self.i.ready.eq(fsm.ongoing("RECV")), self.idle.eq(fsm.ongoing("RECV") & (j == 0)),
+                     self.o.valid.eq(fsm.ongoing("OUT"))]
         return m
 

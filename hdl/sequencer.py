@@ -209,13 +209,12 @@ class Sequencer(wiring.Component):
         one_cycle = is_(*_ONE_CYCLE)
         two_pass = is_(*_TWO_PASS)
 
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += pc.eq(self.entry)
                     m.next = "DECODE"
             with m.State("DECODE"):
-                m.d.comb += [self.busy.eq(1), in_decode.eq(1)]
                 with m.If(op == Op.HALT):
                     m.next = "IDLE"
                 with m.Elif(one_cycle):
@@ -225,10 +224,8 @@ class Sequencer(wiring.Component):
                 with m.Else():
                     m.next = "DIGIT"
             with m.State("WAIT"):
-                m.d.comb += [self.busy.eq(1), in_wait.eq(1)]
                 m.next = "DIGIT"
             with m.State("DIGIT"):
-                m.d.comb += [self.busy.eq(1), in_digit.eq(1)]
                 m.d.sync += k.eq(Mux(last, 0, k + 1))
                 with m.If(last):
                     with m.If(two_pass & ~second):
@@ -237,6 +234,9 @@ class Sequencer(wiring.Component):
                         m.d.sync += second.eq(0)
                         m.d.comb += fetch.eq(1)
                         m.next = "DECODE"
+        # the state as plain expressions (continuous assignments in Verilog: defined from time 0 in every simulator)
+        m.d.comb += [self.busy.eq(~fsm.ongoing("IDLE")), in_decode.eq(fsm.ongoing("DECODE")),
+                     in_wait.eq(fsm.ongoing("WAIT")), in_digit.eq(fsm.ongoing("DIGIT"))]
         with m.If(fetch):
             m.d.sync += pc.eq(next_pc)
         m.d.comb += rom_rd.addr.eq(Mux(self.busy, Mux(fetch, next_pc, pc), self.entry))

@@ -162,6 +162,11 @@ def test_loco_training_bench_micro_blocks_verilator():
     _run(specs, "verilator", "network-loco-micro")
 
 
+def test_loco_training_bench_micro_blocks_icarus():
+    """Two small default-tier draws (3-2, K = 2; 4-4, K = 1) with micro cluster blocks × 10 steps on Icarus."""
+    _run([make_default_case(c, 10) | {"cluster_impl": "micro"} for c in (15, 17)], "icarus", "network-loco-micro")
+
+
 @pytest.mark.slow
 def test_loco_training_bench_six_configs_slow():
     _run([make_case(c, 20) for c in SLOW_SIX], "verilator", "network-loco")
