@@ -26,7 +26,7 @@ from amaranth.lib import memory
 
 from loco_fpga.hdl.layer import default_memory
 
-__all__ = ["BankedSpram", "spram_memory", "BANK_BIT", "SPRAM_BLOCKS", "SPRAM_DEPTH", "SPRAM_WIDTH", "POISON"]
+__all__ = ["BankedSpram", "Spram", "spram_memory", "BANK_BIT", "SPRAM_BLOCKS", "SPRAM_DEPTH", "SPRAM_WIDTH", "POISON"]
 
 #: address bit that selects the bank: the update engine writes word a − 2^BANK_BIT while it reads word a
 BANK_BIT = 2
@@ -134,19 +134,94 @@ class BankedSpram(Elaboratable):
         return m
 
 
-def spram_memory(blocks: int = SPRAM_BLOCKS):
+class Spram(Elaboratable):
+    """``depth`` ≤ 16K words of ``shape`` in one bank of ⌈width / 16⌉ SPRAM blocks side by side (the microcoded
+    cluster block's data memory): one read port (data one cycle after the address while ``en``) and one write
+    port, which share the blocks' single port — in a cycle with a write the write wins and the read data of the
+    next cycle is garbage (:data:`POISON` in the behavioural model). SPRAM has no initial contents; the
+    behavioural model starts as garbage too (every word :data:`POISON`), so a design that reads a word it has not
+    written fails its tests."""
+
+    def __init__(self, *, shape, depth: int):
+        self._shape = shape
+        if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= SPRAM_DEPTH:
+            self._MustUse__silence = True       # a block that failed to construct is not an unused elaboratable
+            raise ValueError(f"depth = {depth!r}: must be an integer in [1, {SPRAM_DEPTH}] (one bank)")
+        self._width, self._depth = Shape.cast(shape).width, depth
+        self._columns = -(-self._width // SPRAM_WIDTH)
+        self._read = self._write = None
+
+    shape = property(lambda self: self._shape)
+    depth = property(lambda self: self._depth)
+    #: SB_SPRAM256KA cells used on an iCE40
+    blocks = property(lambda self: self._columns)
+
+    def read_port(self, *, domain: str = "sync"):
+        if domain != "sync" or self._read is not None:
+            raise ValueError(f"domain = {domain!r}: one read port in the sync domain")
+        self._read = _Port(self._shape, self._depth, "spram_rd", 1)
+        return self._read
+
+    def write_port(self):
+        if self._write is not None:
+            raise ValueError("write_port: one write port only")
+        self._write = _Port(self._shape, self._depth, "spram_wr", 0)
+        return self._write
+
+    def elaborate(self, platform):
+        m = Module()
+        rd = self._read or _Port(self._shape, self._depth, "spram_rd", 0)
+        wr = self._write or _Port(self._shape, self._depth, "spram_wr", 0)
+        bits = self._columns * SPRAM_WIDTH
+        wr_bits, out = Signal(bits), Signal(bits)
+        m.d.comb += [wr_bits.eq(Value.cast(wr.data)), rd.data.eq(out[:self._width])]
+        if _is_ice40(platform):
+            addr = Signal(14)
+            m.d.comb += addr.eq(Mux(wr.en, wr.addr, rd.addr))
+            for c in range(self._columns):
+                m.submodules[f"spram{c}"] = Instance(
+                    "SB_SPRAM256KA",
+                    i_ADDRESS=addr, i_DATAIN=wr_bits[SPRAM_WIDTH * c:SPRAM_WIDTH * (c + 1)],
+                    i_MASKWREN=0b1111, i_WREN=wr.en, i_CHIPSELECT=wr.en | rd.en,
+                    i_CLOCK=ClockSignal("sync"), i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1,
+                    o_DATAOUT=out[SPRAM_WIDTH * c:SPRAM_WIDTH * (c + 1)])
+        else:
+            poison = sum(POISON << (SPRAM_WIDTH * c) for c in range(self._columns))
+            mem = memory.Memory(shape=bits, depth=self._depth, init=[poison] * self._depth)
+            m.submodules.mem = mem
+            r, w = mem.read_port(domain="sync"), mem.write_port()
+            written = Signal()
+            m.d.sync += written.eq(wr.en)
+            m.d.comb += [r.addr.eq(rd.addr), r.en.eq(rd.en & ~wr.en), w.addr.eq(wr.addr), w.data.eq(wr_bits),
+                         w.en.eq(wr.en), out.eq(Mux(written, poison, r.data))]
+        return m
+
+
+def spram_memory(blocks: int = SPRAM_BLOCKS, *, reserve: int = 0):
     """A memory hook (``AcceleratorTop(memory=…)``, :func:`~loco_fpga.hdl.layer.default_memory`'s signature) that
-    puts weight memories into :class:`BankedSpram` while ``blocks`` SPRAM cells last (layer order), the rest (and
-    every state memory) into block RAM. :attr:`used` on the returned hook counts the cells handed out."""
+    puts weight memories into :class:`BankedSpram` while ``blocks − reserve`` SPRAM cells last (layer order), the
+    rest (and every state memory) into block RAM; ``reserve`` cells are kept for the microcoded cluster blocks'
+    data memories (``name = "microdata"``, :class:`Spram`, while they last; then block RAM — without initial
+    contents either way: the block's boot entry writes them). :attr:`used` on the returned hook counts the cells
+    handed out."""
     if isinstance(blocks, bool) or not isinstance(blocks, int) or not 0 <= blocks <= SPRAM_BLOCKS:
         raise ValueError(f"blocks = {blocks!r}: must be an integer in [0, {SPRAM_BLOCKS}]")
+    if isinstance(reserve, bool) or not isinstance(reserve, int) or not 0 <= reserve <= blocks:
+        raise ValueError(f"reserve = {reserve!r}: must be an integer in [0, blocks = {blocks}]")
 
     def hook(*, shape, depth: int, name: str):
-        need = 2 * -(-Shape.cast(shape).width // SPRAM_WIDTH)
-        if name == "weights" and depth <= 2 * SPRAM_DEPTH and hook.used + need <= blocks:
-            hook.used += need
+        columns = -(-Shape.cast(shape).width // SPRAM_WIDTH)
+        if name == "weights" and depth <= 2 * SPRAM_DEPTH and hook.used - micro[0] + 2 * columns <= blocks - reserve:
+            hook.used += 2 * columns
             return BankedSpram(shape=shape, depth=depth)
+        if name == "microdata" and depth <= SPRAM_DEPTH and micro[0] + columns <= reserve:
+            hook.used += columns
+            micro[0] += columns
+            return Spram(shape=shape, depth=depth)
+        if name == "microdata":
+            return memory.Memory(shape=shape, depth=depth, init=[])
         return default_memory(shape=shape, depth=depth, name=name)
 
     hook.used = 0
+    micro = [0]           # cells of the reserve handed out
     return hook

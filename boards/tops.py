@@ -363,8 +363,10 @@ def board_inner(board, config=None, *, lanes: int | None = None, cluster_units: 
     LOCO's cluster blocks, ``parallel`` (default) or ``micro``. The inner design is the accelerator top's ``board_top(config, lanes=…)`` (``loco_fpga.hdl.top``; it trains the config's rule when the gateware
     implements it, else ``np``; the returned config is the one it actually built), or, in a checkout without
     ``hdl/top.py``, :class:`~loco_fpga.hdl.link.LinkTestTop` (the protocol with a test device). With
-    :attr:`Board.shared_update` the network has one update engine for all layers when the rule built is NP without
-    the delta readout (the only rule the shared engine runs).
+    :attr:`Board.shared_update` the network has one update engine for all layers when the rule built is NP or LOCO
+    without the delta readout (the rules the shared engine runs). On the iCE40 the weights go into SPRAM (layer order,
+    while blocks last); with LOCO on micro blocks two SPRAM blocks are kept for the first block's data memory
+    (``boards/spram.py``).
     """
     board = _check_board(board)
     lanes = board.default_lanes if lanes is None else lanes
@@ -379,7 +381,11 @@ def board_inner(board, config=None, *, lanes: int | None = None, cluster_units: 
     shared = board.shares_update(config)
     if board.family == "ice40":       # the UP5K's 30 block RAMs are too few: the weights go into its SPRAM
         from loco_fpga.boards.spram import spram_memory   # noqa: PLC0415
-        inner = accelerator.board_top(config, lanes=lanes, memory=spram_memory(), cluster_units=cluster_units,
+        # LOCO on micro blocks: two SPRAM blocks hold a block's data memory (layer 0's weights keep two, the rest of
+        # the weights go to block RAM)
+        micro = cluster_impl == "micro" and config.rule.name == "loco"
+        inner = accelerator.board_top(config, lanes=lanes, memory=spram_memory(reserve=2 if micro else 0),
+                                      cluster_units=cluster_units,
                                       cluster_share=cluster_share, cluster_impl=cluster_impl, shared_update=shared,
                                       sparse_input=board.sparse_input)
     else:

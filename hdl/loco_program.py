@@ -8,7 +8,9 @@ buffer, k* into ``KSTAR``) and ``update`` (the prototype, its r_k and the refres
 Entry ``sample<b>`` runs one sample of layer (bank) b up to v⊥ (normalise, select, project), entry
 ``update<b>`` its update (the prototype, r_k, the refresh every N_ref samples); entry ``reload<b>`` follows a
 host load of bank b's prototypes and count (r_k of every active prototype, the refresh, samples since refresh
-← 0: what ``ClusterBlock`` does on a load of the count).
+← 0: what ``ClusterBlock`` does on a load of the count). Entry ``init`` writes the whole initial data memory
+(every variable 0, then the constants), for a data memory that has no initial contents of its own (the UP5K's
+SPRAM): :meth:`initial_memory` is what it leaves.
 
 Data memory (one word per value):
 
@@ -40,7 +42,7 @@ import numpy as np
 from loco_fpga.config import Config
 from loco_fpga.qformat import Formats, formats, narrow_mode
 
-from .microcode import ADDR_BITS, CHUNK, WORD, Cond, Machine, MulMode, Program, Reg, Shift
+from .microcode import ADDR_BITS, CHUNK, IMM_BITS, WORD, Cond, Machine, MulMode, Program, Reg, Shift
 
 __all__ = ["LocoProgram"]
 
@@ -117,10 +119,12 @@ class LocoProgram:
             self._bank_code(b)
         while self._pending:                                  # subroutines, after the entry code
             self._pending.pop(0)()
+        self._init_code()                                     # last: it writes every constant the code uses
         self.code = self.p.assemble()
         self.entry_address = [self.p.labels[f"sample{b}"] for b in range(len(self.dims))]
         self.update_address = [self.p.labels[f"update{b}"] for b in range(len(self.dims))]
         self.reload_address = [self.p.labels[f"reload{b}"] for b in range(len(self.dims))]
+        self.init_address = self.p.labels["init"]
         self.depth = self._const_base + len(self._consts)
         if self.depth > 1 << ADDR_BITS or len(self.code) > 1 << ADDR_BITS:
             raise ValueError(f"dims = {dims!r}, clusters = {clusters}: the program needs {self.depth} data words and "
@@ -154,6 +158,25 @@ class LocoProgram:
         for v, i in self._consts.items():
             mem[self._const_base + i] = v
         return mem
+
+    def _init_code(self):
+        """Entry ``init``: every variable word 0, then every constant (an LDI when it fits the immediate, else
+        LDI of its top bits, shifted up 12 places, plus its low 12 bits through B)."""
+        p = self.p
+        p.label("init")
+        p.ldi(A, 0)
+        with self.over_j(self._const_base):
+            p.st(0, uy=True)
+        for v, i in self._consts.items():
+            if -(1 << (IMM_BITS - 1)) <= v < 1 << (IMM_BITS - 1):
+                p.ldi(A, v)
+            else:
+                p.ldi(A, v >> 12)
+                self.shl(12)
+                p.ldi(B, v & 0xFFF)
+                p.add()
+            p.st(self._const_base + i)
+        p.halt()
 
     def sat_index(self, fmt) -> int:
         return self.widths.index(fmt.bits)
@@ -837,6 +860,14 @@ class LocoProgram:
             assert (mach.mem[bk["since"]] == 0) == refresh, "the made-up state did not take the path"
             self._timing[key] = {op: n - before.get(op, 0) for op, n in mach.counts.items() if n > before.get(op, 0)}
         return self._timing[key]
+
+    def init_counts(self) -> dict:
+        """Instructions of each op that ``init`` executes (one path: it reads nothing)."""
+        if "init" not in self._timing:
+            mach = Machine(self.code, [0] * self.depth, self.widths)
+            mach.run(self.init_address)
+            self._timing["init"] = dict(mach.counts)
+        return self._timing["init"]
 
     def reload_counts(self, bank: int, count: int) -> dict:
         """Instructions of each op that ``reload<bank>`` executes for ``count`` active clusters."""

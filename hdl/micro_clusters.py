@@ -18,6 +18,10 @@ memory while the program is not running:
 Timing: :meth:`output_cycles`, :meth:`tail_cycles`, :meth:`load_cycles`, :meth:`sample_cycles` — exact, from the
 program's per-path instruction counts (``LocoProgram.sample_counts`` …) and the sequencer's cycles per op.
 
+``memory``: a memory hook for the sequencer's data memory (e.g. the UP5K's SPRAM, ``boards/spram.py``), which then
+has no initial contents: after a reset the program's ``init`` entry writes them (:attr:`boot_cycles`; ``idle``
+is low until then). Default: block RAM with the initial contents.
+
 ``peek`` (while ``idle``, latency 1) reads the prototypes, H, r_k and the count from the data memory (what
 :class:`~loco_fpga.hdl.clusters.PeekKind` names, of ``peek.bank``). ``load_en``/``load`` (taken only while
 ``idle``): ``count`` = 0 writes c_index[col]; ``count`` = 1 writes the count and runs ``reload<bank>`` (r_k of
@@ -48,7 +52,7 @@ class MicroClusterBlock(wiring.Component):
     ``digit``: the sequencer's datapath width."""
 
     def __init__(self, *, formats, dims, clusters: int, refresh: int, ridge: int, norm_guard: int, recip_extra: int,
-                 digit: int = 16):
+                 digit: int = 16, memory=None):
         try:
             if not isinstance(formats, Formats):
                 raise TypeError(f"formats = {formats!r}: expected a loco_fpga.qformat.Formats")
@@ -58,8 +62,12 @@ class MicroClusterBlock(wiring.Component):
             self.program = LocoProgram(formats=formats, dims=dims, clusters=clusters, refresh=refresh, ridge=ridge,
                                        norm_guard=norm_guard, recip_extra=recip_extra)
             prog = self.program
-            self.sequencer = Sequencer(prog.code, depth=prog.depth, widths=prog.widths, init=prog.initial_memory(),
-                                       digit=digit)
+            if memory is None:
+                self.sequencer = Sequencer(prog.code, depth=prog.depth, widths=prog.widths,
+                                           init=prog.initial_memory(), digit=digit)
+            else:
+                self.sequencer = Sequencer(prog.code, depth=prog.depth, widths=prog.widths, digit=digit,
+                                           memory=memory, boot=prog.init_address)
         except (TypeError, ValueError):
             self._MustUse__silence = True       # a block that failed to construct is not an unused elaboratable
             raise
@@ -83,10 +91,10 @@ class MicroClusterBlock(wiring.Component):
                           "load_en": In(1), "load": In(self._load_layout)})
 
     @classmethod
-    def from_config(cls, config: Config, dims, *, digit: int = 16) -> "MicroClusterBlock":
+    def from_config(cls, config: Config, dims, *, digit: int = 16, memory=None) -> "MicroClusterBlock":
         p = LocoProgram.from_config(config, dims)
         return cls(formats=p.fmts, dims=p.dims, clusters=p.K, refresh=p.refresh_every, ridge=p.ridge,
-                   norm_guard=p.ng, recip_extra=p.re, digit=digit)
+                   norm_guard=p.ng, recip_extra=p.re, digit=digit, memory=memory)
 
     dims = property(lambda self: self._dims)
     #: the input width when every bank has the same (what a ``Network`` group has)
@@ -113,6 +121,14 @@ class MicroClusterBlock(wiring.Component):
         """Cycles from a sample's last ``o`` transfer to the last cycle before ``idle`` is high again (the
         program's update; ``refreshed``: with the refresh)."""
         return self.sequencer.cycles(self.program.update_counts(bank, count, refreshed)) + 2
+
+    @property
+    def boot_cycles(self) -> int:
+        """Cycles from a reset to the first cycle ``idle`` is high: 0 with block-RAM data (initial contents), else
+        the ``init`` entry's run."""
+        if self.sequencer.boot is None:
+            return 0
+        return self.sequencer.cycles(self.program.init_counts()) + 2
 
     def load_cycles(self, count: int, bank: int = 0) -> int:
         """Cycles from the ``load`` of the count to the cycle ``idle`` is high again."""
@@ -156,7 +172,10 @@ class MicroClusterBlock(wiring.Component):
         m.d.comb += [self.peek_data.eq(seq.host_rdata),
                      seq.host_addr.eq(self._address(peek_bank, self.peek.what, self.peek.index, self.peek.col))]
 
-        with m.FSM() as fsm:
+        with m.FSM(init="RECV" if seq.boot is None else "BOOT") as fsm:
+            with m.State("BOOT"):               # (with a memory hook) the sequencer's boot run writes the data
+                with m.If(~seq.busy):
+                    m.next = "RECV"
             with m.State("RECV"):
                 with m.If(self.i.valid):
                     with m.If(j == 0):

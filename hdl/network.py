@@ -171,6 +171,9 @@ class Network(wiring.Component):
     paired layer's v⊥ (and update) comes one block sample later per layer ahead of it in its block.
     ``cluster_impl = "micro"`` (``loco``): each block is a :class:`~.micro_clusters.MicroClusterBlock` — the same
     integers from a program on one small datapath (docs/hdl_learning.md): a fraction of the logic, many more cycles.
+    With a ``memory`` hook other than the default, each micro block's data memory comes from it too (``name =
+    "microdata"``; e.g. SPRAM on the UP5K) and has no initial contents: the block writes it after a reset
+    (``MicroClusterBlock.boot_cycles``, during which the block is not idle, so no sample starts).
     ``sparse_input``: layer 0's engine is ``sparse`` — each step it reads only the weight words of the input chunks
     that spiked (and the bias's): same results, data-dependent cycles (:meth:`schedule`'s ``active``).
     """
@@ -269,7 +272,9 @@ class Network(wiring.Component):
         common = dict(formats=formats, clusters=clusters, refresh=refresh, ridge=ridge, norm_guard=norm_guard,
                       recip_extra=recip_extra)
         if cluster_impl == "micro":
-            blocks = [MicroClusterBlock(dims=[self._engines[l].n_in + 1 for l in g], **common) for g in groups]
+            micro_memory = None if memory is default_memory else memory   # a board's hook: its "microdata"
+            blocks = [MicroClusterBlock(dims=[self._engines[l].n_in + 1 for l in g], memory=micro_memory, **common)
+                      for g in groups]
         else:
             blocks = [ClusterBlock(dim=self._engines[g[0]].n_in + 1, units=cluster_units, banks=len(g), **common)
                       for g in groups]

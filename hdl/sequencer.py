@@ -47,6 +47,12 @@ path and R multiplexer ≈ 300 LUTs, the multiplier's chunk selection ≈ 115, t
 **Host port.** While not ``busy`` the data memory is the host's: ``host_addr``, ``host_wdata``, ``host_we``
 (a write at the edge), ``host_rdata`` (the word at the ``host_addr`` of the previous cycle).
 
+**Memory hook and boot.** ``memory`` (a hook with :func:`~loco_fpga.hdl.layer.default_memory`'s signature,
+called with ``name="microdata"``) replaces the data memory, e.g. by SPRAM, which has no initial contents: then
+``init`` must be empty and ``boot`` (an entry address) is run after every reset — ``busy`` is high from the reset
+through that run's HALT, 1 + its cycles. The memory needs one port only: the program's ST is a one-cycle
+instruction whose read data nobody uses, and the host reads only in cycles it does not write.
+
 Ports: ``start`` (In 1, a pulse; ignored while busy), ``entry`` (In ADDR_BITS: the first instruction),
 ``busy`` (Out 1), ``host_addr`` (In ADDR_BITS), ``host_wdata`` (In signed DATA_BITS), ``host_we`` (In 1),
 ``host_rdata`` (Out signed DATA_BITS), ``a`` (Out signed 64: the accumulator, valid while not busy).
@@ -123,7 +129,7 @@ class Sequencer(wiring.Component):
     a: Out(signed(WORD))
 
     def __init__(self, code: Sequence[Instr], *, depth: int, widths: Sequence[int], init: Sequence[int] | None = None,
-                 digit: int = 16):
+                 digit: int = 16, memory=None, boot: int | None = None):
         try:
             self._code = list(code)
             if not self._code or not all(isinstance(ins, Instr) for ins in self._code):
@@ -145,10 +151,20 @@ class Sequencer(wiring.Component):
                 raise ValueError(f"init value {bad[0]} does not fit {DATA_BITS} signed bits")
             if digit not in DIGITS:
                 raise ValueError(f"digit = {digit!r}: expected one of {DIGITS}")
+            if boot is not None and (isinstance(boot, bool) or not isinstance(boot, int)
+                                     or not 0 <= boot < len(self._code)):
+                raise ValueError(f"boot = {boot!r}: expected None or an address in the code (0 … "
+                                 f"{len(self._code) - 1})")
+            if memory is not None and init:
+                raise ValueError("init: a memory hook's data memory has no initial contents (let a boot entry "
+                                 "write them)")
+            if memory is not None and not callable(memory):
+                raise ValueError(f"memory = {memory!r}: expected None or a memory hook (shape=, depth=, name=)")
         except ValueError:
             self._MustUse__silence = True       # a block that failed to construct is not an unused elaboratable
             raise
         self._depth, self._widths, self._init, self._digit = depth, widths, init, digit
+        self._memory, self._boot = memory, boot
         super().__init__()
         # the architectural registers (A is the port ``a``), for simulation and debugging
         self.b = Signal(WORD)
@@ -156,13 +172,14 @@ class Sequencer(wiring.Component):
         self.x = Signal(ADDR_BITS)
         self.y = Signal(ADDR_BITS)
         self.loops = Array(Signal(ADDR_BITS, name=f"l{i}") for i in range(LOOPS))
-        self.pc = Signal(ADDR_BITS)
+        self.pc = Signal(ADDR_BITS, init=boot or 0)
         self.link = Signal(ADDR_BITS)
 
     code = property(lambda self: list(self._code))
     depth = property(lambda self: self._depth)
     widths = property(lambda self: self._widths)
     digit = property(lambda self: self._digit)
+    boot = property(lambda self: self._boot)
     #: digits of a 64-bit register (cycles of one pass)
     digits = property(lambda self: WORD // self._digit)
 
@@ -186,8 +203,11 @@ class Sequencer(wiring.Component):
         # -- memories ---------------------------------------------------------------------------------------
         m.submodules.rom = rom = memory.Memory(shape=32, depth=len(self._words), init=self._words,
                                                attrs=BLOCK_RAM)
-        m.submodules.data = dmem = memory.Memory(shape=signed(DATA_BITS), depth=self._depth, init=self._init,
-                                                 attrs=BLOCK_RAM)
+        if self._memory is None:
+            dmem = memory.Memory(shape=signed(DATA_BITS), depth=self._depth, init=self._init, attrs=BLOCK_RAM)
+        else:
+            dmem = self._memory(shape=signed(DATA_BITS), depth=self._depth, name="microdata")
+        m.submodules.data = dmem
         rom_rd = rom.read_port(domain="sync")
         d_rd, d_wr = dmem.read_port(domain="sync"), dmem.write_port()
         word = data.View(WORD_LAYOUT, rom_rd.data)
@@ -209,7 +229,10 @@ class Sequencer(wiring.Component):
         one_cycle = is_(*_ONE_CYCLE)
         two_pass = is_(*_TWO_PASS)
 
-        with m.FSM() as fsm:
+        with m.FSM(init="IDLE" if self._boot is None else "BOOT") as fsm:
+            if self._boot is not None:
+                with m.State("BOOT"):              # after a reset: the boot entry (pc's initial value)
+                    m.next = "DECODE"
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += pc.eq(self.entry)

@@ -200,14 +200,19 @@ class AcceleratorDevice(wiring.Component):
         with m.If(net.x.valid & net.x.ready):
             m.d.sync += x_valid.eq(0)
 
+        # micro cluster blocks with SPRAM data write it after a reset (their boot run; the network is busy): no
+        # command is taken before they are done (a link at UART speed cannot even deliver one that early)
+        take = Signal(init=1)
+        if any(getattr(b, "boot_cycles", 0) for b in net.cluster_blocks):
+            m.d.comb += take.eq(~net.busy)
         with m.FSM() as fsm:
             with m.State("IDLE"):
-                m.d.comb += [host.req.ready.eq(1), host.run.ready.eq(1)]
-                with m.If(host.run.valid):
+                m.d.comb += [host.req.ready.eq(take), host.run.ready.eq(take)]
+                with m.If(host.run.valid & take):
                     m.d.sync += [op.eq(host.run.payload.op), label.eq(host.run.payload.label), in_index.eq(0),
                                  in_byte.eq(0), out_k.eq(0), pred.eq(0)]
                     m.next = "SAMPLE"
-                with m.Elif(host.req.valid):
+                with m.Elif(host.req.valid & take):
                     m.d.sync += req.eq(host.req.payload)
                     m.next = "DECODE"
             # the request was registered in IDLE: the link's dispatcher and this decode are not one combinational

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
+from loco_fpga.boards.spram import spram_memory
 from loco_fpga.golden_model.fixed import FixedClusters
 from loco_fpga.hdl.clusters import PeekKind
 from loco_fpga.hdl.micro_clusters import MicroClusterBlock
@@ -22,11 +23,18 @@ from test_hdl_clusters import case_config
 from test_loco_program import model_step
 
 
-def test_micro_block_equals_fixed_clusters():
+@pytest.mark.parametrize("data", ["bram", "spram"])
+def test_micro_block_equals_fixed_clusters(data):
+    """``spram``: the data memory is the UP5K's SPRAM (its behavioural model: every word garbage after the
+    reset, garbage read data after a write cycle); the block's boot run writes it first — ``idle`` rises
+    ``boot_cycles`` after the reset."""
     cfg, fm = case_config(3)                         # T = 4, K = 2, vperp s10.6
     dims = [4, 3]
     K = cfg.rule.clusters
-    dut = MicroClusterBlock.from_config(cfg, dims)
+    hook = spram_memory(reserve=2) if data == "spram" else None
+    dut = MicroClusterBlock.from_config(cfg, dims, memory=hook)
+    assert (dut.boot_cycles > 0) == (data == "spram")
+    boot = []
     rng = random.Random(0)
     samples = [make_samples(rng, d, cfg.spiking.steps, 6) for d in dims]
     order = [0, 1, 0, 0, 1, 1, 0, 1, 0, 1, 1, 0]
@@ -48,6 +56,11 @@ def test_micro_block_equals_fixed_clusters():
                 "h": [[await peek(ctx, PeekKind.H, b, r, c) for c in range(count)] for r in range(count)]}
 
     async def driver(ctx):
+        cycles = 0
+        while not ctx.get(dut.idle):
+            await ctx.tick()
+            cycles += 1
+        boot.append(cycles)
         for n, b in enumerate(order):
             if n == 6:                                # a host load of bank 1: prototypes, then the count
                 for k in range(K):
@@ -93,6 +106,9 @@ def test_micro_block_equals_fixed_clusters():
     sim.add_testbench(monitor)
     sim.run()
 
+    assert boot == [dut.boot_cycles]
+    if hook is not None:
+        assert hook.used == 2                         # the data memory is in SPRAM (two blocks: 32-bit words)
     # the model, in the same order
     at, snaps = 0, iter(snapshots)
     paths = {"new": 0, "full": 0, "equal": 0}
