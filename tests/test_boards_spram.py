@@ -12,7 +12,7 @@ from amaranth.back import rtlil
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
-from loco_fpga.boards.spram import BANK_BIT, POISON, BankedSpram, spram_memory
+from loco_fpga.boards.spram import BANK_BIT, POISON, BankedSpram, Spram, spram_memory
 
 
 def _run(mem, ops):
@@ -112,6 +112,62 @@ def test_ice40_elaboration_is_sb_spram256ka_cells():
     from amaranth_boards.icebreaker import ICEBreakerPlatform
 
     mem = BankedSpram(shape=16, depth=2080)
+    rd, wr = mem.read_port(domain="sync"), mem.write_port()
+    m = Module()
+    m.submodules.mem = mem
+    text = rtlil.convert(m, platform=ICEBreakerPlatform(),
+                         ports=[rd.addr, rd.data, rd.en, wr.addr, wr.data, wr.en])
+    assert text.count("cell \\SB_SPRAM256KA") == 2
+
+
+def test_single_bank_memory_reads_what_was_written_and_starts_as_garbage():
+    """:class:`Spram` (the micro cluster block's data memory): a read returns the last write, or the poison word
+    for a word never written (SPRAM has no initial contents) and in the cycle after a write (one port)."""
+    rng = random.Random(5)
+    depth = 300
+    mem = Spram(shape=signed(32), depth=depth)
+    assert mem.blocks == 2
+    poison32 = POISON | POISON << 16
+    model = {}
+    ops, want = [], []
+    for _ in range(800):
+        r = rng.randrange(depth) if rng.random() < 0.7 else None
+        w = (rng.randrange(depth), rng.randrange(-(1 << 31), 1 << 31)) if rng.random() < 0.4 else None
+        ops.append((r, w))
+        if r is None:
+            want.append(None)
+        elif w is not None:
+            want.append(poison32)                 # the write wins the port
+        else:
+            want.append(model.get(r, poison32))
+        if w:
+            model[w[0]] = w[1]
+    got = _run(mem, ops)
+    checked = [(n, g, x) for n, (g, x) in enumerate(zip(got, want)) if x is not None]
+    assert len(checked) > 400 and sum(x == poison32 for _, _, x in checked) > 100
+    assert all(g == x for _, g, x in checked), [c for c in checked if c[1] != c[2]][:3]
+
+
+def test_hook_reserves_blocks_for_micro_data():
+    hook = spram_memory(reserve=2)
+    m0 = hook(shape=16, depth=2080, name="weights")
+    m1 = hook(shape=16, depth=330, name="weights")             # the reserve is not the weights'
+    d0 = hook(shape=signed(32), depth=1400, name="microdata")
+    d1 = hook(shape=signed(32), depth=1400, name="microdata")   # reserve used up: block RAM
+    assert isinstance(m0, BankedSpram) and not isinstance(m1, BankedSpram)
+    assert isinstance(d0, Spram) and not isinstance(d1, Spram) and hook.used == 4
+    for mem in (m0, m1, d0, d1):
+        mem._MustUse__silence = True
+    with pytest.raises(ValueError, match=r"reserve = 5"):
+        spram_memory(reserve=5)
+    with pytest.raises(ValueError, match=r"depth = 16385"):
+        Spram(shape=16, depth=16385)
+
+
+def test_single_bank_ice40_elaboration():
+    from amaranth_boards.icebreaker import ICEBreakerPlatform
+
+    mem = Spram(shape=signed(32), depth=1400)
     rd, wr = mem.read_port(domain="sync"), mem.write_port()
     m = Module()
     m.submodules.mem = mem

@@ -15,6 +15,7 @@ from amaranth.sim import Simulator
 
 from loco_fpga.hdl.microcode import (CHUNK, DATA_BITS, WORD, Cond, Instr, Machine, MulMode, Op, Program, Reg,
                                      Shift, encode, wrap)
+from loco_fpga.boards.spram import POISON, spram_memory
 from loco_fpga.hdl.sequencer import DIGITS, WORD_LAYOUT, Sequencer, op_cycles
 
 A, B, Q = Reg.A, Reg.B, Reg.Q
@@ -476,6 +477,9 @@ def test_word_layout_matches_encode():
     (dict(init=[0] * 9), "init has 9 words: more than depth = 8"),
     (dict(init=[1 << 31]), "init value 2147483648 does not fit 32 signed bits"),
     (dict(digit=8), "digit = 8: expected one of \\(16, 32, 64\\)"),
+    (dict(boot=1), "boot = 1: expected None or an address in the code \\(0 … 0\\)"),
+    (dict(memory=spram_memory(reserve=2), init=[1]), "init: a memory hook's data memory has no initial contents"),
+    (dict(memory="spram"), "memory = 'spram': expected None or a memory hook"),
 ])
 def test_parameter_errors(kwargs, message):
     args = dict(code=[Instr(Op.HALT)], depth=8, widths=WIDTHS) | kwargs
@@ -484,3 +488,55 @@ def test_parameter_errors(kwargs, message):
         Sequencer(code, **args)
     with pytest.raises(ValueError, match="digit = 12"):
         op_cycles(Op.ADD, digit=12)
+
+
+def test_boot_run_on_spram():
+    """With a memory hook (here the UP5K's SPRAM model: garbage until written, garbage read data after a write
+    cycle) and ``boot``: after the reset the boot entry runs by itself, ``busy`` for 1 + its cycles; then a program
+    started as usual reads back what the boot wrote — every word as the ISS has it after the same two runs."""
+    p = Program()
+    p.label("boot")
+    p.ldi(A, 0)
+    p.setx(0)
+    p.setl(0, DEPTH)
+    top = p.label()
+    p.st(0, ux=True)
+    p.addx(1)
+    p.djnz(0, top)
+    p.ldi(A, -77_777)
+    p.st(5)
+    p.halt()
+    p.label("main")
+    p.ld(A, 5)              # right after a store would read garbage from a single-port memory: not here
+    p.ld(B, 5)
+    p.add()
+    p.st(6)
+    p.ld(A, 6)
+    p.st(7)
+    p.halt()
+    code = p.assemble()
+    boot, main = p.labels["boot"], p.labels["main"]
+    dut = Sequencer(code, depth=DEPTH, widths=WIDTHS, memory=spram_memory(reserve=2), boot=boot)
+    mach = Machine(code, [POISON] * DEPTH, WIDTHS)
+    mach.run(boot)
+    boot_cycles = dut.cycles(mach.counts)
+    mach.run(main)
+    out = {}
+
+    async def bench(ctx):
+        busy = 0
+        while ctx.get(dut.busy):
+            await ctx.tick()
+            busy += 1
+        out["boot"] = busy
+        out["mem_after_boot"] = await read_memory(ctx, dut, DEPTH)
+        await run_entry(ctx, dut, main)
+        out["mem"] = await read_memory(ctx, dut, DEPTH)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert out["boot"] == 1 + boot_cycles
+    assert out["mem_after_boot"] == [0] * 5 + [-77_777] + [0] * (DEPTH - 6)
+    assert out["mem"] == mach.mem and mach.mem[7] == -155_554

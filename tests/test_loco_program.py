@@ -13,7 +13,7 @@ import pytest
 from loco_fpga.config import preset
 from loco_fpga.golden_model.fixed import FixedClusters
 from loco_fpga.hdl.loco_program import LocoProgram
-from loco_fpga.hdl.microcode import decode, encode
+from loco_fpga.hdl.microcode import Machine, decode, encode
 from loco_fpga.qformat import formats
 from loco_fpga.sim.benches.clusters import make_samples
 
@@ -219,3 +219,28 @@ def test_instructions_depend_only_on_count_and_path(case):
                 assert ran == want, f"bank {b}, count {count}, new {new}"
             seen.add((b, count, new))
     assert len(seen) >= 2 * cfg.rule.clusters
+
+
+class _WideConstant(LocoProgram):
+    """A program that also uses constants too wide for LDI's immediate (the init entry's other path)."""
+
+    def _bank_code(self, b):
+        self.const((1 << 30) + 12_345)
+        self.const(-(1 << 31))
+        super()._bank_code(b)
+
+
+@pytest.mark.parametrize("cls", [LocoProgram, _WideConstant])
+@pytest.mark.parametrize("name, dims", [("up5k", [65, 33]), ("ecp5", [65, 65])])
+def test_init_entry_writes_the_initial_memory(cls, name, dims):
+    """``init`` (the boot run of a data memory without initial contents) leaves every word as
+    ``initial_memory`` has it, from a memory of garbage; ``init_counts`` are that run's."""
+    prog = cls.from_config(preset(name), dims)
+    want = prog.initial_memory()
+    if cls is _WideConstant:
+        assert {(1 << 30) + 12_345, -(1 << 31)} <= set(want)
+    rng = random.Random(len(dims))
+    mach = Machine(prog.code, [rng.randrange(-(1 << 31), 1 << 31) for _ in range(prog.depth)], prog.widths)
+    mach.run(prog.init_address)
+    assert mach.mem == want
+    assert mach.counts == prog.init_counts()
