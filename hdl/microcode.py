@@ -13,7 +13,9 @@ Architecture (every register a two's-complement integer; results wrap to the reg
 - ``A``, ``B``, ``Q``: 64-bit. ``A`` is the accumulator (every ALU result lands there), ``B`` the second
   operand / divisor / root, ``Q`` the multiplier operand and the shift register of the divide and square-root
   steps.
-- ``X``, ``Y``: 12-bit index registers; a memory operand's address is ``imm + X·ux + Y·uy`` (mod 2^12).
+- ``X``, ``Y``: 12-bit index registers; ``Z``: 12-bit base register (``SETZ``: one copy of the code serves
+  several banks of data, each at its own base); a memory operand's address is ``imm + X·ux + Y·uy + Z·uz``
+  (mod 2^12).
 - ``L0`` … ``L3``: 12-bit loop counters (``DJNZ``), set from an immediate (``SETL``) or from A (``MOVL``);
   X and Y can also be set from A (``MOVX``, ``MOVY``).
 - data memory: ``DATA_BITS``-bit signed words; a load sign-extends, a store writes A's low ``DATA_BITS``
@@ -31,8 +33,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import enum
 
-__all__ = ["Op", "Reg", "Cond", "Shift", "MulMode", "Instr", "Program", "Machine", "MachineError",
-           "DATA_BITS", "ADDR_BITS", "WORD", "CHUNK", "chunk", "encode", "decode"]
+__all__ = ["Op", "Reg", "Cond", "Shift", "MulMode", "Instr", "Program", "Machine", "MachineError", "ZRel",
+           "MEM_OPS", "DATA_BITS", "ADDR_BITS", "WORD", "CHUNK", "chunk", "encode", "decode"]
 
 DATA_BITS = 32
 ADDR_BITS = 12
@@ -84,6 +86,26 @@ class Op(enum.IntEnum):
     HALT = 24
     MOVY = 25     # Y ← A mod 2^12
     MOVL = 26     # L_n ← A mod 2^12
+    SETZ = 27     # Z ← imm
+
+
+#: the ops with a memory operand (``uz`` applies to them only)
+MEM_OPS = frozenset({Op.LD, Op.ST, Op.ADD, Op.SUB, Op.MUL})
+
+
+class ZRel(int):
+    """An address relative to Z: the assembler sets ``uz`` for it (sums with ints stay relative)."""
+
+    def __add__(self, other):
+        return ZRel(int(self) + int(other))
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        return ZRel(int(self) - int(other))
+
+    def __repr__(self):
+        return f"Z+{int(self)}"
 
 
 class Reg(enum.IntEnum):
@@ -124,6 +146,7 @@ class Instr:
     #                       BR condition; SETL/DJNZ loop counter
     ux: bool = False
     uy: bool = False
+    uz: bool = False      # memory operand (LD, ST, ADD, SUB, MUL): + Z
     imm: int = 0          # address / immediate / jump target
     high: bool = False    # LDI: imm << 44
     mode: int = 0         # MUL mode
@@ -135,7 +158,7 @@ class Instr:
     def __str__(self) -> str:
         names = {"r": Reg, "mode": MulMode}
         parts = [self.op.name]
-        for f in ("r", "s", "imm", "mode", "bi", "bs", "qj", "qs", "ux", "uy", "high"):
+        for f in ("r", "s", "imm", "mode", "bi", "bs", "qj", "qs", "ux", "uy", "uz", "high"):
             v = getattr(self, f)
             if v:
                 parts.append(f"{f}={names[f](v).name if f in names else v}")
@@ -144,12 +167,17 @@ class Instr:
 
 # -- encoding: 32-bit words ------------------------------------------------------------------------------
 # every op:  op[0:5] | r[5:7] | s[7:10] | ux[10] | uy[11] | imm[12:24]  (address, jump target, index, count)
+# memory ops (LD, ST, ADD, SUB, MUL): s[7] only (0/1), uz[9]
 # LDI:       op | r[5:7] | high[7] | imm[12:32] (20 bits, signed)
 # MUL:       op | s[7] (1: memory operand) | ux | uy | imm[12:24] | mode[24:26] | bi[26:28] | bs[28] | qj[29:31] | qs[31]
 
 
 def encode(ins: Instr) -> int:
-    word = int(ins.op) | ins.r << 5 | ins.s << 7 | int(ins.ux) << 10 | int(ins.uy) << 11
+    if ins.uz and ins.op not in MEM_OPS:
+        raise ValueError(f"{ins.op.name}: uz applies to memory operands only")
+    if ins.op in MEM_OPS and not 0 <= ins.s <= 1:
+        raise ValueError(f"{ins.op.name}: s = {ins.s}, expected 0 or 1")
+    word = int(ins.op) | ins.r << 5 | ins.s << 7 | int(ins.uz) << 9 | int(ins.ux) << 10 | int(ins.uy) << 11
     if ins.op == Op.LDI:
         if not -(1 << (IMM_BITS - 1)) <= ins.imm < (1 << (IMM_BITS - 1)):
             raise ValueError(f"LDI immediate {ins.imm} does not fit {IMM_BITS} signed bits")
@@ -171,6 +199,8 @@ def decode(word: int) -> Instr:
     op = Op(_field(word, 0, 5))
     kw = dict(op=op, r=_field(word, 5, 2), s=_field(word, 7, 3), ux=bool(_field(word, 10, 1)),
               uy=bool(_field(word, 11, 1)))
+    if op in MEM_OPS:
+        kw.update(s=_field(word, 7, 1), uz=bool(_field(word, 9, 1)))
     if op == Op.LDI:
         kw.update(s=0, high=bool(_field(word, 7, 1)), imm=wrap(_field(word, 12, IMM_BITS), IMM_BITS))
     else:
@@ -203,6 +233,10 @@ class Program:
         return f".{stem}{self._fresh}"
 
     def emit(self, op: Op, target: str | None = None, **kw) -> None:
+        if isinstance(kw.get("imm"), ZRel):           # a Z-relative address: uz
+            if op not in MEM_OPS:
+                raise ValueError(f"{op.name}: a Z-relative immediate is a memory operand's only")
+            kw.update(imm=int(kw["imm"]), uz=True)
         ins = Instr(op, **kw)
         self.code.append((ins, target) if target is not None else ins)
 
@@ -219,6 +253,7 @@ class Program:
     def divstep(self): self.emit(Op.DIVSTEP)
     def sqrtstep(self): self.emit(Op.SQRTSTEP)
     def setx(self, imm: int): self.emit(Op.SETX, imm=imm)
+    def setz(self, imm: int): self.emit(Op.SETZ, imm=imm)
     def addx(self, imm: int): self.emit(Op.ADDX, imm=imm % (1 << ADDR_BITS))
     def sety(self, imm: int): self.emit(Op.SETY, imm=imm)
     def addy(self, imm: int): self.emit(Op.ADDY, imm=imm % (1 << ADDR_BITS))
@@ -272,7 +307,7 @@ class Machine:
         self.mem = mem
         self.widths = tuple(widths)
         self.a = self.b = self.q = 0
-        self.x = self.y = 0
+        self.x = self.y = self.z = 0
         self.loops = [0] * LOOPS
         self.link = 0
         self.pc = 0
@@ -294,7 +329,8 @@ class Machine:
             raise MachineError(f"register {r} does not exist")
 
     def _ea(self, ins: Instr) -> int:
-        ea = (ins.imm + (self.x if ins.ux else 0) + (self.y if ins.uy else 0)) % (1 << ADDR_BITS)
+        ea = (ins.imm + (self.x if ins.ux else 0) + (self.y if ins.uy else 0) + (self.z if ins.uz else 0)) \
+            % (1 << ADDR_BITS)
         if ea >= len(self.mem):
             raise MachineError(f"pc {self.pc}: address {ea} outside the {len(self.mem)}-word data memory")
         return ea
@@ -364,6 +400,8 @@ class Machine:
                     self.a, self.b = r, wrap(self.b << 1)
             elif op == Op.SETX:
                 self.x = ins.imm
+            elif op == Op.SETZ:
+                self.z = ins.imm
             elif op == Op.ADDX:
                 self.x = (self.x + ins.imm) % (1 << ADDR_BITS)
             elif op == Op.SETY:

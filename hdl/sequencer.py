@@ -70,7 +70,7 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .layer import BLOCK_RAM
-from .microcode import ADDR_BITS, CHUNK, DATA_BITS, LOOPS, WORD, Cond, Instr, MulMode, Op, Reg, Shift, encode
+from .microcode import ADDR_BITS, CHUNK, DATA_BITS, LOOPS, MEM_OPS, WORD, Cond, Instr, MulMode, Op, Reg, Shift, encode
 
 __all__ = ["Sequencer", "op_cycles", "WORD_LAYOUT", "DIGITS"]
 
@@ -86,7 +86,7 @@ WORD_LAYOUT = data.StructLayout({
     }),
 })
 
-_ONE_CYCLE = frozenset({Op.NOP, Op.ST, Op.SETX, Op.ADDX, Op.SETY, Op.ADDY, Op.MOVX, Op.SETL, Op.DJNZ, Op.JMP,
+_ONE_CYCLE = frozenset({Op.NOP, Op.ST, Op.SETX, Op.SETZ, Op.ADDX, Op.SETY, Op.ADDY, Op.MOVX, Op.SETL, Op.DJNZ, Op.JMP,
                         Op.BR, Op.CALL, Op.RET, Op.HALT} | {getattr(Op, name) for name in ("MOVY", "MOVL")
                                                             if hasattr(Op, name)})
 _TWO_PASS = frozenset({Op.DIVSTEP, Op.SQRTSTEP})
@@ -171,6 +171,7 @@ class Sequencer(wiring.Component):
         self.q = Signal(WORD)
         self.x = Signal(ADDR_BITS)
         self.y = Signal(ADDR_BITS)
+        self.z = Signal(ADDR_BITS)
         self.loops = Array(Signal(ADDR_BITS, name=f"l{i}") for i in range(LOOPS))
         self.pc = Signal(ADDR_BITS, init=boot or 0)
         self.link = Signal(ADDR_BITS)
@@ -277,8 +278,9 @@ class Sequencer(wiring.Component):
         # the effective address imm + X·ux + Y·uy; ADDX / ADDY reuse its adder (imm + X, imm + Y)
         use_x = Mux(is_(Op.ADDX), 1, Mux(is_(Op.ADDY), 0, word.ux))
         use_y = Mux(is_(Op.ADDY), 1, Mux(is_(Op.ADDX), 0, word.uy))
+        use_z = rom_rd.data[9] & is_(*MEM_OPS)
         ea = Signal(ADDR_BITS)
-        m.d.comb += ea.eq(imm + Mux(use_x, x, 0) + Mux(use_y, y, 0))
+        m.d.comb += ea.eq(imm + Mux(use_x, x, 0) + Mux(use_y, y, 0) + Mux(use_z, self.z, 0))
         # one next-value bus per register kind and a write enable per register (the flip-flops' CE): no per-counter
         # multiplexers
         a_low = a[:ADDR_BITS]
@@ -291,6 +293,8 @@ class Sequencer(wiring.Component):
             m.d.sync += x.eq(index_next)
         with m.If(in_decode & is_(Op.SETY, Op.ADDY, *([Op.MOVY] if has_movy else []))):
             m.d.sync += y.eq(index_next)
+        with m.If(in_decode & is_(Op.SETZ)):
+            m.d.sync += self.z.eq(imm)
         loop_next = Signal(ADDR_BITS)
         m.d.comb += loop_next.eq(Mux(from_a, a_low, Mux(is_(Op.DJNZ), loop_dec, imm)))
         loop_write = in_decode & is_(Op.SETL, Op.DJNZ, *([Op.MOVL] if has_movl else []))
@@ -321,7 +325,7 @@ class Sequencer(wiring.Component):
 
         mul_a, mul_b = Signal(signed(16)), Signal(signed(16))
         p = Signal(signed(32), reset_less=True)       # the SB_MAC16's output register
-        m.d.comb += [mul_a.eq(Mux(s != 0, chunk(mem64, f.bi, f.bs), chunk(b, f.bi, f.bs))),
+        m.d.comb += [mul_a.eq(Mux(s[0], chunk(mem64, f.bi, f.bs), chunk(b, f.bi, f.bs))),
                      mul_b.eq(chunk(q, f.qj, f.qs))]
         with m.If(in_wait):
             m.d.sync += p.eq(mul_a * mul_b)
@@ -357,7 +361,7 @@ class Sequencer(wiring.Component):
                         m.d.comb += rsel.eq(_R_Q)
                 write(r)
             with m.Case(Op.ADD, Op.SUB):
-                m.d.comb += [lsel.eq(_L_A), rsel.eq(Mux(s != 0, _R_N, _R_B)), a_src.eq(_FROM_S),
+                m.d.comb += [lsel.eq(_L_A), rsel.eq(Mux(s[0], _R_N, _R_B)), a_src.eq(_FROM_S),
                              inv_r.eq(op == Op.SUB), cin0.eq(op == Op.SUB)]
             with m.Case(Op.NEG):
                 m.d.comb += [lsel.eq(_L_A), inv_l.eq(1), cin0.eq(1), a_src.eq(_FROM_S)]

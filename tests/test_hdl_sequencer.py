@@ -1,7 +1,7 @@
 # amaranth: UnusedElaboratable=no
 """The microcode sequencer (hdl/sequencer.py) in the Amaranth simulator against the instruction-set simulator
 (``Machine`` of hdl/microcode.py): seeded random programs that execute every op and every field combination,
-and real routines (restoring division, square root), run on both; after HALT A, B, Q, X, Y, the loop counters
+and real routines (restoring division, square root), run on both; after HALT A, B, Q, X, Y, Z, the loop counters
 and the whole data memory (read through the host port) must be equal integers, and the cycles ``busy`` was
 high must equal the published formula (``Sequencer.cycles`` of the ISS's per-op counts). Also the host port,
 the instruction-word layout against ``encode``, and the parameter errors."""
@@ -14,7 +14,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from loco_fpga.hdl.microcode import (CHUNK, DATA_BITS, WORD, Cond, Instr, Machine, MulMode, Op, Program, Reg,
-                                     Shift, encode, wrap)
+                                     Shift, ZRel, encode, wrap)
 from loco_fpga.boards.spram import POISON, spram_memory
 from loco_fpga.hdl.sequencer import DIGITS, WORD_LAYOUT, Sequencer, op_cycles
 
@@ -34,7 +34,7 @@ def run_gateware(code, init, *, widths=WIDTHS, depth=DEPTH, entry=0, digit=16, l
     async def bench(ctx):
         out["cycles"] = await run_entry(ctx, dut, entry, limit)
         out["regs"] = {"a": ctx.get(dut.a), "b": wrap(ctx.get(dut.b)), "q": wrap(ctx.get(dut.q)),
-                       "x": ctx.get(dut.x), "y": ctx.get(dut.y), "loops": [ctx.get(l) for l in dut.loops]}
+                       "x": ctx.get(dut.x), "y": ctx.get(dut.y), "z": ctx.get(dut.z), "loops": [ctx.get(l) for l in dut.loops]}
         out["mem"] = await read_memory(ctx, dut, depth)
 
     sim = Simulator(dut)
@@ -71,7 +71,7 @@ def run_iss(code, init, *, widths=WIDTHS, depth=DEPTH, entry=0):
     mem = list(init) + [0] * (depth - len(init))
     mach = Machine(code, mem, widths)
     mach.run(entry)
-    regs = {"a": mach.a, "b": mach.b, "q": mach.q, "x": mach.x, "y": mach.y, "loops": list(mach.loops)}
+    regs = {"a": mach.a, "b": mach.b, "q": mach.q, "x": mach.x, "y": mach.y, "z": mach.z, "loops": list(mach.loops)}
     return regs, mach.mem, mach
 
 
@@ -87,7 +87,7 @@ def check(code, init, *, entry=0, digit=16, widths=WIDTHS, depth=DEPTH):
 # -- random programs ----------------------------------------------------------------------------------------
 class RandomProgram:
     """Straight-line random code (with forward branches, counted loops and a subroutine) whose memory
-    operands stay inside ``DEPTH`` words: X and Y are tracked (kept < 16), memory immediates < 32."""
+    operands stay inside ``DEPTH`` words: X, Y and Z are kept < 14, memory immediates < 24."""
 
     def __init__(self, rng: random.Random, widths=WIDTHS):
         self.rng, self.widths, self.p = rng, widths, Program()
@@ -96,12 +96,14 @@ class RandomProgram:
         self.body = 0        # > 0 inside a loop body (no relative index update) or a subroutine (no index op)
         self.p.setx(0)
         self.p.sety(0)
+        self.p.setz(rng.randrange(14))
 
     # operands
     def mem(self):
         rng = self.rng
-        ux, uy = rng.random() < 0.5, rng.random() < 0.5
-        return {"imm": rng.randrange(32), "ux": ux, "uy": uy}
+        ux, uy, uz = rng.random() < 0.5, rng.random() < 0.5, rng.random() < 0.5
+        imm = rng.randrange(24)
+        return {"imm": ZRel(imm) if uz else imm, "ux": ux, "uy": uy}
 
     def value(self):
         rng = self.rng
@@ -161,17 +163,20 @@ class RandomProgram:
         p, rng = self.p, self.rng
         if self.body < 0:
             return
-        kinds = ["setx", "sety", "movx", "movy"] + (["addx", "addy"] if self.body == 0 else [])
+        kinds = ["setx", "sety", "setz", "movx", "movy"] + (["addx", "addy"] if self.body == 0 else [])
         kind = rng.choice(kinds)
+        if kind == "setz":
+            p.setz(rng.randrange(14))
+            return
         if kind in ("setx", "sety"):
-            v = rng.randrange(16)
+            v = rng.randrange(14)
             getattr(p, kind)(v)
         elif kind in ("addx", "addy"):
             old = self.x if kind == "addx" else self.y
-            v = rng.randrange(16)
+            v = rng.randrange(14)
             getattr(p, kind)(v - old)                # wraps mod 2^12 through 0 when v < old
         else:
-            v = rng.randrange(16)
+            v = rng.randrange(14)
             p.ldi(A, rng.randrange(-(1 << 7), 1 << 7) * 4096 + v)       # only A's low 12 bits count
             if kind == "movy" and not hasattr(Op, "MOVY"):
                 p.sety(v)
@@ -251,8 +256,8 @@ def random_program(seed: int, combos=()):
     plan += [lambda d=d, s=s: g.p.mov(d, s) for d in Reg for s in Reg]
     plan += [lambda h=h: g.p.shift(h) for h in Shift] + [lambda w=w: g.p.sat(w) for w in range(len(g.widths))]
     plan += [lambda r=r, h=h: g.ldi(r, h) for r in Reg for h in (False, True)]
-    for ux, uy in itertools.product((False, True), repeat=2):
-        addr = lambda: {"imm": rng.randrange(32), "ux": ux, "uy": uy}
+    for ux, uy, uz in itertools.product((False, True), repeat=3):
+        addr = lambda ux=ux, uy=uy, uz=uz: {"imm": (ZRel if uz else int)(rng.randrange(24)), "ux": ux, "uy": uy}
         plan += [lambda a=addr: g.p.ld(rng.choice(list(Reg)), **a()), lambda a=addr: g.p.add(**a()),
                  lambda a=addr: g.p.sub(**a()), lambda a=addr: (g.p.sat(1), g.p.st(**a()))]
     plan += [lambda: g.loop(0, rng.randrange(1, 4), lambda: (g.emit_random(2),
@@ -303,14 +308,17 @@ def test_random_programs_cover_every_op_and_field():
             if ins.op == Op.SAT:
                 sats.add(ins.s)
             if ins.op in (Op.LD, Op.ST, Op.ADD, Op.SUB) and (ins.op in (Op.LD, Op.ST) or ins.s):
-                index.add((ins.op, ins.ux, ins.uy))
+                index.add((ins.op, ins.ux, ins.uy, ins.uz))
+            if ins.op == Op.MUL and ins.s:
+                index.add((ins.op, ins.uz))
             if ins.op == Op.LDI:
                 ldi.add((ins.r, ins.high))
     assert ops == set(Op)
     assert muls == set(MUL_COMBOS)
     assert movs == set(itertools.product(Reg, Reg))
     assert shifts == set(Shift) and sats == set(range(len(WIDTHS)))
-    assert index == set(itertools.product((Op.LD, Op.ST, Op.ADD, Op.SUB), (False, True), (False, True)))
+    assert index == (set(itertools.product((Op.LD, Op.ST, Op.ADD, Op.SUB), (False, True), (False, True), (False, True)))
+                     | {(Op.MUL, False), (Op.MUL, True)})
     assert ldi == set(itertools.product(Reg, (False, True)))
 
 
