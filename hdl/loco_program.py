@@ -5,17 +5,20 @@ entry last), the code and the initial data memory of a machine that does exactly
 (golden_model/fixed.py) does for each layer, integer for integer: per sample, from the (u, v) pairs the host
 wrote, ``normalise``, ``select`` (a new cluster and its refresh when needed), ``project`` (v⊥ into the VP
 buffer, k* into ``KSTAR``) and ``update`` (the prototype, its r_k and the refresh every N_ref samples).
-Entry ``sample<b>`` runs one sample of layer (bank) b up to v⊥ (normalise, select, project), entry
+Entry ``sample<b>`` (Z ← bank b's base, then the shared code) runs one sample of layer (bank) b up to v⊥ (normalise, select, project), entry
 ``update<b>`` its update (the prototype, r_k, the refresh every N_ref samples); entry ``reload<b>`` follows a
 host load of bank b's prototypes and count (r_k of every active prototype, the refresh, samples since refresh
 ← 0: what ``ClusterBlock`` does on a load of the count). Entry ``init`` writes the whole initial data memory
-(every variable 0, then the constants), for a data memory that has no initial contents of its own (the UP5K's
+(every variable 0, then the constants and each bank's dim), for a data memory that has no initial contents of its own (the UP5K's
 SPRAM): :meth:`initial_memory` is what it leaves.
 
 Data memory (one word per value):
 
-- per bank b: prototype rows of S = dim + 2 words — c_k0 … c_k,dim−1, then r_k and w_k — K rows; H (K × K, row
-  stride K); the count of active clusters and the samples since the last refresh;
+- per bank b, at its base (the Z register while the program serves it): the count of active clusters, the
+  samples since the last refresh, the bank's dim, H (K × K, row stride K), then K prototype rows of
+  S = max(dims) + 2 words — r_k, w_k, c_k0 … c_k,dim−1. The code is one copy for every bank: its addresses of
+  bank data are Z-relative, its loops over j run to the dim word, and its bounds (chunks, root steps) are
+  those of the widest bank — the same integers, a few more cycles for a narrower bank;
 - shared: U, V (the inputs: the host writes the pair (u_j, v_j) packed into U[j] as u_j + 2^16 v_j, one word
   per pair, and the program unpacks it first), UH (û), VP (v⊥), ROW (a copy of one prototype, the gram's other
   operand), GL (the left half of Gauss–Jordan's augmented matrix, then the downdated M, K × K), PROW (the
@@ -42,7 +45,7 @@ import numpy as np
 from loco_fpga.config import Config
 from loco_fpga.qformat import Formats, formats, narrow_mode
 
-from .microcode import ADDR_BITS, CHUNK, IMM_BITS, WORD, Cond, Machine, MulMode, Program, Reg, Shift
+from .microcode import ADDR_BITS, CHUNK, IMM_BITS, WORD, Cond, Machine, MulMode, Program, Reg, Shift, ZRel
 
 __all__ = ["LocoProgram"]
 
@@ -105,25 +108,32 @@ class LocoProgram:
         self.KSTAR, self.TMP, self.HKK, self.RETSEL, self.FLAG = (self._alloc(1) for _ in range(5))
         self.VA, self.VB, self.VP_, self.VI = (self._alloc(1) for _ in range(4))
         self.ridge = ridge
+        # one bank per layer, at base Z: count, since, dim, H (K × K), then K rows of S = dmax + 2 words:
+        # r_k, w_k, c_k0 … c_k,dim−1 (the same stride in every bank: the code is one copy for all of them)
+        self.S = S = dmax + 2
+        self.rel = {"count": ZRel(0), "since": ZRel(1), "dim": ZRel(2), "h": ZRel(3), "rk": ZRel(3 + K * K),
+                    "wk": ZRel(4 + K * K), "proto": ZRel(5 + K * K)}
         self.banks = []
         for d in self.dims:
-            stride = d + 2                                    # c_k, r_k, w_k
-            self.banks.append({"dim": d, "stride": stride, "proto": self._alloc(K * stride),
-                               "h": self._alloc(K * K), "count": self._alloc(1), "since": self._alloc(1)})
+            base = self._alloc(3 + K * K + K * S)
+            self.banks.append({"dim": d, "stride": S, "base": base, "count": base, "since": base + 1,
+                               "dim_word": base + 2, "h": base + 3, "row": base + 3 + K * K,
+                               "proto": base + 5 + K * K})
         self._const_base = self._next
         # -- code ------------------------------------------------------------------------------------
         self.p = Program()
         self._subroutines: dict[tuple, str] = {}
         self._pending: list = []
-        for b in range(len(self.dims)):
-            self._bank_code(b)
+        self._code()
         while self._pending:                                  # subroutines, after the entry code
             self._pending.pop(0)()
         self._init_code()                                     # last: it writes every constant the code uses
         self.code = self.p.assemble()
-        self.entry_address = [self.p.labels[f"sample{b}"] for b in range(len(self.dims))]
-        self.update_address = [self.p.labels[f"update{b}"] for b in range(len(self.dims))]
-        self.reload_address = [self.p.labels[f"reload{b}"] for b in range(len(self.dims))]
+        # per bank (one copy of the code: the same address for every bank; a run of bank b starts with Z = base)
+        self.entry_address = [self.p.labels["sample"]] * len(self.dims)
+        self.update_address = [self.p.labels["update"]] * len(self.dims)
+        self.reload_address = [self.p.labels["reload"]] * len(self.dims)
+        self.bank_base = [bk["base"] for bk in self.banks]
         self.init_address = self.p.labels["init"]
         self.depth = self._const_base + len(self._consts)
         if self.depth > 1 << ADDR_BITS or len(self.code) > 1 << ADDR_BITS:
@@ -157,17 +167,24 @@ class LocoProgram:
         mem = [0] * self.depth
         for v, i in self._consts.items():
             mem[self._const_base + i] = v
+        for bk in self.banks:
+            mem[bk["dim_word"]] = bk["dim"]
         return mem
 
     def _init_code(self):
-        """Entry ``init``: every variable word 0, then every constant (an LDI when it fits the immediate, else
-        LDI of its top bits, shifted up 12 places, plus its low 12 bits through B)."""
+        """Entry ``init``: every word 0, then every other constant and each bank's dim (an LDI when it fits the
+        immediate, else LDI of its top bits, shifted up 12 places, plus its low 12 bits through B)."""
         p = self.p
         p.label("init")
+        depth = self._const_base + len(self._consts)
+        zeroed = depth if depth < 1 << ADDR_BITS else self._const_base      # (a loop count is < 2^12)
         p.ldi(A, 0)
-        with self.over_j(self._const_base):
+        with self.over_j(zeroed):
             p.st(0, uy=True)
-        for v, i in self._consts.items():
+        words = [(self._const_base + i, v) for v, i in self._consts.items()
+                 if v or self._const_base + i >= zeroed]
+        words += [(bk["dim_word"], bk["dim"]) for bk in self.banks]
+        for addr, v in words:
             if -(1 << (IMM_BITS - 1)) <= v < 1 << (IMM_BITS - 1):
                 p.ldi(A, v)
             else:
@@ -175,7 +192,7 @@ class LocoProgram:
                 self.shl(12)
                 p.ldi(B, v & 0xFFF)
                 p.add()
-            p.st(self._const_base + i)
+            p.st(addr)
         p.halt()
 
     def sat_index(self, fmt) -> int:
@@ -246,9 +263,10 @@ class LocoProgram:
         p.label(done)
 
     @contextmanager
-    def over_j(self, n: int | None = None, counter: int = 0, count_addr: int | None = None, keep_a=False):
+    def over_j(self, n: int | None = None, counter: int = 0, count_addr: int | None = None, keep_a=False,
+               first=None):
         """Y = 0 … n − 1 (or mem[count_addr] − 1, which must be ≥ 1) with loop counter ``counter``;
-        ``keep_a``: A survives the set-up (through B)."""
+        ``keep_a``: A survives the set-up (through B); ``first``: emits code after the set-up, before the loop."""
         p = self.p
         p.sety(0)
         if count_addr is None:
@@ -260,6 +278,8 @@ class LocoProgram:
             p.movl(counter)
             if keep_a:
                 p.mov(A, B)
+        if first is not None:
+            first()
         top = p.label()
         yield
         p.addy(1)
@@ -332,36 +352,36 @@ class LocoProgram:
         self.udiv(e + 1)
 
     # -- the algorithm ----------------------------------------------------------------------------------
-    def _bank_code(self, b: int):
-        """Entries ``sample<b>`` (one sample) and ``reload<b>`` (after a host load of the prototypes and the
-        count: r_k of every active prototype, then the refresh — H of an empty set is empty — and since ← 0),
-        then the bank's refresh."""
-        p, bank = self.p, self.banks[b]
+    def _code(self):
+        """The entries, one copy for every bank (run with Z = the bank's base): ``sample`` (one sample),
+        ``update``, ``reload`` (after a host load of the prototypes and the count: r_k of every active prototype,
+        then the refresh — H of an empty set is empty — and since ← 0), and the refresh they share."""
+        p, bank = self.p, self.rel
         self._sites = []
-        p.label(f"sample{b}")
+        p.label("sample")
         for step in (self._unpack, self._normalise, self._select, self._project):
             p.label(p.fresh(step.__name__[1:]))
-            step(b)
+            step()
         p.halt()
-        p.label(f"update{b}")
-        self._update(b)
+        p.label("update")
+        self._update()
         p.halt()
-        p.label(f"reload{b}")
+        p.label("reload")
         with self.for_var(self.VA, bank["count"]):
-            self.x_from(self.VA, bank["stride"])
-            self._recip_norm(b)
+            self.x_from(self.VA, self.S)
+            self._recip_norm()
         empty = p.fresh()
         p.ld(A, bank["count"])
         p.br(Cond.Z, empty)
-        self._goto_refresh(b)
+        self._goto_refresh()
         p.halt()
         p.label(empty)
         p.st(bank["since"])
         p.halt()
-        # the refresh, once per bank: entered by a jump with its return site's number in RETSEL (a CALL
-        # cannot nest, and the refresh calls the divider)
-        p.label(f"refresh{b}")
-        self._refresh(b)
+        # the refresh, entered by a jump with its return site's number in RETSEL (a CALL cannot nest, and the
+        # refresh calls the divider)
+        p.label("refresh")
+        self._refresh()
         p.ld(A, self.RETSEL)
         for i, site in enumerate(self._sites[:-1]):
             if i:
@@ -369,19 +389,23 @@ class LocoProgram:
             p.br(Cond.Z, site)
         p.jmp(self._sites[-1])
 
-    def _goto_refresh(self, b: int):
+    def _goto_refresh(self):
         p = self.p
         back = p.fresh("back")
         p.ldi(A, len(self._sites))
         p.st(self.RETSEL)
         self._sites.append(back)
-        p.jmp(f"refresh{b}")
+        p.jmp("refresh")
         p.label(back)
 
-    def _unpack(self, b: int):
+    def over_dim(self, counter: int = 0, first=None):
+        """Y = 0 … dim − 1 of the bank at Z (its dim word)."""
+        return self.over_j(count_addr=self.rel["dim"], counter=counter, first=first)
+
+    def _unpack(self):
         """V[j] ← U[j] ≫ 16, U[j] ← U[j] − (V[j] ≪ 16): the pairs the host wrote one word each."""
         p = self.p
-        with self.over_j(self.banks[b]["dim"]):
+        with self.over_dim():
             p.ld(A, self.U, uy=True)
             p.shift(Shift.SAR8)
             p.shift(Shift.SAR8)
@@ -392,11 +416,10 @@ class LocoProgram:
             p.add(self.U, uy=True)
             p.st(self.U, uy=True)
 
-    def _normalise(self, b: int):
-        p, bank = self.p, self.banks[b]
-        d, T = bank["dim"], self.steps
-        p.ldi(A, 0)
-        with self.over_j(d):
+    def _normalise(self):
+        p = self.p
+        d, T = max(self.dims), self.steps                 # d: a bound (the root's steps)
+        with self.over_dim(first=lambda: p.ldi(A, 0)):
             p.ld(Q, self.U, uy=True)
             p.mul(MulMode.ADD, 0, True, 0, True, mem=self.U, uy=True)
         # ‖u‖ = isqrt(Σ u² · 4^ng); recip = ⌊2^(pf + ng + re) / ‖u‖⌋
@@ -406,17 +429,16 @@ class LocoProgram:
         self.recip_pow2(e)
         nq = _chunks(0, 1 << e)
         nb = _chunks(0, T)
-        with self.over_j(d):
+        with self.over_dim():
             self.product(nb, nq, mem=self.U, uy=True)
             self.narrow(self.pf + self.re - self.fmts.uhat.frac, self.fmts.uhat)
             p.st(self.UH, uy=True)
 
-    def _recip_norm(self, b: int):
+    def _recip_norm(self):
         """r_k of the prototype row at X: ⌊2^(2pf) / ⌊√(c·c)⌋⌋, 0 when c = 0."""
-        p, bank = self.p, self.banks[b]
-        d = bank["dim"]
-        p.ldi(A, 0)
-        with self.over_j(d):
+        p, bank = self.p, self.rel
+        d = max(self.dims)                                # a bound (the root's steps)
+        with self.over_dim(first=lambda: p.ldi(A, 0)):
             p.ld(Q, bank["proto"], ux=True, uy=True)
             p.mul(MulMode.ADD, 0, True, 0, True, mem=bank["proto"], ux=True, uy=True)
         pb = self.fmts.proto.bits
@@ -424,32 +446,31 @@ class LocoProgram:
         self.recip_pow2(2 * self.pf)           # also when the root is 0 (its quotient is not used): same cycles
         p.mov(A, B)
         self.balanced(Cond.Z, lambda: p.mov(A, A), lambda: p.mov(A, Q))
-        p.st(bank["proto"] + d, ux=True)
+        p.st(bank["rk"], ux=True)
 
-    def _score_sub(self, b: int) -> str:
+    def _score_sub(self) -> str:
         """Subroutine: A ← (c_k · û) · r_k for the prototype row at X."""
-        bank = self.banks[b]
-        d, pb = bank["dim"], self.fmts.proto.bits
+        bank = self.rel
+        d, pb = max(self.dims), self.fmts.proto.bits     # d: a bound (the product's chunks)
 
         def body():
             p = self.p
-            p.ldi(A, 0)
-            with self.over_j(d):
+            with self.over_dim(first=lambda: p.ldi(A, 0)):
                 p.ld(Q, self.UH, uy=True)
                 p.mul(MulMode.ADD, 0, True, 0, True, mem=bank["proto"], ux=True, uy=True)
             p.mov(Q, A)
             bound = d << (pb - 1 + self.fmts.uhat.bits - 1)
-            self.product(_chunks(0, 1 << (2 * self.pf)), _chunks(-bound, bound), mem=bank["proto"] + d, ux=True)
-        return self.subroutine(("score", b), body)
+            self.product(_chunks(0, 1 << (2 * self.pf)), _chunks(-bound, bound), mem=bank["rk"], ux=True)
+        return self.subroutine(("score",), body)
 
-    def _select(self, b: int):
-        p, bank = self.p, self.banks[b]
-        d, S, K = bank["dim"], bank["stride"], self.K
+    def _select(self):
+        p, bank = self.p, self.rel
+        S, K = self.S, self.K
         new, done = p.fresh("new"), p.fresh("sel")
         p.ld(A, bank["count"])
         p.br(Cond.Z, new)
         # k* = first argmax of the scores over the active clusters (best score in B)
-        score = self._score_sub(b)
+        score = self._score_sub()
         p.ldi(A, 0)
         p.st(self.KSTAR)
         p.setx(0)
@@ -480,7 +501,7 @@ class LocoProgram:
         self.x_from(self.KSTAR, S)
         p.ldi(A, 0)
         p.st(self.FLAG)
-        with self.over_j(d):                  # every index (no early exit: the cycles do not depend on û)
+        with self.over_dim():                 # every index (no early exit: the cycles do not depend on û)
             p.ld(A, bank["proto"], ux=True, uy=True)
             p.sub(self.UH, uy=True)
 
@@ -500,33 +521,32 @@ class LocoProgram:
         p.ld(A, bank["count"])
         p.st(self.KSTAR)
         self.x_from(bank["count"], S)
-        with self.over_j(d):
+        with self.over_dim():
             p.ld(A, self.UH, uy=True)
             p.st(bank["proto"], ux=True, uy=True)
-        self._recip_norm(b)
+        self._recip_norm()
         p.ld(A, bank["count"])
         p.add(self.const(1))
         p.st(bank["count"])
-        self._goto_refresh(b)
+        self._goto_refresh()
         p.label(done)
 
-    def _refresh(self, b: int):
+    def _refresh(self):
         """H = GJ⁻¹(sat(narrow(C Cᵀ, 2pf → gram) + λ I)) over the active clusters; since ← 0."""
-        p, bank, fm = self.p, self.banks[b], self.fmts
-        d, S, K, hf = bank["dim"], bank["stride"], self.K, self.hf
+        p, bank, fm = self.p, self.rel, self.fmts
+        S, K, hf = self.S, self.K, self.hf
         ridge = self.ridge
         cnt = bank["count"]
         p.label(p.fresh("gram"))
         # gram, upper triangle and its mirror
         with self.for_var(self.VA, cnt):
             self.x_from(self.VA, S)
-            with self.over_j(d):
+            with self.over_dim():
                 p.ld(A, bank["proto"], ux=True, uy=True)
                 p.st(self.ROW, uy=True)
             with self.for_var(self.VB, cnt, start=self.VA):
                 self.x_from(self.VB, S)
-                p.ldi(A, 0)
-                with self.over_j(d):
+                with self.over_dim(first=lambda: p.ldi(A, 0)):
                     p.ld(Q, self.ROW, uy=True)
                     p.mul(MulMode.ADD, 0, True, 0, True, mem=bank["proto"], ux=True, uy=True)
                 self.narrow(2 * self.pf - fm.gram.frac, fm.gram)
@@ -646,9 +666,9 @@ class LocoProgram:
         p.djnz(0, top)
         p.label(skip)
 
-    def _project(self, b: int):
-        p, bank, fm = self.p, self.banks[b], self.fmts
-        d, S, K, hf = bank["dim"], bank["stride"], self.K, self.hf
+    def _project(self):
+        p, bank, fm = self.p, self.rel, self.fmts
+        S, K, hf = self.S, self.K, self.hf
         cnt = bank["count"]
         plain, done = p.fresh(), p.fresh()
         p.ld(A, cnt)
@@ -658,8 +678,7 @@ class LocoProgram:
         # cv_i = narrow(Σ_j c_ij v_j, pf + rf → cv)
         with self.for_var(self.VI, cnt):
             self.x_from(self.VI, S)
-            p.ldi(A, 0)
-            with self.over_j(d):
+            with self.over_dim(first=lambda: p.ldi(A, 0)):
                 p.ld(Q, self.V, uy=True)
                 p.mul(MulMode.ADD, 0, True, 0, True, mem=bank["proto"], ux=True, uy=True)
             self.narrow(self.pf + self.rf - fm.cv.frac, fm.cv)
@@ -702,12 +721,12 @@ class LocoProgram:
             p.st(self.TMP)
             self.x_from(self.VI, S)
             p.ld(A, self.TMP)
-            p.st(bank["proto"] + d + 1, ux=True)
+            p.st(bank["wk"], ux=True)
         p.label(p.fresh("vperp"))
         # v⊥_j = sat(v_j ≪ (vf − rf) − rnd(Σ_k w_k c_kj ≫ pf + hf − vf))
         wc, pc = _signed_chunks(fm.w.bits), _signed_chunks(fm.proto.bits)
-        with self.over_j(d, counter=1):
-            self._wide_sum_k(b, wc, pc)
+        with self.over_dim(counter=1):
+            self._wide_sum_k(wc, pc)
             self.narrow_no_sat(self.pf + hf - self.vf)
             p.neg()
             p.mov(B, A)
@@ -718,7 +737,7 @@ class LocoProgram:
             p.st(self.VP, uy=True)
         p.jmp(done)
         p.label(plain)
-        with self.over_j(d):
+        with self.over_dim():
             p.ld(A, self.V, uy=True)
             self.shl(self.vf - self.rf)
             p.sat(self.sat_index(fm.vperp))
@@ -747,10 +766,9 @@ class LocoProgram:
                     if 0 <= j < nq:
                         p.mul(MulMode.ADD, i, i == na - 1, j, j == nq - 1, mem=mem, ux=ux, uy=uy)
 
-    def _wide_sum_k(self, b: int, wc: int, pc: int):
+    def _wide_sum_k(self, wc: int, pc: int):
         """A ← Σ_k w_k c_kj for the caller's Y = j (kept): X walks the prototype rows, w_k sits in each row."""
-        p, bank = self.p, self.banks[b]
-        d, S = bank["dim"], bank["stride"]
+        p, bank, S = self.p, self.rel, self.S
         p.ldi(A, 0)
         for w in range(wc + pc - 2, -1, -1):
             if w != wc + pc - 2:
@@ -761,7 +779,7 @@ class LocoProgram:
             p.movl(2)
             p.mov(A, B)
             top = p.label()
-            p.ld(Q, bank["proto"] + d + 1, ux=True)
+            p.ld(Q, bank["wk"], ux=True)
             for i in range(wc):                       # w chunk i (in Q) × c chunk j (the memory operand)
                 j = w - i
                 if 0 <= j < pc:
@@ -769,26 +787,25 @@ class LocoProgram:
             p.addx(S)
             p.djnz(2, top)
 
-    def _update(self, b: int):
+    def _update(self):
         """c_k* ← sat(c + rnd((û − c) ≫ m)); r_k*; since + 1 and the refresh every N_ref samples."""
-        p, bank, fm = self.p, self.banks[b], self.fmts
-        d, S = bank["dim"], bank["stride"]
-        self.x_from(self.KSTAR, S)
-        with self.over_j(d):
+        p, bank, fm = self.p, self.rel, self.fmts
+        self.x_from(self.KSTAR, self.S)
+        with self.over_dim():
             p.ld(A, self.UH, uy=True)
             p.sub(bank["proto"], ux=True, uy=True)
             self.narrow_no_sat(self.m)
             p.add(bank["proto"], ux=True, uy=True)
             p.sat(self.sat_index(fm.proto))
             p.st(bank["proto"], ux=True, uy=True)
-        self._recip_norm(b)
+        self._recip_norm()
         p.ld(A, bank["since"])
         p.add(self.const(1))
         p.st(bank["since"])
         p.sub(self.const(self.refresh_every))
         skip = p.fresh()
         p.br(Cond.NEG, skip)
-        self._goto_refresh(b)
+        self._goto_refresh()
         p.label(skip)
 
     # -- running it on the instruction-set simulator ------------------------------------------------------
@@ -801,9 +818,9 @@ class LocoProgram:
         if len(u) != d or len(v) != d:
             raise ValueError(f"bank {bank} takes {d} values of u and v")
         mach.mem[self.U:self.U + d] = self.pack(u, v)
-        mach.run(self.entry_address[bank])
+        mach.run(self.entry_address[bank], z=self.bank_base[bank])
         out = mach.mem[self.KSTAR], np.array(mach.mem[self.VP:self.VP + d], dtype=np.int64)
-        mach.run(self.update_address[bank])
+        mach.run(self.update_address[bank], z=self.bank_base[bank])
         return out
 
     @staticmethod
@@ -836,7 +853,7 @@ class LocoProgram:
             mach.mem[bk["count"]] = count
             mach.mem[self.U:self.U + d] = self.pack(u, u)
             before = dict(mach.counts)
-            mach.run(self.entry_address[bank])
+            mach.run(self.entry_address[bank], z=self.bank_base[bank])
             got = mach.mem[bk["count"]] > count
             assert got == new, "the made-up state did not take the path"
             self._timing[key] = {op: n - before.get(op, 0) for op, n in mach.counts.items() if n > before.get(op, 0)}
@@ -856,7 +873,7 @@ class LocoProgram:
             mach.mem[bk["since"]] = self.refresh_every - 1 if refresh else 0
             mach.mem[self.KSTAR] = 0
             before = dict(mach.counts)
-            mach.run(self.update_address[bank])
+            mach.run(self.update_address[bank], z=self.bank_base[bank])
             assert (mach.mem[bk["since"]] == 0) == refresh, "the made-up state did not take the path"
             self._timing[key] = {op: n - before.get(op, 0) for op, n in mach.counts.items() if n > before.get(op, 0)}
         return self._timing[key]
@@ -878,7 +895,7 @@ class LocoProgram:
             mach = self.machine()
             mach.mem[self.banks[bank]["count"]] = count
             before = dict(mach.counts)
-            mach.run(self.reload_address[bank])
+            mach.run(self.reload_address[bank], z=self.bank_base[bank])
             self._timing[key] = {op: n - before.get(op, 0) for op, n in mach.counts.items() if n > before.get(op, 0)}
         return self._timing[key]
 
@@ -891,16 +908,16 @@ class LocoProgram:
         for k, row in enumerate(np.asarray(protos, dtype=np.int64).reshape(self.K, d)):
             mach.mem[bk["proto"] + k * S: bk["proto"] + k * S + d] = [int(x) for x in row]
         mach.mem[bk["count"]] = count
-        mach.run(self.reload_address[bank])
+        mach.run(self.reload_address[bank], z=self.bank_base[bank])
 
     def state(self, mach: Machine, bank: int) -> dict:
         """The bank's prototypes (K × dim), r_k (K), count, samples since the refresh and H (count × count)."""
         bk = self.banks[bank]
         d, S, K = bk["dim"], bk["stride"], self.K
         mem = mach.mem
-        rows = [mem[bk["proto"] + k * S: bk["proto"] + k * S + S] for k in range(K)]
+        rows = [mem[bk["row"] + k * S: bk["row"] + k * S + S] for k in range(K)]       # r_k, w_k, c_k
         n = mem[bk["count"]]
         h = np.array([[mem[bk["h"] + i * K + j] for j in range(n)] for i in range(n)], dtype=np.int64)
-        return {"protos": np.array([r[:d] for r in rows], dtype=np.int64),
-                "recips": np.array([r[d] for r in rows], dtype=np.int64),
+        return {"protos": np.array([r[2:2 + d] for r in rows], dtype=np.int64),
+                "recips": np.array([r[0] for r in rows], dtype=np.int64),
                 "count": n, "since": mem[bk["since"]], "h": h.reshape(n, n)}

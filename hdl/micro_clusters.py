@@ -146,7 +146,7 @@ class MicroClusterBlock(wiring.Component):
         for bk in prog.banks:
             targets = [bk["proto"] + index * bk["stride"] + col,          # PROTO
                        bk["h"] + index * prog.K + col,                     # H
-                       bk["proto"] + index * bk["stride"] + bk["dim"],     # RECIP
+                       bk["row"] + index * bk["stride"],                  # RECIP
                        bk["count"]]                                         # COUNT
             per_bank.append(targets[what.value] if isinstance(what, PeekKind) else Array(targets)[what])
         return per_bank[0] if self._banks == 1 else Array(per_bank)[bank]
@@ -166,8 +166,9 @@ class MicroClusterBlock(wiring.Component):
         peek_bank = self.peek.bank if multi else 0
         load_bank = self.load.bank if multi else 0
 
-        def start(entries):                     # the program from the bank's entry of ``entries``
-            m.d.comb += [seq.entry.eq(Array(entries)[bank]), seq.start.eq(1)]
+        def start(entries):                     # the program from the bank's entry of ``entries``, Z = its base
+            m.d.comb += [seq.entry.eq(Array(entries)[bank]), seq.zbase.eq(Array(prog.bank_base)[bank]),
+                         seq.start.eq(1)]
 
         m.d.comb += [self.peek_data.eq(seq.host_rdata),
                      seq.host_addr.eq(self._address(peek_bank, self.peek.what, self.peek.index, self.peek.col))]

@@ -14,7 +14,7 @@ Architecture (every register a two's-complement integer; results wrap to the reg
   operand / divisor / root, ``Q`` the multiplier operand and the shift register of the divide and square-root
   steps.
 - ``X``, ``Y``: 12-bit index registers; ``Z``: 12-bit base register (``SETZ``: one copy of the code serves
-  several banks of data, each at its own base); a memory operand's address is ``imm + X·ux + Y·uy + Z·uz``
+  several banks of data, each at its own base; a run starts with the Z it is given); a memory operand's address is ``imm + X·ux + Y·uy + Z·uz``
   (mod 2^12).
 - ``L0`` … ``L3``: 12-bit loop counters (``DJNZ``), set from an immediate (``SETL``) or from A (``MOVL``);
   X and Y can also be set from A (``MOVX``, ``MOVY``).
@@ -274,7 +274,7 @@ class Program:
                   imm=0 if mem is None else mem, ux=ux, uy=uy)
 
     def _alu(self, op, imm, ux, uy):
-        self.emit(op, s=0 if imm is None else 1, imm=imm or 0, ux=ux, uy=uy)
+        self.emit(op, s=0 if imm is None else 1, imm=0 if imm is None else imm, ux=ux, uy=uy)
 
     def assemble(self) -> list[Instr]:
         out = []
@@ -338,9 +338,10 @@ class Machine:
     def _load(self, ins: Instr) -> int:
         return wrap(self.mem[self._ea(ins)], DATA_BITS)
 
-    def run(self, entry: int, limit: int = 10_000_000) -> int:
-        """Run from ``entry`` to ``HALT``; returns the instructions executed."""
-        self.pc = entry
+    def run(self, entry: int, limit: int = 10_000_000, *, z: int = 0) -> int:
+        """Run from ``entry`` to ``HALT`` with Z = ``z`` to start with (the sequencer's ``zbase`` at its
+        ``start``); returns the instructions executed."""
+        self.pc, self.z = entry, z % (1 << ADDR_BITS)
         start = self.cycles
         while True:
             if self.cycles - start >= limit:

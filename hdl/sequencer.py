@@ -54,6 +54,7 @@ through that run's HALT, 1 + its cycles. The memory needs one port only: the pro
 instruction whose read data nobody uses, and the host reads only in cycles it does not write.
 
 Ports: ``start`` (In 1, a pulse; ignored while busy), ``entry`` (In ADDR_BITS: the first instruction),
+``zbase`` (In ADDR_BITS: Z at the start),
 ``busy`` (Out 1), ``host_addr`` (In ADDR_BITS), ``host_wdata`` (In signed DATA_BITS), ``host_we`` (In 1),
 ``host_rdata`` (Out signed DATA_BITS), ``a`` (Out signed 64: the accumulator, valid while not busy).
 B, Q, X, Y, the loop counters and PC are attributes (``b``, ``q``, ``x``, ``y``, ``loops``, ``pc``) for
@@ -121,6 +122,7 @@ class Sequencer(wiring.Component):
 
     start: In(1)
     entry: In(ADDR_BITS)
+    zbase: In(ADDR_BITS)
     busy: Out(1)
     host_addr: In(ADDR_BITS)
     host_wdata: In(signed(DATA_BITS))
@@ -236,7 +238,7 @@ class Sequencer(wiring.Component):
                     m.next = "DECODE"
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += pc.eq(self.entry)
+                    m.d.sync += [pc.eq(self.entry), self.z.eq(self.zbase)]
                     m.next = "DECODE"
             with m.State("DECODE"):
                 with m.If(op == Op.HALT):

@@ -44,9 +44,10 @@ def run_gateware(code, init, *, widths=WIDTHS, depth=DEPTH, entry=0, digit=16, l
     return out["regs"], out["mem"], out["cycles"], dut
 
 
-async def run_entry(ctx, dut, entry, limit=10_000_000):
-    """Start the program at ``entry`` and wait for HALT: the cycles ``busy`` was high."""
+async def run_entry(ctx, dut, entry, limit=10_000_000, z=0):
+    """Start the program at ``entry`` (Z = ``z``) and wait for HALT: the cycles ``busy`` was high."""
     ctx.set(dut.entry, entry)
+    ctx.set(dut.zbase, z)
     ctx.set(dut.start, 1)
     await ctx.tick()
     ctx.set(dut.start, 0)

@@ -141,9 +141,9 @@ def test_program_on_the_sequencer_gateware():
             mach.mem[prog.U:prog.U + dims[b]] = prog.pack(u, v)
             for entry in (prog.entry_address[b], prog.update_address[b]):
                 counts_before = dict(mach.counts)
-                mach.run(entry)
+                mach.run(entry, z=prog.bank_base[b])
                 ran = {op: n - counts_before.get(op, 0) for op, n in mach.counts.items()}
-                cycles = await run_entry(ctx, dut, entry)
+                cycles = await run_entry(ctx, dut, entry, z=prog.bank_base[b])
                 assert cycles == dut.cycles(ran), f"cycles of bank {b} sample {seen[b] - 1} from {entry}"
             words = await read_memory(ctx, dut, prog.depth)
             assert words == mach.mem, f"data memory after bank {b} sample {seen[b] - 1}"
@@ -214,7 +214,7 @@ def test_instructions_depend_only_on_count_and_path(case):
                                 (prog.update_address[b],
                                  prog.update_counts(b, cl.count, cl._since_refresh == 0))):
                 before = dict(mach.counts)
-                mach.run(entry)
+                mach.run(entry, z=prog.bank_base[b])
                 ran = {op: n - before.get(op, 0) for op, n in mach.counts.items() if n > before.get(op, 0)}
                 assert ran == want, f"bank {b}, count {count}, new {new}"
             seen.add((b, count, new))
@@ -224,10 +224,10 @@ def test_instructions_depend_only_on_count_and_path(case):
 class _WideConstant(LocoProgram):
     """A program that also uses constants too wide for LDI's immediate (the init entry's other path)."""
 
-    def _bank_code(self, b):
+    def _code(self):
         self.const((1 << 30) + 12_345)
         self.const(-(1 << 31))
-        super()._bank_code(b)
+        super()._code()
 
 
 @pytest.mark.parametrize("cls", [LocoProgram, _WideConstant])
