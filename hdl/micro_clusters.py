@@ -140,16 +140,17 @@ class MicroClusterBlock(wiring.Component):
         return self._dims[bank] + self.output_cycles(count, new, bank) + self.tail_cycles(count, refreshed, bank)
 
     def _address(self, bank, what, index, col):
-        """Data-memory address of a peek/load target of ``bank`` (a signal or an int)."""
+        """Data-memory address of a peek/load target of ``bank`` (signals, or ``what`` a :class:`PeekKind`): the
+        bank's base + an offset that is the same in every bank (one row stride for all of them)."""
         prog = self.program
-        per_bank = []
-        for bk in prog.banks:
-            targets = [bk["proto"] + index * bk["stride"] + col,          # PROTO
-                       bk["h"] + index * prog.K + col,                     # H
-                       bk["row"] + index * bk["stride"],                  # RECIP
-                       bk["count"]]                                         # COUNT
-            per_bank.append(targets[what.value] if isinstance(what, PeekKind) else Array(targets)[what])
-        return per_bank[0] if self._banks == 1 else Array(per_bank)[bank]
+        rel = {name: int(v) for name, v in prog.rel.items()}
+        offsets = [rel["proto"] + index * prog.S + col,       # PROTO
+                   rel["h"] + index * prog.K + col,           # H
+                   rel["rk"] + index * prog.S,                # RECIP
+                   rel["count"]]                              # COUNT
+        offset = offsets[what.value] if isinstance(what, PeekKind) else Array(offsets)[what]
+        bases = prog.bank_base
+        return (bases[0] if self._banks == 1 else Array(bases)[bank]) + offset
 
     def elaborate(self, platform):
         m = Module()
