@@ -200,3 +200,23 @@ def test_only_the_icebreaker_shares_one_update_engine():
     assert config.rule.output_update == "delta" and not inner.network.shared_update
     inner, config = tops.board_inner("icebreaker", preset("up5k"), cluster_impl="micro")     # LOCO
     assert config.rule.name == "loco" and inner.network.shared_update and len(inner.network.updaters) == 1
+
+
+def test_icebreaker_loco_micro_build_puts_the_block_data_into_spram():
+    """The iCEBreaker's LOCO build with one micro block for both layers: layer 0's weights take two SPRAM blocks,
+    the block's data memory the other two (it boots: its ``init`` writes it after a reset), layer 1's weights go
+    to block RAM — four SB_SPRAM256KA cells in the elaborated design."""
+    from amaranth.back import rtlil
+    from amaranth_boards.icebreaker import ICEBreakerPlatform
+
+    board = tops.BOARDS["icebreaker"]
+    inner, config = tops.board_inner(board, preset("up5k"), cluster_impl="micro", cluster_share=2)
+    assert config.rule.name == "loco" and inner.network.shared_update
+    (block,) = set(inner.network.cluster_blocks)
+    assert block.boot_cycles == block.sequencer.cycles(block.program.init_counts()) + 2 > 4000
+    text = rtlil.convert(inner, platform=ICEBreakerPlatform())
+    assert text.count("cell \\SB_SPRAM256KA") == 4
+    memories = {line.split()[-1]: line for line in text.splitlines() if line.strip().startswith("memory ")}
+    assert f"size {len(block.program.code)}" in memories["\\rom"]       # the code: block RAM, initialised
+    assert "\\data" not in memories, memories                            # the data: SPRAM, no RTLIL memory
+    assert "size 330" in memories["\\weights"]                           # layer 1's weights (layer 0's: SPRAM)
