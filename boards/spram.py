@@ -1,4 +1,5 @@
-"""Weight memories in the iCE40 UP5K's single-port SPRAM, behind the layer engines' memory hook.
+"""Weight memories (and the micro cluster block's data memory) in the iCE40 UP5K's single-port SPRAM, behind the
+memory hook.
 
 One job: a memory with one read port (one cycle latency) and one write port, like ``amaranth.lib.memory.Memory``
 as :func:`loco_fpga.hdl.layer.default_memory` returns it, built from ``SB_SPRAM256KA`` blocks (16K × 16 bits,
@@ -13,10 +14,15 @@ are in different banks. A write wins its bank; a read of the bank being written 
 (the behavioural model returns :data:`POISON`, so a test that used such a word would fail). Other writes (a host
 LOAD, RESET_STATE) happen in cycles whose read data nobody uses (docs/boards.md).
 
+**One bank** (:class:`Spram`): the microcoded cluster block's data memory (``name = "microdata"``), 32-bit words
+in two blocks side by side. Its sequencer never needs a read in the cycle after a write; SPRAM has no initial
+contents, so the block's program writes it after a reset (``hdl/micro_clusters.py``).
+
 :func:`spram_memory` is the hook for ``AcceleratorTop(memory=…)``: weight memories whose words fit
-(``lanes`` × 16 bits ≤ 16 bits per block column, depth ≤ 2 × 16K) go into SPRAM while blocks are left, everything
-else into block RAM. On other platforms (simulation, ECP5) :class:`BankedSpram` is two ``lib.memory.Memory``
-banks with the same behaviour, conflicts included.
+(``lanes`` × 16 bits ≤ 16 bits per block column, depth ≤ 2 × 16K) go into SPRAM while blocks are left (less the
+``reserve`` for micro data), everything else into block RAM. On other platforms (simulation, ECP5)
+:class:`BankedSpram` is two ``lib.memory.Memory`` banks with the same behaviour, conflicts included, and
+:class:`Spram` one, which starts as garbage.
 """
 
 from __future__ import annotations
@@ -54,7 +60,23 @@ class _Port:
         self.en = Signal(init=en_init, name=f"{name}_en")
 
 
-class BankedSpram(Elaboratable):
+class _Ports:
+    """``read_port`` (one, sync) and ``write_port`` (one) of an SPRAM memory of ``_shape`` × ``_depth``."""
+
+    def read_port(self, *, domain: str = "sync"):
+        if domain != "sync" or self._read is not None:
+            raise ValueError(f"domain = {domain!r}: one read port in the sync domain")
+        self._read = _Port(self._shape, self._depth, "spram_rd", 1)
+        return self._read
+
+    def write_port(self):
+        if self._write is not None:
+            raise ValueError("write_port: one write port only")
+        self._write = _Port(self._shape, self._depth, "spram_wr", 0)
+        return self._write
+
+
+class BankedSpram(_Ports, Elaboratable):
     """``depth`` words of ``shape`` in two SPRAM banks (see the module docstring): :meth:`read_port` (domain
     ``sync``, data one cycle after the address while ``en``) and :meth:`write_port` (``en``, ``addr``, ``data``),
     one of each. :attr:`blocks` = SB_SPRAM256KA cells used on an iCE40."""
@@ -74,18 +96,6 @@ class BankedSpram(Elaboratable):
     depth = property(lambda self: self._depth)
     #: SB_SPRAM256KA cells: two banks of ⌈width / 16⌉ each
     blocks = property(lambda self: 2 * self._columns)
-
-    def read_port(self, *, domain: str = "sync"):
-        if domain != "sync" or self._read is not None:
-            raise ValueError(f"domain = {domain!r}: one read port in the sync domain")
-        self._read = _Port(self._shape, self._depth, "spram_rd", 1)
-        return self._read
-
-    def write_port(self):
-        if self._write is not None:
-            raise ValueError("write_port: one write port only")
-        self._write = _Port(self._shape, self._depth, "spram_wr", 0)
-        return self._write
 
     def elaborate(self, platform):
         m = Module()
@@ -134,7 +144,7 @@ class BankedSpram(Elaboratable):
         return m
 
 
-class Spram(Elaboratable):
+class Spram(_Ports, Elaboratable):
     """``depth`` ≤ 16K words of ``shape`` in one bank of ⌈width / 16⌉ SPRAM blocks side by side (the microcoded
     cluster block's data memory): one read port (data one cycle after the address while ``en``) and one write
     port, which share the blocks' single port — in a cycle with a write the write wins and the read data of the
@@ -155,18 +165,6 @@ class Spram(Elaboratable):
     depth = property(lambda self: self._depth)
     #: SB_SPRAM256KA cells used on an iCE40
     blocks = property(lambda self: self._columns)
-
-    def read_port(self, *, domain: str = "sync"):
-        if domain != "sync" or self._read is not None:
-            raise ValueError(f"domain = {domain!r}: one read port in the sync domain")
-        self._read = _Port(self._shape, self._depth, "spram_rd", 1)
-        return self._read
-
-    def write_port(self):
-        if self._write is not None:
-            raise ValueError("write_port: one write port only")
-        self._write = _Port(self._shape, self._depth, "spram_wr", 0)
-        return self._write
 
     def elaborate(self, platform):
         m = Module()

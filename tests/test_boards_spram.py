@@ -108,16 +108,20 @@ def test_parameter_errors():
         spram_memory(5)
 
 
-def test_ice40_elaboration_is_sb_spram256ka_cells():
+def _ice40_spram_cells(mem):
+    """SB_SPRAM256KA cells of ``mem`` elaborated for the iCEBreaker."""
     from amaranth_boards.icebreaker import ICEBreakerPlatform
 
-    mem = BankedSpram(shape=16, depth=2080)
     rd, wr = mem.read_port(domain="sync"), mem.write_port()
     m = Module()
     m.submodules.mem = mem
     text = rtlil.convert(m, platform=ICEBreakerPlatform(),
                          ports=[rd.addr, rd.data, rd.en, wr.addr, wr.data, wr.en])
-    assert text.count("cell \\SB_SPRAM256KA") == 2
+    return text.count("cell \\SB_SPRAM256KA")
+
+
+def test_ice40_elaboration_is_sb_spram256ka_cells():
+    assert _ice40_spram_cells(BankedSpram(shape=16, depth=2080)) == 2
 
 
 def test_single_bank_memory_reads_what_was_written_and_starts_as_garbage():
@@ -165,12 +169,4 @@ def test_hook_reserves_blocks_for_micro_data():
 
 
 def test_single_bank_ice40_elaboration():
-    from amaranth_boards.icebreaker import ICEBreakerPlatform
-
-    mem = Spram(shape=signed(32), depth=1400)
-    rd, wr = mem.read_port(domain="sync"), mem.write_port()
-    m = Module()
-    m.submodules.mem = mem
-    text = rtlil.convert(m, platform=ICEBreakerPlatform(),
-                         ports=[rd.addr, rd.data, rd.en, wr.addr, wr.data, wr.en])
-    assert text.count("cell \\SB_SPRAM256KA") == 2
+    assert _ice40_spram_cells(Spram(shape=signed(32), depth=1400)) == 2
