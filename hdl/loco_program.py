@@ -5,9 +5,10 @@ entry last), the code and the initial data memory of a machine that does exactly
 (golden_model/fixed.py) does for each layer, integer for integer: per sample, from the (u, v) pairs the host
 wrote, ``normalise``, ``select`` (a new cluster and its refresh when needed), ``project`` (v⊥ into the VP
 buffer, k* into ``KSTAR``) and ``update`` (the prototype, its r_k and the refresh every N_ref samples).
-Entry ``sample<b>`` (Z ← bank b's base, then the shared code) runs one sample of layer (bank) b up to v⊥ (normalise, select, project), entry
-``update<b>`` its update (the prototype, r_k, the refresh every N_ref samples); entry ``reload<b>`` follows a
-host load of bank b's prototypes and count (r_k of every active prototype, the refresh, samples since refresh
+Entry ``sample`` (run with Z = bank b's base: one copy of the code serves every bank) runs one sample of layer
+(bank) b up to v⊥ (normalise, select, project), entry ``update`` its update (the prototype, r_k, the refresh every
+N_ref samples); entry ``reload`` follows a host load of bank b's prototypes and count (r_k of every active
+prototype, the refresh, samples since refresh
 ← 0: what ``ClusterBlock`` does on a load of the count). Entry ``init`` writes the whole initial data memory
 (every variable 0, then the constants and each bank's dim), for a data memory that has no initial contents of its own (the UP5K's
 SPRAM): :meth:`initial_memory` is what it leaves.
@@ -830,7 +831,7 @@ class LocoProgram:
 
     # -- timing: a run's instructions depend only on the bank, the count and the path ----------------------------
     def sample_counts(self, bank: int, count: int, new: bool) -> dict:
-        """Instructions of each op that ``sample<bank>`` executes with ``count`` active clusters before the
+        """Instructions of each op that ``sample`` executes for ``bank`` with ``count`` active clusters before the
         selection and ``new`` (a new cluster made, and its refresh). Every data-dependent branch of the program
         has paths of equal cost (:meth:`balanced`), so this is every such run's; it is measured once on a made-up
         state that takes that path (``tests/test_loco_program.py`` checks it against real runs)."""
@@ -860,7 +861,7 @@ class LocoProgram:
         return self._timing[key]
 
     def update_counts(self, bank: int, count: int, refresh: bool) -> dict:
-        """Instructions of each op that ``update<bank>`` executes with ``count`` (≥ 1) active clusters and
+        """Instructions of each op that ``update`` executes for ``bank`` with ``count`` (≥ 1) active clusters and
         ``refresh`` (the N_ref-th sample since the last refresh) — as :meth:`sample_counts`."""
         if not 1 <= count <= self.K or (not refresh and self.refresh_every == 1):
             raise ValueError(f"count = {count}, refresh = {refresh}: not a path of the update "
@@ -887,7 +888,7 @@ class LocoProgram:
         return self._timing["init"]
 
     def reload_counts(self, bank: int, count: int) -> dict:
-        """Instructions of each op that ``reload<bank>`` executes for ``count`` active clusters."""
+        """Instructions of each op that ``reload`` executes for ``bank`` for ``count`` active clusters."""
         if not 0 <= count <= self.K:
             raise ValueError(f"count = {count}: must be in [0, {self.K}]")
         key = ("reload", bank, count)
@@ -900,7 +901,7 @@ class LocoProgram:
         return self._timing[key]
 
     def load(self, mach: Machine, bank: int, protos, count: int) -> None:
-        """A host load: bank ``bank``'s prototypes (K × dim) and count written, then ``reload<bank>`` run."""
+        """A host load: bank ``bank``'s prototypes (K × dim) and count written, then ``reload`` run."""
         bk = self.banks[bank]
         d, S = bk["dim"], bk["stride"]
         if not 0 <= count <= self.K:

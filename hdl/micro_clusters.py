@@ -10,10 +10,10 @@ memory while the program is not running:
 1. ``RECV``: per transfer on ``i`` (the first one's ``bank`` is the sample's; ``dims[bank]`` transfers, ``last``
    is not looked at) u_j + 2^16 v_j is written to U[j] in the transfer's cycle (one transfer a cycle; the program
    unpacks the pairs);
-2. ``RUN``: the program's ``sample<bank>`` entry (its cycles: :meth:`Sequencer.cycles` of the run's per-op counts);
+2. ``RUN``: the program's ``sample`` entry with Z = the bank's base (its cycles: :meth:`Sequencer.cycles` of the run's per-op counts);
 3. ``OUT``: k* is read, then v⊥_j from VP[j], one word every two cycles on ``o`` (``o.valid`` waits for
    nothing but the read), with k*, ``last`` on the bias entry and the sample's ``bank``;
-4. ``UPDATE``: the program's ``update<bank>`` entry (the prototype, r_k, the refresh when due), then ``RECV``.
+4. ``UPDATE``: the program's ``update`` entry (the prototype, r_k, the refresh when due), then ``RECV``.
 
 Timing: :meth:`output_cycles`, :meth:`tail_cycles`, :meth:`load_cycles`, :meth:`sample_cycles` — exact, from the
 program's per-path instruction counts (``LocoProgram.sample_counts`` …) and the sequencer's cycles per op.
@@ -24,7 +24,7 @@ is low until then). Default: block RAM with the initial contents.
 
 ``peek`` (while ``idle``, latency 1) reads the prototypes, H, r_k and the count from the data memory (what
 :class:`~loco_fpga.hdl.clusters.PeekKind` names, of ``peek.bank``). ``load_en``/``load`` (taken only while
-``idle``): ``count`` = 0 writes c_index[col]; ``count`` = 1 writes the count and runs ``reload<bank>`` (r_k of
+``idle``): ``count`` = 0 writes c_index[col]; ``count`` = 1 writes the count and runs ``reload`` (r_k of
 the active prototypes, the refresh), ``idle`` low until it is done.
 """
 
