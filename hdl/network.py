@@ -29,7 +29,6 @@ current sample's tail. :meth:`Network.schedule` gives the exact cycle of every e
 
 import dataclasses
 import math
-from contextlib import nullcontext
 
 import numpy as np
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -95,18 +94,6 @@ class Schedule:
     def first_latency(self) -> int:
         """Cycles from the first sample's first ``x`` transfer to its ``last`` transfer on ``o``."""
         return self.loss_done[0] - self.first_x[0]
-
-
-def _split(m, addr, base, stride, count, name):
-    """(index, offset) of ``addr`` − ``base`` = index·``stride`` + offset, 0 ≤ index < ``count`` (comparisons,
-    no divider; an address past the last block gives index ``count`` − 1)."""
-    index = Signal(range(count), name=f"{name}_index")
-    offset = Signal(len(addr), name=f"{name}_offset")
-    m.d.comb += [index.eq(0), offset.eq(addr - base)]
-    for k in range(1, count):
-        with m.If(addr >= base + k * stride):
-            m.d.comb += [index.eq(k), offset.eq(addr - (base + k * stride))]
-    return index, offset
 
 
 def _check_int(name, value, lo, hi):
@@ -323,10 +310,11 @@ class Network(wiring.Component):
             blocks = self._cluster_blocks
             load_bits = max(b.load_layout["value"].shape.width for b in blocks)
             peek_bits = max(b.peek_data.shape().width for b in blocks)
-            members.update(pw_en=In(1), pw_layer=In(range(n_layers)),
-                           pw_addr=In(range(max(self.proto_write_depth(l) for l in range(n_layers)))),
-                           pw_data=In(signed(load_bits)), pr_layer=In(range(n_layers)),
-                           pr_addr=In(range(max(self.proto_read_depth(l) for l in range(n_layers)))),
+            K = blocks[0].clusters
+            self._at_layout = data.StructLayout({"what": PeekKind, "index": range(K),
+                                                 "col": range(max([K] + [self._dim(l) for l in range(n_layers)]))})
+            members.update(pw_en=In(1), pw_layer=In(range(n_layers)), pw_at=In(self._at_layout),
+                           pw_data=In(signed(load_bits)), pr_layer=In(range(n_layers)), pr_at=In(self._at_layout),
                            pr_data=Out(signed(peek_bits)))
             self._tap_layout = data.StructLayout({"v": shape(formats.vperp), "k_star": range(clusters), "last": 1})
             tap = wiring.Signature({"valid": Out(1), "payload": Out(self._tap_layout)})
@@ -407,6 +395,28 @@ class Network(wiring.Component):
     cluster_share = property(lambda self: self._share)
     #: ``"parallel"`` (:class:`~.clusters.ClusterBlock`) or ``"micro"`` (:class:`~.micro_clusters.MicroClusterBlock`)
     cluster_impl = property(lambda self: self._cluster_impl)
+
+    @property
+    def at_layout(self) -> data.StructLayout:
+        """A word of a layer's prototype space on ``pw_at``/``pr_at``: ``what`` (:class:`~.clusters.PeekKind`),
+        ``index``, ``col`` (LOCO only)."""
+        return self._at_layout
+
+    def proto_at(self, layer: int, addr: int) -> dict:
+        """The ``pw_at``/``pr_at`` value of word ``addr`` of layer ``layer``'s prototype space (the host's linear
+        map: K·N prototype words c_k[j] at k·N + j, the count, K r_k, K² H row-major): {what, index, col}."""
+        K, dim = self._cluster_blocks[layer].clusters, self._dim(layer)
+        if not isinstance(addr, int) or not 0 <= addr < self.proto_read_depth(layer):
+            raise ValueError(f"addr = {addr!r}: layer {layer}'s prototype space has {self.proto_read_depth(layer)} "
+                             "words")
+        if addr < K * dim:
+            return {"what": PeekKind.PROTO, "index": addr // dim, "col": addr % dim}
+        addr -= K * dim
+        if addr == 0:
+            return {"what": PeekKind.COUNT, "index": 0, "col": 0}
+        if addr <= K:
+            return {"what": PeekKind.RECIP, "index": addr - 1, "col": 0}
+        return {"what": PeekKind.H, "index": (addr - 1 - K) // K, "col": (addr - 1 - K) % K}
 
     def proto_write_depth(self, layer: int) -> int:
         """Words of layer ``layer``'s prototype space on ``pw_*``: K·N prototype words, then the count."""
@@ -793,42 +803,19 @@ class Network(wiring.Component):
             m.d.comb += self.pr_data.eq(0)
             for g in groups:
                 l, b = g[0], blocks[g[0]]
-                K = b.clusters
 
                 def of_layers(layer, layers):
                     return Cat(*(layer == l_ for l_ in layers)).any()
                 if len(g) > 1:        # the bank: the layer's place in its block
                     m.d.comb += [b.load.bank.eq(self.pw_layer - l), b.peek.bank.eq(self.pr_layer - l)]
-                # one address split for the group's layers — per layer when their widths differ (micro blocks)
-                widths = [self._dim(x) for x in g]
-                parts = [(g, widths[0])] if len(set(widths)) == 1 else [((x,), self._dim(x)) for x in g]
-                for layers, dim in parts:
-                    protos = K * dim
-                    name = f"{l}" if len(parts) == 1 else f"{l}_{layers[0]}"
-                    # a single part (every width equal) drives the block unconditionally, as it always has
-                    def when(sel):
-                        return m.If(sel) if len(parts) > 1 else nullcontext()
-                    w_sel, r_sel = of_layers(self.pw_layer, layers), of_layers(self.pr_layer, layers)
-                    w_index, w_col = _split(m, self.pw_addr, 0, dim, K, f"pw{name}")
-                    with when(w_sel):
-                        m.d.comb += [b.load_en.eq(self.pw_en & w_sel
-                                                  & (self.pw_addr <= protos)),
-                                     b.load.count.eq(self.pw_addr == protos), b.load.index.eq(w_index),
-                                     b.load.col.eq(w_col), b.load.value.eq(self.pw_data)]
-                    addr = self.pr_addr
-                    p_index, p_col = _split(m, addr, 0, dim, K, f"pr{name}")
-                    r_base, h_base = protos + 1, protos + 1 + K
-                    h_index, h_col = _split(m, addr, h_base, K, K, f"ph{name}")
-                    with when(r_sel):
-                        with m.If(addr < protos):
-                            m.d.comb += [b.peek.what.eq(PeekKind.PROTO), b.peek.index.eq(p_index),
-                                         b.peek.col.eq(p_col)]
-                        with m.Elif(addr == protos):
-                            m.d.comb += b.peek.what.eq(PeekKind.COUNT)
-                        with m.Elif(addr < h_base):
-                            m.d.comb += [b.peek.what.eq(PeekKind.RECIP), b.peek.index.eq(addr - r_base)]
-                        with m.Else():
-                            m.d.comb += [b.peek.what.eq(PeekKind.H), b.peek.index.eq(h_index), b.peek.col.eq(h_col)]
+                w_sel = of_layers(self.pw_layer, g)
+                w_what = self.pw_at.what
+                m.d.comb += [b.load_en.eq(self.pw_en & w_sel & ((w_what == PeekKind.PROTO)
+                                                                | (w_what == PeekKind.COUNT))),
+                             b.load.count.eq(w_what == PeekKind.COUNT), b.load.index.eq(self.pw_at.index),
+                             b.load.col.eq(self.pw_at.col), b.load.value.eq(self.pw_data),
+                             b.peek.what.eq(self.pr_at.what), b.peek.index.eq(self.pr_at.index),
+                             b.peek.col.eq(self.pr_at.col)]
                 with m.If(of_layers(pr_layer, g)):
                     m.d.comb += self.pr_data.eq(b.peek_data)
 

@@ -43,6 +43,7 @@ from loco_fpga.qformat import formats as make_formats
 from .fixed import at_least
 from .layer import BLOCK_RAM, COLLISION_FREE, default_memory
 from .link import REQUEST_LAYOUT, DeviceError, DeviceOp, DeviceSignature, Link, LinkTop, RunOp
+from .clusters import PeekKind
 from .network import UPDATES, Network
 
 __all__ = ["AcceleratorRegister", "RULE_CODES", "AcceleratorDevice", "AcceleratorTop", "REGISTER_RESETS",
@@ -153,10 +154,15 @@ class AcceleratorDevice(wiring.Component):
         mem_data = Signal(wbits)
         mem_is_write = Signal()
         mem_proto = Signal()
-        mem_addr = Signal(16)
         m.d.comb += [net.rd_layer.eq(mem_layer), net.rd_addr.eq(mem_word)]
         if blocks:
-            m.d.comb += [net.pr_layer.eq(mem_layer), net.pr_addr.eq(mem_addr)]
+            # a prototype-space word as (what, index, col): found by subtracting N from the address, one prototype
+            # per cycle (PROTO_SPLIT; ≤ K cycles), instead of K comparators and subtractors per layer and port
+            K = blocks[0].clusters
+            dims = [(d - 1) // K for d in proto_words]          # N of each layer (K·N prototype words + count)
+            mem_at = Signal(net.at_layout)
+            rem = Signal(range(max(proto_words)))              # what is left of the address
+            m.d.comb += [net.pr_layer.eq(mem_layer), net.pr_at.eq(mem_at), net.pw_at.eq(mem_at)]
         lanes_of_word = [net.rd_data[k].as_unsigned() for k in range(net.word_layout.length)]
 
         # -- a run: sample bytes → x transfers; outputs → result bytes --------------------------------
@@ -263,9 +269,12 @@ class AcceleratorDevice(wiring.Component):
                         with m.If(space_ok & addr_ok):
                             m.d.sync += [mem_layer.eq(req.space[:7]), mem_word.eq(eword), mem_lane.eq(elane),
                                          mem_data.eq(req.data[:wbits])]
-                            m.d.sync += [mem_is_write.eq(req.op == DeviceOp.WRITE_MEM), mem_proto.eq(is_proto),
-                                         mem_addr.eq(req.addr)]
+                            m.d.sync += [mem_is_write.eq(req.op == DeviceOp.WRITE_MEM), mem_proto.eq(is_proto)]
                             m.next = "MEM_ADDR"
+                            if blocks:
+                                with m.If(is_proto):
+                                    m.d.sync += [mem_at.what.eq(PeekKind.PROTO), mem_at.index.eq(0), rem.eq(req.addr)]
+                                    m.next = "PROTO_SPLIT"
                         with m.Else():
                             m.d.sync += resp.payload.error.eq(DeviceError.ADDRESS)
                     with m.Case(DeviceOp.RESET):
@@ -277,6 +286,18 @@ class AcceleratorDevice(wiring.Component):
             with m.State("SEED_LOAD"):
                 m.d.comb += net.seed_en.eq(1)
                 m.next = "RESPOND"
+            if blocks:
+                with m.State("PROTO_SPLIT"):           # rem ≥ N: one prototype further (past the last: the count)
+                    diff = Signal(len(rem) + 1)
+                    m.d.comb += diff.eq(rem - Array(Const(d, len(rem)) for d in dims)[mem_layer])
+                    with m.If(diff[-1]):
+                        m.d.sync += mem_at.col.eq(rem)
+                        m.next = "MEM_ADDR"
+                    with m.Else():
+                        m.d.sync += [rem.eq(diff), mem_at.index.eq(mem_at.index + 1)]
+                        with m.If(mem_at.index == K - 1):   # addr = K·N (addr_ok: nothing lies beyond)
+                            m.d.sync += [mem_at.what.eq(PeekKind.COUNT), mem_at.index.eq(0), mem_at.col.eq(0)]
+                            m.next = "MEM_ADDR"
             with m.State("MEM_ADDR"):                  # rd_layer/rd_addr held; the word arrives next cycle
                 m.next = "MEM_DATA"
             with m.State("MEM_DATA"):
@@ -293,12 +314,10 @@ class AcceleratorDevice(wiring.Component):
             if blocks:
                 # prototype word c_k[j] (low proto_bits, two's complement) or the count (clamped to K); a count
                 # write makes the layer's cluster block recompute r_k and refresh H: wait until it is idle again
-                K = blocks[0].clusters
-                count_addr = Array(Const(d - 1, 16) for d in proto_words)[mem_layer]
                 count_value = Mux(mem_data > K, K, mem_data)
                 with m.State("PROTO_WRITE"):
-                    m.d.comb += [net.pw_en.eq(1), net.pw_layer.eq(mem_layer), net.pw_addr.eq(mem_addr),
-                                 net.pw_data.eq(Mux(mem_addr == count_addr, count_value,
+                    m.d.comb += [net.pw_en.eq(1), net.pw_layer.eq(mem_layer),
+                                 net.pw_data.eq(Mux(mem_at.what == PeekKind.COUNT, count_value,
                                                     mem_data[:fm.proto.bits].as_signed()))]
                     m.d.sync += resp.payload.data.eq(0)
                     m.next = "PROTO_SETTLE"
@@ -319,17 +338,23 @@ class AcceleratorDevice(wiring.Component):
                 with m.If(clr_word == last_word[clr_layer]):
                     m.d.sync += [clr_word.eq(0), clr_layer.eq(clr_layer + 1)]
                     with m.If(clr_layer == n_layers - 1):
-                        m.d.sync += [clr_layer.eq(0), mem_addr.eq(0)]
+                        m.d.sync += clr_layer.eq(0)
+                        if blocks:
+                            m.d.sync += [mem_at.what.eq(PeekKind.PROTO), mem_at.index.eq(0), mem_at.col.eq(0)]
                         m.next = "CLEAR_PROTOS" if blocks else "RESPOND"
             if blocks:
                 with m.State("CLEAR_PROTOS"):          # every prototype word of every layer ← 0, then count ← 0
-                    m.d.comb += [net.pw_en.eq(1), net.pw_layer.eq(clr_layer), net.pw_addr.eq(mem_addr),
-                                 net.pw_data.eq(0)]
-                    m.d.sync += mem_addr.eq(mem_addr + 1)
-                    with m.If(mem_addr == Array(Const(d - 1, 16) for d in proto_words)[clr_layer]):
-                        m.d.sync += [mem_addr.eq(0), clr_layer.eq(clr_layer + 1)]
+                    m.d.comb += [net.pw_en.eq(1), net.pw_layer.eq(clr_layer), net.pw_data.eq(0)]
+                    with m.If(mem_at.what == PeekKind.COUNT):          # the layer's count: the next layer
+                        m.d.sync += [mem_at.what.eq(PeekKind.PROTO), clr_layer.eq(clr_layer + 1)]
                         with m.If(clr_layer == n_layers - 1):
                             m.next = "PROTO_SETTLE"
+                    with m.Elif(mem_at.col == Array(Const(d - 1, len(mem_at.col)) for d in dims)[clr_layer]):
+                        m.d.sync += [mem_at.col.eq(0), mem_at.index.eq(mem_at.index + 1)]
+                        with m.If(mem_at.index == K - 1):
+                            m.d.sync += [mem_at.what.eq(PeekKind.COUNT), mem_at.index.eq(0)]
+                    with m.Else():
+                        m.d.sync += mem_at.col.eq(mem_at.col + 1)
             with m.State("RESPOND"):
                 m.d.comb += resp.valid.eq(1)
                 with m.If(resp.ready):

@@ -12,6 +12,7 @@ from amaranth.sim import Simulator
 
 from loco_fpga.config import preset
 from loco_fpga.golden_model import prng
+from loco_fpga.hdl.clusters import PeekKind
 from loco_fpga.hdl.micro_clusters import MicroClusterBlock
 from loco_fpga.hdl.network import Network
 from loco_fpga.qformat import formats
@@ -112,7 +113,7 @@ async def read_protos(ctx, net):
         words = []
         for addr in range(net.proto_read_depth(l)):
             ctx.set(net.pr_layer, l)
-            ctx.set(net.pr_addr, addr)
+            ctx.set(net.pr_at, net.at_layout.const(net.proto_at(l, addr)))
             await ctx.tick()
             words.append(int(ctx.get(net.pr_data)))
         K, dim = b.clusters, net.engines[l].n_in + 1
@@ -135,10 +136,10 @@ async def load_protos(ctx, net, protos):
             for j in range(dim):
                 ctx.set(net.pw_en, 1)
                 ctx.set(net.pw_layer, l)
-                ctx.set(net.pw_addr, k * dim + j)
+                ctx.set(net.pw_at, net.at_layout.const(net.proto_at(l, k * dim + j)))
                 ctx.set(net.pw_data, int(c[k, j]))
                 await ctx.tick()
-        ctx.set(net.pw_addr, K * dim)
+        ctx.set(net.pw_at, net.at_layout.const(net.proto_at(l, K * dim)))
         ctx.set(net.pw_data, count)
         await ctx.tick()
         ctx.set(net.pw_en, 0)
@@ -221,8 +222,24 @@ def test_update_parameters_loco():
     net = Network.from_config(cfg, lanes=2, update="loco")
     assert [b.dim for b in net.cluster_blocks] == [5, 4]
     assert net.proto_write_depth(0) == 3 * 5 + 1 and net.proto_read_depth(1) == 3 * 4 + 1 + 3 + 9
-    assert {"pw_en", "pw_layer", "pw_addr", "pw_data", "pr_layer", "pr_addr", "pr_data", "vperp_tap"} \
+    assert {"pw_en", "pw_layer", "pw_at", "pw_data", "pr_layer", "pr_at", "pr_data", "vperp_tap"} \
         <= set(net.signature.members)
+
+
+def test_proto_at_walks_the_host_map_in_order():
+    """``proto_at`` over a layer's whole read space: c_0[0 … N−1], …, c_{K−1}[…], the count, r_0 … r_{K−1}, then H
+    row by row — the order the host's linear addresses have (docs/protocol.md)."""
+    net = Network.from_config(loco_config(arch=(4, 3, 2), steps=4), lanes=2, update="loco")
+    for l, (K, N) in enumerate([(3, 5), (3, 4)]):
+        got = [net.proto_at(l, a) for a in range(net.proto_read_depth(l))]
+        want = ([{"what": PeekKind.PROTO, "index": k, "col": j} for k in range(K) for j in range(N)]
+                + [{"what": PeekKind.COUNT, "index": 0, "col": 0}]
+                + [{"what": PeekKind.RECIP, "index": k, "col": 0} for k in range(K)]
+                + [{"what": PeekKind.H, "index": i, "col": j} for i in range(K) for j in range(K)])
+        assert got == want
+    for bad in (-1, net.proto_read_depth(1), 1.0):
+        with pytest.raises(ValueError, match="prototype space has 25 words"):
+            net.proto_at(1, bad)
 
 
 def cluster_events(want, initial_counts):

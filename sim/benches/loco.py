@@ -177,7 +177,8 @@ async def read_protos(dut, model):
     for l, b in enumerate(model.cluster_blocks):
         words = []
         for addr in range(model.proto_read_depth(l)):
-            dut.pr_layer.value, dut.pr_addr.value = l, addr
+            dut.pr_layer.value = l
+            dut.pr_at.value = model.at_layout.const(model.proto_at(l, addr)).as_bits()
             await _tick_read(dut)
             words.append(dut.pr_data.value.to_signed())
             await FallingEdge(dut.clk)
@@ -219,7 +220,8 @@ async def load(dut, config, model, weights, protos):
     for l, (c, count) in enumerate(protos):
         K, dim = c.shape
         for addr, value in enumerate(list(c.reshape(-1)) + [count]):
-            dut.pw_en.value, dut.pw_layer.value, dut.pw_addr.value = 1, l, addr
+            dut.pw_en.value, dut.pw_layer.value = 1, l
+            dut.pw_at.value = model.at_layout.const(model.proto_at(l, addr)).as_bits()
             dut.pw_data.value = int(value) & ((1 << width) - 1)
             await FallingEdge(dut.clk)
         dut.pw_en.value = 0
@@ -245,7 +247,7 @@ async def train_one(dut, case, log):
 
     dut.rd_layer.value = dut.rd_addr.value = 0
     if loco:
-        dut.pr_layer.value = dut.pr_addr.value = dut.pw_en.value = 0
+        dut.pr_layer.value = dut.pw_en.value = 0
     x_src = StreamSource(dut, "x", dut.clk, idle=case["idle"], rng=rng)
     o_sink = EdgeSink(dut, "o", dut.clk, stall=case["stall"], rng=rng)
     c_sinks = [EdgeSink(dut, f"counts__{l}", dut.clk, stall=case["stall"], rng=rng)
