@@ -227,10 +227,7 @@ class Network(wiring.Component):
                          for l in range(n_layers)]
         # g is broadcast from the loss unit's output register, which holds it until the next sample's outputs,
         # and no sample starts before every sweep is over: the engines need no copy of their own (held_g)
-        if shared_update:   # one engine sweeps every layer in turn (area for cycles: Σ sweeps instead of max)
-            self._updaters = [SharedUpdateEngine(shapes=[(e.n_in, e.n_out, e.lanes) for e in self._engines],
-                                                 formats=formats, rounding=rounding)]
-        else:
+        if not shared_update:
             self._updaters = ([UpdateEngine(n_in=e.n_in, n_out=e.n_out, lanes=e.lanes, formats=formats,
                                             rounding=rounding, errors=errors, held_g=not errors)
                                for e in self._engines
@@ -255,6 +252,11 @@ class Network(wiring.Component):
             else:
                 groups.append([l])
         self._cluster_groups, self._share = tuple(tuple(g) for g in groups), cluster_share
+        if shared_update:   # one engine sweeps every layer in turn (area for cycles: Σ sweeps instead of max); with
+            # one cluster block for every layer their v⊥ streams come one after the other: one v⊥ store
+            self._updaters = [SharedUpdateEngine(shapes=[(e.n_in, e.n_out, e.lanes) for e in self._engines],
+                                                 formats=formats, rounding=rounding,
+                                                 one_store=update == "loco" and len(groups) == 1)]
         self._cluster_impl = cluster_impl
         common = dict(formats=formats, clusters=clusters, refresh=refresh, ridge=ridge, norm_guard=norm_guard,
                       recip_extra=recip_extra)

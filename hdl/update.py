@@ -184,7 +184,17 @@ class UpdateEngine(wiring.Component):
         # -- v⊥ store: lane k of chunk c holds v⊥[c·lanes + k]; shared: one store per layer (their streams can
         # overlap in time, and a memory has one write port), read at the common chunk address -----------------
         v_rd, v_wr = [], []
-        for l, (_, _, l_lanes, l_chunks, _) in enumerate(geo):
+        one_store = shared and self._one_store
+        chunk_bits = (chunks - 1).bit_length()
+        if one_store:         # lane k of every layer in one memory, at (layer, chunk): no address adder; as below
+            for k in range(lanes):
+                vm = memory.Memory(shape=shape(fm.vperp), depth=n_layers << chunk_bits, init=[],
+                                   attrs=COLLISION_FREE)
+                m.submodules[f"vperp_{k}"] = vm
+                v_rd.append(vm.read_port(domain="sync"))
+                v_wr.append(vm.write_port())
+            v_ports, v_rd = v_rd, [v_rd[:l_lanes] for _, _, l_lanes, _, _ in geo]   # layer l's: the first L_l
+        for l, (_, _, l_lanes, l_chunks, _) in enumerate(geo if not one_store else []):
             v_rd.append([])
             v_wr.append([])
             for k in range(l_lanes):
@@ -214,6 +224,7 @@ class UpdateEngine(wiring.Component):
             e_rd, e_wr = em.read_port(domain="sync"), em.write_port()
             e_count = Signal(range(n_out + 1))
         complete = [Signal(name="complete" if not shared else f"complete{l}") for l in range(n_layers)]
+        take = [Signal(name="take" if not shared else f"take{l}") for l in range(n_layers)]   # a v⊥ transfer
         m.d.comb += [complete[l].eq(received[l] == n_in + 1) for l, (n_in, *_) in enumerate(geo)]
 
         row = Signal(range(n_out))
@@ -238,9 +249,13 @@ class UpdateEngine(wiring.Component):
         m.d.comb += self.rd_addr.eq(addr)
         if shared:
             m.d.comb += self.rd_layer.eq(layer)
-        for l in range(n_layers):
-            for port in v_rd[l]:
-                m.d.comb += [port.addr.eq(chunk), port.en.eq(1)]
+        if one_store:
+            for port in v_ports:
+                m.d.comb += [port.addr.eq(Cat(chunk[:chunk_bits], layer)), port.en.eq(1)]
+        else:
+            for l in range(n_layers):
+                for port in v_rd[l]:
+                    m.d.comb += [port.addr.eq(chunk), port.en.eq(1)]
 
         def by_layer(sel, values):
             """values[l] for the layer ``sel`` (one value when every layer's is the same: no multiplexer)."""
@@ -358,13 +373,13 @@ class UpdateEngine(wiring.Component):
             with m.State("COLLECT"):
                 got_v = []
                 for l, (n_in, _, l_lanes, _, _) in enumerate(geo):
-                    with m.If(vperps[l].valid & ~complete[l]):
+                    with m.If(take[l]):
                         m.d.sync += received[l].eq(received[l] + 1)
                         with m.If(in_lane[l] == l_lanes - 1):
                             m.d.sync += [in_lane[l].eq(0), in_chunk[l].eq(in_chunk[l] + 1)]
                         with m.Else():
                             m.d.sync += in_lane[l].eq(in_lane[l] + 1)
-                    got_v.append(complete[l] | (vperps[l].valid & (received[l] == n_in)))
+                    got_v.append(complete[l] | (take[l] & (received[l] == n_in)))
                 if errors:
                     with m.If(self.e.valid & ~have_g):
                         m.d.comb += [e_wr.en.eq(1), e_wr.addr.eq(e_count), e_wr.data.eq(self.e.payload.e)]
@@ -410,10 +425,21 @@ class UpdateEngine(wiring.Component):
                         m.d.sync += e_count.eq(0)
                     m.next = "COLLECT"
         for l, (_, _, l_lanes, _, _) in enumerate(geo):
-            for k in range(l_lanes):
-                m.d.comb += [v_wr[l][k].addr.eq(in_chunk[l]), v_wr[l][k].data.eq(vperps[l].payload.v),
-                             v_wr[l][k].en.eq(vperps[l].valid & vperps[l].ready & (in_lane[l] == k))]
-            m.d.comb += vperps[l].ready.eq(fsm.ongoing("COLLECT") & ~complete[l])
+            # one store: a stream waits while a lower layer's offers a value (one write port)
+            lower = Cat(*(vperps[j].valid & ~complete[j] for j in range(l))).any() if one_store and l else 0
+            m.d.comb += [vperps[l].ready.eq(fsm.ongoing("COLLECT") & ~complete[l] & ~lower),
+                         take[l].eq(vperps[l].valid & vperps[l].ready)]
+            if one_store:
+                with m.If(take[l]):
+                    for k in range(l_lanes):
+                        m.d.comb += [v_wr[k].addr.eq(Cat(in_chunk[l], Const(0, chunk_bits - len(in_chunk[l])),
+                                                         Const(l, range(n_layers)))),
+                                     v_wr[k].data.eq(vperps[l].payload.v),
+                                     v_wr[k].en.eq(in_lane[l] == k)]
+            else:
+                for k in range(l_lanes):
+                    m.d.comb += [v_wr[l][k].addr.eq(in_chunk[l]), v_wr[l][k].data.eq(vperps[l].payload.v),
+                                 v_wr[l][k].en.eq(take[l] & (in_lane[l] == k))]
         m.d.comb += [
             (self.e if errors else self.g).ready.eq(fsm.ongoing("COLLECT") & ~have_g),
             self.busy.eq(fsm.ongoing("SWEEP") | fsm.ongoing("DRAIN")),
@@ -432,7 +458,9 @@ class SharedUpdateEngine(UpdateEngine):
     rounding adder, saturation, counters) instead of one per layer.
 
     Parameters (keyword-only): ``shapes`` (per layer (n_in, n_out, lanes), layer order), ``formats``,
-    ``rounding`` (as :class:`UpdateEngine`). The rule is NP's: ±g rows from the noise signs, g held by the
+    ``rounding`` (as :class:`UpdateEngine`), ``one_store`` (default False: one v⊥ store per layer; True: one for
+    every layer, chunk c of layer l at word l·2^⌈log2 C⌉ + c — a block RAM less on the UP5K — which takes one stream
+    per cycle, the lowest layer first: for streams that never overlap, as one cluster block's for all its layers). The rule is NP's: ±g rows from the noise signs, g held by the
     network (``held_g``), no per-row errors.
 
     Global rows: layer 0's n_out rows, then layer 1's, … (:attr:`n_out` in all); they number the rounding lanes
@@ -442,7 +470,8 @@ class SharedUpdateEngine(UpdateEngine):
 
     Ports:
         vperp (In, array of L streams {v: vperp format}): layer l's N_l = n_in_l + 1 values per update, index
-            order (one store per layer: the layers' streams may overlap in time).
+            order (one store per layer: the layers' streams may overlap in time; with ``one_store`` a stream
+            waits while a lower layer's transfers).
         g (In stream {g}): one value per update, held until the sweep is over.
         signs, active (In Σ n_out): the layers' sign and mask bits side by side, layer 0 in the low bits.
         rd_layer (Out), rd_addr (Out): the layer and word being read; rd_data (In, :attr:`lanes` weights): the
@@ -455,7 +484,7 @@ class SharedUpdateEngine(UpdateEngine):
     :attr:`latency` = Σ_l n_l·C_l + :attr:`stages`.
     """
 
-    def __init__(self, *, shapes, formats: Formats, rounding: str):
+    def __init__(self, *, shapes, formats: Formats, rounding: str, one_store: bool = False):
         if (not isinstance(shapes, (tuple, list)) or not shapes
                 or not all(isinstance(s, (tuple, list)) and len(s) == 3 for s in shapes)):
             raise ValueError(f"shapes = {shapes!r}: expected a non-empty sequence of (n_in, n_out, lanes)")
@@ -464,7 +493,9 @@ class SharedUpdateEngine(UpdateEngine):
             _check_int("n_out", n_out, 1, 1 << 16)
             _check_int("lanes", lanes, 1, n_in + 1)
         drop = _check_formats(formats, rounding)
-        self._shapes, self._shared = tuple(tuple(s) for s in shapes), True
+        if not isinstance(one_store, bool):
+            raise ValueError(f"one_store = {one_store!r}: must be True or False")
+        self._shapes, self._shared, self._one_store = tuple(tuple(s) for s in shapes), True, one_store
         self._layer_chunks = tuple(-(-(n_in + 1) // lanes) for n_in, _, lanes in self._shapes)
         self._n_in, self._n_out = None, sum(n_out for _, n_out, _ in self._shapes)
         self._lanes = max(s[2] for s in self._shapes)
@@ -494,6 +525,8 @@ class SharedUpdateEngine(UpdateEngine):
 
     #: per layer (n_in, n_out, lanes), layer order
     shapes = property(lambda self: self._shapes)
+    #: one v⊥ store for every layer (the streams take turns), see the parameter
+    one_store = property(lambda self: self._one_store)
     #: per layer C_l = ⌈(n_in_l + 1)/L_l⌉ (:attr:`chunks` is their maximum)
     layer_chunks = property(lambda self: self._layer_chunks)
     #: the deepest layer's words (the address ports' range)

@@ -395,15 +395,18 @@ def test_micro_cluster_blocks_train_like_the_model(arch, share):
     train_and_check(net, config, 6, 64, share)
 
 
-@pytest.mark.parametrize("impl", ["parallel", pytest.param("micro", marks=pytest.mark.slow)])
-def test_loco_with_one_update_engine_trains_like_the_model(impl):
+@pytest.mark.parametrize("impl,arch,share", [("parallel", (4, 3, 2), 1), ("parallel", (3, 3, 2), 2),
+                                              pytest.param("micro", (4, 3, 2), 2, marks=pytest.mark.slow)])
+def test_loco_with_one_update_engine_trains_like_the_model(impl, arch, share):
     """``shared_update`` with LOCO (the UP5K build's form): one update engine sweeps both layers once every v⊥ (from
     the cluster blocks) and g are in — every step equals the model, and the schedule (first/last ``x``, ``o``,
-    every layer's last v⊥) is exact."""
-    config = loco_config(arch=(4, 3, 2), steps=4, seed=31, mask=True, clusters=2, refresh=2)
-    kw = dict(lanes=2, update="loco", shared_update=True, cluster_impl=impl)
+    every layer's last v⊥) is exact. With one cluster block for both layers (``share`` 2) the engine keeps one v⊥
+    store for both (``one_store``: their streams come one after the other)."""
+    config = loco_config(arch=arch, steps=4, seed=31, mask=True, clusters=2, refresh=2)
+    kw = dict(lanes=2, update="loco", shared_update=True, cluster_impl=impl, cluster_share=share)
     net = Network.from_config(config, **kw)
     assert net.shared_update and len(net.updaters) == 1
+    assert net.updaters[0].one_store == (len(net.cluster_groups) == 1) == (share == 2)
     train_and_check(net, config, 6, 65, 1)
     weights, samples = random_stimulus(config, 4, np.random.default_rng(7))
     check_schedule(Network.from_config(config, **kw), config, weights, samples, None, [0, 0])

@@ -181,13 +181,82 @@ def test_shared_update_parameters():
         SharedUpdateEngine(shapes=[(8, 2, 3), (4, 2, 6)], formats=fm, rounding="trunc")
     with pytest.raises(ValueError, match=r"rounding = 'nearest': expected one of"):
         SharedUpdateEngine(shapes=[(4, 2, 1)], formats=fm, rounding="nearest")
+    with pytest.raises(ValueError, match=r"one_store = 1: must be True or False"):
+        SharedUpdateEngine(shapes=[(4, 2, 1)], formats=fm, rounding="trunc", one_store=1)
     per_layer = Network.from_config(cfg, lanes=2, update="np")
     shared = Network.from_config(cfg, lanes=2, update="np", shared_update=True)
     (u,) = shared.updaters
     assert isinstance(u, SharedUpdateEngine) and shared.shared_update and not per_layer.shared_update
+    assert not u.one_store              # NP's v⊥ streams may overlap: one store per layer
     assert (u.shapes, u.layer_chunks, u.n_out, u.lanes, u.weight_depth) == (((4, 3, 2), (3, 2, 2)), (3, 2), 5, 2, 9)
     assert (u.sweep_cycles, u.latency) == (3 * 3 + 2 * 2, 3 * 3 + 2 * 2 + 4)
     assert shared.seed_map == per_layer.seed_map and len(shared.seed_map) == 2 + 3 + 2
     up5k = preset("up5k").replace(rule={"name": "np"})
     cycles = [Network.from_config(up5k, lanes=1, update="np", shared_update=s).cycles_per_sample for s in (False, True)]
     assert cycles == [35840, 35840 + 10 * 33]       # + layer 1's sweep: it no longer runs beside layer 0's
+
+
+def _sweep(engine, weights, vperps, g, signs, active):
+    """Run one update of a lone SharedUpdateEngine: both layers' v⊥ streams offered from the first cycle (they
+    overlap), g with them; the weight memories answer ``rd_*`` one cycle later and take ``wr_*``. Returns the
+    weights after the sweep and the cycles at which each v⊥ value was taken."""
+    weights = [w.copy() for w in weights]
+    taken = []
+
+    async def bench(ctx):
+        ctx.set(engine.signs, signs)
+        ctx.set(engine.active, active)
+        pos = [0] * len(vperps)
+        ctx.set(engine.g.valid, 1)
+        ctx.set(engine.g.payload.g, g)
+        started, cycle = False, 0
+        while not started or ctx.get(engine.busy):
+            for l, v in enumerate(vperps):
+                ctx.set(engine.vperp[l].valid, pos[l] < len(v))
+                ctx.set(engine.vperp[l].payload.v, v[min(pos[l], len(v) - 1)])
+            layer, addr = ctx.get(engine.rd_layer), ctx.get(engine.rd_addr)
+            wr = (ctx.get(engine.wr_en), ctx.get(engine.wr_layer), ctx.get(engine.wr_addr),
+                  [ctx.get(engine.wr_data[k]) for k in range(engine.lanes)])
+            moved = [ctx.get(engine.vperp[l].valid) and ctx.get(engine.vperp[l].ready) for l in range(len(vperps))]
+            started |= bool(ctx.get(engine.busy))
+            await ctx.tick()
+            cycle += 1
+            for l, go in enumerate(moved):
+                if go:
+                    taken.append((l, pos[l], cycle))
+                    pos[l] += 1
+            if wr[0]:
+                weights[wr[1]][wr[2]] = wr[3]
+            word = weights[layer][addr] if addr < len(weights[layer]) else [0] * engine.lanes
+            for k in range(engine.lanes):
+                ctx.set(engine.rd_data[k], word[k] if k < len(word) else 0)
+            assert cycle < 2000, "the sweep did not end"
+
+    sim = Simulator(engine)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return weights, taken
+
+
+def test_one_store_takes_overlapping_streams_in_turn():
+    """``SharedUpdateEngine(one_store=True)`` with both layers' v⊥ streams offered at once: layer 1 waits until
+    layer 0's last value is taken (one write port), and the sweep writes exactly what the one-store-per-layer
+    engine writes."""
+    cfg = np_config(arch=(4, 3, 2), steps=4, encoder="deterministic", neuron="if", seed=0, rounding="half-up")
+    fm = formats(cfg)
+    rng = np.random.default_rng(5)
+    shapes = [(4, 3, 2), (3, 2, 2)]
+    lanes = 2
+    weights = [[[int(x) for x in rng.integers(-3000, 3000, lanes)] for _ in range(n_out * -(-(n_in + 1) // lanes))]
+               for n_in, n_out, _ in shapes]
+    vperps = [[int(x) for x in rng.integers(-2000, 2000, n_in + 1)] for n_in, _, _ in shapes]
+    g, signs, active = 1234, int(rng.integers(0, 32)), 0b11111
+    got = {}
+    for one in (False, True):
+        got[one] = _sweep(SharedUpdateEngine(shapes=shapes, formats=fm, rounding="half-up", one_store=one),
+                          weights, vperps, g, signs, active)
+    assert got[True][0] == got[False][0] != weights          # the same writes, and the sweep changed something
+    order = [(l, i) for l, i, _ in sorted(got[True][1], key=lambda t: t[2])]
+    assert order == [(0, i) for i in range(5)] + [(1, i) for i in range(4)]   # layer 1 after layer 0, in turn
+    assert max(c for l, _, c in got[False][1] if l == 1) < 5                  # per-layer stores: side by side
