@@ -229,7 +229,8 @@ def test_deep_ecp5_preset_with_loco_fits_the_85f(tmp_path):
 def test_deep_ecp5_preset_with_micro_blocks_meets_30_mhz(tmp_path):
     """The deep ``ecp5`` preset with the microcoded cluster blocks (``cluster_impl = "micro"``, one per layer: 11
     blocks, each one MULT18X18D for its sequencer) meets 30 MHz on the LFE5U-85F (23 min on the 2-core machine
-    with another job beside it: 38,244 LUTs, routed 33.68 MHz; docs/hdl_learning.md). Seed 2: with the one-copy
+    with another job beside it: 38,244 LUTs, routed 33.68 MHz; 17 min after session 12's address split: 39,886
+    LUTs, routed 37.96 MHz; docs/hdl_learning.md). Seed 2: with the one-copy
     program (session 11) router2 did not converge with seed 1 (overuse still growing after 46 iterations)."""
     _require("ulx3s-85f")
     inner, config = tops.board_inner("ulx3s-85f", preset("ecp5"), cluster_impl="micro")
