@@ -460,8 +460,9 @@ class SharedUpdateEngine(UpdateEngine):
     Parameters (keyword-only): ``shapes`` (per layer (n_in, n_out, lanes), layer order), ``formats``,
     ``rounding`` (as :class:`UpdateEngine`), ``one_store`` (default False: one v⊥ store per layer; True: one for
     every layer, chunk c of layer l at word l·2^⌈log2 C⌉ + c — a block RAM less on the UP5K — which takes one stream
-    per cycle, the lowest layer first: for streams that never overlap, as one cluster block's for all its layers). The rule is NP's: ±g rows from the noise signs, g held by the
-    network (``held_g``), no per-row errors.
+    per cycle, the lowest layer first: for streams that never overlap, as one cluster block's for all its layers).
+    The rule is NP's (and LOCO's, with v⊥ for v): ±g rows from the noise signs, g held by the network
+    (``held_g``), no per-row errors.
 
     Global rows: layer 0's n_out rows, then layer 1's, … (:attr:`n_out` in all); they number the rounding lanes
     (``seed_index``), ``signs`` and ``active``. :attr:`n_in` is None (the layers' are in :attr:`shapes`). The
@@ -471,7 +472,7 @@ class SharedUpdateEngine(UpdateEngine):
     Ports:
         vperp (In, array of L streams {v: vperp format}): layer l's N_l = n_in_l + 1 values per update, index
             order (one store per layer: the layers' streams may overlap in time; with ``one_store`` a stream
-            waits while a lower layer's transfers).
+            waits while a lower layer's stream offers a value).
         g (In stream {g}): one value per update, held until the sweep is over.
         signs, active (In Σ n_out): the layers' sign and mask bits side by side, layer 0 in the low bits.
         rd_layer (Out), rd_addr (Out): the layer and word being read; rd_data (In, :attr:`lanes` weights): the
