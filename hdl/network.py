@@ -431,8 +431,11 @@ class Network(wiring.Component):
         return b.clusters * self._dim(layer) + 1 + b.clusters + b.clusters * b.clusters
 
     def _dim(self, layer: int) -> int:
-        """Entries of layer ``layer``'s (u, v): its inputs and the bias."""
+        """Entries of layer ``layer``'s (u, v): its inputs and the bias (N of its prototypes)."""
         return self._engines[layer].n_in + 1
+
+    #: N of layer ``layer``'s prototypes (its inputs and the bias): the row length of its prototype space
+    proto_dim = _dim
 
     def _bank_cycles(self, layer: int, bank: int):
         """(output_cycles, tail_cycles) of layer ``layer``'s cluster block for its bank ``bank`` (a micro block's

@@ -40,10 +40,10 @@ from amaranth.lib.wiring import In, Out
 from loco_fpga.boards import protocol as proto
 from loco_fpga.qformat import formats as make_formats
 
+from .clusters import PeekKind
 from .fixed import at_least
 from .layer import BLOCK_RAM, COLLISION_FREE, default_memory
 from .link import REQUEST_LAYOUT, DeviceError, DeviceOp, DeviceSignature, Link, LinkTop, RunOp
-from .clusters import PeekKind
 from .network import UPDATES, Network
 
 __all__ = ["AcceleratorRegister", "RULE_CODES", "AcceleratorDevice", "AcceleratorTop", "REGISTER_RESETS",
@@ -159,7 +159,7 @@ class AcceleratorDevice(wiring.Component):
             # a prototype-space word as (what, index, col): found by subtracting N from the address, one prototype
             # per cycle (PROTO_SPLIT; ≤ K cycles), instead of K comparators and subtractors per layer and port
             K = blocks[0].clusters
-            dims = [(d - 1) // K for d in proto_words]          # N of each layer (K·N prototype words + count)
+            dims = [net.proto_dim(l) for l in range(n_layers)]   # N of each layer (K·N prototype words + count)
             mem_at = Signal(net.at_layout)
             rem = Signal(range(max(proto_words)))              # what is left of the address
             m.d.comb += [net.pr_layer.eq(mem_layer), net.pr_at.eq(mem_at), net.pw_at.eq(mem_at)]
