@@ -50,8 +50,10 @@ __all__ = ["BOARDS", "Board", "BoardCore", "BoardTop", "PllSettings", "ice40_pll
 
 #: the states the LEDs show (1 = on)
 LED_LAYOUT = data.StructLayout({"heartbeat": 1, "busy": 1, "activity": 1, "error": 1})
-#: bytes buffered between the inner top's ``tx`` and the UART transmitter
-TX_FIFO_DEPTH = 4
+#: bytes buffered between the inner top's ``tx`` and the UART transmitter: one register (it takes a byte every
+#: other cycle; the transmitter takes one per 10 bit times). Deeper, the FIFO's storage would be a block RAM
+#: (:class:`BlockFIFO`), and the UP5K has none to spare.
+TX_FIFO_DEPTH = 1
 #: power-on reset: 2^POR_BITS cycles after PLL lock (≥ 15 µs at every supported clock, ~1.4 ms at 48 MHz)
 POR_BITS = 16
 

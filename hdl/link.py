@@ -138,7 +138,7 @@ class FrameReceiver(wiring.Component):
         event (Out stream of :data:`EVENT_LAYOUT`): one per frame: status OK (payload in the buffer, which
             is then *owned* until ``release``), CRC, TIMEOUT, OVERSIZE or BUSY (a good frame that began
             while the buffer was owned: nothing stored). Garbage outside frames produces no event.
-            ``length`` is the frame's LEN (0 for TIMEOUT and OVERSIZE).
+            ``length`` is the frame's LEN for OK, 0 for the others.
         rd_addr (In), rd_data (Out 8): buffer read port, :attr:`read_latency` = 1 cycle.
         release (In 1): the dispatcher is done with the buffer.
         owned (Out 1): the buffer holds a frame not yet released (the device is BUSY for new frames).
@@ -173,14 +173,19 @@ class FrameReceiver(wiring.Component):
         # collision-free: a frame's bytes are stored only while the buffer is not owned, and the dispatcher
         # reads it only while it owns it (from the OK event to ``release``)
         m.submodules.buffer = buf = memory.Memory(shape=8, depth=self._max_payload, init=[], attrs=COLLISION_FREE)
-        # the queue keeps the length's low bits only: an event's length is at most max_payload (OVERSIZE: 0)
-        queued = data.StructLayout({"type": 8, "length": range(self._max_payload + 1), "status": Status})
+        # The queue holds type and status only (12 bits: one block RAM on iCE40, where the length made it two).
+        # Only an OK event needs its length, and only one OK event is in flight at a time — the one whose frame
+        # owns the buffer: no frame is stored (so none becomes OK) from its push until its release, which comes
+        # after its pop — so its length waits in one register.
+        queued = data.StructLayout({"type": 8, "status": Status})
         m.submodules.events = events = BlockFIFO(width=queued.size, depth=self._event_depth)
+        owned_length = Signal(range(self._max_payload + 1))
         wr, rd = buf.write_port(), buf.read_port(domain="sync")
         head = data.View(queued, events.r_data)
         m.d.comb += [rd.addr.eq(self.rd_addr), self.rd_data.eq(rd.data),
                      self.event.valid.eq(events.r_rdy), self.event.payload.type.eq(head.type),
-                     self.event.payload.length.eq(head.length), self.event.payload.status.eq(head.status),
+                     self.event.payload.length.eq(Mux(head.status == Status.OK, owned_length, 0)),
+                     self.event.payload.status.eq(head.status),
                      events.r_en.eq(self.event.ready), self.rx.ready.eq(1)]
 
         byte = self.rx.payload
@@ -240,8 +245,8 @@ class FrameReceiver(wiring.Component):
                         elif state == "LEN1":
                             m.d.sync += length.eq(length_now)
                             with m.If(at_least(length_now, self._max_payload + 1)):
-                                m.d.comb += [push.eq(1), ev.type.eq(type_), ev.length.eq(0),
-                                             ev.status.eq(Status.OVERSIZE), self.strobe.oversize.eq(1)]
+                                m.d.comb += [push.eq(1), ev.type.eq(type_), ev.status.eq(Status.OVERSIZE),
+                                             self.strobe.oversize.eq(1)]
                                 hunt(m)
                             with m.Elif(length_now == 0):
                                 m.next = "CRC0"
@@ -257,20 +262,20 @@ class FrameReceiver(wiring.Component):
                             m.next = "CRC1"
                         else:   # CRC1: the CRC register holds the CRC of TYPE..PAYLOAD since ≥ 1 cycle
                             good = Cat(byte, crc_hi) == crc.crc
-                            m.d.comb += [push.eq(1), ev.type.eq(type_), ev.length.eq(length)]
+                            m.d.comb += [push.eq(1), ev.type.eq(type_)]
                             with m.If(~good):
                                 m.d.comb += [ev.status.eq(Status.CRC), self.strobe.crc.eq(1)]
                             with m.Elif(storing):
                                 m.d.comb += ev.status.eq(Status.OK)
                                 with m.If(events.w_rdy):
                                     m.d.comb += self.strobe.ok.eq(1)
-                                    m.d.sync += owned.eq(1)
+                                    m.d.sync += [owned.eq(1), owned_length.eq(length)]
                             with m.Else():
                                 m.d.comb += [ev.status.eq(Status.BUSY), self.strobe.busy.eq(1)]
                             hunt(m)
                     with m.Elif(timed_out):
-                        m.d.comb += [push.eq(1), ev.type.eq(type_), ev.length.eq(0),
-                                     ev.status.eq(Status.TIMEOUT), self.strobe.timeout.eq(1)]
+                        m.d.comb += [push.eq(1), ev.type.eq(type_), ev.status.eq(Status.TIMEOUT),
+                                     self.strobe.timeout.eq(1)]
                         hunt(m)
         return m
 
