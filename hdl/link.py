@@ -491,7 +491,7 @@ class Link(wiring.Component):
 
         # -- latched frame and arguments ----------------------------------------------------------------
         ev = Signal(EVENT_LAYOUT)
-        args = Array(Signal(8, name=f"arg{i}") for i in range(5))
+        arg0 = Signal(8)                     # argument byte 0; bytes 1 … 4 go into ``word`` (free until REG_RESP)
         status = Signal(Status)
         # byte and word counters are as wide as max_payload needs (a reply's data is shorter than max_payload)
         dlen = Signal(range(info.max_payload + 1))   # reply data bytes after the status byte
@@ -506,9 +506,9 @@ class Link(wiring.Component):
         m.d.comb += rx.rd_addr.eq(ptr)
 
         cmd = ev.type
-        addr_arg = Cat(args[1], args[2])
-        count_arg = Cat(args[3], args[4])
-        value_arg = Cat(args[1], args[2], args[3], args[4])
+        addr_arg = word[:16]
+        count_arg = word[16:]
+        value_arg = word
         is_load = (cmd == C.LOAD_WEIGHTS) | (cmd == C.LOAD_PROTOTYPES)
         is_read = (cmd == C.READ_WEIGHTS) | (cmd == C.READ_PROTOTYPES)
         is_proto = (cmd == C.LOAD_PROTOTYPES) | (cmd == C.READ_PROTOTYPES)
@@ -548,17 +548,19 @@ class Link(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += rx.event.ready.eq(1)
                 with m.If(rx.event.valid):
-                    m.d.sync += [ev.eq(rx.event.payload), ptr.eq(0), idx.eq(0),
+                    m.d.sync += [ev.eq(rx.event.payload), ptr.eq(0), idx.eq(0), sub.eq(0), word.eq(0),
                                  is_frame.eq(rx.event.payload.status == Status.OK)]
                     with m.If(rx.event.payload.status == Status.OK):
                         m.next = "ARGS"
                     with m.Else():
                         m.d.sync += [status.eq(rx.event.payload.status), dlen.eq(0)]
                         m.next = "HEADER"
-            with m.State("ARGS"):                       # buffer bytes 0..4 → args (read latency 1)
+            with m.State("ARGS"):       # buffer byte 0 → arg0, 1..4 → word, as LOAD_BYTE does (read latency 1)
                 m.d.sync += ptr.eq(ptr + 1)
-                with m.If(ptr != 0):
-                    m.d.sync += args[ptr - 1].eq(rx.rd_data)
+                with m.If(ptr == 1):
+                    m.d.sync += arg0.eq(rx.rd_data)
+                with m.Elif(ptr != 0):
+                    m.d.sync += [word.eq(word | (rx.rd_data << (sub << 3))), sub.eq(sub + 1)]
                 with m.If(ptr == 5):
                     m.next = "DECODE"
             with m.State("DECODE"):
@@ -577,9 +579,9 @@ class Link(wiring.Component):
                 with m.Elif((cmd == C.READ_REG) | (cmd == C.WRITE_REG)):
                     m.next = "REG_REQ"
                 with m.Elif(is_load | is_read):
-                    m.d.sync += [space.eq(Mux(is_proto, proto.PROTOTYPE_SPACE_FLAG | args[0][:7], args[0][:7])),
+                    m.d.sync += [space.eq(Mux(is_proto, proto.PROTOTYPE_SPACE_FLAG | arg0[:7], arg0[:7])),
                                  count.eq(Mux(is_load, load_words, count_arg)), addr.eq(addr_arg)]
-                    with m.If(args[0][7]):
+                    with m.If(arg0[7]):
                         reply(m, Status.BAD_ADDRESS)
                     # (count << log2 wb) + 1 > max_payload ⇔ count ≥ ⌈max_payload / wb⌉
                     with m.Elif(is_read & ((count_arg == 0) | at_least(count_arg, -(-info.max_payload >> log2_wb)))):
@@ -587,26 +589,26 @@ class Link(wiring.Component):
                     with m.Else():
                         m.next = "RANGE"
                 with m.Elif(cmd == C.TRAIN):
-                    with m.If(at_least(args[0], info.n_classes)):
+                    with m.If(at_least(arg0, info.n_classes)):
                         reply(m, Status.BAD_VALUE)
                     with m.Else():
                         m.next = "RUN_START"
                 with m.Elif(cmd == C.INFER):
                     m.next = "RUN_START"
                 with m.Else():                            # RESET_STATE
-                    with m.If((args[0] & (0xFF & ~(proto.RESET_COUNTERS | proto.RESET_DEVICE))).any()):
+                    with m.If((arg0 & (0xFF & ~(proto.RESET_COUNTERS | proto.RESET_DEVICE))).any()):
                         reply(m, Status.BAD_VALUE)
-                    with m.Elif(args[0] & proto.RESET_DEVICE):
+                    with m.Elif(arg0 & proto.RESET_DEVICE):
                         m.next = "RESET_REQ"
                     with m.Else():
-                        m.d.comb += clear.eq(args[0][0])
+                        m.d.comb += clear.eq(arg0[0])
                         reply(m, Status.OK)
 
             def device_error(m, error):
                 reply(m, Mux(error == DeviceError.VALUE, Status.BAD_VALUE, Status.BAD_ADDRESS))
 
             with m.State("REG_REQ"):
-                m.d.comb += [dev.req.valid.eq(1), dev.req.payload.addr.eq(args[0]),
+                m.d.comb += [dev.req.valid.eq(1), dev.req.payload.addr.eq(arg0),
                              dev.req.payload.op.eq(Mux(cmd == C.WRITE_REG, DeviceOp.WRITE_REG, DeviceOp.READ_REG)),
                              dev.req.payload.data.eq(value_arg)]
                 with m.If(dev.req.ready):
@@ -673,11 +675,11 @@ class Link(wiring.Component):
             with m.State("RESET_RESP"):
                 m.d.comb += dev.resp.ready.eq(1)
                 with m.If(dev.resp.valid):
-                    m.d.comb += clear.eq(args[0][0])
+                    m.d.comb += clear.eq(arg0[0])
                     reply(m, Status.OK)
 
             with m.State("RUN_START"):
-                m.d.comb += [dev.run.valid.eq(1), dev.run.payload.label.eq(args[0]),
+                m.d.comb += [dev.run.valid.eq(1), dev.run.payload.label.eq(arg0),
                              dev.run.payload.op.eq(Mux(cmd == C.TRAIN, RunOp.TRAIN, RunOp.INFER))]
                 with m.If(dev.run.ready):
                     m.d.sync += ptr.eq(Mux(cmd == C.TRAIN, 1, 0))
