@@ -58,7 +58,7 @@ from loco_fpga.qformat import Formats
 
 from .arith import Divider, Isqrt
 from .fixed import narrow_mode, shape, shift_round, times
-from .layer import BLOCK_RAM
+from .layer import BLOCK_RAM, COLLISION_FREE
 from .solver import MatrixHalf, Solver, SolverOp
 
 __all__ = ["ClusterBlock", "PairBuffer", "PeekKind"]
@@ -960,7 +960,9 @@ class PairBuffer(wiring.Component):
         m = Module()
         depth = self._depth
         pair = data.StructLayout({"u": shape(self._formats.rate), "v": shape(self._formats.rate)})
-        m.submodules.pairs = mem = memory.Memory(shape=pair, depth=depth, init=[], attrs=BLOCK_RAM)
+        # collision-free: written only while the sample is incomplete (``~full``); the read data is used only
+        # for reads made while it is complete
+        m.submodules.pairs = mem = memory.Memory(shape=pair, depth=depth, init=[], attrs=BLOCK_RAM | COLLISION_FREE)
         wr, rd = mem.write_port(), mem.read_port(domain="sync")
         wp = Signal(range(depth))
         full = Signal()                          # the sample is complete

@@ -304,6 +304,13 @@ class LayerEngine(wiring.Component):
 
         m.submodules.weights = wmem = self._memory(shape=self._word_layout, depth=self.weight_depth,
                                                    name="weights")
+        if isinstance(wmem, memory.Memory):
+            # collision-free: the engine's own reads (RUN) happen while a sample is in the layers, the writes
+            # (``w_en``) only between samples. Between samples the port reads for an update engine or the host
+            # (``u_en``): an update sweep reads each word once and writes it back stages later, at a trailing
+            # address (a read in the write's cycle is another word's, or past the sweep's end and unused), and a
+            # host write's cycle reads nothing the host uses (its read-back is a later request)
+            wmem.attrs.update(COLLISION_FREE)
         m.submodules.state = smem = self._memory(shape=state_layout, depth=n_out, name="state")
         if isinstance(smem, memory.Memory):
             # collision-free: the state word of neuron n is read (stage 2 of its last chunk) before its write
