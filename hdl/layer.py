@@ -89,7 +89,10 @@ class LayerEngine(wiring.Component):
     n_out flip-flops that cannot share a logic cell on iCE40), ``sparse`` (True: each step first lists its *active*
     chunks — chunks 0 … C − 2 with a clean or noisy input spike — and every neuron then reads only their weight
     words and the last chunk's (the bias's): the sums are the same, since a silent input adds 0, and a step takes
-    n_out·(a + 1) weight reads for a active chunks instead of n_out·C, :meth:`step_cycles`).
+    n_out·(a + 1) weight reads for a active chunks instead of n_out·C, :meth:`step_cycles`), ``hold_input`` (True: the
+    input spikes are not copied — the engine works on ``i.payload`` and takes the transfer only when it is done with
+    them, so the producer holds them for the whole step and cannot work on its next step meanwhile; saves 2·(n_in + 1)
+    flip-flops, on iCE40 logic cells of their own).
     :meth:`from_config` derives all of them from a config and a layer index.
 
     Ports:
@@ -97,7 +100,9 @@ class LayerEngine(wiring.Component):
             NOISE lane, in draw order).
         noise_state (In 32; ``held_noise`` only): the lane's state, used as the word from the draw on.
         i (In stream of :attr:`spikes_in_layout` = {clean: n_in, noisy: n_in}): T transfers per sample, one
-            per step; bit j is input j.
+            per step; bit j is input j. ``hold_input``: the step starts in the cycle ``i.valid`` is seen (where it
+            would otherwise transfer), the payload must stay until the transfer, :meth:`step_latency` − 1 cycles
+            later (in the cycle of the step's last state write).
         o (Out stream of :attr:`spikes_out_layout` = {clean: n_out, noisy: n_out}; hidden layers only): T
             transfers per sample, the layer's spikes of each step (bit i is neuron i).
         r (Out stream of :attr:`result_layout`): n_out transfers at the end of a sample, neuron order,
@@ -112,7 +117,8 @@ class LayerEngine(wiring.Component):
 
     def __init__(self, *, n_in: int, n_out: int, lanes: int, formats: Formats, threshold: int = 1,
                  neuron: str = "if", leak_shift: int = 0, output: bool = False, memory=default_memory,
-                 update_port: bool = False, perturb: bool = True, held_noise: bool = False, sparse: bool = False):
+                 update_port: bool = False, perturb: bool = True, held_noise: bool = False, sparse: bool = False,
+                 hold_input: bool = False):
         _check_int("n_in", n_in, 1, _MAX_WIDTH)
         _check_int("n_out", n_out, 1, _MAX_WIDTH)
         _check_int("lanes", lanes, 1, n_in + 1)
@@ -153,6 +159,9 @@ class LayerEngine(wiring.Component):
         if not isinstance(sparse, bool):
             raise ValueError(f"sparse = {sparse!r}: must be True or False")
         self._sparse = sparse
+        if not isinstance(hold_input, bool):
+            raise ValueError(f"hold_input = {hold_input!r}: must be True or False")
+        self._hold_input = hold_input
         self._update_port = update_port
         self._n_in, self._n_out, self._lanes = n_in, n_out, lanes
         self._formats, self._threshold = formats, threshold
@@ -219,6 +228,8 @@ class LayerEngine(wiring.Component):
     held_noise = property(lambda self: self._held_noise)
     #: whether a step reads only the weight words of its active chunks (see :meth:`step_cycles`)
     sparse = property(lambda self: self._sparse)
+    #: whether the engine works on ``i.payload`` instead of a copy (see ``hold_input``)
+    hold_input = property(lambda self: self._hold_input)
     spikes_in_layout = property(lambda self: self._spikes_in_layout)
     spikes_out_layout = property(lambda self: self._spikes_out_layout)
     result_layout = property(lambda self: self._result_layout)
@@ -457,6 +468,8 @@ class LayerEngine(wiring.Component):
             result = {"count": old.count, "count_noisy": old.count_noisy}
 
         bias = Const(1 << n_in, pad)
+        if self._hold_input:
+            m.d.comb += [clean_in.eq(self.i.payload.clean | bias), noisy_in.eq(self.i.payload.noisy | bias)]
         # Port outputs are plain functions of registers (no assignments inside FSM states): an event-driven
         # simulator (Icarus) then evaluates them from time 0, before the state first changes.
         with m.FSM() as fsm:
@@ -470,8 +483,9 @@ class LayerEngine(wiring.Component):
                         m.next = "INPUT"
             with m.State("INPUT"):
                 with m.If(self.i.valid):
-                    m.d.sync += [clean_in.eq(self.i.payload.clean | bias),
-                                 noisy_in.eq(self.i.payload.noisy | bias), neuron.eq(0), chunk.eq(0)]
+                    m.d.sync += [neuron.eq(0), chunk.eq(0)]
+                    if not self._hold_input:
+                        m.d.sync += [clean_in.eq(self.i.payload.clean | bias), noisy_in.eq(self.i.payload.noisy | bias)]
                     if sparse:
                         m.d.sync += [count.eq(0), entry.eq(0), row_base.eq(0)]
                     m.next = "SCAN" if sparse and chunks > 1 else "RUN"
@@ -552,7 +566,8 @@ class LayerEngine(wiring.Component):
         m.d.comb += [
             s_rd.addr.eq(state_addr),
             self.noise.ready.eq(fsm.ongoing("NOISE")),
-            self.i.ready.eq(fsm.ongoing("INPUT")),
+            # hold_input: the transfer when the inputs are no longer needed (the last word passed the accumulators)
+            self.i.ready.eq(fsm.ongoing("DRAIN") & last_write if self._hold_input else fsm.ongoing("INPUT")),
             self.r.valid.eq(fsm.ongoing("RESULT")),
             self.r.payload.eq(r_payload),
         ]

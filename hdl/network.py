@@ -163,6 +163,9 @@ class Network(wiring.Component):
     (``MicroClusterBlock.boot_cycles``, during which the block is not idle, so no sample starts).
     ``sparse_input``: layer 0's engine is ``sparse`` — each step it reads only the weight words of the input chunks
     that spiked (and the bias's): same results, data-dependent cycles (:meth:`schedule`'s ``active``).
+    ``hold_spikes``: every engine is ``hold_input`` — it works on its producer's spike vector (the encoder bank's,
+    the layer before's) instead of a copy, and the producer waits meanwhile: the steps of the layers no longer
+    overlap (:meth:`schedule`), 2·(n_l + 1) flip-flops per layer fewer, the same results.
     """
 
     def __init__(self, *, arch, lanes: int, formats: Formats, encoder: str = "deterministic",
@@ -171,7 +174,8 @@ class Network(wiring.Component):
                  mask: bool = False, clusters: int = 8, refresh: int = 1, ridge: int = 0, norm_guard: int = 8,
                  recip_extra: int = 16, fb: int = 0, cluster_units: int | None = None, cluster_share: int = 1,
                  cluster_impl: str = "parallel", tau_shift: int = 1,
-                 output_delta: bool = False, shared_update: bool = False, sparse_input: bool = False):
+                 output_delta: bool = False, shared_update: bool = False, sparse_input: bool = False,
+                 hold_spikes: bool = False):
         if (not isinstance(arch, (tuple, list)) or not 2 <= len(arch) <= _MAX_LAYERS + 1
                 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in arch)):
             raise ValueError(f"arch = {arch!r}: expected a sequence of 2 … {_MAX_LAYERS + 1} positive integers")
@@ -214,6 +218,8 @@ class Network(wiring.Component):
         self._update, self._mask, self._delta, self._shared = update, mask, output_delta, shared_update
         if not isinstance(sparse_input, bool):
             raise ValueError(f"sparse_input = {sparse_input!r}: must be True or False")
+        if not isinstance(hold_spikes, bool):
+            raise ValueError(f"hold_spikes = {hold_spikes!r}: must be True or False")
         self._arch, self._lanes, self._formats = tuple(arch), lanes, formats
         self._encoder, self._threshold, self._neuron = encoder, threshold, neuron
         self._leak_shift, self._memory = leak_shift, memory
@@ -223,7 +229,8 @@ class Network(wiring.Component):
                                      formats=formats, threshold=threshold, neuron=neuron, leak_shift=leak_shift,
                                      output=l == n_layers - 1, memory=memory, update_port=update is not None,
                                      perturb=not (update in _ERROR_RULES or (output_delta and l == n_layers - 1)),
-                                     held_noise=arch[l + 1] <= 32, sparse=sparse_input and l == 0)
+                                     held_noise=arch[l + 1] <= 32, sparse=sparse_input and l == 0,
+                                     hold_input=hold_spikes)
                          for l in range(n_layers)]
         # g is broadcast from the loss unit's output register, which holds it until the next sample's outputs,
         # and no sample starts before every sweep is over: the engines need no copy of their own (held_g)
@@ -327,7 +334,7 @@ class Network(wiring.Component):
     def from_config(cls, config, *, lanes: int, memory=default_memory, encoder_lanes: int | None = None,
                     update: str | None = None, cluster_units: int | None = None, cluster_share: int = 1,
                     cluster_impl: str = "parallel", shared_update: bool = False,
-                    sparse_input: bool = False) -> "Network":
+                    sparse_input: bool = False, hold_spikes: bool = False) -> "Network":
         """The datapath of ``config``'s network (widths, Q formats, T, encoder, neuron, θ, leak).
 
         With ``update`` (on-chip training) the config's rule must be the one named; ``rule.output_update =
@@ -350,7 +357,7 @@ class Network(wiring.Component):
                    cluster_share=cluster_share, cluster_impl=cluster_impl,
                    tau_shift=-int(round(math.log2(config.rule.lls_temperature))) if update == "lls" else 1,
                    output_delta=update is not None and config.rule.output_update == "delta",
-                   shared_update=shared_update, sparse_input=sparse_input)
+                   shared_update=shared_update, sparse_input=sparse_input, hold_spikes=hold_spikes)
 
     arch = property(lambda self: self._arch)
     lanes = property(lambda self: self._lanes)
@@ -381,6 +388,8 @@ class Network(wiring.Component):
     shared_update = property(lambda self: self._shared)
     #: whether layer 0 reads only the weights of its active input chunks (``sparse_input``)
     sparse_input = property(lambda self: self._engines[0].sparse)
+    #: whether the engines work on their producers' spike vectors (``hold_spikes``)
+    hold_spikes = property(lambda self: self._engines[0].hold_input)
 
     def input_activity(self, spikes) -> tuple:
         """Per step, layer 0's active chunks for the input spikes ``spikes`` (T × n_0, 0/1; the encoder's output,
@@ -489,27 +498,31 @@ class Network(wiring.Component):
             start = max(f + 1, prev_done + 1)
             ready = [start + 1 + e.noise_words for e in engines]
             accept = [[0] * steps for _ in engines]
+            begin = [[0] * steps for _ in engines]       # the step starts (= accept, unless hold_spikes)
             emit = [[0] * steps for _ in engines]
             read = max(f + 1, o_accept)                   # READ of step 0: after the last rate, ``o`` free
             for t in range(steps):
                 hand = read + words                       # DONE: the step is on ``o`` from the next cycle
                 a0 = active[n][t] if active is not None else None
                 for l, e in enumerate(engines):
-                    # layer l > 0: layer l − 1's EMIT transfers when both are there (emit[l − 1][t] = accept)
-                    avail = hand + 1 if l == 0 else accept[l - 1][t] + (e0.step_latency(a0) if l == 1 else
-                                                                        engines[l - 1].latency)
-                    accept[l][t] = max(ready[l], avail)
+                    # layer l > 0: layer l − 1's EMIT (step_latency after its start) offers the spikes
+                    avail = hand + 1 if l == 0 else begin[l - 1][t] + (e0.step_latency(a0) if l == 1 else
+                                                                       engines[l - 1].latency)
+                    begin[l][t] = max(ready[l], avail)
+                    # the transfer: at the start, or (hold_spikes) in the cycle of the step's last state write
+                    accept[l][t] = begin[l][t] + ((e0.step_latency(a0) if l == 0 else e.latency) - 1
+                                                  if e.hold_input else 0)
                     if l:
                         emit[l - 1][t] = accept[l][t]
                         ready[l - 1] = accept[l][t] + 1
                     if e.output:
-                        ready[l] = accept[l][t] + (e.step_cycles(a0) if l == 0 else e.cycles_per_step)
+                        ready[l] = begin[l][t] + (e.step_cycles(a0) if l == 0 else e.cycles_per_step)
                 o_accept = read = accept[0][t]            # taken: the next step's READ starts
             bank_free = hand + 1 + bank.count_cycles       # the input counts (update only) come first
             counts = tuple(emit[l][-1] + engines[l].result_cycles for l in range(len(engines) - 1))
             out = engines[-1]
             last_step = out.step_cycles(a0) if len(engines) == 1 else out.cycles_per_step
-            loss = accept[-1][-1] + last_step + out.result_cycles - 1 + self._loss.final_latency
+            loss = begin[-1][-1] + last_step + out.result_cycles - 1 + self._loss.final_latency
             done = max((loss,) + counts)
             if self._updaters:
                 # v⊥ complete: the last count (input counts of the bank, or layer l − 1's) + 1 (NpSource) + 1

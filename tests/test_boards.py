@@ -193,6 +193,7 @@ def test_only_the_icebreaker_shares_one_update_engine():
     assert [name for name, b in tops.BOARDS.items() if b.sparse_input] == ["icebreaker"]
     inner, _ = tops.board_inner("icebreaker")
     assert inner.network.shared_update and len(inner.network.updaters) == 1 and inner.network.sparse_input
+    assert not inner.network.hold_spikes                  # the NP build keeps its overlapping steps
     inner, _ = tops.board_inner("ulx3s-85f")
     assert not inner.network.shared_update and len(inner.network.updaters) == 2 and not inner.network.sparse_input
     delta = preset("up5k").replace(rule={"name": "np", "output_update": "delta"})
@@ -205,13 +206,15 @@ def test_only_the_icebreaker_shares_one_update_engine():
 def test_icebreaker_loco_micro_build_puts_the_block_data_into_spram():
     """The iCEBreaker's LOCO build with one micro block for both layers: layer 0's weights take two SPRAM blocks,
     the block's data memory the other two (it boots: its ``init`` writes it after a reset), layer 1's weights go
-    to block RAM — four SB_SPRAM256KA cells in the elaborated design. Layer 0 reads every input (not sparse) there."""
+    to block RAM — four SB_SPRAM256KA cells in the elaborated design. Layer 0 reads every input (not sparse) there,
+    and the engines work on their producers' spike vectors (``hold_spikes``)."""
     from amaranth.back import rtlil
     from amaranth_boards.icebreaker import ICEBreakerPlatform
 
     board = tops.BOARDS["icebreaker"]
     inner, config = tops.board_inner(board, preset("up5k"), cluster_impl="micro", cluster_share=2)
     assert config.rule.name == "loco" and inner.network.shared_update and not inner.network.sparse_input
+    assert inner.network.hold_spikes
     (block,) = set(inner.network.cluster_blocks)
     assert block.boot_cycles == block.sequencer.cycles(block.program.init_counts()) + 2 > 4000
     text = rtlil.convert(inner, platform=ICEBreakerPlatform())

@@ -324,6 +324,7 @@ def test_parameter_errors_quote_the_value():
         ("leak_shift", 3, r"leak_shift = 3: must be 0 for neuron = 'if'"),
         ("output", 1, r"output = 1: must be True or False"),
         ("held_noise", 1, r"held_noise = 1: must be True or False"),
+        ("hold_input", "yes", r"hold_input = 'yes': must be True or False"),
     ]:
         with pytest.raises(ValueError, match=message):
             LayerEngine(**{**ok, key: value})

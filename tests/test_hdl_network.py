@@ -80,18 +80,19 @@ def run_network(net, config, weights, samples, *, idle, stall, rng, strobe=None,
     return counts_raw, o_raw, x_cycles, o_last_cycles
 
 
-CASES = [  # arch, lanes, T, encoder, neuron, idle/stall
-    ((5, 6, 4, 3), 2, 4, "bernoulli", "if", 0.3),
-    ((3, 2), 4, 8, "deterministic", "if", 0.2),
-    ((4, 35, 3), 3, 2, "bernoulli", "lif", 0.0),     # 35 hidden neurons: two noise words
+CASES = [  # arch, lanes, T, encoder, neuron, idle/stall, hold_spikes
+    ((5, 6, 4, 3), 2, 4, "bernoulli", "if", 0.3, False),
+    ((3, 2), 4, 8, "deterministic", "if", 0.2, False),
+    ((4, 35, 3), 3, 2, "bernoulli", "lif", 0.0, False),     # 35 hidden neurons: two noise words
+    ((5, 6, 4, 3), 2, 4, "deterministic", "lif", 0.3, True),  # the engines work on their producers' spikes
 ]
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))
 def test_network_equals_the_model(case):
-    arch, lanes, steps, encoder, neuron, idle = CASES[case]
+    arch, lanes, steps, encoder, neuron, idle, hold = CASES[case]
     config = small_config(arch=arch, steps=steps, encoder=encoder, neuron=neuron, seed=100 + case)
-    net = Network.from_config(config, lanes=lanes)
+    net = Network.from_config(config, lanes=lanes, hold_spikes=hold)
     weights, samples = random_stimulus(config, 4, np.random.default_rng(7 + case))
     counts_raw, o_raw, _, _ = run_network(net, config, weights, samples, idle=idle, stall=idle,
                                        rng=random.Random(case))
@@ -128,17 +129,23 @@ def test_bench_model_matches_step_q():
     ((9, 1, 1), 16, 4, "bernoulli", 1, None), ((9, 2, 3), 16, 4, "deterministic", 1, "np"),
     # sparse_input: layer 0 reads only the weights of the input chunks that spiked (data-dependent steps)
     ((9, 4, 3), 1, 4, "deterministic", None, "sparse"), ((7, 5, 3), 2, 8, "deterministic", None, "sparse-np"),
-    ((8, 3), 3, 4, "deterministic", None, "sparse")])
+    ((8, 3), 3, 4, "deterministic", None, "sparse"),
+    # hold_spikes: every engine works on its producer's spikes, which waits (no overlap of the layers' steps)
+    ((5, 6, 4, 3), 2, 4, "bernoulli", None, "hold"), ((9, 2, 3), 16, 4, "deterministic", 1, "hold-np"),
+    ((7, 5, 3), 2, 8, "deterministic", None, "hold-sparse-np")])
 def test_cycles_per_sample(arch, lanes, steps, encoder, encoder_lanes, update):
     """With an always-valid source and always-ready sinks, every first and last ``x`` transfer and every
     ``last`` transfer on ``o`` happens exactly in the cycle :meth:`Network.schedule` gives, and the steady
     state is ``cycles_per_sample`` cycles per sample."""
     config = small_config(arch=arch, steps=steps, encoder=encoder, neuron="if", seed=1)
-    sparse = update is not None and update.startswith("sparse")
-    update = {"sparse": None, "sparse-np": "np"}.get(update, update)
+    flags = (update or "").split("-")
+    sparse, hold = "sparse" in flags, "hold" in flags
+    update = "np" if "np" in flags else None
     if update:
         config = config.replace(rule={"name": update})
-    net = Network.from_config(config, lanes=lanes, encoder_lanes=encoder_lanes, update=update, sparse_input=sparse)
+    net = Network.from_config(config, lanes=lanes, encoder_lanes=encoder_lanes, update=update, sparse_input=sparse,
+                              hold_spikes=hold)
+    assert all(e.hold_input == hold for e in net.engines)
     if encoder_lanes:   # the case it is here for
         assert net.bank.step_cycles > net.engines[0].cycles_per_step
     n = 6
@@ -178,6 +185,8 @@ def test_parameter_errors():
         Network(arch=(4, 2), lanes=1, formats=fm, neuron="adex")
     with pytest.raises(ValueError, match=r"threshold = 0"):        # from the hidden engine
         Network(arch=(4, 3, 2), lanes=1, formats=fm, threshold=0)
+    with pytest.raises(ValueError, match=r"hold_spikes = 1: must be True or False"):
+        Network(arch=(4, 3, 2), lanes=1, formats=fm, hold_spikes=1)
 
 
 def test_properties_and_ports():
