@@ -197,7 +197,7 @@ class LayerEngine(wiring.Component):
 
     @classmethod
     def from_config(cls, config, layer: int, *, lanes: int, memory=default_memory,
-                    update_port: bool = False, sparse: bool = False) -> "LayerEngine":
+                    update_port: bool = False, sparse: bool = False, hold_input: bool = False) -> "LayerEngine":
         """The engine of layer ``layer`` (0-based, weights W_layer) of ``config``'s network."""
         from loco_fpga.qformat import formats  # noqa: PLC0415
 
@@ -209,7 +209,7 @@ class LayerEngine(wiring.Component):
         return cls(n_in=arch[layer], n_out=arch[layer + 1], lanes=lanes, formats=fm,
                    threshold=fm.membrane.from_float(spk.threshold), neuron=spk.neuron,
                    leak_shift=spk.leak_shift if lif else 0, output=layer == len(arch) - 2, memory=memory,
-                   update_port=update_port, sparse=sparse)
+                   update_port=update_port, sparse=sparse, hold_input=hold_input)
 
     n_in = property(lambda self: self._n_in)
     n_out = property(lambda self: self._n_out)

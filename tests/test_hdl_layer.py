@@ -135,17 +135,19 @@ CASES = [  # (output, n_in, n_out, lanes, T, neuron, idle/stall)
 ]
 
 
-@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("form", ["dense", "sparse", "hold"])
 @pytest.mark.parametrize("case", range(len(CASES)))
-def test_layer_engine_equals_the_model(case, sparse):
+def test_layer_engine_equals_the_model(case, form):
     """Random weights, noise and input spikes (densities 0 … 1 per sample), random back-pressure; ``sparse``: the
-    engine reads only the weights of the chunks that spiked — the same integers."""
+    engine reads only the weights of the chunks that spiked — the same integers; ``hold``: it works on the held
+    input (``hold_input``; the driver keeps the payload until the transfer) — the same integers too."""
+    sparse = form == "sparse"
     output, n_in, n_out, lanes, steps, neuron, idle = CASES[case]
     rng = random.Random(31 + case)
     nrng = np.random.default_rng(31 + case)
     cfg, fm, scale, _ = random_case(rng, output=output, n_in=n_in, n_out=n_out, steps=steps, neuron=neuron,
                                     density=0.5)
-    engine = LayerEngine.from_config(cfg, 0, lanes=lanes, sparse=sparse)
+    engine = LayerEngine.from_config(cfg, 0, lanes=lanes, sparse=sparse, hold_input=form == "hold")
     assert engine.output == output and engine.n_in == n_in and engine.n_out == n_out
     samples = 4
     weights = np.clip(nrng.integers(-scale, scale + 1, size=(n_out, n_in + 1)), fm.weight.min, fm.weight.max)
