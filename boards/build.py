@@ -178,7 +178,7 @@ def _design(inner) -> dict | None:
 
 
 def build_board(board: str, *, out_dir: str | os.PathLike, config=None, freq_mhz: float | None = None,
-                baud: int = 115200, seed: int = 1, inner=None, check_timing: bool = True,
+                baud: int = 115200, seed: int | None = None, inner=None, check_timing: bool = True,
                 timeout: float | None = None, progress: Callable[[str], None] | None = None,
                 nextpnr_args: str = "") -> BuildResult:
     """Build ``board`` into ``out_dir`` and return (and write) its report.
@@ -201,6 +201,7 @@ def build_board(board: str, *, out_dir: str | os.PathLike, config=None, freq_mhz
     """
     if board not in BOARDS:
         raise ValueError(f"board = {board!r}: expected one of {', '.join(BOARDS)}")
+    seed = BOARDS[board].default_seed if seed is None else seed
     _check("seed", seed, not isinstance(seed, bool) and isinstance(seed, int) and 0 <= seed < 2**31,
            "must be an integer 0 … 2^31 − 1")
     b = BOARDS[board]

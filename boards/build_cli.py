@@ -46,7 +46,8 @@ class _BuildFailed(click.ClickException):
                    "logic and one multiplier, many more cycles; docs/hdl_learning.md).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="build folder (default: build/<board>).")
-@click.option("--seed", type=int, default=1, show_default=True, help="nextpnr placement seed.")
+@click.option("--seed", type=int, default=None,
+              help="nextpnr placement seed (default: the board's, docs/boards.md; 1 for most).")
 @click.option("--nextpnr-args", default="",
               help='more nextpnr options, e.g. "--router router2" (recorded in the report).')
 @click.option("--timeout", "timeout_min", type=click.FloatRange(min=0, min_open=True), default=None,
