@@ -46,16 +46,6 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def utilisation(tim_text: str) -> dict:
-    """nextpnr's "Device utilisation" lines: {bel type: (used, available)}."""
-    found = {}
-    for line in tim_text.splitlines():
-        m = re.match(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", line)
-        if m:
-            found[m.group(1)] = (int(m.group(2)), int(m.group(3)))
-    return found
-
-
 def module_cells(stat_text: str) -> dict:
     """Yosys ``stat`` (text) of an unflattened design: {module: {kind: count}} with ``ff`` = every SB_DFF* cell."""
     out = {}
@@ -74,7 +64,7 @@ def main(argv=None) -> int:
     parser.add_argument("--build-dir", help="where the build goes (default: a temporary directory)")
     args = parser.parse_args(argv)
 
-    from loco_fpga.boards.build import build_board
+    from loco_fpga.boards.build import build_board, utilisation
     from loco_fpga.boards.synth import SynthesisError
     from loco_fpga.boards.tops import BOARDS, board_inner
     from loco_fpga.config import preset

@@ -300,18 +300,22 @@ def build_board(board: str, *, out_dir: str | os.PathLike, config=None, freq_mhz
     return data
 
 
-def overfull_resources(tim_text: str) -> list[tuple[str, int, int]]:
-    """The resources nextpnr's "Device utilisation" (its log, ``top.tim``) counts above 100 %: [(bel type, used,
-    available)], e.g. ``[("ICESTORM_LC", 6495, 5280)]`` for a design that does not fit the UP5K."""
+def utilisation(tim_text: str) -> dict[str, tuple[int, int]]:
+    """nextpnr's "Device utilisation" (its log, ``top.tim``), also when placement failed: {bel type: (used,
+    available)}, e.g. ``{"ICESTORM_LC": (6495, 5280), …}``."""
     found = {}
     for line in tim_text.splitlines():
         words = line.replace("/", " ").split()
         if len(words) >= 5 and words[0] == "Info:" and words[1].endswith(":") and words[2].isdigit() \
                 and words[3].isdigit() and words[4].endswith("%"):
-            used, available = int(words[2]), int(words[3])
-            if used > available:
-                found[words[1][:-1]] = (words[1][:-1], used, available)
-    return list(found.values())
+            found[words[1][:-1]] = (int(words[2]), int(words[3]))
+    return found
+
+
+def overfull_resources(tim_text: str) -> list[tuple[str, int, int]]:
+    """The resources :func:`utilisation` counts above 100 %: [(bel type, used, available)], e.g.
+    ``[("ICESTORM_LC", 6495, 5280)]`` for a design that does not fit the UP5K."""
+    return [(bel, used, available) for bel, (used, available) in utilisation(tim_text).items() if used > available]
 
 
 def _size_note(out: Path, board) -> str:

@@ -118,6 +118,8 @@ def test_overfull_resources_reads_nextpnrs_utilisation():
              "Info: \t         ICESTORM_DSP:       8/      8   100%\n"
              "ERROR: Failed to expand region (0, 0) |_> (25, 31) of 6493 ICESTORM_LCs\n")
     assert board_build.overfull_resources(ice40) == [("ICESTORM_LC", 6495, 5280)]
+    assert board_build.utilisation(ice40) == {"ICESTORM_LC": (6495, 5280), "ICESTORM_RAM": (26, 30),
+                                              "ICESTORM_DSP": (8, 8)}
     ecp5 = ("Info: \t          MULT18X18D:     149/    156    95%\n"
             "Info: \t        TRELLIS_COMB:   88332/  83640   105%\n")
     assert board_build.overfull_resources(ecp5) == [("TRELLIS_COMB", 88332, 83640)]
