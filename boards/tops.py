@@ -392,12 +392,14 @@ def board_inner(board, config=None, *, lanes: int | None = None, cluster_units: 
         # the up5k preset's two banks) dwarf its passes (≈ 37,000 dense, 14,500 sparse on the digits), so skipping
         # silent inputs would gain ≈ 6 % at most there, for 68 logic cells and a block RAM. For the same reason its
         # engines work on their producers' spike vectors (hold_spikes): 6,761 more cycles a sample (1.5 %), 94
-        # fewer logic cells
+        # fewer logic cells. And its micro block computes the loss (micro_loss): no loss unit, the update ≈ 1,000 cycles
+        # later
         micro = cluster_impl == "micro" and config.rule.name == "loco"
         inner = accelerator.board_top(config, lanes=lanes, memory=spram_memory(reserve=2 if micro else 0),
                                       cluster_units=cluster_units,
                                       cluster_share=cluster_share, cluster_impl=cluster_impl, shared_update=shared,
-                                      sparse_input=board.sparse_input and not micro, hold_spikes=micro)
+                                      sparse_input=board.sparse_input and not micro, hold_spikes=micro,
+                                      micro_loss=micro)
     else:
         inner = accelerator.board_top(config, lanes=lanes, cluster_units=cluster_units, cluster_share=cluster_share,
                                       cluster_impl=cluster_impl, shared_update=shared,

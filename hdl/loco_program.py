@@ -73,7 +73,7 @@ class LocoProgram:
     derives them from a config."""
 
     def __init__(self, *, formats: Formats, dims, clusters: int, refresh: int, ridge: int, norm_guard: int,
-                 recip_extra: int):
+                 recip_extra: int, loss_outputs: int = 0):
         fm = formats
         self.fmts = fm
         self.dims = tuple(dims) if isinstance(dims, (list, tuple)) else dims
@@ -96,8 +96,17 @@ class LocoProgram:
         for f in (fm.uhat, fm.gram, fm.cv, fm.w):
             if narrow_mode(f) != "half-up":
                 raise ValueError(f"format {f.name}: the program rounds half up, the format says {f.rounding}")
+        if isinstance(loss_outputs, bool) or not isinstance(loss_outputs, int) or not 0 <= loss_outputs <= 255:
+            raise ValueError(f"loss_outputs = {loss_outputs!r}: must be an integer in [0, 255] (0: no loss entry)")
+        self.n_loss = loss_outputs
+        loss_formats = (fm.out, fm.dl, fm.g) if loss_outputs else ()
+        for f in loss_formats[1:]:
+            if narrow_mode(f) != "half-up":
+                raise ValueError(f"format {f.name}: the program rounds half up, the format says {f.rounding}")
+        if loss_outputs and fm.out.frac != fm.weight.frac:
+            raise ValueError(f"formats.out = {fm.out.label()}: the loss needs the weight format's fraction bits")
         self.widths = tuple(sorted({f.bits for f in (fm.uhat, fm.proto, fm.gram, fm.h, fm.m, fm.cv, fm.w,
-                                                     fm.vperp)}))
+                                                     fm.vperp) + loss_formats}))
         # -- memory map -------------------------------------------------------------------------------
         self._next = 0
         self._consts: dict[int, int] = {}
@@ -108,6 +117,10 @@ class LocoProgram:
         self.CV = self._alloc(K)
         self.KSTAR, self.TMP, self.HKK, self.RETSEL, self.FLAG = (self._alloc(1) for _ in range(5))
         self.VA, self.VB, self.VP_, self.VI = (self._alloc(1) for _ in range(4))
+        # the loss (``loss_outputs`` = n_L > 0): LY[2k] = y_k − t_k, LY[2k + 1] = ỹ_k − t_k and LR (the LR
+        # register), written by the host; DY, BT, DLW, GW: Δy_k, Δy_k + 2 (y_k − t_k), dl, g
+        self.LY = self._alloc(2 * loss_outputs)
+        self.LR, self.DY, self.BT, self.DLW, self.GW = (self._alloc(1) for _ in range(5))
         self.ridge = ridge
         # one bank per layer, at base Z: count, since, dim, H (K × K), then K rows of S = dmax + 2 words:
         # r_k, w_k, c_k0 … c_k,dim−1 (the same stride in every bank: the code is one copy for all of them)
@@ -136,6 +149,7 @@ class LocoProgram:
         self.reload_address = [self.p.labels["reload"]] * len(self.dims)
         self.bank_base = [bk["base"] for bk in self.banks]
         self.init_address = self.p.labels["init"]
+        self.loss_address = self.p.labels.get("loss")
         self.depth = self._const_base + len(self._consts)
         if self.depth > 1 << ADDR_BITS or len(self.code) > 1 << ADDR_BITS:
             raise ValueError(f"dims = {dims!r}, clusters = {clusters}: the program needs {self.depth} data words and "
@@ -144,11 +158,11 @@ class LocoProgram:
         self._timing = _TIMING.setdefault((tuple(self.code), tuple(self.initial_memory()), self.widths), {})
 
     @classmethod
-    def from_config(cls, config: Config, dims) -> "LocoProgram":
+    def from_config(cls, config: Config, dims, *, loss_outputs: int = 0) -> "LocoProgram":
         fm = formats(config)
         return cls(formats=fm, dims=dims, clusters=config.rule.clusters, refresh=config.rule.refresh,
                    ridge=fm.gram.from_float(config.rule.ridge), norm_guard=config.fixed.norm_guard,
-                   recip_extra=config.fixed.recip_extra)
+                   recip_extra=config.fixed.recip_extra, loss_outputs=loss_outputs)
 
     # -- memory ----------------------------------------------------------------------------------------
     def _alloc(self, n: int) -> int:
@@ -379,6 +393,10 @@ class LocoProgram:
         p.label(empty)
         p.st(bank["since"])
         p.halt()
+        if self.n_loss:
+            p.label("loss")
+            self._loss()
+            p.halt()
         # the refresh, entered by a jump with its return site's number in RETSEL (a CALL cannot nest, and the
         # refresh calls the divider)
         p.label("refresh")
@@ -389,6 +407,72 @@ class LocoProgram:
                 p.sub(self.const(1))
             p.br(Cond.Z, site)
         p.jmp(self._sites[-1])
+
+    def _loss(self):
+        """``LossUnit``'s dl and g (golden_model/fixed.py, ``FixedRule.loss_unit``) from LY and LR: Δy_k = sat_out(w1 −
+        w0) with w0 = y_k − t_k, w1 = ỹ_k − t_k; ΔL_sum = Σ_k Δy_k (Δy_k + 2 w0), exact in B; dl and g narrowed half
+        up. It ends with A = dl · 2^32 + 2^31 + g: dl is A's top 32 bits, g its low ``g`` bits (two's complement)."""
+        p, fm = self.p, self.fmts
+        wf = fm.weight.frac
+        dy_chunks = _signed_chunks(fm.out.bits)
+        b_chunks = _signed_chunks(fm.out.bits + 3)          # |Δy + 2 (y − t)| < 3 · 2^(ob − 1) + 2^(wf + 1)
+        p.ldi(B, 0)
+        p.setx(0)
+        with self.over_j(self.n_loss):                      # X = Y = k: LY + X + Y = LY + 2k
+            p.ld(A, self.LY + 1, ux=True, uy=True)
+            p.sub(self.LY, ux=True, uy=True)
+            p.sat(self.sat_index(fm.out))
+            p.st(self.DY)
+            p.mov(Q, A)
+            p.ld(A, self.LY, ux=True, uy=True)
+            p.shift(Shift.SHL1)
+            p.add(self.DY)
+            p.st(self.BT)
+            self.product(b_chunks, dy_chunks, mem=self.BT)
+            p.add()
+            p.mov(B, A)
+            p.addx(1)
+        p.mov(A, B)
+        self.narrow(2 * wf - fm.dl.frac, fm.dl)
+        p.st(self.DLW)
+        p.mov(Q, A)
+        self.product(_chunks(0, fm.lr.max), _signed_chunks(fm.dl.bits), mem=self.LR)
+        self.narrow(fm.dl.frac + fm.lr.frac - fm.g.frac, fm.g)
+        p.st(self.GW)
+        p.ld(A, self.DLW)                                   # A ← (2 dl + 1) · 2^31 + g
+        p.shift(Shift.SHL1)
+        p.add(self.const(1))
+        self.shl(31)
+        p.add(self.GW)
+
+    def run_loss(self, mach: Machine, y, y_noisy, label: int, lr_q: int) -> tuple[int, int]:
+        """The ``loss`` entry on ``mach`` for the outputs of one sample: (dl, g) from A."""
+        n, wf = self.n_loss, self.fmts.weight.frac
+        if not n:
+            raise ValueError("this program has no loss entry (loss_outputs = 0)")
+        if len(y) != n or len(y_noisy) != n:
+            raise ValueError(f"the loss takes {n} outputs of each pass")
+        for k in range(n):
+            t = (1 << wf) if k == label else 0
+            mach.mem[self.LY + 2 * k] = int(y[k]) - t
+            mach.mem[self.LY + 2 * k + 1] = int(y_noisy[k]) - t
+        mach.mem[self.LR] = int(lr_q)
+        mach.run(self.loss_address)
+        a = mach.a & ((1 << WORD) - 1)
+        dl = (a >> 32) - ((a >> 63) << 32)
+        gb = self.fmts.g.bits
+        g = (a & ((1 << gb) - 1)) - (((a >> (gb - 1)) & 1) << gb)
+        return dl, g
+
+    def loss_counts(self) -> dict:
+        """Instructions of each op that ``loss`` executes (one path: no data-dependent branch)."""
+        if "loss" not in self._timing:
+            mach = self.machine()
+            before = dict(mach.counts)
+            self.run_loss(mach, [0] * self.n_loss, [0] * self.n_loss, 0, 0)
+            self._timing["loss"] = {op: n - before.get(op, 0) for op, n in mach.counts.items()
+                                    if n > before.get(op, 0)}
+        return self._timing["loss"]
 
     def _goto_refresh(self):
         p = self.p

@@ -22,6 +22,13 @@ program's per-path instruction counts (``LocoProgram.sample_counts`` …) and th
 has no initial contents: after a reset the program's ``init`` entry writes them (:attr:`boot_cycles`; ``idle``
 is low until then). Default: block RAM with the initial contents.
 
+``loss_outputs`` = n_L (the network's ``micro_loss``): the block also computes the loss. With the block in
+``RECV`` after the update of its last bank (banks take turns in order), output k on ``loss_i`` writes y_k − t_k
+and, in the next cycle (which takes the transfer), ỹ_k − t_k into the data memory (t_k = 2^wf·[k = ``loss_label``]);
+after the last one LR (``loss_lr``) is written and the program's ``loss`` entry run; then ``loss_o`` offers dl and g
+— the top and the low bits of the sequencer's accumulator, which holds them until the block's next run
+(:meth:`loss_cycles`).
+
 ``peek`` (while ``idle``, latency 1) reads the prototypes, H, r_k and the count from the data memory (what
 :class:`~loco_fpga.hdl.clusters.PeekKind` names, of ``peek.bank``). ``load_en``/``load`` (taken only while
 ``idle``): ``count`` = 0 writes c_index[col]; ``count`` = 1 writes the count and runs ``reload`` (r_k of
@@ -52,7 +59,7 @@ class MicroClusterBlock(wiring.Component):
     ``digit``: the sequencer's datapath width."""
 
     def __init__(self, *, formats, dims, clusters: int, refresh: int, ridge: int, norm_guard: int, recip_extra: int,
-                 digit: int = 16, memory=None):
+                 digit: int = 16, memory=None, loss_outputs: int = 0):
         try:
             if not isinstance(formats, Formats):
                 raise TypeError(f"formats = {formats!r}: expected a loco_fpga.qformat.Formats")
@@ -60,7 +67,7 @@ class MicroClusterBlock(wiring.Component):
                 raise ValueError(f"formats.uhat = {formats.uhat.label()}: must equal formats.proto "
                                  f"({formats.proto.label()}); û is copied into a prototype")
             self.program = LocoProgram(formats=formats, dims=dims, clusters=clusters, refresh=refresh, ridge=ridge,
-                                       norm_guard=norm_guard, recip_extra=recip_extra)
+                                       norm_guard=norm_guard, recip_extra=recip_extra, loss_outputs=loss_outputs)
             prog = self.program
             if memory is None:
                 self.sequencer = Sequencer(prog.code, depth=prog.depth, widths=prog.widths,
@@ -84,17 +91,26 @@ class MicroClusterBlock(wiring.Component):
         self._load_layout = data.StructLayout({"count": 1, "index": range(K), "col": range(dmax),
                                                "value": signed(max(fm.proto.bits, K.bit_length() + 1))}
                                               | bank_field)
-        super().__init__({"i": In(stream.Signature(self._input_layout)),
-                          "o": Out(stream.Signature(self._output_layout)),
-                          "idle": Out(1),
-                          "peek": In(self._peek_layout), "peek_data": Out(signed(DATA_BITS)),
-                          "load_en": In(1), "load": In(self._load_layout)})
+        members = {"i": In(stream.Signature(self._input_layout)),
+                   "o": Out(stream.Signature(self._output_layout)),
+                   "idle": Out(1),
+                   "peek": In(self._peek_layout), "peek_data": Out(signed(DATA_BITS)),
+                   "load_en": In(1), "load": In(self._load_layout)}
+        self._n_loss = loss_outputs
+        if loss_outputs:
+            self._loss_input_layout = data.StructLayout({"y": shape(fm.out), "y_noisy": shape(fm.out)})
+            self._loss_output_layout = data.StructLayout({"dl": shape(fm.dl), "g": shape(fm.g)})
+            members |= {"loss_i": In(stream.Signature(self._loss_input_layout)),
+                        "loss_label": In(range(loss_outputs)), "loss_lr": In(shape(fm.lr)),
+                        "loss_o": Out(stream.Signature(self._loss_output_layout))}
+        super().__init__(members)
 
     @classmethod
-    def from_config(cls, config: Config, dims, *, digit: int = 16, memory=None) -> "MicroClusterBlock":
+    def from_config(cls, config: Config, dims, *, digit: int = 16, memory=None,
+                    loss_outputs: int = 0) -> "MicroClusterBlock":
         p = LocoProgram.from_config(config, dims)
         return cls(formats=p.fmts, dims=p.dims, clusters=p.K, refresh=p.refresh_every, ridge=p.ridge,
-                   norm_guard=p.ng, recip_extra=p.re, digit=digit, memory=memory)
+                   norm_guard=p.ng, recip_extra=p.re, digit=digit, memory=memory, loss_outputs=loss_outputs)
 
     dims = property(lambda self: self._dims)
     #: the input width when every bank has the same (what a ``Network`` group has)
@@ -109,6 +125,14 @@ class MicroClusterBlock(wiring.Component):
     input_layout = property(lambda self: self._input_layout)
     output_layout = property(lambda self: self._output_layout)
     peek_latency = property(lambda self: 1)
+    #: n_L when the block also computes the loss (``loss_*`` ports), else 0
+    loss_outputs = property(lambda self: self._n_loss)
+
+    def loss_cycles(self) -> int:
+        """Cycles from the cycle of the last ``loss_i`` transfer to the first cycle ``loss_o`` is valid (the block
+        idle, in RECV, when the first output arrives; each output takes 2 cycles: its two words are written one a
+        cycle; then LR is written and the program run)."""
+        return 2 + self.sequencer.cycles(self.program.loss_counts()) + 2
 
     # -- timing (exact: the program's instructions depend only on the bank, the count and the path) -----------
     def output_cycles(self, count: int, new: bool, bank: int = 0) -> int:
@@ -171,6 +195,18 @@ class MicroClusterBlock(wiring.Component):
             m.d.comb += [seq.entry.eq(Array(entries)[bank]), seq.zbase.eq(Array(prog.bank_base)[bank]),
                          seq.start.eq(1)]
 
+        n_loss = self._n_loss
+        # the bank whose sample comes next (banks take turns in order): the loss waits for every bank's update
+        turn = Signal(range(self._banks)) if multi else 0
+        if n_loss:
+            # the loss words: y_k − t_k (RECV), ỹ_k − t_k (LOSS_NOISY), t_k = 2^wf·[k = label]
+            k = Signal(range(n_loss))
+            wf = prog.fmts.weight.frac
+            lp = self.loss_i.payload
+            loss_word = Signal(signed(prog.fmts.out.bits + 1))
+            fsm_noisy = Signal()
+            m.d.comb += loss_word.eq(Mux(fsm_noisy, lp.y_noisy, lp.y)
+                                     - Mux(k == self.loss_label, 1 << wf, 0))
         m.d.comb += [self.peek_data.eq(seq.host_rdata),
                      seq.host_addr.eq(self._address(peek_bank, self.peek.what, self.peek.index, self.peek.col))]
 
@@ -190,6 +226,11 @@ class MicroClusterBlock(wiring.Component):
                         m.next = "GO"
                     with m.Else():
                         m.d.sync += j.eq(j + 1)
+                if n_loss:
+                    with m.Elif((j == 0) & (turn == 0) & self.loss_i.valid):  # y_k − t_k (ỹ_k − t_k: LOSS_NOISY)
+                        m.d.comb += [seq.host_addr.eq(prog.LY + 2 * k), seq.host_wdata.eq(loss_word),
+                                     seq.host_we.eq(1)]
+                        m.next = "LOSS_NOISY"
                 with m.Elif((j == 0) & self.load_en):
                     with m.If(self.load.count):
                         addr = Array([bk["count"] for bk in prog.banks])[load_bank]
@@ -234,7 +275,32 @@ class MicroClusterBlock(wiring.Component):
                 m.next = "OUT"
             with m.State("UPDATE"):
                 start(prog.update_address)
+                if multi:
+                    m.d.sync += turn.eq(Mux(bank == self._banks - 1, 0, bank + 1))
                 m.next = "STARTED"
+            if n_loss:
+                with m.State("LOSS_NOISY"):         # the transfer is taken here
+                    m.d.comb += [seq.host_addr.eq(prog.LY + 2 * k + 1), seq.host_wdata.eq(loss_word),
+                                 seq.host_we.eq(1)]
+                    m.d.sync += k.eq(k + 1)
+                    m.next = "RECV"
+                    with m.If(k == n_loss - 1):
+                        m.d.sync += k.eq(0)
+                        m.next = "LOSS_LR"
+                with m.State("LOSS_LR"):
+                    m.d.comb += [seq.host_addr.eq(prog.LR), seq.host_wdata.eq(self.loss_lr), seq.host_we.eq(1)]
+                    m.next = "LOSS_GO"
+                with m.State("LOSS_GO"):
+                    m.d.comb += [seq.entry.eq(prog.loss_address), seq.start.eq(1)]
+                    m.next = "LOSS_STARTED"
+                with m.State("LOSS_STARTED"):
+                    m.next = "LOSS_RUN"
+                with m.State("LOSS_RUN"):
+                    with m.If(~seq.busy):
+                        m.next = "LOSS_DONE"
+                with m.State("LOSS_DONE"):          # dl and g are on ``a`` (until the next run)
+                    with m.If(self.loss_o.ready):
+                        m.next = "RECV"
             with m.State("STARTED"):            # the update or the reload: back to RECV when the program halts
                 m.next = "FINISH"
             with m.State("FINISH"):
@@ -242,7 +308,14 @@ class MicroClusterBlock(wiring.Component):
                     m.next = "RECV"
         # the handshake outputs as plain expressions of the state (continuous assignments in Verilog: defined
         # from time 0 in every simulator)
-        m.d.comb += [self.i.ready.eq(fsm.ongoing("RECV")), self.idle.eq(fsm.ongoing("RECV") & (j == 0)),
-                     self.o.valid.eq(fsm.ongoing("OUT"))]
+        m.d.comb += [self.i.ready.eq(fsm.ongoing("RECV")), self.o.valid.eq(fsm.ongoing("OUT"))]
+        if n_loss:
+            a = seq.a.as_unsigned()
+            m.d.comb += fsm_noisy.eq(fsm.ongoing("LOSS_NOISY"))
+            m.d.comb += [self.idle.eq(fsm.ongoing("RECV") & (j == 0) & (k == 0)),
+                         self.loss_i.ready.eq(fsm.ongoing("LOSS_NOISY")), self.loss_o.valid.eq(fsm.ongoing("LOSS_DONE")),
+                         self.loss_o.payload.dl.eq(a[32:]), self.loss_o.payload.g.eq(a[:len(self.loss_o.payload.g)])]
+        else:
+            m.d.comb += self.idle.eq(fsm.ongoing("RECV") & (j == 0))
         return m
 

@@ -42,7 +42,7 @@ from .clusters import ClusterBlock, PairBuffer, PeekKind
 from .micro_clusters import MicroClusterBlock
 from .encoder import ENCODERS, EncoderBank
 from .feedback import FeedbackUnit, OutputError
-from .fixed import at_least, shape
+from .fixed import at_least, narrow, shape
 from .layer import NEURONS, LayerEngine, default_memory
 from .lls import LocalErrorUnit
 from .loss import LossUnit
@@ -166,6 +166,11 @@ class Network(wiring.Component):
     ``hold_spikes``: every engine is ``hold_input`` — it works on its producer's spike vector (the encoder bank's,
     the layer before's) instead of a copy, and the producer waits meanwhile: the steps of the layers no longer
     overlap (:meth:`schedule`), 2·(n_l + 1) flip-flops per layer fewer, the same results.
+    ``micro_loss`` (``cluster_impl = "micro"``, no ``output_delta``): no :class:`~.loss.LossUnit` — the outputs go into
+    the first cluster block, which takes them once its last bank's update of the sample is done and runs its
+    program's ``loss`` entry (``MicroClusterBlock.loss_cycles``); ``o`` carries the same y, ỹ, Δy, dl and g
+    (ΔL_sum is 0: nothing reads it), g a few hundred cycles (plus the block's update tail) later. The UP5K build's
+    form: the loss unit's logic for ≈ 3,400 more cycles a sample there.
     """
 
     def __init__(self, *, arch, lanes: int, formats: Formats, encoder: str = "deterministic",
@@ -175,7 +180,7 @@ class Network(wiring.Component):
                  recip_extra: int = 16, fb: int = 0, cluster_units: int | None = None, cluster_share: int = 1,
                  cluster_impl: str = "parallel", tau_shift: int = 1,
                  output_delta: bool = False, shared_update: bool = False, sparse_input: bool = False,
-                 hold_spikes: bool = False):
+                 hold_spikes: bool = False, micro_loss: bool = False):
         if (not isinstance(arch, (tuple, list)) or not 2 <= len(arch) <= _MAX_LAYERS + 1
                 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in arch)):
             raise ValueError(f"arch = {arch!r}: expected a sequence of 2 … {_MAX_LAYERS + 1} positive integers")
@@ -220,6 +225,12 @@ class Network(wiring.Component):
             raise ValueError(f"sparse_input = {sparse_input!r}: must be True or False")
         if not isinstance(hold_spikes, bool):
             raise ValueError(f"hold_spikes = {hold_spikes!r}: must be True or False")
+        if not isinstance(micro_loss, bool):
+            raise ValueError(f"micro_loss = {micro_loss!r}: must be True or False")
+        if micro_loss and (cluster_impl != "micro" or output_delta):
+            raise ValueError("micro_loss = True: the loss runs on a micro cluster block (update 'loco', cluster_impl "
+                             "'micro') and feeds g to every layer (no output_delta)")
+        self._micro_loss = micro_loss
         self._arch, self._lanes, self._formats = tuple(arch), lanes, formats
         self._encoder, self._threshold, self._neuron = encoder, threshold, neuron
         self._leak_shift, self._memory = leak_shift, memory
@@ -269,8 +280,9 @@ class Network(wiring.Component):
                       recip_extra=recip_extra)
         if cluster_impl == "micro":
             micro_memory = None if memory is default_memory else memory   # a board's hook: its "microdata"
-            blocks = [MicroClusterBlock(dims=[self._engines[l].n_in + 1 for l in g], memory=micro_memory, **common)
-                      for g in groups]
+            blocks = [MicroClusterBlock(dims=[self._engines[l].n_in + 1 for l in g], memory=micro_memory,
+                                        loss_outputs=arch[-1] if micro_loss and not b else 0, **common)
+                      for b, g in enumerate(groups)]
         else:
             blocks = [ClusterBlock(dim=self._engines[g[0]].n_in + 1, units=cluster_units, banks=len(g), **common)
                       for g in groups]
@@ -334,7 +346,7 @@ class Network(wiring.Component):
     def from_config(cls, config, *, lanes: int, memory=default_memory, encoder_lanes: int | None = None,
                     update: str | None = None, cluster_units: int | None = None, cluster_share: int = 1,
                     cluster_impl: str = "parallel", shared_update: bool = False,
-                    sparse_input: bool = False, hold_spikes: bool = False) -> "Network":
+                    sparse_input: bool = False, hold_spikes: bool = False, micro_loss: bool = False) -> "Network":
         """The datapath of ``config``'s network (widths, Q formats, T, encoder, neuron, θ, leak).
 
         With ``update`` (on-chip training) the config's rule must be the one named; ``rule.output_update =
@@ -357,7 +369,8 @@ class Network(wiring.Component):
                    cluster_share=cluster_share, cluster_impl=cluster_impl,
                    tau_shift=-int(round(math.log2(config.rule.lls_temperature))) if update == "lls" else 1,
                    output_delta=update is not None and config.rule.output_update == "delta",
-                   shared_update=shared_update, sparse_input=sparse_input, hold_spikes=hold_spikes)
+                   shared_update=shared_update, sparse_input=sparse_input, hold_spikes=hold_spikes,
+                   micro_loss=micro_loss)
 
     arch = property(lambda self: self._arch)
     lanes = property(lambda self: self._lanes)
@@ -390,6 +403,8 @@ class Network(wiring.Component):
     sparse_input = property(lambda self: self._engines[0].sparse)
     #: whether the engines work on their producers' spike vectors (``hold_spikes``)
     hold_spikes = property(lambda self: self._engines[0].hold_input)
+    #: the loss (dl, g) runs on the first micro cluster block's program instead of a :class:`~.loss.LossUnit`
+    micro_loss = property(lambda self: self._micro_loss)
 
     def input_activity(self, spikes) -> tuple:
         """Per step, layer 0's active chunks for the input spikes ``spikes`` (T × n_0, 0/1; the encoder's output,
@@ -522,7 +537,8 @@ class Network(wiring.Component):
             counts = tuple(emit[l][-1] + engines[l].result_cycles for l in range(len(engines) - 1))
             out = engines[-1]
             last_step = out.step_cycles(a0) if len(engines) == 1 else out.cycles_per_step
-            loss = begin[-1][-1] + last_step + out.result_cycles - 1 + self._loss.final_latency
+            r_last = begin[-1][-1] + last_step + out.result_cycles - 1    # the last output (always taken)
+            loss = r_last + self._loss.final_latency
             done = max((loss,) + counts)
             if self._updaters:
                 # v⊥ complete: the last count (input counts of the bank, or layer l − 1's) + 1 (NpSource) + 1
@@ -537,6 +553,11 @@ class Network(wiring.Component):
                                        else max(idle[group[s - 1]] + 1, pairs_in[l] + 2) + self._dim(l) - 1)
                             vdone[l] = last_in + output_cycles(cnt, new)
                             idle[l] = vdone[l] + tail_cycles(cnt, ref)
+                    if self._micro_loss:  # the outputs wait for the block's last bank; 3 cycles each, then the run
+                        n_out = self._arch[-1]
+                        first = max(r_last - 2 * (n_out - 1), idle[self._cluster_groups[0][-1]] + 1) + 1
+                        loss = first + 3 * (n_out - 1) + self._cluster_blocks[0].loss_cycles()
+                        done = max((loss,) + counts)
                     vperp_done.append(tuple(vdone))
                     clusters_idle.append(tuple(idle))
                     done = max(done, max(idle))
@@ -580,7 +601,9 @@ class Network(wiring.Component):
         for l, e in enumerate(engines):
             m.submodules[f"layer{l}"] = e
         m.submodules.bank = bank = self._bank
-        m.submodules.loss = loss = self._loss
+        loss = None if self._micro_loss else self._loss
+        if loss is not None:
+            m.submodules.loss = loss
 
         # -- sample sequencing: rates stream into the bank; one sample in the layers at a time ------------
         # ``pending``: the bank holds a complete sample (its label and lr wait here) that has not started.
@@ -764,9 +787,35 @@ class Network(wiring.Component):
             done.append(c.valid & c.ready & c.payload.last)
         out = engines[-1]
         y, y_noisy = Signal.like(out.r.payload.y), Signal.like(out.r.payload.y_noisy)
-        m.d.comb += [loss.i.payload.eq(out.r.payload), loss.label.eq(label), loss.lr.eq(lr)]
         oe = self._output_error
-        if oe is None:
+        if loss is None:
+            # micro_loss: the outputs go into the first cluster block, whose program computes dl and g; o carries
+            # y_k one cycle after the block took it and, for the last output, once the program is done. Δy is
+            # sat(ỹ − y) of the registered outputs (logic only a reader of o.dy keeps); ΔL_sum is not produced
+            # (0). dl and g stay on o (``a``, the block's accumulator, holds them) until the block's next run
+            blk = self._cluster_blocks[0]
+            k_out = Signal(range(self._arch[-1]))
+            early = Signal()                       # o offers y_k, k < n_L − 1
+            took = blk.loss_i.valid & blk.loss_i.ready
+            m.d.comb += [blk.loss_i.payload.y.eq(out.r.payload.y), blk.loss_i.payload.y_noisy.eq(out.r.payload.y_noisy),
+                         blk.loss_label.eq(label), blk.loss_lr.eq(lr),
+                         blk.loss_i.valid.eq(out.r.valid & ~early), out.r.ready.eq(blk.loss_i.ready & ~early)]
+            with m.If(early & self.o.ready):
+                m.d.sync += early.eq(0)
+            with m.If(took):
+                m.d.sync += [y.eq(out.r.payload.y), y_noisy.eq(out.r.payload.y_noisy), k_out.eq(k_out + 1)]
+                with m.If(k_out == self._arch[-1] - 1):
+                    m.d.sync += k_out.eq(0)
+                with m.Else():
+                    m.d.sync += early.eq(1)
+            lp = blk.loss_o.payload
+            m.d.comb += [self.o.valid.eq(early | blk.loss_o.valid), blk.loss_o.ready.eq(self.o.ready & ~early),
+                         self.o.payload.y.eq(y), self.o.payload.y_noisy.eq(y_noisy),
+                         self.o.payload.dy.eq(narrow(y_noisy - y, self._formats.weight.frac, self._formats.out)),
+                         self.o.payload.dl.eq(Mux(early, 0, lp.dl)), self.o.payload.g.eq(Mux(early, 0, lp.g)),
+                         self.o.payload.last.eq(~early)]
+            g_value = self.o.payload.g
+        elif oe is None:
             m.d.comb += [loss.i.valid.eq(out.r.valid), out.r.ready.eq(loss.i.ready)]
         else:                 # DFA: a lossless fork of the outputs into the loss unit and the output error
             m.submodules.output_error = oe
@@ -790,13 +839,16 @@ class Network(wiring.Component):
                 with m.If(r.valid & r.ready):
                     m.d.sync += [f.active.bit_select(idx, 1).eq((r.payload.count != 0) & (r.payload.count != self.steps)),
                                  idx.eq(Mux(r.payload.last, 0, idx + 1))]
-        with m.If(loss.i.valid & loss.i.ready):     # Δy_k leaves the loss unit after its y_k entered it
-            m.d.sync += [y.eq(out.r.payload.y), y_noisy.eq(out.r.payload.y_noisy)]
-        lp = loss.o.payload
-        m.d.comb += [self.o.valid.eq(loss.o.valid), loss.o.ready.eq(self.o.ready),
-                     self.o.payload.y.eq(y), self.o.payload.y_noisy.eq(y_noisy), self.o.payload.dy.eq(lp.dy),
-                     self.o.payload.dl_sum.eq(lp.dl_sum), self.o.payload.dl.eq(lp.dl), self.o.payload.g.eq(lp.g),
-                     self.o.payload.last.eq(lp.last)]
+        if loss is not None:
+            m.d.comb += [loss.i.payload.eq(out.r.payload), loss.label.eq(label), loss.lr.eq(lr)]
+            with m.If(loss.i.valid & loss.i.ready):     # Δy_k leaves the loss unit after its y_k entered it
+                m.d.sync += [y.eq(out.r.payload.y), y_noisy.eq(out.r.payload.y_noisy)]
+            lp = loss.o.payload
+            m.d.comb += [self.o.valid.eq(loss.o.valid), loss.o.ready.eq(self.o.ready),
+                         self.o.payload.y.eq(y), self.o.payload.y_noisy.eq(y_noisy), self.o.payload.dy.eq(lp.dy),
+                         self.o.payload.dl_sum.eq(lp.dl_sum), self.o.payload.dl.eq(lp.dl), self.o.payload.g.eq(lp.g),
+                         self.o.payload.last.eq(lp.last)]
+            g_value = lp.g
         done.append(self.o.valid & self.o.ready & self.o.payload.last)
 
         # -- g: broadcast to every layer's update engine at once (the depth-independent update) -----------
@@ -808,7 +860,7 @@ class Network(wiring.Component):
             with m.If(self.o.valid & self.o.ready & self.o.payload.last):
                 m.d.sync += g_pending.eq((1 << len(g_users)) - 1)
             for l, u in enumerate(g_users):
-                m.d.comb += [u.g.valid.eq(g_pending[l]), u.g.payload.g.eq(lp.g)]
+                m.d.comb += [u.g.valid.eq(g_pending[l]), u.g.payload.g.eq(g_value)]
                 with m.If(u.g.valid & u.g.ready):
                     m.d.sync += g_pending[l].eq(0)
         if updaters:

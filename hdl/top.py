@@ -423,13 +423,15 @@ class AcceleratorTop(LinkTop):
     cycles and area, never a result), ``sparse_input`` (layer 0 reads only the weights of the input chunks that
     spiked, ``Network(sparse_input=True)``: data-dependent cycles, the same results), ``hold_spikes`` (the engines
     work on their producers' spike vectors, ``Network(hold_spikes=True)``: fewer flip-flops, steps that no longer
-    overlap, the same results).
+    overlap, the same results), ``micro_loss`` (LOCO on micro blocks: the first block's program computes dl and g
+    instead of a loss unit, ``Network(micro_loss=True)``: fewer logic cells, the update ≈ 1,000 cycles later, the
+    same results).
     """
 
     def __init__(self, config, *, lanes: int, timeout: int = 1024, max_payload: int | None = None,
                  event_depth: int = 4, memory=default_memory, cluster_units: int | None = None,
                  cluster_share: int = 1, cluster_impl: str = "parallel", shared_update: bool = False,
-                 sparse_input: bool = False, hold_spikes: bool = False):
+                 sparse_input: bool = False, hold_spikes: bool = False, micro_loss: bool = False):
         rule = config.rule.name
         if rule not in UPDATES or rule is None:
             raise ValueError(f"rule.name = {rule!r}: the gateware updates {', '.join(u for u in UPDATES if u)} "
@@ -438,7 +440,8 @@ class AcceleratorTop(LinkTop):
         self._network = Network.from_config(config, lanes=lanes, memory=memory, update=rule,
                                             cluster_units=cluster_units, cluster_share=cluster_share,
                                             cluster_impl=cluster_impl, shared_update=shared_update,
-                                            sparse_input=sparse_input, hold_spikes=hold_spikes)
+                                            sparse_input=sparse_input, hold_spikes=hold_spikes,
+                                            micro_loss=micro_loss)
         fm = make_formats(config)
         self._device = AcceleratorDevice(network=self._network, word_bytes=2 if fm.weight.bits <= 16 else 4)
         d = self._device
@@ -455,15 +458,15 @@ class AcceleratorTop(LinkTop):
 
 def board_top(config=None, *, lanes: int = 1, memory=default_memory, cluster_units: int | None = None,
               cluster_share: int = 1, cluster_impl: str = "parallel", shared_update: bool = False,
-              sparse_input: bool = False, hold_spikes: bool = False) -> AcceleratorTop:
+              sparse_input: bool = False, hold_spikes: bool = False, micro_loss: bool = False) -> AcceleratorTop:
     """The accelerator a board build puts behind its UART (``boards/tops.py`` ``default_inner``): ``config``
     (default: the ``up5k`` preset; its rule becomes ``np`` when the gateware does not update it) at ``lanes``
     (default 1, the configuration whose routed Fmax is measured), with :data:`BOARD_TIMEOUT` and the board's
     memory hook (``memory``; the iCEBreaker puts the weights into SPRAM, ``boards/spram.py``), LOCO's
     ``cluster_units`` (default K), ``cluster_share`` (default 1) and ``cluster_impl`` (default parallel), ``shared_update`` (NP without the delta readout: one update engine for all
     layers; the iCEBreaker's, for area) and ``sparse_input`` (layer 0 skips the weights of silent inputs; the
-    iCEBreaker's, for samples per second), ``hold_spikes`` (no copies of the spike vectors; the iCEBreaker's LOCO
-    build, for area)."""
+    iCEBreaker's, for samples per second), ``hold_spikes`` (no copies of the spike vectors) and ``micro_loss`` (the
+    loss on the micro block; both the iCEBreaker's LOCO build's, for area)."""
     from loco_fpga.config import preset  # noqa: PLC0415
 
     config = preset("up5k") if config is None else config
@@ -471,4 +474,4 @@ def board_top(config=None, *, lanes: int = 1, memory=default_memory, cluster_uni
         config = config.replace(rule={"name": "np"})
     return AcceleratorTop(config, lanes=lanes, timeout=BOARD_TIMEOUT, memory=memory, cluster_units=cluster_units,
                           cluster_share=cluster_share, cluster_impl=cluster_impl, shared_update=shared_update,
-                          sparse_input=sparse_input, hold_spikes=hold_spikes)
+                          sparse_input=sparse_input, hold_spikes=hold_spikes, micro_loss=micro_loss)

@@ -14,7 +14,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from loco_fpga.boards.spram import spram_memory
-from loco_fpga.golden_model.fixed import FixedClusters
+from loco_fpga.golden_model.fixed import FixedClusters, FixedRule
 from loco_fpga.hdl.clusters import PeekKind
 from loco_fpga.hdl.micro_clusters import MicroClusterBlock
 from loco_fpga.sim.benches.clusters import make_samples
@@ -225,3 +225,100 @@ def test_micro_block_parameter_errors_quote_the_value():
     block = MicroClusterBlock(**good)
     assert block.dim == 5 and block.units == 1 and block.banks == 1 and block.peek_latency == 1
     assert MicroClusterBlock(**(good | {"dims": [5, 3]})).dim is None       # banks of different widths
+
+
+@pytest.mark.parametrize("case", [0, 2])
+def test_micro_block_loss_equals_the_model(case):
+    """``loss_outputs``: the block's ``loss`` run (the outputs of both passes in, dl and g out on ``loss_o``)
+    against ``FixedRule.loss_unit``, between samples of its cluster work (k*, v⊥ still the model's), with random
+    idle cycles on ``loss_i``, back-pressure on ``loss_o`` and outputs at and beyond the saturation bounds; with
+    ``loss_i`` always valid, the cycles from its last transfer's cycle to the first with ``loss_o`` valid =
+    ``loss_cycles``."""
+    cfg, fm = case_config(case)
+    dims, n_out = [4], 5
+    dut = MicroClusterBlock.from_config(cfg, dims, loss_outputs=n_out)
+    rule = FixedRule.__new__(FixedRule)
+    rule.fmts, rule.config = fm, cfg
+    cl = FixedClusters(dims[0], cfg, fm)
+    rng = random.Random(case)
+    samples = make_samples(rng, dims[0], cfg.spiking.steps, 6)
+    lo, hi = fm.out.min, fm.out.max
+    losses = []
+    for n in range(12):
+        kind = n % 3
+        y = [rng.choice([lo, hi, 0]) if kind == 2 else rng.randint(lo, hi) for _ in range(n_out)]
+        yn = [rng.choice([lo, hi]) if kind == 2 else
+              max(lo, min(hi, y[k] + rng.randint(-(1 << fm.weight.frac), 1 << fm.weight.frac))) if kind
+              else rng.randint(lo, hi) for k in range(n_out)]
+        label, lr = rng.randrange(n_out), rng.choice([0, fm.lr.max, rng.randint(0, fm.lr.max)])
+        _, dl, g = rule.loss_unit(np.array(y, dtype=np.int64), np.array(yn, dtype=np.int64), label, lr)
+        losses.append((y, yn, label, lr, int(dl), int(g), n >= 6))     # the last 6: no idle, timed
+    got = []
+
+    async def bench(ctx):
+        cycle = 0
+        for n, (y, yn, label, lr, _, _, timed) in enumerate(losses):
+            if n < len(samples):                     # a sample's cluster work first
+                u, v = samples[n]
+                for j in range(dims[0]):
+                    ctx.set(dut.i.valid, 1)
+                    ctx.set(dut.i.payload, {"u": int(u[j]), "v": int(v[j]), "last": int(j == dims[0] - 1)})
+                    await ctx.tick().until(dut.i.ready)
+                ctx.set(dut.i.valid, 0)
+                ctx.set(dut.o.ready, 1)
+                vp = []
+                while True:
+                    valid, payload = ctx.get(dut.o.valid), ctx.get(dut.o.payload)
+                    await ctx.tick()
+                    if valid:
+                        vp.append((payload.k_star, payload.v))
+                        if payload.last:
+                            break
+                await ctx.tick().until(dut.idle)
+                got.append(("sample", vp))
+            ctx.set(dut.loss_label, label)
+            ctx.set(dut.loss_lr, lr)
+            for k in range(n_out):
+                while not timed and rng.random() < 0.3:
+                    ctx.set(dut.loss_i.valid, 0)
+                    await ctx.tick()
+                ctx.set(dut.loss_i.valid, 1)
+                ctx.set(dut.loss_i.payload, {"y": y[k], "y_noisy": yn[k]})
+                while True:
+                    ready = ctx.get(dut.loss_i.ready)
+                    await ctx.tick()
+                    cycle += 1
+                    if ready:
+                        break
+            last_in = cycle - 1                      # the cycle of the last transfer
+            ctx.set(dut.loss_i.valid, 0)
+            first_valid = None
+            while True:
+                ctx.set(dut.loss_o.ready, timed or rng.random() < 0.5)
+                valid, ready = ctx.get(dut.loss_o.valid), ctx.get(dut.loss_o.ready)
+                payload = ctx.get(dut.loss_o.payload)
+                if valid and first_valid is None:
+                    first_valid = cycle
+                await ctx.tick()
+                cycle += 1
+                if valid and ready:
+                    break
+            assert not ctx.get(dut.loss_o.valid)
+            got.append(("loss", payload.dl, payload.g, first_valid - last_in))
+            ctx.set(dut.loss_o.ready, 0)
+            await ctx.tick().until(dut.idle)
+            cycle += 1
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    expect = []
+    for n, (y, yn, label, lr, dl, g, timed) in enumerate(losses):
+        if n < len(samples):
+            u, v = samples[n]
+            _, k, _, v_perp = model_step(cl, u, v)
+            expect.append(("sample", [(k, int(x)) for x in v_perp]))
+        expect.append(("loss", dl, g))
+    assert [e[:3] if e[0] == "loss" else e for e in got] == expect
+    assert {e[3] for e in got[len(samples) * 2:] if e[0] == "loss"} == {dut.loss_cycles()}

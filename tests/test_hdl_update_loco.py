@@ -396,14 +396,19 @@ def test_micro_cluster_blocks_train_like_the_model(arch, share):
 
 
 @pytest.mark.parametrize("impl,arch,share", [("parallel", (4, 3, 2), 1), ("parallel", (3, 3, 2), 2),
-                                              pytest.param("micro", (4, 3, 2), 2, marks=pytest.mark.slow)])
+                                              pytest.param("micro", (4, 3, 2), 2, marks=pytest.mark.slow),
+                                              ("micro_loss", (4, 3, 2), 2),
+                                              pytest.param("micro_loss", (3, 3, 2), 1, marks=pytest.mark.slow)])
 def test_loco_with_one_update_engine_trains_like_the_model(impl, arch, share):
     """``shared_update`` with LOCO (the UP5K build's form): one update engine sweeps both layers once every v⊥ (from
     the cluster blocks) and g are in — every step equals the model, and the schedule (first/last ``x``, ``o``,
     every layer's last v⊥) is exact. With one cluster block for both layers (``share`` 2) the engine keeps one v⊥
-    store for both (``one_store``: their streams come one after the other)."""
+    store for both (``one_store``: their streams come one after the other). ``micro_loss``: micro blocks, the first
+    of which also runs the loss (dl, g; the UP5K LOCO build's form), after its last bank's update."""
     config = loco_config(arch=arch, steps=4, seed=31, mask=True, clusters=2, refresh=2)
-    kw = dict(lanes=2, update="loco", shared_update=True, cluster_impl=impl, cluster_share=share)
+    micro_loss = impl == "micro_loss"
+    kw = dict(lanes=2, update="loco", shared_update=True, cluster_impl="micro" if micro_loss else impl,
+              cluster_share=share, micro_loss=micro_loss)
     net = Network.from_config(config, **kw)
     assert net.shared_update and len(net.updaters) == 1
     assert net.updaters[0].one_store == (len(net.cluster_groups) == 1) == (share == 2)
@@ -420,3 +425,13 @@ def test_micro_cluster_impl_errors():
         Network.from_config(config, lanes=1, update="loco", cluster_impl="micro", cluster_units=1)
     with pytest.raises(ValueError, match="cluster_impl = 'micro': cluster blocks exist with update 'loco' only"):
         Network.from_config(config.replace(rule={"name": "np"}), lanes=1, update="np", cluster_impl="micro")
+
+
+def test_micro_loss_errors():
+    config = loco_config(arch=(3, 3, 2), steps=4)
+    with pytest.raises(ValueError, match="micro_loss = True: the loss runs on a micro cluster block"):
+        Network.from_config(config, lanes=1, update="loco", micro_loss=True)
+    with pytest.raises(ValueError, match="micro_loss = 1: must be True or False"):
+        Network.from_config(config, lanes=1, update="loco", cluster_impl="micro", micro_loss=1)
+    net = Network.from_config(config, lanes=1, update="loco", cluster_impl="micro", micro_loss=True)
+    assert net.micro_loss and [b.loss_outputs for b in net.cluster_blocks] == [2, 0]

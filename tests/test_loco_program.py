@@ -244,3 +244,50 @@ def test_init_entry_writes_the_initial_memory(cls, name, dims):
     mach.run(prog.init_address)
     assert mach.mem == want
     assert mach.counts == prog.init_counts()
+
+
+@pytest.mark.parametrize("name", ["up5k", "ecp5"])
+def test_loss_entry_equals_the_model(name):
+    """``loss_outputs``: the ``loss`` entry's dl and g against ``FixedRule.loss_unit`` on the machine, for random
+    outputs, outputs near zero, at the saturation bounds (dl and g saturate) and every learning rate edge; one path
+    (the published op counts are every run's)."""
+    from loco_fpga.golden_model.fixed import FixedRule
+
+    cfg = preset(name)
+    fm = formats(cfg)
+    n = cfg.network.arch[-1]
+    prog = LocoProgram.from_config(cfg, [5], loss_outputs=n)
+    rule = FixedRule.__new__(FixedRule)
+    rule.fmts, rule.config = fm, cfg
+    mach = prog.machine()
+    rng = np.random.default_rng(5)
+    lo, hi = fm.out.min, fm.out.max
+    saturated = set()
+    for it in range(400):
+        kind = it % 4
+        if kind == 0:
+            y, yn = rng.integers(lo, hi + 1, n), rng.integers(lo, hi + 1, n)
+        elif kind == 1:
+            y = rng.integers(-5000, 5000, n)
+            yn = y + rng.integers(-300, 300, n)
+        elif kind == 2:
+            y, yn = rng.choice([lo, hi, 0, 1 << fm.weight.frac], n), rng.choice([lo, hi, 0], n)
+        else:
+            y = rng.integers(lo, hi + 1, n)
+            yn = np.clip(y + rng.integers(-(1 << 22), 1 << 22, n), lo, hi)
+        label = int(rng.integers(0, n))
+        lr = int(rng.choice([0, 1, fm.lr.max, int(rng.integers(0, fm.lr.max + 1))]))
+        _, dl, g = rule.loss_unit(y.astype(np.int64), yn.astype(np.int64), label, lr)
+        before = dict(mach.counts)
+        assert prog.run_loss(mach, y, yn, label, lr) == (int(dl), int(g)), f"run {it}"
+        assert {op: c - before.get(op, 0) for op, c in mach.counts.items() if c > before.get(op, 0)} \
+            == prog.loss_counts()
+        if dl in (fm.dl.min, fm.dl.max):
+            saturated.add("dl")
+        if g in (fm.g.min, fm.g.max):
+            saturated.add("g")
+    assert saturated == {"dl", "g"}
+    with pytest.raises(ValueError, match="no loss entry"):
+        LocoProgram.from_config(cfg, [5]).run_loss(mach, y, yn, 0, 0)
+    with pytest.raises(ValueError, match=r"loss_outputs = -1: must be an integer in \[0, 255\]"):
+        LocoProgram.from_config(cfg, [5], loss_outputs=-1)

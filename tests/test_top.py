@@ -162,7 +162,7 @@ def test_accelerator_top_equals_its_model_byte_for_byte(rounding, lanes, rule, m
     byte). ``loco+pairs``: 6-6-3, both layers in one cluster block (``cluster_share = 2``, the deep ECP5 build's form)
     — again the same bytes. ``loco+micro``: the microcoded cluster blocks (``cluster_impl = "micro"``; CLUSTER_UNITS
     reads 1) — the same bytes; with ``spram`` their data memory is in SPRAM and the engines work on their producers'
-    spikes (``hold_spikes``; the iCEBreaker's form), the data written by the block's boot run after the reset, and
+    spikes (``hold_spikes``) and the block computes the loss (``micro_loss``; the iCEBreaker's form), the data written by the block's boot run after the reset, and
     the session starts with reads of the prototypes before that run can be over."""
     delta = rule.endswith("+delta")
     shared = rule.endswith("+shared")
@@ -177,11 +177,12 @@ def test_accelerator_top_equals_its_model_byte_for_byte(rounding, lanes, rule, m
     hook = spram_memory(reserve=2 if micro else 0) if memory == "spram" else default_memory
     top = AcceleratorTop(config, lanes=lanes, timeout=32, memory=hook, cluster_units=units, shared_update=shared,
                          sparse_input=shared, cluster_share=2 if pairs else 1,
-                         cluster_impl="micro" if micro else "parallel", hold_spikes=micro and memory == "spram")
+                         cluster_impl="micro" if micro else "parallel", hold_spikes=micro and memory == "spram",
+                         micro_loss=micro and memory == "spram")
     if micro:
         units = 1                                      # what CLUSTER_UNITS reads
     assert top.network.shared_update == shared == top.network.sparse_input
-    assert top.network.hold_spikes == (micro and memory == "spram")
+    assert top.network.hold_spikes == top.network.micro_loss == (micro and memory == "spram")
     if pairs:
         assert top.network.cluster_groups == ((0, 1),)
     ref = accelerator_reference(config, lanes=lanes, max_payload=top.info.max_payload, cluster_units=units)
