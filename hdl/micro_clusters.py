@@ -27,7 +27,8 @@ is low until then). Default: block RAM with the initial contents.
 and, in the next cycle (which takes the transfer), ỹ_k − t_k into the data memory (t_k = 2^wf·[k = ``loss_label``]);
 after the last one LR (``loss_lr``) is written and the program's ``loss`` entry run; then ``loss_o`` offers dl and g
 — the top and the low bits of the sequencer's accumulator, which holds them until the block's next run
-(:meth:`loss_cycles`).
+(:meth:`loss_cycles`). ``out_en``/``out_index`` (while idle, latency 1): y_k − t_k of the last loss on
+``peek_data`` (the accelerator's INFER reply reads y there).
 
 ``peek`` (while ``idle``, latency 1) reads the prototypes, H, r_k and the count from the data memory (what
 :class:`~loco_fpga.hdl.clusters.PeekKind` names, of ``peek.bank``). ``load_en``/``load`` (taken only while
@@ -102,7 +103,8 @@ class MicroClusterBlock(wiring.Component):
             self._loss_output_layout = data.StructLayout({"dl": shape(fm.dl), "g": shape(fm.g)})
             members |= {"loss_i": In(stream.Signature(self._loss_input_layout)),
                         "loss_label": In(range(loss_outputs)), "loss_lr": In(shape(fm.lr)),
-                        "loss_o": Out(stream.Signature(self._loss_output_layout))}
+                        "loss_o": Out(stream.Signature(self._loss_output_layout)),
+                        "out_en": In(1), "out_index": In(range(loss_outputs))}
         super().__init__(members)
 
     @classmethod
@@ -209,6 +211,9 @@ class MicroClusterBlock(wiring.Component):
                                      - Mux(k == self.loss_label, 1 << wf, 0))
         m.d.comb += [self.peek_data.eq(seq.host_rdata),
                      seq.host_addr.eq(self._address(peek_bank, self.peek.what, self.peek.index, self.peek.col))]
+        if n_loss:                              # (while idle) the last loss's y_k − t_k on peek_data, a cycle later
+            with m.If(self.out_en):
+                m.d.comb += seq.host_addr.eq(prog.LY + 2 * self.out_index)
 
         with m.FSM(init="RECV" if seq.boot is None else "BOOT") as fsm:
             with m.State("BOOT"):               # (with a memory hook) the sequencer's boot run writes the data

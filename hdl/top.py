@@ -176,12 +176,21 @@ class AcceleratorDevice(wiring.Component):
         one = 1 << (fm.input.bits - 1)                       # rate 1.0 (the input format is u(frac + 1, frac))
         assembled = Cat(in_value[8:], host.sample.payload.data)     # little-endian: shifted in from the top
         out_shape = signed(8 * self._out_bytes)
-        # the outputs y_k of the clean pass, for the INFER reply: a small memory (block RAM, not n_L registers).
-        # Collision-free: written only in OUTPUTS, its read data used only in EMIT (another FSM state)
-        m.submodules.outputs = ymem = memory.Memory(shape=out_shape, depth=n_out, init=[],
-                                                    attrs=BLOCK_RAM | COLLISION_FREE)
-        y_rd, y_wr = ymem.read_port(domain="sync"), ymem.write_port()
         y_word = Signal(range(n_out))                      # EMIT: the output whose bytes go out
+        y_read = Signal(out_shape)                         # its value (the cycle after y_word was set)
+        emitting = Signal()                                # EMIT_READ or EMIT
+        if net.micro_loss:
+            # the micro block's data memory holds y_k − t_k of the last sample (t_k = 2^wf·[k = label]; it is idle
+            # until the next sample): no copy here
+            m.d.comb += [net.yr_index.eq(y_word), net.yr_en.eq(emitting),
+                         y_read.eq(net.yr_data + Mux(y_word == label, 1 << fm.weight.frac, 0))]
+        else:
+            # the outputs y_k of the clean pass, for the INFER reply: a small memory (block RAM, not n_L registers).
+            # Collision-free: written only in OUTPUTS, its read data used only in EMIT (another FSM state)
+            m.submodules.outputs = ymem = memory.Memory(shape=out_shape, depth=n_out, init=[],
+                                                        attrs=BLOCK_RAM | COLLISION_FREE)
+            y_rd, y_wr = ymem.read_port(domain="sync"), ymem.write_port()
+            m.d.comb += [y_read.eq(y_rd.data), y_rd.addr.eq(y_word), y_rd.en.eq(1)]
         y_byte = Signal(range(self._out_bytes))
         y_done = Signal()                                  # every output sent: the prediction is next
         out_k = Signal(range(n_out + 1))
@@ -372,7 +381,8 @@ class AcceleratorDevice(wiring.Component):
             with m.State("OUTPUTS"):                   # y_k (clean pass) in order; the last one carries dl, g
                 with m.If(net.o.valid):
                     y = net.o.payload.y
-                    m.d.comb += [y_wr.addr.eq(out_k), y_wr.data.eq(y), y_wr.en.eq(1)]
+                    if not net.micro_loss:
+                        m.d.comb += [y_wr.addr.eq(out_k), y_wr.data.eq(y), y_wr.en.eq(1)]
                     m.d.sync += out_k.eq(out_k + 1)
                     with m.If((out_k == 0) | (y > best)):
                         m.d.sync += [best.eq(y), pred.eq(out_k)]
@@ -388,7 +398,7 @@ class AcceleratorDevice(wiring.Component):
                 n_bytes = Mux(op == RunOp.TRAIN, self.train_bytes, self.infer_bytes)
                 last = byte_i == n_bytes - 1
                 value = Mux(op == RunOp.TRAIN, train_bytes.word_select(byte_i, 8),     # INFER: y bytes, then pred
-                            Mux(y_done, pred, y_rd.data.as_unsigned().word_select(y_byte, 8)))
+                            Mux(y_done, pred, y_read.as_unsigned().word_select(y_byte, 8)))
                 m.d.comb += [host.result.valid.eq(1), host.result.payload.data.eq(value),
                              host.result.payload.last.eq(last)]
                 with m.If(host.result.ready):
@@ -402,7 +412,8 @@ class AcceleratorDevice(wiring.Component):
                             m.next = "EMIT_READ"
                     with m.If(last):
                         m.next = "IDLE"
-        m.d.comb += [self.busy.eq(~fsm.ongoing("IDLE") | net.busy), y_rd.addr.eq(y_word), y_rd.en.eq(1)]
+        m.d.comb += [self.busy.eq(~fsm.ongoing("IDLE") | net.busy),
+                     emitting.eq(fsm.ongoing("EMIT_READ") | fsm.ongoing("EMIT"))]
         return m
 
 
