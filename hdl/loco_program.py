@@ -105,6 +105,8 @@ class LocoProgram:
                 raise ValueError(f"format {f.name}: the program rounds half up, the format says {f.rounding}")
         if loss_outputs and fm.out.frac != fm.weight.frac:
             raise ValueError(f"formats.out = {fm.out.label()}: the loss needs the weight format's fraction bits")
+        if loss_outputs and fm.g.bits > 24:
+            raise ValueError(f"formats.g = {fm.g.label()}: the loss returns g in 24 bits of the accumulator")
         self.widths = tuple(sorted({f.bits for f in (fm.uhat, fm.proto, fm.gram, fm.h, fm.m, fm.cv, fm.w,
                                                      fm.vperp) + loss_formats}))
         # -- memory map -------------------------------------------------------------------------------
@@ -117,10 +119,12 @@ class LocoProgram:
         self.CV = self._alloc(K)
         self.KSTAR, self.TMP, self.HKK, self.RETSEL, self.FLAG = (self._alloc(1) for _ in range(5))
         self.VA, self.VB, self.VP_, self.VI = (self._alloc(1) for _ in range(4))
-        # the loss (``loss_outputs`` = n_L > 0): LY[2k] = y_k − t_k, LY[2k + 1] = ỹ_k − t_k and LR (the LR
-        # register), written by the host; DY, BT, DLW, GW: Δy_k, Δy_k + 2 (y_k − t_k), dl, g
+        # the loss (``loss_outputs`` = n_L > 0): LY[2k] = y_k, LY[2k + 1] = ỹ_k, LR (the LR register) and LABEL,
+        # written by the host; VK, TK, BEST, PRED, DY, BT, DLW, GW, SINK: k, t_k, the largest y so far and its k,
+        # Δy_k, Δy_k + 2 (y_k − t_k), dl, g, a word the balanced branch's other path writes
         self.LY = self._alloc(2 * loss_outputs)
-        self.LR, self.DY, self.BT, self.DLW, self.GW = (self._alloc(1) for _ in range(5))
+        (self.LR, self.LABEL, self.VK, self.TK, self.BEST, self.PRED, self.DY, self.BT, self.DLW, self.GW,
+         self.SINK) = (self._alloc(1) for _ in range(11))
         self.ridge = ridge
         # one bank per layer, at base Z: count, since, dim, H (K × K), then K rows of S = dmax + 2 words:
         # r_k, w_k, c_k0 … c_k,dim−1 (the same stride in every bank: the code is one copy for all of them)
@@ -409,22 +413,44 @@ class LocoProgram:
         p.jmp(self._sites[-1])
 
     def _loss(self):
-        """``LossUnit``'s dl and g (golden_model/fixed.py, ``FixedRule.loss_unit``) from LY and LR: Δy_k = sat_out(w1 −
-        w0) with w0 = y_k − t_k, w1 = ỹ_k − t_k; ΔL_sum = Σ_k Δy_k (Δy_k + 2 w0), exact in B; dl and g narrowed half
-        up. It ends with A = dl · 2^32 + 2^31 + g: dl is A's top 32 bits, g its low ``g`` bits (two's complement)."""
+        """``LossUnit``'s dl and g (golden_model/fixed.py, ``FixedRule.loss_unit``) and the prediction from LY, LR
+        and LABEL: Δy_k = sat_out(ỹ_k − y_k); ΔL_sum = Σ_k Δy_k (Δy_k + 2 (y_k − t_k)), t_k = 2^wf·[k = label],
+        exact in B; dl and g narrowed half up; the prediction is the first k of the largest y_k. Every branch is
+        balanced (one path for all data). It ends with A = dl · 2^32 + pred · 2^24 + g + 2^23: dl is A's top 32
+        bits, pred bits 24 … 31, g bits 0 … 23 with bit 23 inverted."""
         p, fm = self.p, self.fmts
         wf = fm.weight.frac
         dy_chunks = _signed_chunks(fm.out.bits)
         b_chunks = _signed_chunks(fm.out.bits + 3)          # |Δy + 2 (y − t)| < 3 · 2^(ob − 1) + 2^(wf + 1)
+        p.ld(A, self.const(fm.out.min - 1))                 # below every y: output 0 is taken first
+        p.st(self.BEST)
+        p.ldi(A, 0)
+        p.st(self.VK)
         p.ldi(B, 0)
         p.setx(0)
         with self.over_j(self.n_loss):                      # X = Y = k: LY + X + Y = LY + 2k
-            p.ld(A, self.LY + 1, ux=True, uy=True)
+            p.ld(A, self.VK)                                # t_k
+            p.sub(self.LABEL)
+            self.balanced(Cond.Z, lambda: p.ldi(A, 1 << wf), lambda: p.ldi(A, 0))
+            p.st(self.TK)
+            p.ld(A, self.LY, ux=True, uy=True)              # y_k > the largest so far: the prediction
+
+            def take(dest_best, dest_k):
+                def emit():
+                    p.ld(A, self.LY, ux=True, uy=True)
+                    p.st(dest_best)
+                    p.ld(A, self.VK)
+                    p.st(dest_k)
+                return emit
+            p.sub(self.BEST)
+            self.balanced(Cond.POS, take(self.BEST, self.PRED), take(self.SINK, self.SINK))
+            p.ld(A, self.LY + 1, ux=True, uy=True)          # Δy_k
             p.sub(self.LY, ux=True, uy=True)
             p.sat(self.sat_index(fm.out))
             p.st(self.DY)
             p.mov(Q, A)
-            p.ld(A, self.LY, ux=True, uy=True)
+            p.ld(A, self.LY, ux=True, uy=True)              # Δy_k + 2 (y_k − t_k)
+            p.sub(self.TK)
             p.shift(Shift.SHL1)
             p.add(self.DY)
             p.st(self.BT)
@@ -432,6 +458,9 @@ class LocoProgram:
             p.add()
             p.mov(B, A)
             p.addx(1)
+            p.ld(A, self.VK)
+            p.add(self.const(1))
+            p.st(self.VK)
         p.mov(A, B)
         self.narrow(2 * wf - fm.dl.frac, fm.dl)
         p.st(self.DLW)
@@ -439,30 +468,33 @@ class LocoProgram:
         self.product(_chunks(0, fm.lr.max), _signed_chunks(fm.dl.bits), mem=self.LR)
         self.narrow(fm.dl.frac + fm.lr.frac - fm.g.frac, fm.g)
         p.st(self.GW)
-        p.ld(A, self.DLW)                                   # A ← (2 dl + 1) · 2^31 + g
-        p.shift(Shift.SHL1)
-        p.add(self.const(1))
-        self.shl(31)
+        p.ld(A, self.DLW)                                   # A ← (dl · 2^8 + pred) · 2^24 + g + 2^23
+        p.shift(Shift.SHL8)
+        p.add(self.PRED)
+        self.shl(24)
         p.add(self.GW)
+        p.add(self.const(1 << 23))
 
-    def run_loss(self, mach: Machine, y, y_noisy, label: int, lr_q: int) -> tuple[int, int]:
-        """The ``loss`` entry on ``mach`` for the outputs of one sample: (dl, g) from A."""
-        n, wf = self.n_loss, self.fmts.weight.frac
+    def run_loss(self, mach: Machine, y, y_noisy, label: int, lr_q: int) -> tuple[int, int, int]:
+        """The ``loss`` entry on ``mach`` for the outputs of one sample: (dl, g, prediction) from A."""
+        n = self.n_loss
         if not n:
             raise ValueError("this program has no loss entry (loss_outputs = 0)")
         if len(y) != n or len(y_noisy) != n:
             raise ValueError(f"the loss takes {n} outputs of each pass")
         for k in range(n):
-            t = (1 << wf) if k == label else 0
-            mach.mem[self.LY + 2 * k] = int(y[k]) - t
-            mach.mem[self.LY + 2 * k + 1] = int(y_noisy[k]) - t
-        mach.mem[self.LR] = int(lr_q)
+            mach.mem[self.LY + 2 * k] = int(y[k])
+            mach.mem[self.LY + 2 * k + 1] = int(y_noisy[k])
+        mach.mem[self.LR], mach.mem[self.LABEL] = int(lr_q), int(label)
         mach.run(self.loss_address)
-        a = mach.a & ((1 << WORD) - 1)
+        return self.unpack_loss(mach.a)
+
+    @staticmethod
+    def unpack_loss(a: int) -> tuple[int, int, int]:
+        """(dl, g, prediction) from the accumulator after ``loss``."""
+        a &= (1 << WORD) - 1
         dl = (a >> 32) - ((a >> 63) << 32)
-        gb = self.fmts.g.bits
-        g = (a & ((1 << gb) - 1)) - (((a >> (gb - 1)) & 1) << gb)
-        return dl, g
+        return dl, (a & 0xFFFFFF) - (1 << 23), (a >> 24) & 0xFF
 
     def loss_counts(self) -> dict:
         """Instructions of each op that ``loss`` executes (one path: no data-dependent branch)."""

@@ -22,13 +22,13 @@ program's per-path instruction counts (``LocoProgram.sample_counts`` …) and th
 has no initial contents: after a reset the program's ``init`` entry writes them (:attr:`boot_cycles`; ``idle``
 is low until then). Default: block RAM with the initial contents.
 
-``loss_outputs`` = n_L (the network's ``micro_loss``): the block also computes the loss. With the block in
-``RECV`` after the update of its last bank (banks take turns in order), output k on ``loss_i`` writes y_k − t_k
-and, in the next cycle (which takes the transfer), ỹ_k − t_k into the data memory (t_k = 2^wf·[k = ``loss_label``]);
-after the last one LR (``loss_lr``) is written and the program's ``loss`` entry run; then ``loss_o`` offers dl and g
-— the top and the low bits of the sequencer's accumulator, which holds them until the block's next run
-(:meth:`loss_cycles`). ``out_en``/``out_index`` (while idle, latency 1): y_k − t_k of the last loss on
-``peek_data`` (the accelerator's INFER reply reads y there).
+``loss_outputs`` = n_L (the network's ``micro_loss``): the block also computes the loss and the prediction. With
+the block in ``RECV`` after the update of its last bank (banks take turns in order), output k on ``loss_i`` writes
+y_k and, in the next cycle (which takes the transfer), ỹ_k into the data memory; after the last one LR
+(``loss_lr``) and the label (``loss_label``) are written and the program's ``loss`` entry run; then ``loss_o``
+offers dl, g and the prediction (the first k of the largest y_k) — fields of the sequencer's accumulator, which
+holds them until the block's next run (:meth:`loss_cycles`). ``out_en``/``out_index`` (while idle, latency 1):
+y_k of the last loss on ``peek_data`` (the accelerator's INFER reply reads y there).
 
 ``peek`` (while ``idle``, latency 1) reads the prototypes, H, r_k and the count from the data memory (what
 :class:`~loco_fpga.hdl.clusters.PeekKind` names, of ``peek.bank``). ``load_en``/``load`` (taken only while
@@ -38,7 +38,7 @@ the active prototypes, the refresh), ``idle`` low until it is done.
 
 from __future__ import annotations
 
-from amaranth import Array, Module, Mux, Signal, signed
+from amaranth import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -100,7 +100,8 @@ class MicroClusterBlock(wiring.Component):
         self._n_loss = loss_outputs
         if loss_outputs:
             self._loss_input_layout = data.StructLayout({"y": shape(fm.out), "y_noisy": shape(fm.out)})
-            self._loss_output_layout = data.StructLayout({"dl": shape(fm.dl), "g": shape(fm.g)})
+            self._loss_output_layout = data.StructLayout({"dl": shape(fm.dl), "g": shape(fm.g),
+                                                          "pred": range(loss_outputs)})
             members |= {"loss_i": In(stream.Signature(self._loss_input_layout)),
                         "loss_label": In(range(loss_outputs)), "loss_lr": In(shape(fm.lr)),
                         "loss_o": Out(stream.Signature(self._loss_output_layout)),
@@ -134,7 +135,7 @@ class MicroClusterBlock(wiring.Component):
         """Cycles from the cycle of the last ``loss_i`` transfer to the first cycle ``loss_o`` is valid (the block
         idle, in RECV, when the first output arrives; each output takes 2 cycles: its two words are written one a
         cycle; then LR is written and the program run)."""
-        return 2 + self.sequencer.cycles(self.program.loss_counts()) + 2
+        return 3 + self.sequencer.cycles(self.program.loss_counts()) + 2
 
     # -- timing (exact: the program's instructions depend only on the bank, the count and the path) -----------
     def output_cycles(self, count: int, new: bool, bank: int = 0) -> int:
@@ -201,14 +202,11 @@ class MicroClusterBlock(wiring.Component):
         # the bank whose sample comes next (banks take turns in order): the loss waits for every bank's update
         turn = Signal(range(self._banks)) if multi else 0
         if n_loss:
-            # the loss words: y_k − t_k (RECV), ỹ_k − t_k (LOSS_NOISY), t_k = 2^wf·[k = label]
+            # the loss words: y_k (RECV), ỹ_k (LOSS_NOISY)
             k = Signal(range(n_loss))
-            wf = prog.fmts.weight.frac
             lp = self.loss_i.payload
-            loss_word = Signal(signed(prog.fmts.out.bits + 1))
             fsm_noisy = Signal()
-            m.d.comb += loss_word.eq(Mux(fsm_noisy, lp.y_noisy, lp.y)
-                                     - Mux(k == self.loss_label, 1 << wf, 0))
+            loss_word = Mux(fsm_noisy, lp.y_noisy, lp.y)
         m.d.comb += [self.peek_data.eq(seq.host_rdata),
                      seq.host_addr.eq(self._address(peek_bank, self.peek.what, self.peek.index, self.peek.col))]
         if n_loss:                              # (while idle) the last loss's y_k − t_k on peek_data, a cycle later
@@ -294,6 +292,9 @@ class MicroClusterBlock(wiring.Component):
                         m.next = "LOSS_LR"
                 with m.State("LOSS_LR"):
                     m.d.comb += [seq.host_addr.eq(prog.LR), seq.host_wdata.eq(self.loss_lr), seq.host_we.eq(1)]
+                    m.next = "LOSS_LABEL"
+                with m.State("LOSS_LABEL"):
+                    m.d.comb += [seq.host_addr.eq(prog.LABEL), seq.host_wdata.eq(self.loss_label), seq.host_we.eq(1)]
                     m.next = "LOSS_GO"
                 with m.State("LOSS_GO"):
                     m.d.comb += [seq.entry.eq(prog.loss_address), seq.start.eq(1)]
@@ -319,7 +320,8 @@ class MicroClusterBlock(wiring.Component):
             m.d.comb += fsm_noisy.eq(fsm.ongoing("LOSS_NOISY"))
             m.d.comb += [self.idle.eq(fsm.ongoing("RECV") & (j == 0) & (k == 0)),
                          self.loss_i.ready.eq(fsm.ongoing("LOSS_NOISY")), self.loss_o.valid.eq(fsm.ongoing("LOSS_DONE")),
-                         self.loss_o.payload.dl.eq(a[32:]), self.loss_o.payload.g.eq(a[:len(self.loss_o.payload.g)])]
+                         self.loss_o.payload.dl.eq(a[32:]), self.loss_o.payload.pred.eq(a[24:32]),
+                         self.loss_o.payload.g.eq(Cat(a[:23], ~a[23]).as_signed())]   # g + 2^23 in bits 0 … 23
         else:
             m.d.comb += self.idle.eq(fsm.ongoing("RECV") & (j == 0))
         return m

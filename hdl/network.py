@@ -325,8 +325,10 @@ class Network(wiring.Component):
         }
         if n_layers > 1:
             members["counts"] = Out(stream.Signature(self._engines[0].result_layout)).array(n_layers - 1)
-        if micro_loss:        # the last sample's y_k − t_k from the micro block's data memory (one cycle; while ~busy)
-            members.update(yr_en=In(1), yr_index=In(range(arch[-1])), yr_data=Out(signed(DATA_BITS)))
+        if micro_loss:        # the last sample's y_k from the micro block's data memory (one cycle; while ~busy) and
+            # its prediction (the first k of the largest y_k; valid from its ``last`` on o until the next sample)
+            members.update(yr_en=In(1), yr_index=In(range(arch[-1])), yr_data=Out(signed(DATA_BITS)),
+                           pred=Out(range(arch[-1])))
         if update:
             members.update(busy=Out(1), rd_layer=In(range(n_layers)), rd_addr=In(members["w_addr"].shape),
                            rd_data=Out(self._word_layout))
@@ -818,7 +820,8 @@ class Network(wiring.Component):
                          self.o.payload.dl.eq(Mux(early, 0, lp.dl)), self.o.payload.g.eq(Mux(early, 0, lp.g)),
                          self.o.payload.last.eq(~early)]
             g_value = self.o.payload.g
-            m.d.comb += [blk.out_en.eq(self.yr_en), blk.out_index.eq(self.yr_index), self.yr_data.eq(blk.peek_data)]
+            m.d.comb += [blk.out_en.eq(self.yr_en), blk.out_index.eq(self.yr_index), self.yr_data.eq(blk.peek_data),
+                         self.pred.eq(lp.pred)]
         elif oe is None:
             m.d.comb += [loss.i.valid.eq(out.r.valid), out.r.ready.eq(loss.i.ready)]
         else:                 # DFA: a lossless fork of the outputs into the loss unit and the output error

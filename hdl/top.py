@@ -179,11 +179,12 @@ class AcceleratorDevice(wiring.Component):
         y_word = Signal(range(n_out))                      # EMIT: the output whose bytes go out
         y_read = Signal(out_shape)                         # its value (the cycle after y_word was set)
         emitting = Signal()                                # EMIT_READ or EMIT
+        best = Signal(out_shape)
+        pred = Signal(8)
         if net.micro_loss:
-            # the micro block's data memory holds y_k − t_k of the last sample (t_k = 2^wf·[k = label]; it is idle
-            # until the next sample): no copy here
-            m.d.comb += [net.yr_index.eq(y_word), net.yr_en.eq(emitting),
-                         y_read.eq(net.yr_data + Mux(y_word == label, 1 << fm.weight.frac, 0))]
+            # the micro block's data memory holds y_k of the last sample (it is idle until the next sample), and its
+            # program found the prediction: no copy, no comparator here
+            m.d.comb += [net.yr_index.eq(y_word), net.yr_en.eq(emitting), y_read.eq(net.yr_data), pred.eq(net.pred)]
         else:
             # the outputs y_k of the clean pass, for the INFER reply: a small memory (block RAM, not n_L registers).
             # Collision-free: written only in OUTPUTS, its read data used only in EMIT (another FSM state)
@@ -194,8 +195,6 @@ class AcceleratorDevice(wiring.Component):
         y_byte = Signal(range(self._out_bytes))
         y_done = Signal()                                  # every output sent: the prediction is next
         out_k = Signal(range(n_out + 1))
-        best = Signal(out_shape)
-        pred = Signal(8)
         # the reply's dl and g: the network's ``o`` keeps the last transfer's payload until the next sample's first
         # output (the loss unit's output registers), and no sample starts before the reply is sent
         dl = Signal(signed(32))
@@ -225,7 +224,7 @@ class AcceleratorDevice(wiring.Component):
                 m.d.comb += [host.req.ready.eq(take), host.run.ready.eq(take)]
                 with m.If(host.run.valid & take):
                     m.d.sync += [op.eq(host.run.payload.op), label.eq(host.run.payload.label), in_index.eq(0),
-                                 in_byte.eq(0), out_k.eq(0), pred.eq(0)]
+                                 in_byte.eq(0), out_k.eq(0)]
                     m.next = "SAMPLE"
                 with m.Elif(host.req.valid & take):
                     m.d.sync += req.eq(host.req.payload)
@@ -384,8 +383,9 @@ class AcceleratorDevice(wiring.Component):
                     if not net.micro_loss:
                         m.d.comb += [y_wr.addr.eq(out_k), y_wr.data.eq(y), y_wr.en.eq(1)]
                     m.d.sync += out_k.eq(out_k + 1)
-                    with m.If((out_k == 0) | (y > best)):
-                        m.d.sync += [best.eq(y), pred.eq(out_k)]
+                    if not net.micro_loss:
+                        with m.If((out_k == 0) | (y > best)):
+                            m.d.sync += [best.eq(y), pred.eq(out_k)]
                     with m.If(net.o.payload.last):
                         m.next = "UPDATE"
             with m.State("UPDATE"):                    # every layer's last weight write done

@@ -229,7 +229,8 @@ def test_micro_block_parameter_errors_quote_the_value():
 
 @pytest.mark.parametrize("case", [0, 2])
 def test_micro_block_loss_equals_the_model(case):
-    """``loss_outputs``: the block's ``loss`` run (the outputs of both passes in, dl and g out on ``loss_o``)
+    """``loss_outputs``: the block's ``loss`` run (the outputs of both passes in, dl, g and the prediction out on
+    ``loss_o``)
     against ``FixedRule.loss_unit``, between samples of its cluster work (k*, v⊥ still the model's), with random
     idle cycles on ``loss_i``, back-pressure on ``loss_o`` and outputs at and beyond the saturation bounds; with
     ``loss_i`` always valid, the cycles from its last transfer's cycle to the first with ``loss_o`` valid =
@@ -252,12 +253,12 @@ def test_micro_block_loss_equals_the_model(case):
               else rng.randint(lo, hi) for k in range(n_out)]
         label, lr = rng.randrange(n_out), rng.choice([0, fm.lr.max, rng.randint(0, fm.lr.max)])
         _, dl, g = rule.loss_unit(np.array(y, dtype=np.int64), np.array(yn, dtype=np.int64), label, lr)
-        losses.append((y, yn, label, lr, int(dl), int(g), n >= 6))     # the last 6: no idle, timed
+        losses.append((y, yn, label, lr, int(dl), int(g), int(np.argmax(y)), n >= 6))   # the last 6: no idle, timed
     got = []
 
     async def bench(ctx):
         cycle = 0
-        for n, (y, yn, label, lr, _, _, timed) in enumerate(losses):
+        for n, (y, yn, label, lr, _, _, _, timed) in enumerate(losses):
             if n < len(samples):                     # a sample's cluster work first
                 u, v = samples[n]
                 for j in range(dims[0]):
@@ -304,7 +305,7 @@ def test_micro_block_loss_equals_the_model(case):
                 if valid and ready:
                     break
             assert not ctx.get(dut.loss_o.valid)
-            got.append(("loss", payload.dl, payload.g, first_valid - last_in))
+            got.append(("loss", payload.dl, payload.g, payload.pred, first_valid - last_in))
             ctx.set(dut.loss_o.ready, 0)
             await ctx.tick().until(dut.idle)
             cycle += 1
@@ -314,11 +315,11 @@ def test_micro_block_loss_equals_the_model(case):
     sim.add_testbench(bench)
     sim.run()
     expect = []
-    for n, (y, yn, label, lr, dl, g, timed) in enumerate(losses):
+    for n, (y, yn, label, lr, dl, g, pred, timed) in enumerate(losses):
         if n < len(samples):
             u, v = samples[n]
             _, k, _, v_perp = model_step(cl, u, v)
             expect.append(("sample", [(k, int(x)) for x in v_perp]))
-        expect.append(("loss", dl, g))
-    assert [e[:3] if e[0] == "loss" else e for e in got] == expect
-    assert {e[3] for e in got[len(samples) * 2:] if e[0] == "loss"} == {dut.loss_cycles()}
+        expect.append(("loss", dl, g, pred))
+    assert [e[:4] if e[0] == "loss" else e for e in got] == expect
+    assert {e[4] for e in got[len(samples) * 2:] if e[0] == "loss"} == {dut.loss_cycles()}

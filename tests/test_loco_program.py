@@ -248,9 +248,10 @@ def test_init_entry_writes_the_initial_memory(cls, name, dims):
 
 @pytest.mark.parametrize("name", ["up5k", "ecp5"])
 def test_loss_entry_equals_the_model(name):
-    """``loss_outputs``: the ``loss`` entry's dl and g against ``FixedRule.loss_unit`` on the machine, for random
-    outputs, outputs near zero, at the saturation bounds (dl and g saturate) and every learning rate edge; one path
-    (the published op counts are every run's)."""
+    """``loss_outputs``: the ``loss`` entry's dl and g against ``FixedRule.loss_unit`` and its prediction against the
+    first index of the largest y, on the machine, for random outputs, outputs near zero, at the saturation bounds (dl
+    and g saturate; ties for the largest y) and every learning rate edge; one path (the published op counts are every
+    run's)."""
     from loco_fpga.golden_model.fixed import FixedRule
 
     cfg = preset(name)
@@ -279,7 +280,7 @@ def test_loss_entry_equals_the_model(name):
         lr = int(rng.choice([0, 1, fm.lr.max, int(rng.integers(0, fm.lr.max + 1))]))
         _, dl, g = rule.loss_unit(y.astype(np.int64), yn.astype(np.int64), label, lr)
         before = dict(mach.counts)
-        assert prog.run_loss(mach, y, yn, label, lr) == (int(dl), int(g)), f"run {it}"
+        assert prog.run_loss(mach, y, yn, label, lr) == (int(dl), int(g), int(np.argmax(y))), f"run {it}"
         assert {op: c - before.get(op, 0) for op, c in mach.counts.items() if c > before.get(op, 0)} \
             == prog.loss_counts()
         if dl in (fm.dl.min, fm.dl.max):
