@@ -171,7 +171,7 @@ class Network(wiring.Component):
     the first cluster block, which takes them once its last bank's update of the sample is done and runs its
     program's ``loss`` entry (``MicroClusterBlock.loss_cycles``); ``o`` carries the same y, ỹ, Δy, dl and g
     (ΔL_sum is 0: nothing reads it), g a few hundred cycles (plus the block's update tail) later. The UP5K build's
-    form: the loss unit's logic for ≈ 3,400 more cycles a sample there.
+    form: the loss unit's logic for ≈ 4,000 more cycles a sample there.
     """
 
     def __init__(self, *, arch, lanes: int, formats: Formats, encoder: str = "deterministic",
