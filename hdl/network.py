@@ -792,6 +792,8 @@ class Network(wiring.Component):
             done.append(c.valid & c.ready & c.payload.last)
         out = engines[-1]
         y, y_noisy = Signal.like(out.r.payload.y), Signal.like(out.r.payload.y_noisy)
+        if loss is not None:
+            m.d.comb += [loss.i.payload.eq(out.r.payload), loss.label.eq(label), loss.lr.eq(lr)]
         oe = self._output_error
         if loss is None:
             # micro_loss: the outputs go into the first cluster block, whose program computes dl and g; o carries
@@ -847,7 +849,6 @@ class Network(wiring.Component):
                     m.d.sync += [f.active.bit_select(idx, 1).eq((r.payload.count != 0) & (r.payload.count != self.steps)),
                                  idx.eq(Mux(r.payload.last, 0, idx + 1))]
         if loss is not None:
-            m.d.comb += [loss.i.payload.eq(out.r.payload), loss.label.eq(label), loss.lr.eq(lr)]
             with m.If(loss.i.valid & loss.i.ready):     # Δy_k leaves the loss unit after its y_k entered it
                 m.d.sync += [y.eq(out.r.payload.y), y_noisy.eq(out.r.payload.y_noisy)]
             lp = loss.o.payload

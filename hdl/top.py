@@ -176,25 +176,25 @@ class AcceleratorDevice(wiring.Component):
         one = 1 << (fm.input.bits - 1)                       # rate 1.0 (the input format is u(frac + 1, frac))
         assembled = Cat(in_value[8:], host.sample.payload.data)     # little-endian: shifted in from the top
         out_shape = signed(8 * self._out_bytes)
-        y_word = Signal(range(n_out))                      # EMIT: the output whose bytes go out
-        y_read = Signal(out_shape)                         # its value (the cycle after y_word was set)
-        emitting = Signal()                                # EMIT_READ or EMIT
-        best = Signal(out_shape)
-        pred = Signal(8)
-        if net.micro_loss:
-            # the micro block's data memory holds y_k of the last sample (it is idle until the next sample), and its
-            # program found the prediction: no copy, no comparator here
-            m.d.comb += [net.yr_index.eq(y_word), net.yr_en.eq(emitting), y_read.eq(net.yr_data), pred.eq(net.pred)]
-        else:
+        if not net.micro_loss:
             # the outputs y_k of the clean pass, for the INFER reply: a small memory (block RAM, not n_L registers).
             # Collision-free: written only in OUTPUTS, its read data used only in EMIT (another FSM state)
             m.submodules.outputs = ymem = memory.Memory(shape=out_shape, depth=n_out, init=[],
                                                         attrs=BLOCK_RAM | COLLISION_FREE)
             y_rd, y_wr = ymem.read_port(domain="sync"), ymem.write_port()
-            m.d.comb += [y_read.eq(y_rd.data), y_rd.addr.eq(y_word), y_rd.en.eq(1)]
+        y_word = Signal(range(n_out))                      # EMIT: the output whose bytes go out
         y_byte = Signal(range(self._out_bytes))
         y_done = Signal()                                  # every output sent: the prediction is next
         out_k = Signal(range(n_out + 1))
+        best = Signal(out_shape)
+        pred = Signal(8)
+        if net.micro_loss:
+            # the micro block's data memory holds y_k of the last sample (it is idle until the next sample), and its
+            # program found the prediction: no copy here, no comparator
+            y_data, emitting = net.yr_data[:out_shape.width], Signal()
+            m.d.comb += [net.yr_index.eq(y_word), net.yr_en.eq(emitting), pred.eq(net.pred)]
+        else:
+            y_data = y_rd.data
         # the reply's dl and g: the network's ``o`` keeps the last transfer's payload until the next sample's first
         # output (the loss unit's output registers), and no sample starts before the reply is sent
         dl = Signal(signed(32))
@@ -400,7 +400,7 @@ class AcceleratorDevice(wiring.Component):
                 n_bytes = Mux(op == RunOp.TRAIN, self.train_bytes, self.infer_bytes)
                 last = byte_i == n_bytes - 1
                 value = Mux(op == RunOp.TRAIN, train_bytes.word_select(byte_i, 8),     # INFER: y bytes, then pred
-                            Mux(y_done, pred, y_read.as_unsigned().word_select(y_byte, 8)))
+                            Mux(y_done, pred, y_data.as_unsigned().word_select(y_byte, 8)))
                 m.d.comb += [host.result.valid.eq(1), host.result.payload.data.eq(value),
                              host.result.payload.last.eq(last)]
                 with m.If(host.result.ready):
@@ -414,8 +414,11 @@ class AcceleratorDevice(wiring.Component):
                             m.next = "EMIT_READ"
                     with m.If(last):
                         m.next = "IDLE"
-        m.d.comb += [self.busy.eq(~fsm.ongoing("IDLE") | net.busy),
-                     emitting.eq(fsm.ongoing("EMIT_READ") | fsm.ongoing("EMIT"))]
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE") | net.busy)
+        if net.micro_loss:
+            m.d.comb += emitting.eq(fsm.ongoing("EMIT_READ") | fsm.ongoing("EMIT"))
+        else:
+            m.d.comb += [y_rd.addr.eq(y_word), y_rd.en.eq(1)]
         return m
 
 
