@@ -23,6 +23,19 @@ from test_hdl_clusters import case_config
 from test_loco_program import model_step
 
 
+async def transfer(ctx, port, payload) -> int:
+    """Offer ``payload`` on the stream ``port`` until it is taken; returns the ticks it took (valid stays high)."""
+    ctx.set(port.valid, 1)
+    ctx.set(port.payload, payload)
+    ticks = 0
+    while True:
+        ready = ctx.get(port.ready)
+        await ctx.tick()
+        ticks += 1
+        if ready:
+            return ticks
+
+
 @pytest.mark.parametrize("data", ["bram", "spram"])
 def test_micro_block_equals_fixed_clusters(data):
     """``spram``: the data memory is the UP5K's SPRAM (its behavioural model: every word garbage after the
@@ -167,14 +180,7 @@ def test_micro_block_published_cycles():
         for u, v in samples:
             first = last_in = last_out = None
             for j in range(dims[0]):
-                ctx.set(dut.i.valid, 1)
-                ctx.set(dut.i.payload, {"u": int(u[j]), "v": int(v[j]), "last": int(j == dims[0] - 1)})
-                while True:
-                    ready = ctx.get(dut.i.ready)
-                    await ctx.tick()
-                    cycle += 1
-                    if ready:
-                        break
+                cycle += await transfer(ctx, dut.i, {"u": int(u[j]), "v": int(v[j]), "last": int(j == dims[0] - 1)})
                 first = cycle if first is None else first
                 last_in = cycle
             ctx.set(dut.i.valid, 0)
@@ -283,14 +289,7 @@ def test_micro_block_loss_equals_the_model(case):
                 while not timed and rng.random() < 0.3:
                     ctx.set(dut.loss_i.valid, 0)
                     await ctx.tick()
-                ctx.set(dut.loss_i.valid, 1)
-                ctx.set(dut.loss_i.payload, {"y": y[k], "y_noisy": yn[k]})
-                while True:
-                    ready = ctx.get(dut.loss_i.ready)
-                    await ctx.tick()
-                    cycle += 1
-                    if ready:
-                        break
+                cycle += await transfer(ctx, dut.loss_i, {"y": y[k], "y_noisy": yn[k]})
             last_in = cycle - 1                      # the cycle of the last transfer
             ctx.set(dut.loss_i.valid, 0)
             first_valid = None
