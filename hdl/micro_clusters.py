@@ -134,7 +134,7 @@ class MicroClusterBlock(wiring.Component):
     def loss_cycles(self) -> int:
         """Cycles from the cycle of the last ``loss_i`` transfer to the first cycle ``loss_o`` is valid (the block
         idle, in RECV, when the first output arrives; each output takes 2 cycles: its two words are written one a
-        cycle; then LR is written and the program run)."""
+        cycle; then LR and the label are written and the program run)."""
         return 3 + self.sequencer.cycles(self.program.loss_counts()) + 2
 
     # -- timing (exact: the program's instructions depend only on the bank, the count and the path) -----------
@@ -209,7 +209,7 @@ class MicroClusterBlock(wiring.Component):
             loss_word = Mux(fsm_noisy, lp.y_noisy, lp.y)
         m.d.comb += [self.peek_data.eq(seq.host_rdata),
                      seq.host_addr.eq(self._address(peek_bank, self.peek.what, self.peek.index, self.peek.col))]
-        if n_loss:                              # (while idle) the last loss's y_k − t_k on peek_data, a cycle later
+        if n_loss:                              # (while idle) the last loss's y_k on peek_data, a cycle later
             with m.If(self.out_en):
                 m.d.comb += seq.host_addr.eq(prog.LY + 2 * self.out_index)
 
@@ -230,7 +230,7 @@ class MicroClusterBlock(wiring.Component):
                     with m.Else():
                         m.d.sync += j.eq(j + 1)
                 if n_loss:
-                    with m.Elif((j == 0) & (turn == 0) & self.loss_i.valid):  # y_k − t_k (ỹ_k − t_k: LOSS_NOISY)
+                    with m.Elif((j == 0) & (turn == 0) & self.loss_i.valid):  # y_k (ỹ_k: LOSS_NOISY)
                         m.d.comb += [seq.host_addr.eq(prog.LY + 2 * k), seq.host_wdata.eq(loss_word),
                                      seq.host_we.eq(1)]
                         m.next = "LOSS_NOISY"

@@ -170,8 +170,10 @@ class Network(wiring.Component):
     ``micro_loss`` (``cluster_impl = "micro"``, no ``output_delta``): no :class:`~.loss.LossUnit` — the outputs go into
     the first cluster block, which takes them once its last bank's update of the sample is done and runs its
     program's ``loss`` entry (``MicroClusterBlock.loss_cycles``); ``o`` carries the same y, ỹ, Δy, dl and g
-    (ΔL_sum is 0: nothing reads it), g a few hundred cycles (plus the block's update tail) later. The UP5K build's
-    form: the loss unit's logic for ≈ 4,000 more cycles a sample there.
+    (ΔL_sum is 0: nothing reads it), g ≈ 1,500 cycles (plus the block's update tail) later; also ``pred`` (Out: the
+    sample's prediction, the first k of the largest y_k, from its ``last`` transfer on ``o`` until the next sample) and
+    ``yr_en``/``yr_index``/``yr_data`` (y_k of the last sample from the block's data memory, a cycle after the index,
+    while not busy). The UP5K build's form: the loss unit's logic for ≈ 4,000 more cycles a sample there.
     """
 
     def __init__(self, *, arch, lanes: int, formats: Formats, encoder: str = "deterministic",
