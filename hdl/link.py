@@ -330,7 +330,9 @@ class CounterBank(wiring.Component):
     counters instead of one each, and no counter multiplexer in front of it.
 
     Ports:
-        inc (In, ``n`` × unsigned(2)): increments of each counter this cycle (0 … 2).
+        inc (In, ``n`` × unsigned(2)): increments of each counter this cycle (0 … ``max_inc[k]``: 2 for every counter
+            unless ``max_inc`` says less — a counter that never counts 2 at once needs a bit less for its pending
+            count).
         snap (In 1; only while not ``busy`` — the link's STATS/RESET_STATE frames are many UART byte times apart):
             take a snapshot of every counter as it is before this cycle's increments.
         clear (In 1; only while not ``busy``): set every counter to what it counted since the last snapshot.
@@ -341,15 +343,24 @@ class CounterBank(wiring.Component):
     After a reset every counter is 0 (the first sweep writes the pending count over the memory word).
     """
 
-    def __init__(self, *, n: int):
+    def __init__(self, *, n: int, max_inc=None):
         self._n = _check_int("n", n, 2, 64)
+        self._max_inc = (2,) * n if max_inc is None else tuple(max_inc)
+        if len(self._max_inc) != n or any(isinstance(v, bool) or v not in (1, 2) for v in self._max_inc):
+            raise ValueError(f"max_inc = {max_inc!r}: expected {n} values, each 1 or 2")
         super().__init__({"inc": In(unsigned(2)).array(n), "snap": In(1), "clear": In(1), "busy": Out(1),
                           "rd_en": In(1), "rd_index": In(range(n)), "rd_data": Out(32)})
 
     n = property(lambda self: self._n)
-    #: bits of a pending count: it restarts at a write-back, which a snapshot defers by one sweep, so it counts up
-    #: to 2 increments per cycle for two sweeps + 1 cycle
-    pending_bits = property(lambda self: (4 * self._n + 2).bit_length())
+    max_inc = property(lambda self: self._max_inc)
+
+    def counter_pending_bits(self, k: int) -> int:
+        """Bits of counter k's pending count: it restarts at a write-back, which a snapshot defers by one sweep, so
+        it counts up to ``max_inc[k]`` increments per cycle for two sweeps + 1 cycle."""
+        return (self._max_inc[k] * (2 * self._n + 1)).bit_length()
+
+    #: bits of the widest pending count
+    pending_bits = property(lambda self: max(self.counter_pending_bits(k) for k in range(self._n)))
 
     def elaborate(self, platform):
         m = Module()
@@ -367,8 +378,9 @@ class CounterBank(wiring.Component):
         sweep = Signal(range(n))                 # the word read this cycle: its pending count is taken
         visit = Signal(range(n), init=n - 1)     # the word read last cycle: its data is here, written back now
         m.d.sync += [sweep.eq(Mux(sweep == n - 1, 0, sweep + 1)), visit.eq(sweep)]
-        pending = [Signal(pb, name=f"pending{k}") for k in range(n)]
-        frozen = [Signal(pb, name=f"frozen{k}") for k in range(n)]   # pending at the snapshot, not yet written
+        pending = [Signal(self.counter_pending_bits(k), name=f"pending{k}") for k in range(n)]
+        frozen = [Signal(self.counter_pending_bits(k), name=f"frozen{k}") for k in range(n)]   # pending at the
+        # snapshot, not yet written
         due = Signal(n)                          # snapshot of counter k still to be written
         clr = Signal(n)                          # clear of counter k still to be written
         zero = Signal(n, init=(1 << n) - 1)      # after a reset: the memory word counts as 0
@@ -478,7 +490,9 @@ class Link(wiring.Component):
         # the snapshot when the frame is received; DECODE waits until it is written, STATS reads it, and
         # RESET_STATE's clear sets every counter to "what was counted since the snapshot".
         fields = proto.STATS_FIELDS
-        m.submodules.counters = bank = CounterBank(n=len(fields))
+        # only the length errors can count 2 in a cycle (one from the receiver, one from a command's decode)
+        m.submodules.counters = bank = CounterBank(n=len(fields),
+                                                   max_inc=[2 if name == "length_errors" else 1 for name in fields])
         inc = {name: Signal(2, name=f"inc_{name}") for name in fields}
         clear = Signal()
         m.d.comb += [bank.inc[k].eq(inc[name]) for k, name in enumerate(fields)]

@@ -29,14 +29,24 @@ def test_crc_is_the_catalogue_crc16_ccitt_false():
     assert proto.crc16(frame[2:]) == 0          # residue 0 over TYPE..CRC (high byte first)
 
 
-@pytest.mark.parametrize("n, density", [(11, 0.3), (3, 0.9)])
-def test_counter_bank_snapshots_and_clears_like_plain_counters(n, density):
-    """The block-RAM counters against plain Python counters: random increments (0, 1 or 2 per counter per cycle,
-    every cycle at the highest density — more than the link ever makes), a snapshot at random points (also in the
-    cycle a counter is written back), read back once it is written; a clear after some snapshots, while the
-    increments go on. Starts from a reset: every counter 0."""
+LINK_MAX_INC = [2 if name == "length_errors" else 1 for name in proto.STATS_FIELDS]
+
+
+@pytest.mark.parametrize("n, density, max_inc", [(11, 0.3, None), (3, 0.9, None), (11, 1.0, LINK_MAX_INC)])
+def test_counter_bank_snapshots_and_clears_like_plain_counters(n, density, max_inc):
+    """The block-RAM counters against plain Python counters: random increments (0 … ``max_inc`` per counter per
+    cycle, every cycle at the highest density — more than the link ever makes; with the link's ``max_inc`` at
+    density 1 every counter takes its largest increment every cycle, which fills the pending counts to their bound
+    — one bit less fails), a snapshot at random points (also in the cycle a counter is written back), read back
+    once it is written while the increments go on; a clear after some snapshots. Starts from a reset: every counter
+    0."""
     rng = random.Random(n * 100 + int(density * 10))
-    dut = CounterBank(n=n)
+    dut = CounterBank(n=n, max_inc=max_inc)
+
+    def draw():
+        if density == 1.0:
+            return list(dut.max_inc)
+        return [rng.randint(1, dut.max_inc[k]) if rng.random() < density else 0 for k in range(n)]
     true = [0] * n
     checks = []
 
@@ -44,7 +54,7 @@ def test_counter_bank_snapshots_and_clears_like_plain_counters(n, density):
         snap = [0] * n
         for round_ in range(40):
             for _ in range(rng.randrange(1, 3 * n)):             # increments only
-                incs = [rng.choice((1, 2)) if rng.random() < density else 0 for _ in range(n)]
+                incs = draw()
                 for k in range(n):
                     ctx.set(dut.inc[k], incs[k])
                 await ctx.tick()
@@ -52,7 +62,7 @@ def test_counter_bank_snapshots_and_clears_like_plain_counters(n, density):
             ctx.set(dut.snap, 1)                              # snapshot: the values before this cycle's increments
             snap = list(true)
             while True:
-                incs = [rng.choice((1, 2)) if rng.random() < density else 0 for _ in range(n)]
+                incs = draw()
                 for k in range(n):
                     ctx.set(dut.inc[k], incs[k])
                 await ctx.tick()
@@ -60,13 +70,15 @@ def test_counter_bank_snapshots_and_clears_like_plain_counters(n, density):
                 true[:] = [t + i for t, i in zip(true, incs)]
                 if not ctx.get(dut.busy):
                     break
-            for k in range(n):
-                ctx.set(dut.inc[k], 0)
-            ctx.set(dut.rd_en, 1)
+            ctx.set(dut.rd_en, 1)                              # the increments go on while the snapshot is read
             got = []
             for k in range(n):
                 ctx.set(dut.rd_index, k)
+                incs = draw()
+                for j in range(n):
+                    ctx.set(dut.inc[j], incs[j])
                 await ctx.tick()
+                true[:] = [t + i for t, i in zip(true, incs)]
                 got.append(ctx.get(dut.rd_data))
             ctx.set(dut.rd_en, 0)
             checks.append((round_, got, [v % (1 << 32) for v in snap]))
@@ -74,7 +86,7 @@ def test_counter_bank_snapshots_and_clears_like_plain_counters(n, density):
                 ctx.set(dut.clear, 1)
                 true[:] = [t - s for t, s in zip(true, snap)]
                 while True:
-                    incs = [rng.choice((1, 2)) if rng.random() < density else 0 for _ in range(n)]
+                    incs = draw()
                     for k in range(n):
                         ctx.set(dut.inc[k], incs[k])
                     await ctx.tick()
@@ -147,6 +159,12 @@ def test_counter_bank_reset_zeroes_every_counter():
 def test_counter_bank_parameter_errors():
     with pytest.raises(ValueError, match=r"n = 1: must be an integer 2\.\.64"):
         CounterBank(n=1)
+    with pytest.raises(ValueError, match=r"max_inc = \[1, 3\]: expected 2 values, each 1 or 2"):
+        CounterBank(n=2, max_inc=[1, 3])
+    with pytest.raises(ValueError, match=r"max_inc = \[1\]: expected 2 values"):
+        CounterBank(n=2, max_inc=[1])
+    bank = CounterBank(n=11, max_inc=LINK_MAX_INC)
+    assert [bank.counter_pending_bits(k) for k in range(11)] == [6 if m == 2 else 5 for m in LINK_MAX_INC]
 
 
 def _receiver_run(dut, stream, timeout):
