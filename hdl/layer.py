@@ -18,7 +18,7 @@ are ignored). One word is read per cycle, so a time step takes n_out·C cycles o
 overhead (:attr:`cycles_per_step`).
 
 **Pipeline** (:attr:`stages`; one weight word enters per cycle, neurons follow each other without bubbles):
-1. the weight word read in the previous cycle is registered; 2. both accumulators add it (the first chunk of a
+1. the weight word read in the previous cycle is registered, and so are its chunk's input bits; 2. both accumulators add it (the first chunk of a
 neuron starts from 0) and the neuron's last chunk addresses its state word; 3. I and Ĩ are saturated and
 registered, the state word arrives and is registered; 4. hidden: V − leak + I saturated and registered;
 output: Y + I written; 5. hidden: compare θ, soft reset, count, written, spike bits set. A neuron's state is
@@ -359,7 +359,6 @@ class LayerEngine(wiring.Component):
         m.d.comb += [w_rd.addr.eq(waddr), w_rd.en.eq(1), s_rd.en.eq(1)]
         m.d.sync += [t1.valid.eq(0), t2.eq(t1), wq.eq(w_rd.data)]
         sparse = self._sparse
-        scanning = Signal()                            # sparse: SCAN lists the step's active chunks
         if sparse:
             # stage 0 (sparse): RUN reads list entry e of the neuron (or, after the last entry, takes the bias's
             # chunk C − 1); the next cycle addresses its weight word, row base + chunk
@@ -390,10 +389,10 @@ class LayerEngine(wiring.Component):
 
         acc_c = Signal(acc_shape)
         acc_n = Signal(acc_shape)
-        # the chunk's inputs at stage 2 (and in SCAN, where the pipeline is empty: the chunk being listed)
-        sel_chunk = Mux(scanning, chunk, t2.chunk) if sparse and chunks > 1 else t2.chunk
-        sel_c = clean_in.word_select(sel_chunk, lanes)
-        sel_n = noisy_in.word_select(sel_chunk, lanes)
+        # the chunk's input bits, selected at stage 1 (from t1's chunk, with the word's read) and registered beside wq:
+        # the selection (a multiplexer over the n_in + 1 inputs) and the accumulators are not one path
+        sel_c, sel_n = Signal(lanes), Signal(lanes)
+        m.d.sync += [sel_c.eq(clean_in.word_select(t1.chunk, lanes)), sel_n.eq(noisy_in.word_select(t1.chunk, lanes))]
         part_c = functools.reduce(lambda a, b: a + b, [Mux(sel_c[k], wq[k], 0) for k in range(lanes)])
         part_n = functools.reduce(lambda a, b: a + b, [Mux(sel_n[k], wq[k], 0) for k in range(lanes)])
         with m.If(t2.valid):
@@ -491,8 +490,7 @@ class LayerEngine(wiring.Component):
                     m.next = "SCAN" if sparse and chunks > 1 else "RUN"
             if sparse and chunks > 1:
                 with m.State("SCAN"):                     # chunk c = 0 … C − 2: listed when a lane spiked
-                    m.d.comb += scanning.eq(1)
-                    with m.If((sel_c | sel_n).any()):
+                    with m.If((clean_in.word_select(chunk, lanes) | noisy_in.word_select(chunk, lanes)).any()):
                         m.d.comb += a_wr.en.eq(1)
                         m.d.sync += count.eq(count + 1)
                     m.d.sync += chunk.eq(chunk + 1)
