@@ -18,8 +18,8 @@ are ignored). One word is read per cycle, so a time step takes n_out·C cycles o
 overhead (:attr:`cycles_per_step`).
 
 **Pipeline** (:attr:`stages`; one weight word enters per cycle, neurons follow each other without bubbles):
-1. the weight word read in the previous cycle is registered, and so are its chunk's input bits; 2. both accumulators add it (the first chunk of a
-neuron starts from 0) and the neuron's last chunk addresses its state word; 3. I and Ĩ are saturated and
+1. the weight word read in the previous cycle is registered, and so are its chunk's input bits; 2. both
+accumulators add it (the first chunk of a neuron starts from 0) and the neuron's last chunk addresses its state word; 3. I and Ĩ are saturated and
 registered, the state word arrives and is registered; 4. hidden: V − leak + I saturated and registered;
 output: Y + I written; 5. hidden: compare θ, soft reset, count, written, spike bits set. A neuron's state is
 read and written once per step and the step's last write happens before the next step's first read (the
