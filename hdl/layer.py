@@ -32,7 +32,7 @@ import math
 
 import numpy as np
 
-from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -118,7 +118,7 @@ class LayerEngine(wiring.Component):
     def __init__(self, *, n_in: int, n_out: int, lanes: int, formats: Formats, threshold: int = 1,
                  neuron: str = "if", leak_shift: int = 0, output: bool = False, memory=default_memory,
                  update_port: bool = False, perturb: bool = True, held_noise: bool = False, sparse: bool = False,
-                 hold_input: bool = False):
+                 hold_input: bool = False, fold: bool | None = None):
         _check_int("n_in", n_in, 1, _MAX_WIDTH)
         _check_int("n_out", n_out, 1, _MAX_WIDTH)
         _check_int("lanes", lanes, 1, n_in + 1)
@@ -168,6 +168,16 @@ class LayerEngine(wiring.Component):
         self._neuron, self._leak_shift, self._output = neuron, leak_shift if neuron == "lif" else 0, output
         self._memory = memory
         self._chunks = -(-(n_in + 1) // lanes)
+        sigma = (1 << (wf - formats.sigma_shift)) if perturb else 0
+        #: the largest |A ± σ|: a row of C·lanes weights, the noisy sum with σ
+        self._acc_bound = self._chunks * lanes * (1 << (formats.weight.bits - 1)) + sigma
+        exact = self._acc_bound <= formats.acc.max
+        if fold is None:
+            fold = exact
+        elif not isinstance(fold, bool) or (fold and not exact):
+            raise ValueError(f"fold = {fold!r}: must be None, False, or True where sat_acc never saturates (a row's "
+                             f"|A ± σ| ≤ {self._acc_bound} > acc max {formats.acc.max} here)")
+        self._fold = fold
         self._noise_words = -(-n_out // 32)
         self._spikes_in_layout = data.StructLayout({"clean": unsigned(n_in), "noisy": unsigned(n_in)})
         self._spikes_out_layout = data.StructLayout({"clean": unsigned(n_out), "noisy": unsigned(n_out)})
@@ -197,7 +207,8 @@ class LayerEngine(wiring.Component):
 
     @classmethod
     def from_config(cls, config, layer: int, *, lanes: int, memory=default_memory,
-                    update_port: bool = False, sparse: bool = False, hold_input: bool = False) -> "LayerEngine":
+                    update_port: bool = False, sparse: bool = False, hold_input: bool = False,
+                    fold: bool | None = None) -> "LayerEngine":
         """The engine of layer ``layer`` (0-based, weights W_layer) of ``config``'s network."""
         from loco_fpga.qformat import formats  # noqa: PLC0415
 
@@ -209,7 +220,7 @@ class LayerEngine(wiring.Component):
         return cls(n_in=arch[layer], n_out=arch[layer + 1], lanes=lanes, formats=fm,
                    threshold=fm.membrane.from_float(spk.threshold), neuron=spk.neuron,
                    leak_shift=spk.leak_shift if lif else 0, output=layer == len(arch) - 2, memory=memory,
-                   update_port=update_port, sparse=sparse, hold_input=hold_input)
+                   update_port=update_port, sparse=sparse, hold_input=hold_input, fold=fold)
 
     n_in = property(lambda self: self._n_in)
     n_out = property(lambda self: self._n_out)
@@ -228,6 +239,8 @@ class LayerEngine(wiring.Component):
     held_noise = property(lambda self: self._held_noise)
     #: whether a step reads only the weight words of its active chunks (see :meth:`step_cycles`)
     sparse = property(lambda self: self._sparse)
+    #: whether the accumulators start from the stored state (see ``fold``)
+    fold = property(lambda self: self._fold)
     #: whether the engine works on ``i.payload`` instead of a copy (see ``hold_input``)
     hold_input = property(lambda self: self._hold_input)
     spikes_in_layout = property(lambda self: self._spikes_in_layout)
@@ -242,10 +255,11 @@ class LayerEngine(wiring.Component):
 
     @property
     def stages(self) -> int:
-        """Pipeline stages from a weight-word address to the neuron's state write: 1 (weight read, registered)
-        + 1 (accumulate) + 1 (saturate I, Ĩ; state read registered) + 1 (membrane add and saturate / output Y
-        add, written here) [+ 1 (compare θ, soft reset, count, written here), hidden]."""
-        return 4 if self._output else 5
+        """Pipeline stages from a weight-word address to the neuron's state write. :attr:`fold`: 1 (weight read,
+        registered) + 1 (accumulate onto the stored state) + 1 (σ; output: Y written here; hidden: V saturated)
+        [+ 1 (compare θ, soft reset, count, written here), hidden]. Else: 1 + 1 (accumulate from 0, or ±σ) + 1 (the
+        state word arrives and is added) + 1 (hidden: saturated; output: written here) [+ 1 (θ, written), hidden]."""
+        return (3 if self._output else 4) + (0 if self._fold else 1)
 
     @property
     def cycles_per_step(self) -> int:
@@ -305,7 +319,10 @@ class LayerEngine(wiring.Component):
         wf = fm.weight.frac
         log2t = fm.log2_steps
         sigma = (1 << (wf - fm.sigma_shift)) if self._perturb else 0   # perturb = False: ξ = 0 (noise still drawn)
-        acc_shape = signed(fm.weight.bits + max(1, math.ceil(math.log2(chunks * lanes))) + 1)
+        # the sums are exact: a row of chunks·lanes weights, the noisy one starting from ±σ
+        acc_bound = self._acc_bound
+        acc_shape = signed(max(fm.weight.bits + max(1, math.ceil(math.log2(chunks * lanes))) + 1,
+                               acc_bound.bit_length() + 1))
         if self._output:
             y_shape = signed(fm.acc.bits + log2t + 1)
             state_layout = data.StructLayout({"y": y_shape, "y_noisy": y_shape})
@@ -387,6 +404,27 @@ class LayerEngine(wiring.Component):
                 m.d.comb += w_rd.addr.eq(self.u_addr)
             m.d.comb += [self.u_data.eq(w_rd.data), self.signs.eq(signs[:n_out])]
 
+        fold = self._fold
+        old = s_rd.data
+        new = Signal(state_layout)
+        y_bias = (1 << (log2t - 1)) if log2t else 0   # output: Y starts at T/2 (see below)
+        theta, k = self._threshold, self._leak_shift
+        if fold:
+            # the accumulators start from the stored state (V − leak, or Y), read at stage 1 (t1's neuron): the state's
+            # adders are the accumulators. Exact: sat_acc is the identity here (every A ± σ fits the acc format)
+            if self._output:
+                acc_shape = signed(y_shape.width + 1)
+            else:
+                acc_shape = signed((fm.membrane.max + 1 + acc_bound).bit_length() + 1)
+            bases = []
+            for v_old in ((old.y, old.y_noisy) if self._output else (old.v, old.v_noisy)):
+                if self._output:
+                    bases.append(Mux(first_step, y_bias, v_old))
+                else:
+                    v0 = Mux(first_step, 0, v_old)
+                    bases.append(v0 - (v0 >> k) if k else v0)
+        else:
+            bases = (0, 0)
         acc_c = Signal(acc_shape)
         acc_n = Signal(acc_shape)
         # the chunk's input bits, selected at stage 1 (from t1's chunk, with the word's read) and registered beside wq:
@@ -395,67 +433,85 @@ class LayerEngine(wiring.Component):
         m.d.sync += [sel_c.eq(clean_in.word_select(t1.chunk, lanes)), sel_n.eq(noisy_in.word_select(t1.chunk, lanes))]
         part_c = functools.reduce(lambda a, b: a + b, [Mux(sel_c[k], wq[k], 0) for k in range(lanes)])
         part_n = functools.reduce(lambda a, b: a + b, [Mux(sel_n[k], wq[k], 0) for k in range(lanes)])
+        # the sign of σ: the neuron's noise bit, registered at stage 1 (without ``fold`` the noisy sum starts from ±σ)
+        plus2 = Signal()
+        m.d.sync += plus2.eq(signs.bit_select(t1.neuron, 1))
+        pm_sigma2 = Mux(plus2, sigma, -sigma)
         with m.If(t2.valid):
-            m.d.sync += [acc_c.eq(Mux(t2.first, 0, acc_c) + part_c), acc_n.eq(Mux(t2.first, 0, acc_n) + part_n)]
+            m.d.sync += [acc_c.eq(Mux(t2.first, bases[0], acc_c) + part_c),
+                         acc_n.eq(Mux(t2.first, bases[1] if fold else pm_sigma2, acc_n) + part_n)]
 
-        # stage 3 (the cycle after a neuron's last word was added: acc_c/acc_n hold its sums)
+        # stage 3: the cycle after a neuron's last word was added (acc_c/acc_n hold its sums)
         v3 = Signal()
         n3 = Signal(range(n_out))
         plus3 = Signal()
-        m.d.sync += [v3.eq(t2.valid & t2.last), n3.eq(t2.neuron), plus3.eq(signs.bit_select(t2.neuron, 1))]
-        cur_c = Signal(shape(fm.acc))
-        cur_n = Signal(shape(fm.acc))
-        old = s_rd.data
+        m.d.sync += [v3.eq(t2.valid & t2.last), n3.eq(t2.neuron), plus3.eq(plus2)]
         v4 = Signal()
         n4 = Signal(range(n_out))
-        m.d.sync += [v4.eq(v3), n4.eq(n3),
-                     cur_c.eq(saturate(acc_c, fm.acc)),
-                     cur_n.eq(saturate(acc_n + Mux(plus3, sigma, -sigma), fm.acc))]
-        new = Signal(state_layout)
+        m.d.sync += [v4.eq(v3), n4.eq(n3)]
+        if fold:
+            # the noisy sums get their ±σ here
+            sum_c, sum_n = acc_c, acc_n + Mux(plus3, sigma, -sigma)
+        else:
+            # I = sat_acc(A), Ĩ = sat_acc(Ã ± σ) go straight into the state's adders with the state word (it arrives
+            # now), whose sums are registered. (Registers of I and of the state word would be flip-flops fed by no
+            # logic: on iCE40, logic cells of their own.)
+            cur_c, cur_n = saturate(acc_c, fm.acc), saturate(acc_n, fm.acc)
         if self._output:
-            y0_c = Signal(signed(fm.acc.bits + log2t + 1))
-            y0_n = Signal(signed(fm.acc.bits + log2t + 1))
             # y = sat_out((Y + T/2) >> log2 T): the half-up increment T/2 is where Y starts (exact: Y has a bit of
             # headroom), so the result needs a shift and a saturation, no rounding adder
-            y_bias = (1 << (log2t - 1)) if log2t else 0
-            m.d.sync += [y0_c.eq(Mux(first_step, y_bias, old.y)), y0_n.eq(Mux(first_step, y_bias, old.y_noisy))]
-            m.d.comb += [new.y.eq(y0_c + cur_c), new.y_noisy.eq(y0_n + cur_n),
-                         s_wr.addr.eq(n4), s_wr.data.eq(new), s_wr.en.eq(v4)]
-            last_write = v4 & (n4 == n_out - 1)
+            if fold:     # stage 3 writes Y
+                m.d.comb += [new.y.eq(sum_c), new.y_noisy.eq(sum_n)]
+                v_w, n_w = v3, n3
+            else:        # stage 3 adds, stage 4 writes
+                m.d.sync += [new.y.eq(Mux(first_step, y_bias, old.y) + cur_c),
+                             new.y_noisy.eq(Mux(first_step, y_bias, old.y_noisy) + cur_n)]
+                v_w, n_w = v4, n4
+            m.d.comb += [s_wr.addr.eq(n_w), s_wr.data.eq(new), s_wr.en.eq(v_w)]
             if self._update_port:
                 m.d.comb += self.active.eq((1 << n_out) - 1)   # no mask on the output layer
         else:
-            theta, k = self._threshold, self._leak_shift
+            # fold: stage 3 saturates V, stage 4 spikes and writes; else stage 3 adds, stage 4 saturates, stage 5 writes
             v5 = Signal()
             n5 = Signal(range(n_out))
             m.d.sync += [v5.eq(v4), n5.eq(n4)]
+            v_w, n_w = (v4, n4) if fold else (v5, n5)
             spike_c, spike_n = Signal(), Signal()
-            for v_old, cnt_old, cur, spike, v_new, cnt_new in (
-                    (old.v, old.count, cur_c, spike_c, new.v, new.count),
-                    (old.v_noisy, old.count_noisy, cur_n, spike_n, new.v_noisy, new.count_noisy)):
-                v0 = Signal(shape(fm.membrane))          # stage 3 → 4: the stored membrane (0 at step 0)
+            for i, (v_old, cnt_old, spike, v_new, cnt_new) in enumerate((
+                    (old.v, old.count, spike_c, new.v, new.count),
+                    (old.v_noisy, old.count_noisy, spike_n, new.v_noisy, new.count_noisy))):
                 c0 = Signal(shape(fm.rate))
                 c1 = Signal(shape(fm.rate))
-                v1 = Signal(shape(fm.membrane))          # stage 4 → 5
-                m.d.sync += [v0.eq(Mux(first_step, 0, v_old)), c0.eq(Mux(first_step, 0, cnt_old))]
-                leaked = v0 - (v0 >> k) if k else v0
-                m.d.sync += [v1.eq(saturate(leaked + cur, fm.membrane)), c1.eq(c0)]
+                v1 = Signal(shape(fm.membrane))
+                m.d.sync += [c0.eq(Mux(first_step, 0, cnt_old)), c1.eq(c0)]
+                if fold:
+                    m.d.sync += v1.eq(saturate((sum_c, sum_n)[i], fm.membrane))
+                else:
+                    v0 = Mux(first_step, 0, v_old)           # the stored membrane (0 at step 0)
+                    leaked = v0 - (v0 >> k) if k else v0
+                    total = Signal(signed(max(fm.membrane.bits, fm.acc.bits) + 1))   # stage 3 → 4: V − leak + I
+                    m.d.sync += [total.eq(leaked + (cur_c, cur_n)[i]), v1.eq(saturate(total, fm.membrane))]
                 m.d.comb += [
                     spike.eq(at_least(v1, theta)),
                     v_new.eq(v1 - Mux(spike, theta, 0)),
                     cnt_new.eq(c1 + spike),
                 ]
-            m.d.comb += [s_wr.addr.eq(n5), s_wr.data.eq(new), s_wr.en.eq(v5)]
-            with m.If(v5):
-                m.d.sync += [spikes_c.bit_select(n5, 1).eq(spike_c), spikes_n.bit_select(n5, 1).eq(spike_n)]
+            m.d.comb += [s_wr.addr.eq(n_w), s_wr.data.eq(new), s_wr.en.eq(v_w)]
+            # the spike bits (and the mask) shift in from the top, one per write: the neurons are written in index
+            # order, every one in every step, so bit i is neuron i's after the step's last write. (A bit set at
+            # the neuron's index would need a decoder and an enable per bit: on iCE40, a LUT per bit more.)
+            def shift_in(reg, bit):
+                return reg.eq(Cat(reg[1:], bit) if n_out > 1 else bit)
+
+            with m.If(v_w):
+                m.d.sync += [shift_in(spikes_c, spike_c), shift_in(spikes_n, spike_n)]
             if self._update_port:
                 # the update's mask 1[0 < c̃_i < T], from the noisy count after the last step
                 active = Signal(n_out)
                 m.d.comb += self.active.eq(active)
-                with m.If(v5 & (step == self.steps - 1)):
-                    m.d.sync += active.bit_select(n5, 1).eq((new.count_noisy != 0) &
-                                                            (new.count_noisy != self.steps))
-            last_write = v5 & (n5 == n_out - 1)
+                with m.If(v_w & (step == self.steps - 1)):
+                    m.d.sync += shift_in(active, (new.count_noisy != 0) & (new.count_noisy != self.steps))
+        last_write = v_w & (n_w == n_out - 1)
 
         # -- results: state read (READ), registered and narrowed (LATCH), offered (RESULT) ---------------
         r_neuron = Signal(range(n_out))
@@ -560,7 +616,8 @@ class LayerEngine(wiring.Component):
         with m.Elif(fsm.ongoing("READ")):
             m.d.comb += state_addr.eq(r_neuron)
         with m.Else():
-            m.d.comb += state_addr.eq(t2.neuron)          # stage 2 addresses the state word of stage 3
+            # fold: stage 1 addresses the state word of stage 2; else stage 2 the one of stage 3
+            m.d.comb += state_addr.eq(t1.neuron if self._fold else t2.neuron)
         m.d.comb += [
             s_rd.addr.eq(state_addr),
             self.noise.ready.eq(fsm.ongoing("NOISE")),

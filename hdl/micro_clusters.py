@@ -207,8 +207,12 @@ class MicroClusterBlock(wiring.Component):
             lp = self.loss_i.payload
             fsm_noisy = Signal()
             loss_word = Mux(fsm_noisy, lp.y_noisy, lp.y)
-        m.d.comb += [self.peek_data.eq(seq.host_rdata),
-                     seq.host_addr.eq(self._address(peek_bank, self.peek.what, self.peek.index, self.peek.col))]
+        # one address computation for the host's peeks and prototype loads (never in the same cycle: a load is a
+        # write, a peek's word is read in the cycles the host names it)
+        load_at = self.load_en & ~self.load.count
+        target = self._address(Mux(load_at, load_bank, peek_bank), Mux(load_at, PeekKind.PROTO, self.peek.what),
+                               Mux(load_at, self.load.index, self.peek.index), Mux(load_at, self.load.col, self.peek.col))
+        m.d.comb += [self.peek_data.eq(seq.host_rdata), seq.host_addr.eq(target)]
         if n_loss:                              # (while idle) the last loss's y_k on peek_data, a cycle later
             with m.If(self.out_en):
                 m.d.comb += seq.host_addr.eq(prog.LY + 2 * self.out_index)
@@ -241,9 +245,7 @@ class MicroClusterBlock(wiring.Component):
                         m.d.sync += bank.eq(load_bank)
                         m.next = "RELOAD"
                     with m.Else():
-                        m.d.comb += [seq.host_addr.eq(self._address(load_bank, PeekKind.PROTO, self.load.index,
-                                                                    self.load.col)),
-                                     seq.host_wdata.eq(self.load.value), seq.host_we.eq(1)]
+                        m.d.comb += [seq.host_addr.eq(target), seq.host_wdata.eq(self.load.value), seq.host_we.eq(1)]
             with m.State("GO"):
                 start(prog.entry_address)
                 m.next = "START"

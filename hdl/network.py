@@ -174,6 +174,10 @@ class Network(wiring.Component):
     sample's prediction, the first k of the largest y_k, from its ``last`` transfer on ``o`` until the next sample) and
     ``yr_en``/``yr_index``/``yr_data`` (y_k of the last sample from the block's data memory, a cycle after the index,
     while not busy). The UP5K build's form: the loss unit's logic for ≈ 4,000 more cycles a sample there.
+    ``held_args``: the producer of ``x`` holds ``label`` and ``lr`` from a sample's first transfer until the network is
+    no longer ``busy`` with it, and sends no further sample meanwhile (as the accelerator's device does: it takes no
+    command while a sample runs); the network then uses them as they are instead of keeping copies (2·(lr bits +
+    label bits) flip-flops fewer).
     """
 
     def __init__(self, *, arch, lanes: int, formats: Formats, encoder: str = "deterministic",
@@ -183,7 +187,7 @@ class Network(wiring.Component):
                  recip_extra: int = 16, fb: int = 0, cluster_units: int | None = None, cluster_share: int = 1,
                  cluster_impl: str = "parallel", tau_shift: int = 1,
                  output_delta: bool = False, shared_update: bool = False, sparse_input: bool = False,
-                 hold_spikes: bool = False, micro_loss: bool = False):
+                 hold_spikes: bool = False, micro_loss: bool = False, held_args: bool = False):
         if (not isinstance(arch, (tuple, list)) or not 2 <= len(arch) <= _MAX_LAYERS + 1
                 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in arch)):
             raise ValueError(f"arch = {arch!r}: expected a sequence of 2 … {_MAX_LAYERS + 1} positive integers")
@@ -234,6 +238,9 @@ class Network(wiring.Component):
             raise ValueError("micro_loss = True: the loss runs on a micro cluster block (update 'loco', cluster_impl "
                              "'micro') and feeds g to every layer (no output_delta)")
         self._micro_loss = micro_loss
+        if not isinstance(held_args, bool):
+            raise ValueError(f"held_args = {held_args!r}: must be True or False")
+        self._held_args = held_args
         self._arch, self._lanes, self._formats = tuple(arch), lanes, formats
         self._encoder, self._threshold, self._neuron = encoder, threshold, neuron
         self._leak_shift, self._memory = leak_shift, memory
@@ -353,7 +360,8 @@ class Network(wiring.Component):
     def from_config(cls, config, *, lanes: int, memory=default_memory, encoder_lanes: int | None = None,
                     update: str | None = None, cluster_units: int | None = None, cluster_share: int = 1,
                     cluster_impl: str = "parallel", shared_update: bool = False,
-                    sparse_input: bool = False, hold_spikes: bool = False, micro_loss: bool = False) -> "Network":
+                    sparse_input: bool = False, hold_spikes: bool = False, micro_loss: bool = False,
+                    held_args: bool = False) -> "Network":
         """The datapath of ``config``'s network (widths, Q formats, T, encoder, neuron, θ, leak).
 
         With ``update`` (on-chip training) the config's rule must be the one named; ``rule.output_update =
@@ -377,7 +385,7 @@ class Network(wiring.Component):
                    tau_shift=-int(round(math.log2(config.rule.lls_temperature))) if update == "lls" else 1,
                    output_delta=update is not None and config.rule.output_update == "delta",
                    shared_update=shared_update, sparse_input=sparse_input, hold_spikes=hold_spikes,
-                   micro_loss=micro_loss)
+                   micro_loss=micro_loss, held_args=held_args)
 
     arch = property(lambda self: self._arch)
     lanes = property(lambda self: self._lanes)
@@ -408,6 +416,8 @@ class Network(wiring.Component):
     shared_update = property(lambda self: self._shared)
     #: whether layer 0 reads only the weights of its active input chunks (``sparse_input``)
     sparse_input = property(lambda self: self._engines[0].sparse)
+    #: whether the producer holds a sample's label and lr while it runs (``held_args``)
+    held_args = property(lambda self: self._held_args)
     #: whether the engines work on their producers' spike vectors (``hold_spikes``)
     hold_spikes = property(lambda self: self._engines[0].hold_input)
     #: the loss (dl, g) runs on the first micro cluster block's program instead of a :class:`~.loss.LossUnit`
@@ -617,8 +627,11 @@ class Network(wiring.Component):
         busy = Signal()
         pending = Signal()
         index = Signal(range(self._arch[0]))
-        label, lr = Signal.like(self.x.payload.label), Signal.like(self.x.payload.lr)
-        next_label, next_lr = Signal.like(self.x.payload.label), Signal.like(self.x.payload.lr)
+        if self._held_args:
+            label, lr = self.x.payload.label, self.x.payload.lr
+        else:
+            label, lr = Signal.like(self.x.payload.label), Signal.like(self.x.payload.lr)
+            next_label, next_lr = Signal.like(self.x.payload.label), Signal.like(self.x.payload.lr)
         start = Signal()
         updaters = self._updaters
         for l, u in enumerate(updaters):
@@ -638,10 +651,13 @@ class Network(wiring.Component):
         with m.If(self.x.valid & self.x.ready):
             m.d.sync += index.eq(index + 1)
             with m.If(index == self._arch[0] - 1):
-                m.d.sync += [index.eq(0), pending.eq(1), next_label.eq(self.x.payload.label),
-                             next_lr.eq(self.x.payload.lr)]
+                m.d.sync += [index.eq(0), pending.eq(1)]
+                if not self._held_args:
+                    m.d.sync += [next_label.eq(self.x.payload.label), next_lr.eq(self.x.payload.lr)]
         with m.If(start):
-            m.d.sync += [busy.eq(1), pending.eq(0), label.eq(next_label), lr.eq(next_lr)]
+            m.d.sync += [busy.eq(1), pending.eq(0)]
+            if not self._held_args:
+                m.d.sync += [label.eq(next_label), lr.eq(next_lr)]
 
         # -- PRNG lanes: noise per layer, seeds through one port ----------------------------------------
         for l, e in enumerate(engines):

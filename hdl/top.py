@@ -70,6 +70,8 @@ class AcceleratorDevice(wiring.Component):
     lanes a power of two), ``word_bytes`` (2 or 4, ≥ the weight width).
 
     Ports: ``host`` (In :class:`~.link.DeviceSignature`), ``busy`` (Out 1).
+    The device holds a sample's label and lr on ``network.x`` until the network is idle again (it takes no command
+    meanwhile), so a network built with ``held_args`` (:class:`AcceleratorTop`'s) keeps no copies of them.
     Sizes for the link: :attr:`sample_bytes`, :attr:`infer_bytes`, :attr:`train_bytes`, :attr:`n_classes`.
     """
 
@@ -148,12 +150,11 @@ class AcceleratorDevice(wiring.Component):
         for l, depth in enumerate(proto_words):
             with m.If(req.space == proto.prototypes_space(l)):
                 m.d.comb += [space_ok.eq(1), addr_ok.eq(~at_least(req.addr, depth)), is_proto.eq(1)]
+        # a memory request's fields, straight from the registered request (it stays until the next IDLE)
         mem_layer = Signal(range(max(2, n_layers)))
-        mem_word = Signal.like(eword)
-        mem_lane = Signal.like(elane)
-        mem_data = Signal(wbits)
-        mem_is_write = Signal()
-        mem_proto = Signal()
+        mem_word, mem_lane, mem_data = eword, elane, req.data[:wbits]
+        mem_is_write, mem_proto = req.op == DeviceOp.WRITE_MEM, is_proto
+        m.d.comb += mem_layer.eq(req.space[:7])
         m.d.comb += [net.rd_layer.eq(mem_layer), net.rd_addr.eq(mem_word)]
         if blocks:
             # a prototype-space word as (what, index, col): found by subtracting N from the address, one prototype
@@ -277,9 +278,6 @@ class AcceleratorDevice(wiring.Component):
                                                               DeviceError.ADDRESS))
                     with m.Case(DeviceOp.READ_MEM, DeviceOp.WRITE_MEM):
                         with m.If(space_ok & addr_ok):
-                            m.d.sync += [mem_layer.eq(req.space[:7]), mem_word.eq(eword), mem_lane.eq(elane),
-                                         mem_data.eq(req.data[:wbits])]
-                            m.d.sync += [mem_is_write.eq(req.op == DeviceOp.WRITE_MEM), mem_proto.eq(is_proto)]
                             m.next = "MEM_ADDR"
                             if blocks:
                                 with m.If(is_proto):
@@ -457,7 +455,7 @@ class AcceleratorTop(LinkTop):
                                             cluster_units=cluster_units, cluster_share=cluster_share,
                                             cluster_impl=cluster_impl, shared_update=shared_update,
                                             sparse_input=sparse_input, hold_spikes=hold_spikes,
-                                            micro_loss=micro_loss)
+                                            micro_loss=micro_loss, held_args=True)
         fm = make_formats(config)
         self._device = AcceleratorDevice(network=self._network, word_bytes=2 if fm.weight.bits <= 16 else 4)
         d = self._device

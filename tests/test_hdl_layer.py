@@ -135,20 +135,25 @@ CASES = [  # (output, n_in, n_out, lanes, T, neuron, idle/stall)
 ]
 
 
-@pytest.mark.parametrize("form", ["dense", "sparse", "hold"])
+@pytest.mark.parametrize("form", ["dense", "sparse", "hold", "unfolded"])
 @pytest.mark.parametrize("case", range(len(CASES)))
 def test_layer_engine_equals_the_model(case, form):
     """Random weights, noise and input spikes (densities 0 … 1 per sample), random back-pressure; ``sparse``: the
     engine reads only the weights of the chunks that spiked — the same integers; ``hold``: it works on the held
-    input (``hold_input``; the driver keeps the payload until the transfer) — the same integers too."""
+    input (``hold_input``; the driver keeps the payload until the transfer) — the same integers too. The cases'
+    acc formats never saturate, so the engines accumulate onto the stored state (``fold``); ``unfolded``: the
+    engine that adds the state after the sums (as where sat_acc can saturate) — the same integers."""
     sparse = form == "sparse"
     output, n_in, n_out, lanes, steps, neuron, idle = CASES[case]
     rng = random.Random(31 + case)
     nrng = np.random.default_rng(31 + case)
     cfg, fm, scale, _ = random_case(rng, output=output, n_in=n_in, n_out=n_out, steps=steps, neuron=neuron,
                                     density=0.5)
-    engine = LayerEngine.from_config(cfg, 0, lanes=lanes, sparse=sparse, hold_input=form == "hold")
+    engine = LayerEngine.from_config(cfg, 0, lanes=lanes, sparse=sparse, hold_input=form == "hold",
+                                     fold=False if form == "unfolded" else None)
     assert engine.output == output and engine.n_in == n_in and engine.n_out == n_out
+    assert engine.fold == (form != "unfolded")
+    assert engine.stages == (3 if output else 4) + (form == "unfolded")
     samples = 4
     weights = np.clip(nrng.integers(-scale, scale + 1, size=(n_out, n_in + 1)), fm.weight.min, fm.weight.max)
     words, signs = noise_words_and_signs(cfg, 0, samples)
@@ -179,6 +184,9 @@ def test_current_saturation_is_exact():
     fm = formats(cfg)
     fm.acc = dataclasses.replace(fm.acc, bits=10)
     engine = LayerEngine(n_in=n_in, n_out=n_out, lanes=5, formats=fm, output=True)
+    assert not engine.fold           # the state is added after the saturation
+    with pytest.raises(ValueError, match="fold = True"):
+        LayerEngine(n_in=n_in, n_out=n_out, lanes=5, formats=fm, output=True, fold=True)
     weights = np.array([[fm.weight.max] * (n_in + 1), [fm.weight.min] * (n_in + 1),
                         [fm.weight.max, fm.weight.min] * 6 + [3], [fm.weight.min // 2] * (n_in + 1)])
     words, signs = noise_words_and_signs(cfg, 0, 2)
@@ -193,16 +201,19 @@ def test_current_saturation_is_exact():
         assert model_layer(cfg, weights, *inputs[n], signs[n], True, fmts=formats(cfg))[1].tolist() != have
 
 
+@pytest.mark.parametrize("fold", [None, False])
 @pytest.mark.parametrize("neuron", ["if", "lif"])
-def test_membrane_saturation_is_exact(neuron):
-    """Membrane as narrow as the weights (s8.4) and full-range currents: V clamps at both limits."""
+def test_membrane_saturation_is_exact(neuron, fold):
+    """Membrane as narrow as the weights (s8.4) and full-range currents: V clamps at both limits (accumulated onto
+    the stored state, ``fold``, and added after the sums)."""
     n_in, n_out, steps = 12, 4, 8
     cfg = preset("up5k").replace(network={"arch": (n_in, n_out, 2)},
                                  spiking={"steps": steps, "neuron": neuron, "leak_shift": 2, "threshold": 2.0},
                                  fixed={"weight_bits": 8, "weight_frac": 4, "acc_bits": 13,
                                         "membrane_bits": 8, "out_bits": 13}, rule={"sigma": 2.0 ** -2})
     fm = formats(cfg)
-    engine = LayerEngine.from_config(cfg, 0, lanes=3)
+    engine = LayerEngine.from_config(cfg, 0, lanes=3, fold=fold)
+    assert engine.fold == (fold is None)
     nrng = np.random.default_rng(5)
     weights = np.array([[fm.weight.max] * (n_in + 1), [fm.weight.min] * (n_in + 1),
                         nrng.integers(fm.weight.min, fm.weight.max + 1, n_in + 1),
