@@ -17,13 +17,16 @@ per row; word i·C + c holds W[i, c·lanes … c·lanes + lanes − 1], the bias
 are ignored). One word is read per cycle, so a time step takes n_out·C cycles of accumulation plus a fixed
 overhead (:attr:`cycles_per_step`).
 
-**Pipeline** (:attr:`stages`; one weight word enters per cycle, neurons follow each other without bubbles):
-1. the weight word read in the previous cycle is registered, and so are its chunk's input bits; 2. both
-accumulators add it (the first chunk of a neuron starts from 0) and the neuron's last chunk addresses its state word; 3. I and Ĩ are saturated and
-registered, the state word arrives and is registered; 4. hidden: V − leak + I saturated and registered;
-output: Y + I written; 5. hidden: compare θ, soft reset, count, written, spike bits set. A neuron's state is
-read and written once per step and the step's last write happens before the next step's first read (the
-engine drains its pipeline before EMIT), so no forwarding is needed. The results are read ahead and
+**Pipeline** (:attr:`stages`; one weight word enters per cycle, neurons follow each other without bubbles). In the
+cycle a word is addressed, its chunk's input bits are selected and registered; the next cycle both accumulators add
+the word as the memory delivers it. With :attr:`fold` (whenever sat_acc cannot saturate: every |A ± σ| fits the acc
+format, as in every preset) a neuron's first chunk starts them from its stored state — V − leak and Ṽ − leak, or Y
+and Ỹ, the word addressed with the neuron's first chunk — so the state's adders *are* the accumulators: then 2.
+hidden: sat_membrane(· ± σ) registered; output: Y and Ỹ ± σ written; 3. hidden: compare θ, soft reset, count,
+written, the spike bits shift in. Without ``fold`` the sums start from 0 (Ã from ±σ) and 2. the state word arrives
+and V − leak + sat_acc(A) (or Y + sat_acc(A)) is registered, 3. saturated (output: written), 4. hidden: θ, written.
+A neuron's state is read and written once per step and the step's last write happens before the next step's first
+read (the engine drains its pipeline before EMIT), so no forwarding is needed. The results are read ahead and
 registered (narrowed) before they are offered on ``r``.
 """
 
@@ -255,11 +258,11 @@ class LayerEngine(wiring.Component):
 
     @property
     def stages(self) -> int:
-        """Pipeline stages from a weight-word address to the neuron's state write. :attr:`fold`: 1 (weight read,
-        registered) + 1 (accumulate onto the stored state) + 1 (σ; output: Y written here; hidden: V saturated)
-        [+ 1 (compare θ, soft reset, count, written here), hidden]. Else: 1 + 1 (accumulate from 0, or ±σ) + 1 (the
-        state word arrives and is added) + 1 (hidden: saturated; output: written here) [+ 1 (θ, written), hidden]."""
-        return (3 if self._output else 4) + (0 if self._fold else 1)
+        """Pipeline stages from a weight-word address to the neuron's state write. :attr:`fold`: 1 (the word is read
+        and added onto the stored state as it arrives) + 1 (σ; output: Y written here; hidden: V saturated) [+ 1
+        (compare θ, soft reset, count, written here), hidden]. Else: 1 (read and added onto 0, or ±σ) + 1 (the state
+        word arrives and is added) + 1 (hidden: saturated; output: written here) [+ 1 (θ, written), hidden]."""
+        return (2 if self._output else 3) + (0 if self._fold else 1)
 
     @property
     def cycles_per_step(self) -> int:
@@ -363,18 +366,18 @@ class LayerEngine(wiring.Component):
         spikes_n = Signal(n_out)
 
         # -- the pipeline: one weight word enters per RUN cycle; per-word tags travel with it ----------
-        # stage 1: the word read in the previous cycle arrives and is registered (wq)
-        # stage 2: the accumulators add it (first chunk: from 0); the last chunk also addresses the state
-        # stage 3: I = sat_acc(A), Ĩ = sat_acc(Ã ± σ) registered; the state word arrives and is registered
-        # stage 4: hidden: V1 = sat_membrane(V − leak + I) registered; output: Y += I written
-        # stage 5 (hidden): s = V1 ≥ θ, V = V1 − θ·s, count += s written; the spike bits are set
-        tag = data.StructLayout({"valid": 1, "neuron": range(n_out), "chunk": range(chunks), "first": 1,
-                                 "last": 1})
-        t1, t2 = Signal(tag), Signal(tag)
-        wq = Signal(self._word_layout)
+        # stage 0: the word is addressed (RUN), its chunk's input bits selected and registered
+        # stage 1: the word arrives and the accumulators add it (a neuron's first chunk: onto the stored state with
+        #          ``fold``, else onto 0 or ±σ)
+        # fold:  stage 2: hidden: V1 = sat_membrane(A + Ṽ… ± σ) registered; output: Y, Ỹ (+ σ) written
+        #        stage 3 (hidden): s = V1 ≥ θ, V = V1 − θ·s, count += s written; the spike bits shift in
+        # else:  stage 2: the state word arrives, V − leak + sat_acc(A) (output: Y + sat_acc(A)) registered
+        #        stage 3: hidden: V1 saturated and registered; output: Y written; stage 4 (hidden): as fold's 3
+        tag = data.StructLayout({"valid": 1, "neuron": range(n_out), "first": 1, "last": 1})
+        t1 = Signal(tag)
         waddr = Signal(range(self.weight_depth))       # neuron·C + chunk, counted (no address multiplier)
         m.d.comb += [w_rd.addr.eq(waddr), w_rd.en.eq(1), s_rd.en.eq(1)]
-        m.d.sync += [t1.valid.eq(0), t2.eq(t1), wq.eq(w_rd.data)]
+        m.d.sync += t1.valid.eq(0)
         sparse = self._sparse
         if sparse:
             # stage 0 (sparse): RUN reads list entry e of the neuron (or, after the last entry, takes the bias's
@@ -397,8 +400,10 @@ class LayerEngine(wiring.Component):
                 m.d.comb += listed.eq(0)
             m.d.comb += w_rd.addr.eq(t0.base + listed)
             with m.If(t0.valid):
-                m.d.sync += [t1.valid.eq(1), t1.neuron.eq(t0.neuron), t1.chunk.eq(listed), t1.first.eq(t0.first),
-                             t1.last.eq(t0.last)]
+                m.d.sync += [t1.valid.eq(1), t1.neuron.eq(t0.neuron), t1.first.eq(t0.first), t1.last.eq(t0.last)]
+            n_at, c_at = t0.neuron, listed   # the neuron and the chunk whose word is addressed (stage 0)
+        else:
+            n_at, c_at = neuron, chunk
         if self._update_port:     # an update engine (or a read-back) reads the weights between samples
             with m.If(self.u_en):
                 m.d.comb += w_rd.addr.eq(self.u_addr)
@@ -410,8 +415,8 @@ class LayerEngine(wiring.Component):
         y_bias = (1 << (log2t - 1)) if log2t else 0   # output: Y starts at T/2 (see below)
         theta, k = self._threshold, self._leak_shift
         if fold:
-            # the accumulators start from the stored state (V − leak, or Y), read at stage 1 (t1's neuron): the state's
-            # adders are the accumulators. Exact: sat_acc is the identity here (every A ± σ fits the acc format)
+            # the accumulators start from the stored state (V − leak, or Y), addressed at stage 0: the state's adders
+            # are the accumulators. Exact: sat_acc is the identity here (every A ± σ fits the acc format)
             if self._output:
                 acc_shape = signed(y_shape.width + 1)
             else:
@@ -427,25 +432,26 @@ class LayerEngine(wiring.Component):
             bases = (0, 0)
         acc_c = Signal(acc_shape)
         acc_n = Signal(acc_shape)
-        # the chunk's input bits, selected at stage 1 (from t1's chunk, with the word's read) and registered beside wq:
-        # the selection (a multiplexer over the n_in + 1 inputs) and the accumulators are not one path
+        # the chunk's input bits, selected at stage 0 (with the word's address) and registered: the selection (a
+        # multiplexer over the n_in + 1 inputs) and the accumulators are not one path. The word itself is added as
+        # the memory delivers it (a register of it would be flip-flops fed by no logic: on iCE40, cells of their own)
         sel_c, sel_n = Signal(lanes), Signal(lanes)
-        m.d.sync += [sel_c.eq(clean_in.word_select(t1.chunk, lanes)), sel_n.eq(noisy_in.word_select(t1.chunk, lanes))]
-        part_c = functools.reduce(lambda a, b: a + b, [Mux(sel_c[k], wq[k], 0) for k in range(lanes)])
-        part_n = functools.reduce(lambda a, b: a + b, [Mux(sel_n[k], wq[k], 0) for k in range(lanes)])
-        # the sign of σ: the neuron's noise bit, registered at stage 1 (without ``fold`` the noisy sum starts from ±σ)
-        plus2 = Signal()
-        m.d.sync += plus2.eq(signs.bit_select(t1.neuron, 1))
-        pm_sigma2 = Mux(plus2, sigma, -sigma)
-        with m.If(t2.valid):
-            m.d.sync += [acc_c.eq(Mux(t2.first, bases[0], acc_c) + part_c),
-                         acc_n.eq(Mux(t2.first, bases[1] if fold else pm_sigma2, acc_n) + part_n)]
+        m.d.sync += [sel_c.eq(clean_in.word_select(c_at, lanes)), sel_n.eq(noisy_in.word_select(c_at, lanes))]
+        word = w_rd.data
+        part_c = functools.reduce(lambda a, b: a + b, [Mux(sel_c[k], word[k], 0) for k in range(lanes)])
+        part_n = functools.reduce(lambda a, b: a + b, [Mux(sel_n[k], word[k], 0) for k in range(lanes)])
+        # the sign of σ: the neuron's noise bit, registered at stage 0 (without ``fold`` the noisy sum starts from ±σ)
+        plus1 = Signal()
+        m.d.sync += plus1.eq(signs.bit_select(n_at, 1))
+        with m.If(t1.valid):
+            m.d.sync += [acc_c.eq(Mux(t1.first, bases[0], acc_c) + part_c),
+                         acc_n.eq(Mux(t1.first, bases[1] if fold else Mux(plus1, sigma, -sigma), acc_n) + part_n)]
 
-        # stage 3: the cycle after a neuron's last word was added (acc_c/acc_n hold its sums)
+        # stage 2: the cycle after a neuron's last word was added (acc_c/acc_n hold its sums)
         v3 = Signal()
         n3 = Signal(range(n_out))
         plus3 = Signal()
-        m.d.sync += [v3.eq(t2.valid & t2.last), n3.eq(t2.neuron), plus3.eq(plus2)]
+        m.d.sync += [v3.eq(t1.valid & t1.last), n3.eq(t1.neuron), plus3.eq(plus1)]
         v4 = Signal()
         n4 = Signal(range(n_out))
         m.d.sync += [v4.eq(v3), n4.eq(n3)]
@@ -460,10 +466,10 @@ class LayerEngine(wiring.Component):
         if self._output:
             # y = sat_out((Y + T/2) >> log2 T): the half-up increment T/2 is where Y starts (exact: Y has a bit of
             # headroom), so the result needs a shift and a saturation, no rounding adder
-            if fold:     # stage 3 writes Y
+            if fold:     # stage 2 writes Y
                 m.d.comb += [new.y.eq(sum_c), new.y_noisy.eq(sum_n)]
                 v_w, n_w = v3, n3
-            else:        # stage 3 adds, stage 4 writes
+            else:        # stage 2 adds, stage 3 writes
                 m.d.sync += [new.y.eq(Mux(first_step, y_bias, old.y) + cur_c),
                              new.y_noisy.eq(Mux(first_step, y_bias, old.y_noisy) + cur_n)]
                 v_w, n_w = v4, n4
@@ -471,7 +477,7 @@ class LayerEngine(wiring.Component):
             if self._update_port:
                 m.d.comb += self.active.eq((1 << n_out) - 1)   # no mask on the output layer
         else:
-            # fold: stage 3 saturates V, stage 4 spikes and writes; else stage 3 adds, stage 4 saturates, stage 5 writes
+            # fold: stage 2 saturates V, stage 3 spikes and writes; else stage 2 adds, stage 3 saturates, stage 4 writes
             v5 = Signal()
             n5 = Signal(range(n_out))
             m.d.sync += [v5.eq(v4), n5.eq(n4)]
@@ -489,7 +495,7 @@ class LayerEngine(wiring.Component):
                 else:
                     v0 = Mux(first_step, 0, v_old)           # the stored membrane (0 at step 0)
                     leaked = v0 - (v0 >> k) if k else v0
-                    total = Signal(signed(max(fm.membrane.bits, fm.acc.bits) + 1))   # stage 3 → 4: V − leak + I
+                    total = Signal(signed(max(fm.membrane.bits, fm.acc.bits) + 1))   # stage 2 → 3: V − leak + I
                     m.d.sync += [total.eq(leaked + (cur_c, cur_n)[i]), v1.eq(saturate(total, fm.membrane))]
                 m.d.comb += [
                     spike.eq(at_least(v1, theta)),
@@ -555,7 +561,7 @@ class LayerEngine(wiring.Component):
                         m.next = "RUN"
             if not sparse:
                 with m.State("RUN"):
-                    m.d.sync += [t1.valid.eq(1), t1.neuron.eq(neuron), t1.chunk.eq(chunk),
+                    m.d.sync += [t1.valid.eq(1), t1.neuron.eq(neuron),
                                  t1.first.eq(chunk == 0), t1.last.eq(chunk == chunks - 1), waddr.eq(waddr + 1)]
                     with m.If(chunk == chunks - 1):
                         m.d.sync += chunk.eq(0)
@@ -616,8 +622,8 @@ class LayerEngine(wiring.Component):
         with m.Elif(fsm.ongoing("READ")):
             m.d.comb += state_addr.eq(r_neuron)
         with m.Else():
-            # fold: stage 1 addresses the state word of stage 2; else stage 2 the one of stage 3
-            m.d.comb += state_addr.eq(t1.neuron if self._fold else t2.neuron)
+            # fold: stage 0 addresses the state word of stage 1; else stage 1 the one of stage 2
+            m.d.comb += state_addr.eq(n_at if self._fold else t1.neuron)
         m.d.comb += [
             s_rd.addr.eq(state_addr),
             self.noise.ready.eq(fsm.ongoing("NOISE")),

@@ -153,7 +153,7 @@ def test_layer_engine_equals_the_model(case, form):
                                      fold=False if form == "unfolded" else None)
     assert engine.output == output and engine.n_in == n_in and engine.n_out == n_out
     assert engine.fold == (form != "unfolded")
-    assert engine.stages == (3 if output else 4) + (form == "unfolded")
+    assert engine.stages == (2 if output else 3) + (form == "unfolded")
     samples = 4
     weights = np.clip(nrng.integers(-scale, scale + 1, size=(n_out, n_in + 1)), fm.weight.min, fm.weight.max)
     words, signs = noise_words_and_signs(cfg, 0, samples)
