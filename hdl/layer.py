@@ -95,7 +95,10 @@ class LayerEngine(wiring.Component):
     n_out·(a + 1) weight reads for a active chunks instead of n_out·C, :meth:`step_cycles`), ``hold_input`` (True: the
     input spikes are not copied — the engine works on ``i.payload`` and takes the transfer only when it is done with
     them, so the producer holds them for the whole step and cannot work on its next step meanwhile; saves 2·(n_in + 1)
-    flip-flops, on iCE40 logic cells of their own).
+    flip-flops, on iCE40 logic cells of their own), ``fold`` (None: True exactly where sat_acc can never saturate —
+    every |A ± σ| of a row fits the acc format —, then the accumulators start from the stored state and a step takes
+    one stage less; False: the state is added after sat_acc, as it must be where sat_acc can saturate; True where it
+    can: a ValueError).
     :meth:`from_config` derives all of them from a config and a layer index.
 
     Ports:
@@ -344,9 +347,11 @@ class LayerEngine(wiring.Component):
             wmem.attrs.update(COLLISION_FREE)
         m.submodules.state = smem = self._memory(shape=state_layout, depth=n_out, name="state")
         if isinstance(smem, memory.Memory):
-            # collision-free: the state word of neuron n is read (stage 2 of its last chunk) before its write
-            # (stage 4/5), the write in the same cycle is an earlier neuron's, the pipeline drains before the
-            # next step and the result phase (READ … RESULT) writes nothing
+            # collision-free: the state word of neuron n is read (fold: addressed with its first chunk's word; else
+            # with its last chunk's, a stage later) before its write (stages later); the write in such a cycle is an
+            # earlier neuron's. In DRAIN the read address rests on the last neuron while it is written, but that
+            # read's data is never used (no word is valid). The pipeline drains before the next step, and the result
+            # phase (READ … RESULT) writes nothing
             smem.attrs.update(COLLISION_FREE)
         w_rd, w_wr = wmem.read_port(domain="sync"), wmem.write_port()
         s_rd, s_wr = smem.read_port(domain="sync"), smem.write_port()
