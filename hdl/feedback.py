@@ -77,11 +77,13 @@ class FeedbackUnit(wiring.Component):
 
     Ports:
         err (In stream {e: g format}): e_0 … e_{n_L − 1} of the sample (always ready until all are in).
-        active (In n_rows): bit i = 1[0 < c_i < T] of the sample (stable from the first ``err`` transfer on).
+        active (In n_rows), known (In 0 … n_rows): bit i = 1[0 < c_i < T] of the sample, final once ``known`` > i
+            (the hidden layer's counts arrive one by one, and back-pressure on them can hold them past the errors):
+            row i's δ waits for it.
         o (Out stream {e: g format}): δ_0 … δ_{n_l − 1}.
         seed, seed_en (In): the lane's start state (the host writes ``seed_state(feedback_seed, DFA, l)``).
     Timing: after the last ``err`` transfer, row i's δ transfers (i + 1)·(n_L + 1) cycles later with ``o``
-    always ready (:meth:`done_cycles`).
+    always ready and its mask bit known by then (:meth:`done_cycles`).
     """
 
     def __init__(self, *, formats: Formats, n_rows: int, n_err: int, fb: int):
@@ -92,7 +94,7 @@ class FeedbackUnit(wiring.Component):
         _check_int("fb", fb, 0, formats.fb.max)
         self._formats, self._n, self._n_err, self._fb = formats, n_rows, n_err, fb
         layout = data.StructLayout({"e": shape(formats.g)})
-        super().__init__({"err": In(stream.Signature(layout)), "active": In(n_rows),
+        super().__init__({"err": In(stream.Signature(layout)), "active": In(n_rows), "known": In(range(n_rows + 1)),
                           "o": Out(stream.Signature(layout)), "seed": In(32), "seed_en": In(1)})
 
     n_rows = property(lambda self: self._n)
@@ -130,13 +132,12 @@ class FeedbackUnit(wiring.Component):
                 m.d.sync += bit.eq(bit + 1)
                 with m.If(k == n_err - 1):
                     m.d.sync += [k.eq(0), acc.eq(0),
-                                 delta.eq(Mux(self.active.bit_select(row, 1),
-                                              narrow(total * self._fb, fm.g.frac + fm.fb.frac, fm.g, "half-up"), 0))]
+                                 delta.eq(narrow(total * self._fb, fm.g.frac + fm.fb.frac, fm.g, "half-up"))]
                     m.next = "EMIT"
                 with m.Else():
                     m.d.sync += [k.eq(k + 1), acc.eq(total)]
             with m.State("EMIT"):
-                with m.If(self.o.ready):
+                with m.If(self.o.valid & self.o.ready):
                     with m.If(row == n - 1):
                         m.next = "COLLECT"
                     with m.Else():
@@ -144,7 +145,9 @@ class FeedbackUnit(wiring.Component):
                         m.next = "SUM"
         # outside the FSM: continuous assignments (Icarus evaluates an ``always @*`` block only once one of its
         # inputs changes, so a ready/valid set inside a state would never be seen at time 0; docs/hdl_learning.md)
-        m.d.comb += [self.err.ready.eq(fsm.ongoing("COLLECT")), self.o.valid.eq(fsm.ongoing("EMIT")),
-                     self.o.payload.e.eq(delta), lane.en.eq(fsm.ongoing("SUM") & (bit == 31)),
+        # row i's δ, masked by its bit once that is known
+        m.d.comb += [self.err.ready.eq(fsm.ongoing("COLLECT")),
+                     self.o.valid.eq(fsm.ongoing("EMIT") & (self.known > row)),
+                     self.o.payload.e.eq(Mux(self.active.bit_select(row, 1), delta, 0)), lane.en.eq(fsm.ongoing("SUM") & (bit == 31)),
                      lane.load.eq(fsm.ongoing("COLLECT") & self.err.valid & (got == n_err - 1))]
         return m

@@ -863,9 +863,17 @@ class Network(wiring.Component):
                 wiring.connect(m, f.o, updaters[l].e)
                 r = engines[l].r
                 idx = Signal(range(engines[l].n_out), name=f"mask_index{l}")
+                # the bits known so far (all of them after the last count, until the next sample starts): the unit's
+                # row i waits for bit i, which back-pressure on ``counts`` can hold past the output error
+                whole = Signal(name=f"mask_whole{l}")
+                m.d.comb += f.known.eq(Mux(whole, engines[l].n_out, idx))
+                with m.If(start):
+                    m.d.sync += whole.eq(0)
                 with m.If(r.valid & r.ready):
                     m.d.sync += [f.active.bit_select(idx, 1).eq((r.payload.count != 0) & (r.payload.count != self.steps)),
                                  idx.eq(Mux(r.payload.last, 0, idx + 1))]
+                    with m.If(r.payload.last):
+                        m.d.sync += whole.eq(1)
         if loss is not None:
             with m.If(loss.i.valid & loss.i.ready):     # Δy_k leaves the loss unit after its y_k entered it
                 m.d.sync += [y.eq(out.r.payload.y), y_noisy.eq(out.r.payload.y_noisy)]
