@@ -174,7 +174,8 @@ class LayerEngine(wiring.Component):
         self._neuron, self._leak_shift, self._output = neuron, leak_shift if neuron == "lif" else 0, output
         self._memory = memory
         self._chunks = -(-(n_in + 1) // lanes)
-        sigma = (1 << (wf - formats.sigma_shift)) if perturb else 0
+        # σ_q in weight LSBs; perturb = False: ξ = 0 (the noise words are still drawn)
+        self._sigma = sigma = (1 << (wf - formats.sigma_shift)) if perturb else 0
         #: the largest |A ± σ|: a row of C·lanes weights, the noisy sum with σ
         self._acc_bound = self._chunks * lanes * (1 << (formats.weight.bits - 1)) + sigma
         exact = self._acc_bound <= formats.acc.max
@@ -324,7 +325,7 @@ class LayerEngine(wiring.Component):
         n_in, n_out, lanes, chunks = self._n_in, self._n_out, self._lanes, self._chunks
         wf = fm.weight.frac
         log2t = fm.log2_steps
-        sigma = (1 << (wf - fm.sigma_shift)) if self._perturb else 0   # perturb = False: ξ = 0 (noise still drawn)
+        sigma = self._sigma
         # the sums are exact: a row of chunks·lanes weights, the noisy one starting from ±σ
         acc_bound = self._acc_bound
         acc_shape = signed(max(fm.weight.bits + max(1, math.ceil(math.log2(chunks * lanes))) + 1,
