@@ -393,13 +393,16 @@ def board_inner(board, config=None, *, lanes: int | None = None, cluster_units: 
         # silent inputs would gain ≈ 6 % at most there, for 68 logic cells and a block RAM. For the same reason its
         # engines work on their producers' spike vectors (hold_spikes): 6,761 more cycles a sample (1.5 %), 94
         # fewer logic cells. And its micro block computes the loss (micro_loss): no loss unit, 3,965 more cycles a sample
-        # (0.9 %), 511 fewer logic cells
+        # (0.9 %), 511 fewer logic cells. With one block for every layer (cluster_share = L) it also computes the
+        # output layer (readout): no output layer engine, ≈ 400 fewer logic cells (docs/hdl_learning.md)
         micro = cluster_impl == "micro" and config.rule.name == "loco"
+        arch = config.network.arch
+        readout = micro and len(arch) > 2 and cluster_share == len(arch) - 1 and arch[-1] <= 32
         inner = accelerator.board_top(config, lanes=lanes, memory=spram_memory(reserve=2 if micro else 0),
                                       cluster_units=cluster_units,
                                       cluster_share=cluster_share, cluster_impl=cluster_impl, shared_update=shared,
                                       sparse_input=board.sparse_input and not micro, hold_spikes=micro,
-                                      micro_loss=micro)
+                                      micro_loss=micro, readout=readout)
     else:
         inner = accelerator.board_top(config, lanes=lanes, cluster_units=cluster_units, cluster_share=cluster_share,
                                       cluster_impl=cluster_impl, shared_update=shared,

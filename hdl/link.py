@@ -526,21 +526,25 @@ class Link(wiring.Component):
         is_load = (cmd == C.LOAD_WEIGHTS) | (cmd == C.LOAD_PROTOTYPES)
         is_read = (cmd == C.READ_WEIGHTS) | (cmd == C.READ_PROTOTYPES)
         is_proto = (cmd == C.LOAD_PROTOTYPES) | (cmd == C.READ_PROTOTYPES)
-        known = Signal()
-        m.d.comb += known.eq(0)
+        # whether the frame's command is known and its length right: functions of the event alone, registered with
+        # it (DECODE's chain of checks is the build's critical path otherwise)
+        new_ev = rx.event.payload
+        known, len_ok = Signal(), Signal()           # of ``ev``
+        known_new, fixed_len_ok = Signal(), Signal()
+        m.d.comb += known_new.eq(0)
         for c in C:
-            with m.If(cmd == c):
-                m.d.comb += known.eq(1)
-        fixed_len_ok = Signal()
+            with m.If(new_ev.type == c):
+                m.d.comb += known_new.eq(1)
         for c, n in _COMMAND_LENGTH.items():
-            with m.If(cmd == c):
-                m.d.comb += fixed_len_ok.eq(ev.length == n)
-        with m.If(cmd == C.INFER):
-            m.d.comb += fixed_len_ok.eq(ev.length == info.sample_bytes)
-        with m.If(cmd == C.TRAIN):
-            m.d.comb += fixed_len_ok.eq(ev.length == info.sample_bytes + 1)
+            with m.If(new_ev.type == c):
+                m.d.comb += fixed_len_ok.eq(new_ev.length == n)
+        with m.If(new_ev.type == C.INFER):
+            m.d.comb += fixed_len_ok.eq(new_ev.length == info.sample_bytes)
+        with m.If(new_ev.type == C.TRAIN):
+            m.d.comb += fixed_len_ok.eq(new_ev.length == info.sample_bytes + 1)
+        new_load = (new_ev.type == C.LOAD_WEIGHTS) | (new_ev.type == C.LOAD_PROTOTYPES)
+        load_len_ok = at_least(new_ev.length, 3 + wb) & (((new_ev.length - 3) & (wb - 1)) == 0)
         load_words = (ev.length - 3) >> log2_wb
-        load_len_ok = at_least(ev.length, 3 + wb) & (((ev.length - 3) & (wb - 1)) == 0)
 
         ping_bytes = Array(Const(b, 8) for b in info.encode())
         run_bytes = Mux(cmd == C.TRAIN, info.train_bytes, info.infer_bytes)
@@ -563,7 +567,8 @@ class Link(wiring.Component):
                 m.d.comb += rx.event.ready.eq(1)
                 with m.If(rx.event.valid):
                     m.d.sync += [ev.eq(rx.event.payload), ptr.eq(0), idx.eq(0), sub.eq(0), word.eq(0),
-                                 is_frame.eq(rx.event.payload.status == Status.OK)]
+                                 is_frame.eq(rx.event.payload.status == Status.OK), known.eq(known_new),
+                                 len_ok.eq(Mux(new_load, load_len_ok, fixed_len_ok))]
                     with m.If(rx.event.payload.status == Status.OK):
                         m.next = "ARGS"
                     with m.Else():
@@ -582,9 +587,7 @@ class Link(wiring.Component):
                     pass
                 with m.Elif(~known):
                     reply(m, Status.UNKNOWN_COMMAND)
-                with m.Elif(is_load & ~load_len_ok):
-                    reply(m, Status.BAD_LENGTH)
-                with m.Elif(~is_load & ~fixed_len_ok):
+                with m.Elif(~len_ok):
                     reply(m, Status.BAD_LENGTH)
                 with m.Elif(cmd == C.PING):
                     reply(m, Status.OK, len(info.encode()))

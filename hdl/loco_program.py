@@ -73,7 +73,7 @@ class LocoProgram:
     derives them from a config."""
 
     def __init__(self, *, formats: Formats, dims, clusters: int, refresh: int, ridge: int, norm_guard: int,
-                 recip_extra: int, loss_outputs: int = 0):
+                 recip_extra: int, loss_outputs: int = 0, readout: bool = False):
         fm = formats
         self.fmts = fm
         self.dims = tuple(dims) if isinstance(dims, (list, tuple)) else dims
@@ -99,6 +99,11 @@ class LocoProgram:
         if isinstance(loss_outputs, bool) or not isinstance(loss_outputs, int) or not 0 <= loss_outputs <= 255:
             raise ValueError(f"loss_outputs = {loss_outputs!r}: must be an integer in [0, 255] (0: no loss entry)")
         self.n_loss = loss_outputs
+        if not isinstance(readout, bool):
+            raise ValueError(f"readout = {readout!r}: must be True or False")
+        if readout and not loss_outputs:
+            raise ValueError("readout = True: the readout computes the loss's outputs (loss_outputs > 0)")
+        self.readout = readout
         loss_formats = (fm.out, fm.dl, fm.g) if loss_outputs else ()
         for f in loss_formats[1:]:
             if narrow_mode(f) != "half-up":
@@ -125,6 +130,11 @@ class LocoProgram:
         self.LY = self._alloc(2 * loss_outputs)
         (self.LR, self.LABEL, self.VK, self.TK, self.BEST, self.PRED, self.DY, self.BT, self.DLW, self.GW,
          self.SINK) = (self._alloc(1) for _ in range(11))
+        # the readout: SG (the output layer's noise word, written by the host), SR (its bits still to use), NB (the
+        # noisy pass's start value), RV (a result); the weights are read from a window of the address space, WIN +
+        # k·C + j for W_kj (C = the last bank's dim: row k of the output layer's weight memory at one weight a word)
+        self.SG, self.SR, self.NB, self.RV = (self._alloc(1) for _ in range(4)) if readout else (None,) * 4
+        self.WIN = 1 << (ADDR_BITS - 1) if readout else None
         self.ridge = ridge
         # one bank per layer, at base Z: count, since, dim, H (K × K), then K rows of S = dmax + 2 words:
         # r_k, w_k, c_k0 … c_k,dim−1 (the same stride in every bank: the code is one copy for all of them)
@@ -158,15 +168,18 @@ class LocoProgram:
         if self.depth > 1 << ADDR_BITS or len(self.code) > 1 << ADDR_BITS:
             raise ValueError(f"dims = {dims!r}, clusters = {clusters}: the program needs {self.depth} data words and "
                              f"{len(self.code)} instructions, more than the {1 << ADDR_BITS} an address reaches")
+        if readout and (self.depth > self.WIN or self.n_loss * self.dims[-1] > (1 << ADDR_BITS) - self.WIN):
+            raise ValueError(f"readout = True: {self.depth} data words and {self.n_loss} × {self.dims[-1]} output "
+                             f"weights; each half of the {1 << ADDR_BITS}-word address space holds {self.WIN}")
         # the per-path instruction counts, shared by every program with the same code and initial memory
         self._timing = _TIMING.setdefault((tuple(self.code), tuple(self.initial_memory()), self.widths), {})
 
     @classmethod
-    def from_config(cls, config: Config, dims, *, loss_outputs: int = 0) -> "LocoProgram":
+    def from_config(cls, config: Config, dims, *, loss_outputs: int = 0, readout: bool = False) -> "LocoProgram":
         fm = formats(config)
         return cls(formats=fm, dims=dims, clusters=config.rule.clusters, refresh=config.rule.refresh,
                    ridge=fm.gram.from_float(config.rule.ridge), norm_guard=config.fixed.norm_guard,
-                   recip_extra=config.fixed.recip_extra, loss_outputs=loss_outputs)
+                   recip_extra=config.fixed.recip_extra, loss_outputs=loss_outputs, readout=readout)
 
     # -- memory ----------------------------------------------------------------------------------------
     def _alloc(self, n: int) -> int:
@@ -399,6 +412,8 @@ class LocoProgram:
         p.halt()
         if self.n_loss:
             p.label("loss")
+            if self.readout:
+                self._readout()
             self._loss()
             p.halt()
         # the refresh, entered by a jump with its return site's number in RETSEL (a CALL cannot nest, and the
@@ -475,11 +490,93 @@ class LocoProgram:
         p.add(self.GW)
         p.add(self.const(1 << 23))
 
+    def _readout(self):
+        """The output layer from the last bank's counts: LY[2k] = y_k, LY[2k + 1] = ỹ_k with
+
+            y_k = sat_out((T/2 + Σ_j W_kj u_j) ≫ log2 T),   ỹ_k = sat_out((T/2 ± T·σ + Σ_j W_kj v_j) ≫ log2 T)
+
+        (j over the bias entry too: u = v = T there; + when bit k of SG is 1). ``FixedNetwork.run`` adds
+        sat_acc(W s_t + b ± σ) over the T steps; where no such sum can saturate (the layer engine's ``fold``
+        condition, which :class:`~loco_fpga.hdl.micro_clusters.MicroClusterBlock` checks) that is the same integer
+        as W·(Σ_t s_t) + T·b ± T·σ — a product per weight instead of a sum per step. U and V still hold the last
+        bank's u and v (the program writes them only when it unpacks a sample). One path for all data."""
+        p, fm = self.p, self.fmts
+        T, log2t = self.steps, fm.log2_steps
+        t_sigma = T << (fm.weight.frac - fm.sigma_shift)
+        half = T >> 1
+        C = self.dims[-1]
+        p.ld(A, self.SG)
+        p.st(self.SR)
+        p.ldi(A, 0)
+        p.st(self.VK)
+        p.setx(0)                                           # X = k·C: row k's weights
+        p.setl(1, self.n_loss)
+        top = p.label()
+        # bit k of SG: with w = SR, h = w ≫ 1, 2h − w = −bit
+        p.ld(A, self.SR)
+        p.shift(Shift.SAR1)
+        p.st(self.RV)
+        p.shift(Shift.SHL1)
+        p.sub(self.SR)
+        self.balanced(Cond.Z, lambda: p.ld(A, self.const(half - t_sigma)), lambda: p.ld(A, self.const(half + t_sigma)))
+        p.st(self.NB)
+        p.ld(A, self.RV)
+        p.st(self.SR)
+        for noisy, (src, start) in enumerate(((self.U, self.const(half)), (self.V, self.NB))):
+            p.ld(A, start)
+            with self.over_j(C):
+                p.ld(Q, src, uy=True)
+                p.mul(MulMode.ADD, 0, True, 0, True, mem=self.WIN, ux=True, uy=True)
+            self.sar(log2t)
+            p.sat(self.sat_index(fm.out))
+            p.st(self.RV)
+            p.ld(A, self.VK)                                # Y = 2k (+ 1)
+            p.shift(Shift.SHL1)
+            if noisy:
+                p.add(self.const(1))
+            p.movy()
+            p.ld(A, self.RV)
+            p.st(self.LY, uy=True)
+        p.addx(C)
+        p.ld(A, self.VK)
+        p.add(self.const(1))
+        p.st(self.VK)
+        p.djnz(1, top)
+
+    def window_machine(self, mach: Machine, weights) -> Machine:
+        """``mach`` with the readout's weight window: the output layer's weights (n_L × C) at WIN + k·C + j."""
+        w = np.asarray(weights, dtype=np.int64)
+        if not self.readout:
+            raise ValueError("this program has no readout (readout = False)")
+        if w.shape != (self.n_loss, self.dims[-1]):
+            raise ValueError(f"weights of shape {w.shape}: the readout takes {self.n_loss} × {self.dims[-1]}")
+        if len(mach.mem) < self.WIN:
+            mach.mem.extend([0] * (self.WIN - len(mach.mem)))
+        mach.mem[self.WIN:] = [int(v) for v in w.reshape(-1)]
+        return mach
+
+    def run_readout(self, mach: Machine, weights, signs: int, label: int, lr_q: int) -> tuple[int, int, int]:
+        """The ``loss`` entry with the readout on ``mach``, whose U and V hold the last bank's sample (after
+        :meth:`run_sample`): ``weights`` the output layer's (n_L × C), ``signs`` its noise word. (dl, g, prediction);
+        y_k and ỹ_k are left in LY."""
+        self.window_machine(mach, weights)
+        mach.mem[self.SG] = int(signs) - ((int(signs) >> 31 & 1) << 32)     # the word as the host writes it
+        mach.mem[self.LR], mach.mem[self.LABEL] = int(lr_q), int(label)
+        mach.run(self.loss_address)
+        return self.unpack_loss(mach.a)
+
+    def outputs(self, mach: Machine) -> tuple[np.ndarray, np.ndarray]:
+        """(y, ỹ) from LY."""
+        ly = np.array(mach.mem[self.LY:self.LY + 2 * self.n_loss], dtype=np.int64)
+        return ly[0::2], ly[1::2]
+
     def run_loss(self, mach: Machine, y, y_noisy, label: int, lr_q: int) -> tuple[int, int, int]:
         """The ``loss`` entry on ``mach`` for the outputs of one sample: (dl, g, prediction) from A."""
         n = self.n_loss
         if not n:
             raise ValueError("this program has no loss entry (loss_outputs = 0)")
+        if self.readout:
+            raise ValueError("this program's loss computes its outputs (readout = True): run_readout")
         if len(y) != n or len(y_noisy) != n:
             raise ValueError(f"the loss takes {n} outputs of each pass")
         for k in range(n):
@@ -501,7 +598,10 @@ class LocoProgram:
         if "loss" not in self._timing:
             mach = self.machine()
             before = dict(mach.counts)
-            self.run_loss(mach, [0] * self.n_loss, [0] * self.n_loss, 0, 0)
+            if self.readout:
+                self.run_readout(mach, np.zeros((self.n_loss, self.dims[-1]), dtype=np.int64), 0, 0, 0)
+            else:
+                self.run_loss(mach, [0] * self.n_loss, [0] * self.n_loss, 0, 0)
             self._timing["loss"] = {op: n - before.get(op, 0) for op, n in mach.counts.items()
                                     if n > before.get(op, 0)}
         return self._timing["loss"]

@@ -48,7 +48,7 @@ from loco_fpga.qformat import Formats
 from .clusters import PeekKind
 from .fixed import shape
 from .loco_program import LocoProgram
-from .microcode import DATA_BITS
+from .microcode import ADDR_BITS, DATA_BITS
 from .sequencer import Sequencer
 
 __all__ = ["MicroClusterBlock"]
@@ -60,7 +60,7 @@ class MicroClusterBlock(wiring.Component):
     ``digit``: the sequencer's datapath width."""
 
     def __init__(self, *, formats, dims, clusters: int, refresh: int, ridge: int, norm_guard: int, recip_extra: int,
-                 digit: int = 16, memory=None, loss_outputs: int = 0):
+                 digit: int = 16, memory=None, loss_outputs: int = 0, readout: bool = False):
         try:
             if not isinstance(formats, Formats):
                 raise TypeError(f"formats = {formats!r}: expected a loco_fpga.qformat.Formats")
@@ -68,14 +68,24 @@ class MicroClusterBlock(wiring.Component):
                 raise ValueError(f"formats.uhat = {formats.uhat.label()}: must equal formats.proto "
                                  f"({formats.proto.label()}); û is copied into a prototype")
             self.program = LocoProgram(formats=formats, dims=dims, clusters=clusters, refresh=refresh, ridge=ridge,
-                                       norm_guard=norm_guard, recip_extra=recip_extra, loss_outputs=loss_outputs)
+                                       norm_guard=norm_guard, recip_extra=recip_extra, loss_outputs=loss_outputs,
+                                       readout=readout)
             prog = self.program
+            if readout:
+                # the premise of the readout (LocoProgram._readout): no per-step sum of the output layer saturates
+                bound = prog.dims[-1] * (1 << (formats.weight.bits - 1)) + (1 << (formats.weight.frac
+                                                                               - formats.sigma_shift))
+                if bound > formats.acc.max:
+                    raise ValueError(f"readout = True: the output layer's per-step sums reach {bound}, beyond acc max "
+                                     f"{formats.acc.max} (saturating sums are not the sum of products)")
+                if loss_outputs > 32:
+                    raise ValueError(f"readout = True: {loss_outputs} outputs; their noise signs are one 32-bit word")
             if memory is None:
                 self.sequencer = Sequencer(prog.code, depth=prog.depth, widths=prog.widths,
-                                           init=prog.initial_memory(), digit=digit)
+                                           init=prog.initial_memory(), digit=digit, window=readout)
             else:
                 self.sequencer = Sequencer(prog.code, depth=prog.depth, widths=prog.widths, digit=digit,
-                                           memory=memory, boot=prog.init_address)
+                                           memory=memory, boot=prog.init_address, window=readout)
         except (TypeError, ValueError):
             self._MustUse__silence = True       # a block that failed to construct is not an unused elaboratable
             raise
@@ -97,15 +107,19 @@ class MicroClusterBlock(wiring.Component):
                    "idle": Out(1),
                    "peek": In(self._peek_layout), "peek_data": Out(signed(DATA_BITS)),
                    "load_en": In(1), "load": In(self._load_layout)}
-        self._n_loss = loss_outputs
+        self._n_loss, self._readout = loss_outputs, readout
         if loss_outputs:
             self._loss_input_layout = data.StructLayout({"y": shape(fm.out), "y_noisy": shape(fm.out)})
             self._loss_output_layout = data.StructLayout({"dl": shape(fm.dl), "g": shape(fm.g),
                                                           "pred": range(loss_outputs)})
-            members |= {"loss_i": In(stream.Signature(self._loss_input_layout)),
-                        "loss_label": In(range(loss_outputs)), "loss_lr": In(shape(fm.lr)),
+            members |= {"loss_label": In(range(loss_outputs)), "loss_lr": In(shape(fm.lr)),
                         "loss_o": Out(stream.Signature(self._loss_output_layout)),
-                        "out_en": In(1), "out_index": In(range(loss_outputs))}
+                        "out_en": In(1), "out_index": In(range(2 * loss_outputs if readout else loss_outputs))}
+            if readout:
+                members |= {"win_addr": Out(ADDR_BITS - 1), "win_en": Out(1), "win_data": In(shape(fm.weight)),
+                            "signs": In(32)}
+            else:
+                members["loss_i"] = In(stream.Signature(self._loss_input_layout))
         super().__init__(members)
 
     @classmethod
@@ -130,12 +144,15 @@ class MicroClusterBlock(wiring.Component):
     peek_latency = property(lambda self: 1)
     #: n_L when the block also computes the loss (``loss_*`` ports), else 0
     loss_outputs = property(lambda self: self._n_loss)
+    #: whether the loss entry computes the outputs itself (``readout``)
+    readout = property(lambda self: self._readout)
 
     def loss_cycles(self) -> int:
         """Cycles from the cycle of the last ``loss_i`` transfer to the first cycle ``loss_o`` is valid (the block
         idle, in RECV, when the first output arrives; each output takes 2 cycles: its two words are written one a
-        cycle; then LR and the label are written and the program run)."""
-        return 3 + self.sequencer.cycles(self.program.loss_counts()) + 2
+        cycle; then LR and the label are written and the program run). ``readout``: from the last cycle of the last
+        bank's update (:meth:`tail_cycles`) — SG, LR and the label are written, then the program runs."""
+        return (4 if self._readout else 3) + self.sequencer.cycles(self.program.loss_counts()) + 2
 
     # -- timing (exact: the program's instructions depend only on the bank, the count and the path) -----------
     def output_cycles(self, count: int, new: bool, bank: int = 0) -> int:
@@ -198,10 +215,14 @@ class MicroClusterBlock(wiring.Component):
             m.d.comb += [seq.entry.eq(Array(entries)[bank]), seq.zbase.eq(Array(prog.bank_base)[bank]),
                          seq.start.eq(1)]
 
-        n_loss = self._n_loss
+        n_loss, readout = self._n_loss, self._readout
         # the bank whose sample comes next (banks take turns in order): the loss waits for every bank's update
-        turn = Signal(range(self._banks)) if multi else 0
-        if n_loss:
+        turn = Signal(range(self._banks)) if multi and not readout else 0
+        if readout:
+            # the loss follows the last bank's update at once (FINISH); the output weights come through the window
+            loss_next = Signal()
+            m.d.comb += [self.win_addr.eq(seq.win_addr), self.win_en.eq(seq.win_en), seq.win_data.eq(self.win_data)]
+        if n_loss and not readout:
             # the loss words: y_k (RECV), ỹ_k (LOSS_NOISY)
             k = Signal(range(n_loss))
             lp = self.loss_i.payload
@@ -213,9 +234,9 @@ class MicroClusterBlock(wiring.Component):
         target = self._address(Mux(load_at, load_bank, peek_bank), Mux(load_at, PeekKind.PROTO, self.peek.what),
                                Mux(load_at, self.load.index, self.peek.index), Mux(load_at, self.load.col, self.peek.col))
         m.d.comb += [self.peek_data.eq(seq.host_rdata), seq.host_addr.eq(target)]
-        if n_loss:                              # (while idle) the last loss's y_k on peek_data, a cycle later
+        if n_loss:                              # (while idle) the last loss's y_k (readout: LY word) on peek_data
             with m.If(self.out_en):
-                m.d.comb += seq.host_addr.eq(prog.LY + 2 * self.out_index)
+                m.d.comb += seq.host_addr.eq(prog.LY + (self.out_index if readout else 2 * self.out_index))
 
         with m.FSM(init="RECV" if seq.boot is None else "BOOT") as fsm:
             with m.State("BOOT"):               # (with a memory hook) the sequencer's boot run writes the data
@@ -233,7 +254,7 @@ class MicroClusterBlock(wiring.Component):
                         m.next = "GO"
                     with m.Else():
                         m.d.sync += j.eq(j + 1)
-                if n_loss:
+                if n_loss and not readout:
                     with m.Elif((j == 0) & (turn == 0) & self.loss_i.valid):  # y_k (ỹ_k: LOSS_NOISY)
                         m.d.comb += [seq.host_addr.eq(prog.LY + 2 * k), seq.host_wdata.eq(loss_word),
                                      seq.host_we.eq(1)]
@@ -251,6 +272,8 @@ class MicroClusterBlock(wiring.Component):
                 m.next = "START"
             with m.State("RELOAD"):
                 start(prog.reload_address)
+                if readout:
+                    m.d.sync += loss_next.eq(0)
                 m.next = "STARTED"
             with m.State("START"):
                 m.next = "RUN"
@@ -280,10 +303,16 @@ class MicroClusterBlock(wiring.Component):
                 m.next = "OUT"
             with m.State("UPDATE"):
                 start(prog.update_address)
-                if multi:
+                if multi and not readout:
                     m.d.sync += turn.eq(Mux(bank == self._banks - 1, 0, bank + 1))
+                if readout:
+                    m.d.sync += loss_next.eq(bank == self._banks - 1)
                 m.next = "STARTED"
-            if n_loss:
+            if readout:
+                with m.State("LOSS_SG"):            # the output layer's noise word (its signs)
+                    m.d.comb += [seq.host_addr.eq(prog.SG), seq.host_wdata.eq(self.signs), seq.host_we.eq(1)]
+                    m.next = "LOSS_LR"
+            elif n_loss:
                 with m.State("LOSS_NOISY"):         # the transfer is taken here
                     m.d.comb += [seq.host_addr.eq(prog.LY + 2 * k + 1), seq.host_wdata.eq(loss_word),
                                  seq.host_we.eq(1)]
@@ -292,6 +321,7 @@ class MicroClusterBlock(wiring.Component):
                     with m.If(k == n_loss - 1):
                         m.d.sync += k.eq(0)
                         m.next = "LOSS_LR"
+            if n_loss:
                 with m.State("LOSS_LR"):
                     m.d.comb += [seq.host_addr.eq(prog.LR), seq.host_wdata.eq(self.loss_lr), seq.host_we.eq(1)]
                     m.next = "LOSS_LABEL"
@@ -313,15 +343,25 @@ class MicroClusterBlock(wiring.Component):
                 m.next = "FINISH"
             with m.State("FINISH"):
                 with m.If(~seq.busy):
-                    m.next = "RECV"
+                    if readout:
+                        with m.If(loss_next):
+                            m.next = "LOSS_SG"
+                        with m.Else():
+                            m.next = "RECV"
+                    else:
+                        m.next = "RECV"
         # the handshake outputs as plain expressions of the state (continuous assignments in Verilog: defined
         # from time 0 in every simulator)
         m.d.comb += [self.i.ready.eq(fsm.ongoing("RECV")), self.o.valid.eq(fsm.ongoing("OUT"))]
         if n_loss:
             a = seq.a.as_unsigned()
-            m.d.comb += fsm_noisy.eq(fsm.ongoing("LOSS_NOISY"))
-            m.d.comb += [self.idle.eq(fsm.ongoing("RECV") & (j == 0) & (k == 0)),
-                         self.loss_i.ready.eq(fsm.ongoing("LOSS_NOISY")), self.loss_o.valid.eq(fsm.ongoing("LOSS_DONE")),
+            if readout:
+                m.d.comb += self.idle.eq(fsm.ongoing("RECV") & (j == 0))
+            else:
+                m.d.comb += [fsm_noisy.eq(fsm.ongoing("LOSS_NOISY")),
+                             self.idle.eq(fsm.ongoing("RECV") & (j == 0) & (k == 0)),
+                             self.loss_i.ready.eq(fsm.ongoing("LOSS_NOISY"))]
+            m.d.comb += [self.loss_o.valid.eq(fsm.ongoing("LOSS_DONE")),
                          self.loss_o.payload.dl.eq(a[32:]), self.loss_o.payload.pred.eq(a[24:32]),
                          self.loss_o.payload.g.eq(Cat(a[:23], ~a[23]).as_signed())]   # g + 2^23 in bits 0 … 23
         else:

@@ -48,6 +48,7 @@ from .layer import NEURONS, LayerEngine, default_memory
 from .lls import LocalErrorUnit
 from .loss import LossUnit
 from .prng import Xorshift32
+from .readout import OutputWeights
 from .update import NpSource, PairSource, SharedUpdateEngine, UpdateEngine
 
 __all__ = ["Network", "Schedule", "UPDATES", "CLUSTER_IMPLS"]
@@ -187,7 +188,8 @@ class Network(wiring.Component):
                  recip_extra: int = 16, fb: int = 0, cluster_units: int | None = None, cluster_share: int = 1,
                  cluster_impl: str = "parallel", tau_shift: int = 1,
                  output_delta: bool = False, shared_update: bool = False, sparse_input: bool = False,
-                 hold_spikes: bool = False, micro_loss: bool = False, held_args: bool = False):
+                 hold_spikes: bool = False, micro_loss: bool = False, held_args: bool = False,
+                 readout: bool = False):
         if (not isinstance(arch, (tuple, list)) or not 2 <= len(arch) <= _MAX_LAYERS + 1
                 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in arch)):
             raise ValueError(f"arch = {arch!r}: expected a sequence of 2 … {_MAX_LAYERS + 1} positive integers")
@@ -238,6 +240,13 @@ class Network(wiring.Component):
             raise ValueError("micro_loss = True: the loss runs on a micro cluster block (update 'loco', cluster_impl "
                              "'micro') and feeds g to every layer (no output_delta)")
         self._micro_loss = micro_loss
+        if not isinstance(readout, bool):
+            raise ValueError(f"readout = {readout!r}: must be True or False")
+        if readout and (not micro_loss or len(arch) < 3 or cluster_share != len(arch) - 1 or arch[-1] > 32):
+            raise ValueError("readout = True: the output layer runs on the micro block that computes the loss "
+                             "(micro_loss), from the last hidden layer's counts — a hidden layer, one block for "
+                             f"every layer (cluster_share = {len(arch) - 1}) and at most 32 outputs (one noise word)")
+        self._readout = readout
         if not isinstance(held_args, bool):
             raise ValueError(f"held_args = {held_args!r}: must be True or False")
         self._held_args = held_args
@@ -252,7 +261,10 @@ class Network(wiring.Component):
                                      perturb=not (update in _ERROR_RULES or (output_delta and l == n_layers - 1)),
                                      held_noise=arch[l + 1] <= 32, sparse=sparse_input and l == 0,
                                      hold_input=hold_spikes)
-                         for l in range(n_layers)]
+                         for l in range(n_layers - (1 if readout else 0))]
+        if readout:           # the output layer: its weights only; the micro block computes it (hdl/readout.py)
+            self._engines.append(OutputWeights(n_in=arch[-2], n_out=arch[-1], formats=formats, memory=memory,
+                                               hold_input=hold_spikes))
         # g is broadcast from the loss unit's output register, which holds it until the next sample's outputs,
         # and no sample starts before every sweep is over: the engines need no copy of their own (held_g)
         if not shared_update:
@@ -291,7 +303,8 @@ class Network(wiring.Component):
         if cluster_impl == "micro":
             micro_memory = None if memory is default_memory else memory   # a board's hook: its "microdata"
             blocks = [MicroClusterBlock(dims=[self._engines[l].n_in + 1 for l in g], memory=micro_memory,
-                                        loss_outputs=arch[-1] if micro_loss and not b else 0, **common)
+                                        loss_outputs=arch[-1] if micro_loss and not b else 0, readout=readout,
+                                        **common)
                       for b, g in enumerate(groups)]
         else:
             blocks = [ClusterBlock(dim=self._engines[g[0]].n_in + 1, units=cluster_units, banks=len(g), **common)
@@ -361,7 +374,7 @@ class Network(wiring.Component):
                     update: str | None = None, cluster_units: int | None = None, cluster_share: int = 1,
                     cluster_impl: str = "parallel", shared_update: bool = False,
                     sparse_input: bool = False, hold_spikes: bool = False, micro_loss: bool = False,
-                    held_args: bool = False) -> "Network":
+                    held_args: bool = False, readout: bool = False) -> "Network":
         """The datapath of ``config``'s network (widths, Q formats, T, encoder, neuron, θ, leak).
 
         With ``update`` (on-chip training) the config's rule must be the one named; ``rule.output_update =
@@ -385,7 +398,7 @@ class Network(wiring.Component):
                    tau_shift=-int(round(math.log2(config.rule.lls_temperature))) if update == "lls" else 1,
                    output_delta=update is not None and config.rule.output_update == "delta",
                    shared_update=shared_update, sparse_input=sparse_input, hold_spikes=hold_spikes,
-                   micro_loss=micro_loss, held_args=held_args)
+                   micro_loss=micro_loss, held_args=held_args, readout=readout)
 
     arch = property(lambda self: self._arch)
     lanes = property(lambda self: self._lanes)
@@ -422,6 +435,8 @@ class Network(wiring.Component):
     hold_spikes = property(lambda self: self._engines[0].hold_input)
     #: the loss (dl, g) runs on the first micro cluster block's program instead of a :class:`~.loss.LossUnit`
     micro_loss = property(lambda self: self._micro_loss)
+    #: the micro block also computes the output layer, from the last hidden layer's counts (``readout``)
+    readout = property(lambda self: self._readout)
 
     def input_activity(self, spikes) -> tuple:
         """Per step, layer 0's active chunks for the input spikes ``spikes`` (T × n_0, 0/1; the encoder's output,
@@ -519,7 +534,10 @@ class Network(wiring.Component):
                 raise ValueError(f"clusters = {clusters!r}: expected {samples} samples × {self.n_layers} layers "
                                  "of (count, new, refreshed)")
         vperp_done, clusters_idle = [], []
-        engines, steps, bank = self._engines, self.steps, self._bank
+        steps, bank, readout = self.steps, self._bank, self._readout
+        # the engines that run the steps (readout: the hidden ones; the last one's spikes are always taken)
+        engines = self._engines[:-1] if readout else self._engines
+        hidden = len(engines) if readout else len(engines) - 1
         n0, words = self._arch[0], bank.words
         ninf = -(1 << 60)
         bank_free, o_accept, prev_start, prev_done = 0, ninf, ninf, ninf
@@ -549,14 +567,19 @@ class Network(wiring.Component):
                         ready[l - 1] = accept[l][t] + 1
                     if e.output:
                         ready[l] = begin[l][t] + (e.step_cycles(a0) if l == 0 else e.cycles_per_step)
+                if readout:                               # the last engine's EMIT: taken at once
+                    last = len(engines) - 1
+                    emit[last][t] = begin[last][t] + (e0.step_latency(a0) if last == 0 else engines[last].latency)
+                    ready[last] = emit[last][t] + 1
                 o_accept = read = accept[0][t]            # taken: the next step's READ starts
             bank_free = hand + 1 + bank.count_cycles       # the input counts (update only) come first
-            counts = tuple(emit[l][-1] + engines[l].result_cycles for l in range(len(engines) - 1))
-            out = engines[-1]
-            last_step = out.step_cycles(a0) if len(engines) == 1 else out.cycles_per_step
-            r_last = begin[-1][-1] + last_step + out.result_cycles - 1    # the last output (always taken)
-            loss = r_last + self._loss.final_latency
-            done = max((loss,) + counts)
+            counts = tuple(emit[l][-1] + engines[l].result_cycles for l in range(hidden))
+            if not readout:
+                out = engines[-1]
+                last_step = out.step_cycles(a0) if len(engines) == 1 else out.cycles_per_step
+                r_last = begin[-1][-1] + last_step + out.result_cycles - 1    # the last output (always taken)
+                loss = r_last + self._loss.final_latency
+                done = max((loss,) + counts)
             if self._updaters:
                 # v⊥ complete: the last count (input counts of the bank, or layer l − 1's) + 1 (NpSource) + 1
                 # (the bias entry); g reaches every engine in the cycle after the loss unit's last transfer
@@ -570,7 +593,11 @@ class Network(wiring.Component):
                                        else max(idle[group[s - 1]] + 1, pairs_in[l] + 2) + self._dim(l) - 1)
                             vdone[l] = last_in + output_cycles(cnt, new)
                             idle[l] = vdone[l] + tail_cycles(cnt, ref)
-                    if self._micro_loss:  # the outputs wait for the block's last bank; 3 cycles each, then the run
+                    if readout:           # the loss run follows the last bank's update; then 3 cycles an output
+                        loss = (idle[self._cluster_groups[0][-1]] + self._cluster_blocks[0].loss_cycles()
+                                + 3 * self._arch[-1] - 1)
+                        done = max((loss,) + counts)
+                    elif self._micro_loss:  # the outputs wait for the block's last bank; 3 cycles each, then the run
                         n_out = self._arch[-1]
                         first = max(r_last - 2 * (n_out - 1), idle[self._cluster_groups[0][-1]] + 1) + 1
                         loss = first + 3 * (n_out - 1) + self._cluster_blocks[0].loss_cycles()
@@ -740,7 +767,10 @@ class Network(wiring.Component):
         m.d.comb += [first.i.valid.eq(bank.o.valid), first.i.payload.clean.eq(bank.o.payload.spikes),
                      first.i.payload.noisy.eq(bank.o.payload.spikes), bank.o.ready.eq(first.i.ready)]
         for l in range(n_layers - 1):
-            wiring.connect(m, engines[l].o, engines[l + 1].i)
+            if self._readout and l == n_layers - 2:      # the output layer runs on the micro block, from the counts
+                m.d.comb += engines[l].o.ready.eq(1)
+            else:
+                wiring.connect(m, engines[l].o, engines[l + 1].i)
 
         # -- results ------------------------------------------------------------------------------------
         done = []
@@ -809,11 +839,42 @@ class Network(wiring.Component):
                 wiring.connect(m, r, wiring.flipped(c))
             done.append(c.valid & c.ready & c.payload.last)
         out = engines[-1]
-        y, y_noisy = Signal.like(out.r.payload.y), Signal.like(out.r.payload.y_noisy)
+        y, y_noisy = Signal(shape(self._formats.out), name="y"), Signal(shape(self._formats.out), name="y_noisy")
         if loss is not None:
             m.d.comb += [loss.i.payload.eq(out.r.payload), loss.label.eq(label), loss.lr.eq(lr)]
         oe = self._output_error
-        if loss is None:
+        if self._readout:
+            # the block computes the outputs (from the last hidden layer's pairs, which it keeps, and the weights
+            # through its window) and the loss right after its last bank's update; then o carries y_k, ỹ_k read from
+            # its data memory (LY + 2k, + 1; three cycles an output: address y_k, address ỹ_k while y_k is taken, offer)
+            # and, on the last one, dl and g, which stay on o (``a``, the block's accumulator, holds them)
+            blk = self._cluster_blocks[0]
+            n_out = self._arch[-1]
+            k_out = Signal(range(n_out))
+            phase = Signal(range(3))
+            emitting = blk.loss_o.valid
+            lp = blk.loss_o.payload
+            m.d.comb += [out.win_addr.eq(blk.win_addr), blk.win_data.eq(out.win_data), blk.signs.eq(out.noise_state),
+                         blk.loss_label.eq(label), blk.loss_lr.eq(lr)]
+            with m.If(emitting):
+                with m.If(phase == 0):
+                    m.d.sync += phase.eq(1)
+                with m.Elif(phase == 1):
+                    m.d.sync += [y.eq(blk.peek_data), phase.eq(2)]
+                with m.Elif(self.o.ready):
+                    m.d.sync += [phase.eq(0), k_out.eq(Mux(k_out == n_out - 1, 0, k_out + 1))]
+            not_last = emitting & (k_out != n_out - 1)
+            m.d.comb += [blk.out_en.eq(emitting | self.yr_en),
+                         blk.out_index.eq(Mux(emitting, Cat(phase != 0, k_out), Cat(0, self.yr_index))),
+                         self.o.valid.eq(emitting & (phase == 2)), blk.loss_o.ready.eq(self.o.ready & (phase == 2)
+                                                                                       & ~not_last),
+                         y_noisy.eq(blk.peek_data),
+                         self.o.payload.y.eq(y), self.o.payload.y_noisy.eq(y_noisy),
+                         self.o.payload.dy.eq(narrow(y_noisy - y, self._formats.weight.frac, self._formats.out)),
+                         self.o.payload.dl.eq(Mux(not_last, 0, lp.dl)), self.o.payload.g.eq(Mux(not_last, 0, lp.g)),
+                         self.o.payload.last.eq(~not_last), self.yr_data.eq(blk.peek_data), self.pred.eq(lp.pred)]
+            g_value = lp.g
+        elif loss is None:
             # micro_loss: the outputs go into the first cluster block, whose program computes dl and g; o carries
             # y_k one cycle after the block took it and, for the last output, once the program is done. Δy is
             # sat(ỹ − y) of the registered outputs (logic only a reader of o.dy keeps); ΔL_sum is not produced

@@ -120,18 +120,8 @@ class Sequencer(wiring.Component):
     signed ``DATA_BITS``-bit words (initial contents ``init``), SAT selecting among ``widths``; ``digit``: the
     datapath's width (16, 32 or 64 bits per cycle; see the module docstring for the cycle table)."""
 
-    start: In(1)
-    entry: In(ADDR_BITS)
-    zbase: In(ADDR_BITS)
-    busy: Out(1)
-    host_addr: In(ADDR_BITS)
-    host_wdata: In(signed(DATA_BITS))
-    host_we: In(1)
-    host_rdata: Out(signed(DATA_BITS))
-    a: Out(signed(WORD))
-
     def __init__(self, code: Sequence[Instr], *, depth: int, widths: Sequence[int], init: Sequence[int] | None = None,
-                 digit: int = 16, memory=None, boot: int | None = None):
+                 digit: int = 16, memory=None, boot: int | None = None, window: bool = False):
         try:
             self._code = list(code)
             if not self._code or not all(isinstance(ins, Instr) for ins in self._code):
@@ -162,12 +152,22 @@ class Sequencer(wiring.Component):
                                  "write them)")
             if memory is not None and not callable(memory):
                 raise ValueError(f"memory = {memory!r}: expected None or a memory hook (shape=, depth=, name=)")
+            if not isinstance(window, bool):
+                raise ValueError(f"window = {window!r}: must be True or False")
+            if window and depth > 1 << (ADDR_BITS - 1):
+                raise ValueError(f"window = True: depth = {depth} must leave the upper half of the address space "
+                                 f"(at most {1 << (ADDR_BITS - 1)} words)")
         except ValueError:
             self._MustUse__silence = True       # a block that failed to construct is not an unused elaboratable
             raise
         self._depth, self._widths, self._init, self._digit = depth, widths, init, digit
-        self._memory, self._boot = memory, boot
-        super().__init__()
+        self._memory, self._boot, self._window = memory, boot, window
+        members = {"start": In(1), "entry": In(ADDR_BITS), "zbase": In(ADDR_BITS), "busy": Out(1),
+                   "host_addr": In(ADDR_BITS), "host_wdata": In(signed(DATA_BITS)), "host_we": In(1),
+                   "host_rdata": Out(signed(DATA_BITS)), "a": Out(signed(WORD))}
+        if window:
+            members |= {"win_addr": Out(ADDR_BITS - 1), "win_en": Out(1), "win_data": In(signed(DATA_BITS))}
+        super().__init__(members)
         # the architectural registers (A is the port ``a``), for simulation and debugging
         self.b = Signal(WORD)
         self.q = Signal(WORD)
@@ -183,6 +183,8 @@ class Sequencer(wiring.Component):
     widths = property(lambda self: self._widths)
     digit = property(lambda self: self._digit)
     boot = property(lambda self: self._boot)
+    #: whether the upper half of the address space reads the ``win_*`` port
+    window = property(lambda self: self._window)
     #: digits of a 64-bit register (cycles of one pass)
     digits = property(lambda self: WORD // self._digit)
 
@@ -215,7 +217,7 @@ class Sequencer(wiring.Component):
         d_rd, d_wr = dmem.read_port(domain="sync"), dmem.write_port()
         word = data.View(WORD_LAYOUT, rom_rd.data)
         op, r, s, imm = word.op, word.r, word.s, word.tail.f.imm
-        mem = d_rd.data
+        mem = Signal(signed(DATA_BITS))
 
         def is_(*ops):
             return reduce(operator.or_, (op == int(o) for o in ops))
@@ -268,7 +270,9 @@ class Sequencer(wiring.Component):
         m.d.comb += rom_rd.addr.eq(Mux(self.busy, Mux(fetch, next_pc, pc), self.entry))
 
         # -- control: branches, index registers, loop counters ------------------------------------------------
-        a_zero, a_neg = a == 0, a[WORD - 1]
+        # A = 0 as a flag kept with A: every digit cycle writes one digit of A (the adder's or its old one), so the
+        # flag is the AND of the digits' "= 0" over a pass (a 64-bit comparison would sit on the branch path)
+        a_zero, a_neg = Signal(init=1), a[WORD - 1]
         cond_of = {Cond.Z: a_zero, Cond.NZ: ~a_zero, Cond.NEG: a_neg, Cond.NNEG: ~a_neg,
                    Cond.POS: ~a_neg & ~a_zero, Cond.NPOS: a_neg | a_zero}
         cond = Array(cond_of[c] for c in sorted(Cond))[s]
@@ -314,6 +318,18 @@ class Sequencer(wiring.Component):
             d_wr.en.eq(Mux(self.busy, in_decode & is_(Op.ST), self.host_we)),
             self.host_rdata.eq(mem),
         ]
+        if self._window:
+            # the upper half of the address space reads the window port (the program's, while busy): its word comes
+            # a cycle after the address, as the memory's does. Stores there write nothing
+            in_window, windowed = Signal(), Signal()
+            m.d.comb += [in_window.eq(self.busy & ea[ADDR_BITS - 1]), self.win_addr.eq(ea[:ADDR_BITS - 1]),
+                         self.win_en.eq(in_window)]
+            m.d.sync += windowed.eq(in_window)
+            with m.If(in_window):
+                m.d.comb += d_wr.en.eq(0)
+            m.d.comb += mem.eq(Mux(windowed, self.win_data, d_rd.data))
+        else:
+            m.d.comb += mem.eq(d_rd.data)
 
         # -- the multiplier: P = chunk(B or the data word, bi, bs) · chunk(Q, qj, qs), written in WAIT -------------
         f = word.tail.f
@@ -332,12 +348,19 @@ class Sequencer(wiring.Component):
         with m.If(in_wait):
             m.d.sync += p.eq(mul_a * mul_b)
 
-        # -- what the instruction does with the adder ---------------------------------------------------------
+        # -- what the instruction does with the adder: decoded from the ROM word in DECODE and registered, so the
+        # digit cycles' operand selection starts at flip-flops (for timing). The two-pass steps' second pass
+        # changes a few of them with ``second`` and ``ok`` (below)
         lsel, rsel, nsel = Signal(range(8)), Signal(range(5)), Signal(range(3))
         inv_l, inv_r, cin0 = Signal(), Signal(), Signal()
         a_src, b_src, q_src = Signal(range(4)), Signal(range(4)), Signal(range(4))
         ok = Signal()                              # DIVSTEP / SQRTSTEP: the trial difference is ≥ 0
-        fits, a_sign = Signal(), Signal()          # SAT: A fits the width; A's sign (latched in DECODE)
+        # SAT's range test and A's sign, on A at rest (DECODE)
+        fit_tests = []
+        for w in self._widths:
+            upper = a[w - 1:]
+            fit_tests.append(upper.all() | ~upper.any())
+        fits, a_sign = Array(fit_tests)[s], a_neg
         m.d.comb += [lsel.eq(_L_ZERO), rsel.eq(_R_ZERO), nsel.eq(_N_MEM)]
 
         def write(dest):
@@ -384,21 +407,26 @@ class Sequencer(wiring.Component):
                     with m.Case(MulMode.SUB):
                         m.d.comb += [lsel.eq(_L_A), inv_r.eq(1), cin0.eq(1)]
             with m.Case(Op.DIVSTEP, Op.SQRTSTEP):
-                # pass 1: the sign of L − R; pass 2: A ← L − R if it is ≥ 0, else L (R gated to 0)
+                # pass 1: the sign of L − R (what is registered); pass 2: A ← L − R if it is ≥ 0, else L (R gated to 0)
                 sqrt = op == Op.SQRTSTEP
-                m.d.comb += [lsel.eq(Mux(sqrt, _L_SHL2, _L_SHL1)),
-                             rsel.eq(Mux(second & ~ok, _R_ZERO, Mux(sqrt, _R_BS2, _R_B))),
-                             inv_r.eq(~second | ok), cin0.eq(~second | ok)]
-                with m.If(second):
-                    m.d.comb += [a_src.eq(_FROM_S), q_src.eq(Mux(sqrt, _SHL2, _SHL1)), b_src.eq(Mux(sqrt, _SHL1, _KEEP))]
-
-        # -- SAT's range test and A's sign, on A at rest ------------------------------------------------------------
-        fit_tests = []
-        for w in self._widths:
-            upper = a[w - 1:]
-            fit_tests.append(upper.all() | ~upper.any())
+                m.d.comb += [lsel.eq(Mux(sqrt, _L_SHL2, _L_SHL1)), rsel.eq(Mux(sqrt, _R_BS2, _R_B)),
+                             inv_r.eq(1), cin0.eq(1), q_src.eq(Mux(sqrt, _SHL2, _SHL1)),
+                             b_src.eq(Mux(sqrt, _SHL1, _KEEP))]
+        decoded = (lsel, rsel, nsel, inv_l, inv_r, cin0, a_src, b_src, q_src)
+        kept = [Signal.like(v, name=f"{v.name}_q") for v in decoded]
+        pass2, is_div = Signal(), Signal()         # a two-pass step; DIVSTEP
         with m.If(in_decode):
-            m.d.sync += [fits.eq(Array(fit_tests)[s]), a_sign.eq(a_neg)]
+            m.d.sync += [k_.eq(v) for k_, v in zip(kept, decoded)]
+            m.d.sync += [pass2.eq(two_pass), is_div.eq(op == Op.DIVSTEP)]
+        lsel, rsel, nsel, inv_l, inv_r, cin0, a_src, b_src, q_src = kept
+        # the two-pass steps: pass 1 writes only the sign (A, B, Q keep their digits); pass 2 gates R to 0 unless
+        # the difference was ≥ 0, and writes A (and shifts Q, B)
+        gate_r = pass2 & second & ~ok
+        inv_r = Mux(pass2, ~second | ok, inv_r)
+        cin0 = Mux(pass2, ~second | ok, cin0)
+        a_src = Mux(pass2, Mux(second, _FROM_S, _KEEP), a_src)
+        b_src = Mux(pass2 & ~second, _KEEP, b_src)
+        q_src = Mux(pass2 & ~second, _KEEP, q_src)
 
         # -- operands, one digit ---------------------------------------------------------------------------------
         prev_a = Signal(CHUNK)        # the top bits of the previous digit of A, B, Q (0 on a pass's first digit)
@@ -408,7 +436,6 @@ class Sequencer(wiring.Component):
             above1, above8 = Mux(last, a0[D - 1], a[D]), Mux(last, a0[D - 1].replicate(8), a[D:D + 8])
         else:
             above1, above8 = a0[D - 1], a0[D - 1].replicate(8)
-        is_div = op == Op.DIVSTEP
         l_raw = Array([
             a0,
             Cat(prev_a[CHUNK - 1] | (first & is_div & q[WORD - 1]), a0[:D - 1]),
@@ -439,7 +466,7 @@ class Sequencer(wiring.Component):
         ])[rsel]
 
         l_op, r_op = Signal(D), Signal(D)
-        m.d.comb += [l_op.eq(l_raw ^ inv_l.replicate(D)), r_op.eq(r_raw ^ inv_r.replicate(D))]
+        m.d.comb += [l_op.eq(l_raw ^ inv_l.replicate(D)), r_op.eq((r_raw & ~gate_r.replicate(D)) ^ inv_r.replicate(D))]
         carry = Signal()
         total = Signal(D + 1)         # bit D: the carry out, or on the last digit the sign of the 65-bit result
         m.d.comb += total.eq(Cat(l_op, last & l_op[D - 1]) + Cat(r_op, last & r_op[D - 1]) + Mux(first, cin0, carry))
@@ -452,7 +479,8 @@ class Sequencer(wiring.Component):
         a_top = Mux(a_src == _FROM_S, result, a0)
         b_top = top(b_src, b0, prev_b, ok)
         q_top = top(q_src, q0, prev_q, ok)
-        with m.If(in_digit):
+        with m.If(in_digit):         # (read in DECODE only: after a pass's last digit it covers all of A)
+            m.d.sync += a_zero.eq((first | a_zero) & (a_top == 0))
             m.d.sync += [
                 a.eq(Cat(a[D:], a_top) if n > 1 else a_top),
                 b.eq(Cat(b[D:], b_top) if n > 1 else b_top),

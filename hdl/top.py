@@ -357,12 +357,19 @@ class AcceleratorDevice(wiring.Component):
                         m.d.sync += [mem_at.what.eq(PeekKind.PROTO), clr_layer.eq(clr_layer + 1)]
                         with m.If(clr_layer == n_layers - 1):
                             m.next = "PROTO_SETTLE"
+                        with m.Else():
+                            # once the block has taken the count (its reload runs; a block shared with the next
+                            # layer takes no load meanwhile)
+                            m.next = "CLEAR_SETTLE"
                     with m.Elif(mem_at.col == Array(Const(d - 1, len(mem_at.col)) for d in dims)[clr_layer]):
                         m.d.sync += [mem_at.col.eq(0), mem_at.index.eq(mem_at.index + 1)]
                         with m.If(mem_at.index == K - 1):
                             m.d.sync += [mem_at.what.eq(PeekKind.COUNT), mem_at.index.eq(0)]
                     with m.Else():
                         m.d.sync += mem_at.col.eq(mem_at.col + 1)
+                with m.State("CLEAR_SETTLE"):
+                    with m.If(~net.busy):
+                        m.next = "CLEAR_PROTOS"
             with m.State("RESPOND"):
                 m.d.comb += resp.valid.eq(1)
                 with m.If(resp.ready):
@@ -439,13 +446,16 @@ class AcceleratorTop(LinkTop):
     work on their producers' spike vectors, ``Network(hold_spikes=True)``: fewer flip-flops, steps that no longer
     overlap, the same results), ``micro_loss`` (LOCO on micro blocks: the first block's program computes dl and g
     instead of a loss unit, ``Network(micro_loss=True)``: fewer logic cells, the update ≈ 4,000 cycles later on the
-    UP5K, the same results).
+    UP5K, the same results), ``readout`` (with ``micro_loss`` and one micro block for every layer: that block also
+    computes the output layer from the last hidden layer's counts, ``Network(readout=True)``: no output layer engine,
+    the same results).
     """
 
     def __init__(self, config, *, lanes: int, timeout: int = 1024, max_payload: int | None = None,
                  event_depth: int = 4, memory=default_memory, cluster_units: int | None = None,
                  cluster_share: int = 1, cluster_impl: str = "parallel", shared_update: bool = False,
-                 sparse_input: bool = False, hold_spikes: bool = False, micro_loss: bool = False):
+                 sparse_input: bool = False, hold_spikes: bool = False, micro_loss: bool = False,
+                 readout: bool = False):
         rule = config.rule.name
         if rule not in UPDATES or rule is None:
             raise ValueError(f"rule.name = {rule!r}: the gateware updates {', '.join(u for u in UPDATES if u)} "
@@ -455,7 +465,7 @@ class AcceleratorTop(LinkTop):
                                             cluster_units=cluster_units, cluster_share=cluster_share,
                                             cluster_impl=cluster_impl, shared_update=shared_update,
                                             sparse_input=sparse_input, hold_spikes=hold_spikes,
-                                            micro_loss=micro_loss, held_args=True)
+                                            micro_loss=micro_loss, held_args=True, readout=readout)
         fm = make_formats(config)
         self._device = AcceleratorDevice(network=self._network, word_bytes=2 if fm.weight.bits <= 16 else 4)
         d = self._device
@@ -472,15 +482,17 @@ class AcceleratorTop(LinkTop):
 
 def board_top(config=None, *, lanes: int = 1, memory=default_memory, cluster_units: int | None = None,
               cluster_share: int = 1, cluster_impl: str = "parallel", shared_update: bool = False,
-              sparse_input: bool = False, hold_spikes: bool = False, micro_loss: bool = False) -> AcceleratorTop:
+              sparse_input: bool = False, hold_spikes: bool = False, micro_loss: bool = False,
+              readout: bool = False) -> AcceleratorTop:
     """The accelerator a board build puts behind its UART (``boards/tops.py`` ``default_inner``): ``config``
     (default: the ``up5k`` preset; its rule becomes ``np`` when the gateware does not update it) at ``lanes``
     (default 1, the configuration whose routed Fmax is measured), with :data:`BOARD_TIMEOUT` and the board's
     memory hook (``memory``; the iCEBreaker puts the weights into SPRAM, ``boards/spram.py``), LOCO's
     ``cluster_units`` (default K), ``cluster_share`` (default 1) and ``cluster_impl`` (default parallel), ``shared_update`` (NP without the delta readout: one update engine for all
     layers; the iCEBreaker's, for area) and ``sparse_input`` (layer 0 skips the weights of silent inputs; the
-    iCEBreaker's, for samples per second), ``hold_spikes`` (no copies of the spike vectors) and ``micro_loss`` (the
-    loss on the micro block; both the iCEBreaker's LOCO build's, for area)."""
+    iCEBreaker's, for samples per second), ``hold_spikes`` (no copies of the spike vectors), ``micro_loss`` (the
+    loss on the micro block) and ``readout`` (the output layer on it too; all three the iCEBreaker's LOCO build's,
+    for area)."""
     from loco_fpga.config import preset  # noqa: PLC0415
 
     config = preset("up5k") if config is None else config
@@ -488,4 +500,5 @@ def board_top(config=None, *, lanes: int = 1, memory=default_memory, cluster_uni
         config = config.replace(rule={"name": "np"})
     return AcceleratorTop(config, lanes=lanes, timeout=BOARD_TIMEOUT, memory=memory, cluster_units=cluster_units,
                           cluster_share=cluster_share, cluster_impl=cluster_impl, shared_update=shared_update,
-                          sparse_input=sparse_input, hold_spikes=hold_spikes, micro_loss=micro_loss)
+                          sparse_input=sparse_input, hold_spikes=hold_spikes, micro_loss=micro_loss,
+                          readout=readout)

@@ -4,6 +4,8 @@
 ports), every weight (``rd_*``) and every layer's count, prototypes, r_k and H (``pr_*``) equal
 ``FixedRule.step_q``'s; a prototype load through ``pw_*``; the cycle schedule with the cluster blocks; errors."""
 
+import copy
+import dataclasses
 import random
 
 import numpy as np
@@ -15,6 +17,7 @@ from loco_fpga.golden_model import prng
 from loco_fpga.hdl.clusters import PeekKind
 from loco_fpga.hdl.micro_clusters import MicroClusterBlock
 from loco_fpga.hdl.network import Network
+from loco_fpga.hdl.readout import OutputWeights
 from loco_fpga.qformat import formats
 from loco_fpga.sim.benches.network import load_in_amaranth_sim, random_stimulus
 from loco_fpga.sim.benches.loco import check_step, random_protos
@@ -397,19 +400,22 @@ def test_micro_cluster_blocks_train_like_the_model(arch, share):
 
 @pytest.mark.parametrize("impl,arch,share", [("parallel", (4, 3, 2), 1), ("parallel", (3, 3, 2), 2),
                                               pytest.param("micro", (4, 3, 2), 2, marks=pytest.mark.slow),
-                                              ("micro_loss", (4, 3, 2), 2),
+                                              ("micro_loss", (4, 3, 2), 2), ("readout", (4, 3, 2), 2),
                                               pytest.param("micro_loss", (3, 3, 2), 1, marks=pytest.mark.slow)])
 def test_loco_with_one_update_engine_trains_like_the_model(impl, arch, share):
     """``shared_update`` with LOCO (the UP5K build's form): one update engine sweeps both layers once every v⊥ (from
     the cluster blocks) and g are in — every step equals the model, and the schedule (first/last ``x``, ``o``,
     every layer's last v⊥) is exact. With one cluster block for both layers (``share`` 2) the engine keeps one v⊥
     store for both (``one_store``: their streams come one after the other). ``micro_loss``: micro blocks, the first
-    of which also runs the loss (dl, g; the UP5K LOCO build's form), after its last bank's update."""
+    of which also runs the loss (dl, g), after its last bank's update; ``readout``: that block also computes the output
+    layer from the hidden layer's counts and the output weights (``OutputWeights``, read through the sequencer's
+    window), the UP5K LOCO build's form — the same y, ỹ on ``o``, the same steps and an exact schedule."""
     config = loco_config(arch=arch, steps=4, seed=31, mask=True, clusters=2, refresh=2)
-    micro_loss = impl == "micro_loss"
+    micro_loss = impl in ("micro_loss", "readout")
     kw = dict(lanes=2, update="loco", shared_update=True, cluster_impl="micro" if micro_loss else impl,
-              cluster_share=share, micro_loss=micro_loss)
+              cluster_share=share, micro_loss=micro_loss, readout=impl == "readout")
     net = Network.from_config(config, **kw)
+    assert net.readout == (impl == "readout") == isinstance(net.engines[-1], OutputWeights)
     assert net.shared_update and len(net.updaters) == 1
     assert net.updaters[0].one_store == (len(net.cluster_groups) == 1) == (share == 2)
     train_and_check(net, config, 6, 65, 1)
@@ -425,6 +431,25 @@ def test_micro_cluster_impl_errors():
         Network.from_config(config, lanes=1, update="loco", cluster_impl="micro", cluster_units=1)
     with pytest.raises(ValueError, match="cluster_impl = 'micro': cluster blocks exist with update 'loco' only"):
         Network.from_config(config.replace(rule={"name": "np"}), lanes=1, update="np", cluster_impl="micro")
+
+
+def test_readout_errors():
+    config = loco_config(arch=(3, 3, 2), steps=4)
+    kw = dict(lanes=1, update="loco", cluster_impl="micro", micro_loss=True)
+    with pytest.raises(ValueError, match="readout = True: the output layer runs on the micro block"):
+        Network.from_config(config, readout=True, **kw)                       # one block per layer
+    with pytest.raises(ValueError, match="readout = True: the output layer runs on the micro block"):
+        Network.from_config(config, readout=True, cluster_share=2, **{**kw, "micro_loss": False})
+    with pytest.raises(ValueError, match="readout = 1: must be True or False"):
+        Network.from_config(config, readout=1, cluster_share=2, **kw)
+    fm = formats(config)            # (a config's acc format always holds a layer's sums: formats made by hand)
+    narrow_acc = copy.copy(fm)
+    narrow_acc.acc = dataclasses.replace(fm.acc, bits=18)
+    with pytest.raises(ValueError, match="readout = True: the output layer's per-step sums reach 131584, beyond acc"):
+        MicroClusterBlock(formats=narrow_acc, dims=[4, 4], clusters=2, refresh=1, ridge=0, norm_guard=8,
+                          recip_extra=16, loss_outputs=2, readout=True)
+    net = Network.from_config(config, readout=True, cluster_share=2, **kw)
+    assert net.readout and net.cluster_blocks[0].readout and net.engines[-1].weight_depth == 2 * 4
 
 
 def test_micro_loss_errors():

@@ -292,3 +292,120 @@ def test_loss_entry_equals_the_model(name):
         LocoProgram.from_config(cfg, [5]).run_loss(mach, y, yn, 0, 0)
     with pytest.raises(ValueError, match=r"loss_outputs = -1: must be an integer in \[0, 255\]"):
         LocoProgram.from_config(cfg, [5], loss_outputs=-1)
+
+
+@pytest.mark.parametrize("name", ["up5k", "ecp5"])
+def test_readout_equals_the_model(name):
+    """``readout``: the ``loss`` entry first computes the output layer — y_k and ỹ_k from the last bank's counts (left
+    in U and V by its sample), the output weights in the window and the noise word — equal to ``FixedNetwork.run``'s
+    y of both passes (T steps of sat_acc sums), for random weights over the whole weight range, random spikes and noise
+    signs; then dl, g and the prediction as ``loss_unit``'s; one path (the published op counts are every run's)."""
+    from loco_fpga.golden_model.fixed import FixedNetwork, FixedRule
+
+    cfg = preset(name)
+    fm = formats(cfg)
+    arch, T = cfg.network.arch, cfg.spiking.steps
+    n = arch[-1]
+    dims = ([arch[-3] + 1] if len(arch) > 2 else []) + [arch[-2] + 1]
+    prog = LocoProgram.from_config(cfg, dims, loss_outputs=n, readout=True)
+    rng = np.random.default_rng(7)
+    net = FixedNetwork(cfg, rng)
+    sigma_q = 1 << (fm.weight.frac - fm.sigma_shift)
+    # the condition under which the per-step sums cannot saturate (the readout's premise)
+    assert (arch[-2] + 1) * (1 << (fm.weight.bits - 1)) + sigma_q <= fm.acc.max
+    rule = FixedRule.__new__(FixedRule)
+    rule.fmts, rule.config = fm, cfg
+    mach = prog.machine()
+    for it in range(6):
+        for l, w in enumerate(net.weights):
+            net.weights[l] = rng.integers(fm.weight.min, fm.weight.max + 1, w.shape)
+        if it == 1:
+            net.weights[-1][:] = fm.weight.max                  # the largest sums
+        if it == 2:
+            net.weights[-1][:] = fm.weight.min
+        spikes = (rng.random((T, 1, arch[0])) < rng.random()).astype(np.int64)
+        signs = [rng.integers(0, 2, width) for width in arch[1:]]
+        noise = [np.where(s == 1, sigma_q, -sigma_q)[None, :] for s in signs]
+        counts, y = net.run(spikes)
+        counts_n, yn = net.run(spikes, noise)
+        u, v = list(counts[-1][0]) + [T], list(counts_n[-1][0]) + [T]
+        if len(dims) > 1:                                       # the bank before: any sample
+            rates = list(rng.integers(0, T + 1, dims[0] - 1)) + [T]
+            prog.run_sample(mach, 0, rates, rates)
+        prog.run_sample(mach, len(dims) - 1, u, v)
+        label, lr = int(rng.integers(0, n)), int(rng.integers(0, fm.lr.max + 1))
+        word = sum(int(b) << k for k, b in enumerate(signs[-1]))
+        before = dict(mach.counts)
+        got = prog.run_readout(mach, net.weights[-1], word, label, lr)
+        assert {op: c - before.get(op, 0) for op, c in mach.counts.items() if c > before.get(op, 0)} \
+            == prog.loss_counts()
+        got_y, got_yn = prog.outputs(mach)
+        assert got_y.tolist() == y[0].tolist(), f"run {it}: y"
+        assert got_yn.tolist() == yn[0].tolist(), f"run {it}: ỹ"
+        _, dl, g = rule.loss_unit(y[0], yn[0], label, lr)
+        assert got == (int(dl), int(g), int(np.argmax(y[0]))), f"run {it}"
+    with pytest.raises(ValueError, match="readout = True: the readout computes"):
+        LocoProgram.from_config(cfg, dims, readout=True)
+    with pytest.raises(ValueError, match="run_readout"):
+        prog.run_loss(mach, y[0], yn[0], 0, 0)
+
+
+def test_readout_on_the_sequencer_gateware():
+    """``readout`` on the gateware (hdl/sequencer.py with ``window``, Amaranth simulator): the data memory as the
+    instruction-set simulator left it after a sample of each bank, the output weights in a block RAM on the window
+    port; after the ``loss`` entry the accumulator (dl, g, prediction) and the whole data memory (y, ỹ in LY) equal
+    the simulator's, and the cycles ``busy`` was high equal ``Sequencer.cycles`` of its per-op counts."""
+    from amaranth import Module
+    from amaranth.lib import memory
+    from amaranth.sim import Simulator
+
+    from loco_fpga.golden_model.fixed import FixedNetwork
+    from loco_fpga.hdl.sequencer import Sequencer
+    from test_hdl_sequencer import read_memory, run_entry
+
+    cfg = preset("up5k")
+    fm = formats(cfg)
+    arch, T = cfg.network.arch, cfg.spiking.steps
+    dims = [arch[0] + 1, arch[1] + 1]
+    prog = LocoProgram.from_config(cfg, dims, loss_outputs=arch[-1], readout=True)
+    rng = np.random.default_rng(11)
+    net = FixedNetwork(cfg, rng)
+    weights = rng.integers(fm.weight.min, fm.weight.max + 1, net.weights[-1].shape)
+    spikes = (rng.random((T, 1, arch[0])) < 0.4).astype(np.int64)
+    signs = rng.integers(0, 2, arch[-1])
+    noise = [np.zeros((1, arch[1]), dtype=np.int64), np.where(signs == 1, 1, -1)[None, :] << (fm.weight.frac - fm.sigma_shift)]
+    net.weights[-1] = weights
+    counts, y = net.run(spikes)
+    counts_n, yn = net.run(spikes, noise)
+    mach = prog.machine()
+    prog.run_sample(mach, 0, [3] * arch[0] + [T], [2] * arch[0] + [T])
+    prog.run_sample(mach, 1, list(counts[0][0]) + [T], list(counts_n[0][0]) + [T])
+    word = sum(int(b) << k for k, b in enumerate(signs))
+    mach.mem[prog.SG] = word
+    mach.mem[prog.LABEL], mach.mem[prog.LR] = 3, 1000
+    init = list(mach.mem)
+    before = dict(mach.counts)
+    want = prog.run_readout(mach, weights, word, 3, 1000)
+    ran = {op: n - before.get(op, 0) for op, n in mach.counts.items() if n > before.get(op, 0)}
+    assert prog.outputs(mach)[0].tolist() == y[0].tolist() and prog.outputs(mach)[1].tolist() == yn[0].tolist()
+
+    dut = Sequencer(prog.code, depth=prog.depth, widths=prog.widths, init=init, window=True)
+    top = Module()
+    top.submodules.seq = dut
+    top.submodules.wmem = wmem = memory.Memory(shape=fm.weight.bits, depth=weights.size,
+                                               init=[int(v) & 0xFFFF for v in weights.reshape(-1)])
+    rd = wmem.read_port(domain="sync")
+    top.d.comb += [rd.addr.eq(dut.win_addr), dut.win_data.eq(rd.data.as_signed())]
+
+    async def bench(ctx):
+        cycles = await run_entry(ctx, dut, prog.loss_address)
+        assert cycles == dut.cycles(ran)
+        assert LocoProgram.unpack_loss(ctx.get(dut.a)) == want
+        assert await read_memory(ctx, dut, prog.depth) == mach.mem[:prog.depth]
+
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    with pytest.raises(ValueError, match="window = True: depth = 3000"):
+        Sequencer(prog.code, depth=3000, widths=prog.widths, window=True)

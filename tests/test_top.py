@@ -162,7 +162,8 @@ def test_accelerator_top_equals_its_model_byte_for_byte(rounding, lanes, rule, m
     byte). ``loco+pairs``: 6-6-3, both layers in one cluster block (``cluster_share = 2``, the deep ECP5 build's form)
     — again the same bytes. ``loco+micro``: the microcoded cluster blocks (``cluster_impl = "micro"``; CLUSTER_UNITS
     reads 1) — the same bytes; with ``spram`` their data memory is in SPRAM and the engines work on their producers'
-    spikes (``hold_spikes``) and the block computes the loss (``micro_loss``; the iCEBreaker's form), the data written by the block's boot run after the reset, and
+    spikes (``hold_spikes``), one block serves both layers and computes the loss (``micro_loss``) and the output layer
+    (``readout``; the iCEBreaker's form), the data written by the block's boot run after the reset, and
     the session starts with reads of the prototypes before that run can be over."""
     delta = rule.endswith("+delta")
     shared = rule.endswith("+shared")
@@ -175,14 +176,15 @@ def test_accelerator_top_equals_its_model_byte_for_byte(rounding, lanes, rule, m
     if pairs:
         config = config.replace(network={"arch": (6, 6, 3)})
     hook = spram_memory(reserve=2 if micro else 0) if memory == "spram" else default_memory
+    board_form = micro and memory == "spram"
     top = AcceleratorTop(config, lanes=lanes, timeout=32, memory=hook, cluster_units=units, shared_update=shared,
-                         sparse_input=shared, cluster_share=2 if pairs else 1,
-                         cluster_impl="micro" if micro else "parallel", hold_spikes=micro and memory == "spram",
-                         micro_loss=micro and memory == "spram")
+                         sparse_input=shared, cluster_share=2 if pairs or board_form else 1,
+                         cluster_impl="micro" if micro else "parallel", hold_spikes=board_form,
+                         micro_loss=board_form, readout=board_form)
     if micro:
         units = 1                                      # what CLUSTER_UNITS reads
     assert top.network.shared_update == shared == top.network.sparse_input
-    assert top.network.hold_spikes == top.network.micro_loss == (micro and memory == "spram")
+    assert top.network.hold_spikes == top.network.micro_loss == top.network.readout == board_form
     if pairs:
         assert top.network.cluster_groups == ((0, 1),)
     ref = accelerator_reference(config, lanes=lanes, max_payload=top.info.max_payload, cluster_units=units)
