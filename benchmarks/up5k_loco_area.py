@@ -1,4 +1,4 @@
-"""Where the logic cells of the iCEBreaker's LOCO build go: the one must-show of issue 6 still open.
+"""Where the logic cells of the iCEBreaker's LOCO build go (issue 6's UP5K must-show; it fits since session 16).
 
     python benchmarks/up5k_loco_area.py [--build-dir DIR]
 
@@ -8,15 +8,14 @@ reports two views of the same RTLIL:
 
 * **the whole design** (what decides whether it fits): nextpnr's packed logic cells (``ICESTORM_LC``, a LUT4 and a
   flip-flop sharing a cell count once), block RAMs and DSPs against the UP5K's, read from nextpnr's log whether or
-  not the placer found room, and Yosys' flat cell counts;
+  not the placer found room, Yosys' flat cell counts and, when it routes, the routed Fmax at the board's 24 MHz;
 * **per module**: Yosys ``synth_ice40 -dsp -noflatten`` with the build's collision-free marks (without the build's
   ``-dff``: abc9 exits with an error on this design unflattened) — each module's own SB_LUT4, flip-flops, SB_CARRY,
   SB_RAM40_4K, SB_MAC16 and SB_SPRAM256KA. Unflattened, Yosys cannot optimise across module ports (a port nobody
   reads keeps its logic), so the modules add up to more than the flat design: this view says *where*, the first
   one *how much*.
 
-Writes ``benchmarks/results/up5k_loco_area.json`` and ``.md``. Takes ≈ 5 minutes (Yosys twice, nextpnr's placer
-until it gives up).
+Writes ``benchmarks/results/up5k_loco_area.json`` and ``.md``. Takes ≈ 5 minutes (Yosys twice, nextpnr).
 """
 
 import argparse
@@ -92,6 +91,7 @@ def main(argv=None) -> int:
             subprocess.run(os.environ["YOSYS"].split() + ["-q", "-s", "modules.ys"], cwd=out, stdout=log,
                            stderr=subprocess.STDOUT, check=True)
         modules = module_cells((out / "modules.txt").read_text())
+        report = json.loads((out / "report.json").read_text()) if fits and (out / "report.json").exists() else None
         seconds = time.monotonic() - start
 
     lc_used, lc_avail = used["ICESTORM_LC"]
@@ -101,6 +101,9 @@ def main(argv=None) -> int:
         "fits": fits and lc_used <= lc_avail,
         "packed": {bel: {"used": u, "available": a} for bel, (u, a) in used.items() if u},
         "logic_cells_over": max(0, lc_used - lc_avail),
+        "fmax_mhz": report["fmax_mhz"] if report else None,
+        "clock_mhz": report["clock"]["mhz"] if report else None,
+        "timing_met": report["met"] if report else None,
         "yosys_flat": {kind: sum(flat.get(t, 0) for t in types) for kind, types in CELLS.items()}
         | {"ff": sum(v for k, v in flat.items() if k.startswith("SB_DFF"))},
         "modules_noflatten": dict(sorted(modules.items(), key=lambda kv: -kv[1]["lut"])),
@@ -111,7 +114,9 @@ def main(argv=None) -> int:
              f"{result['design']}: nextpnr packs **{lc_used:,} / {lc_avail:,} logic cells** "
              f"({100 * lc_used / lc_avail:.0f} %)" + ("" if result["fits"] else
                                                       f", {result['logic_cells_over']:,} too many") + "; "
-             + ", ".join(f"{bel} {u} / {a}" for bel, (u, a) in used.items() if u and bel != "ICESTORM_LC") + ".",
+             + ", ".join(f"{bel} {u} / {a}" for bel, (u, a) in used.items() if u and bel != "ICESTORM_LC") + "."
+             + (f" Routed Fmax {result['fmax_mhz']:.2f} MHz at {result['clock_mhz']:.0f} MHz "
+                f"({'met' if result['timing_met'] else 'not met'})." if report else ""),
              "", "Per module (`synth_ice40 -noflatten`; modules add up to more than the flat design):", "",
              "| module | SB_LUT4 | FF | SB_CARRY | EBR | MAC16 | SPRAM |", "|---|---:|---:|---:|---:|---:|---:|"]
     for name, row in result["modules_noflatten"].items():

@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 from loco_fpga.qformat import QFormat
 
 from .fixed import at_least, shape
-from .layer import COLLISION_FREE
+from .layer import BLOCK_RAM, COLLISION_FREE
 from .prng import Xorshift32, xorshift32_next
 
 __all__ = ["ENCODERS", "SpikeEncoder", "EncoderBank"]
@@ -161,10 +161,17 @@ class EncoderBank(wiring.Component):
     ``o`` always ready, step 0 is valid from cycle f + :attr:`words` + 2 (the last rate accepted in cycle f)
     and each later step :attr:`step_cycles` = ⌈n/lanes⌉ + 1 cycles after the one before. The cycle after the
     last step's reads end (its hand-off), the bank is back in FILL (after the count phase, with ``counts``).
+
+    ``spike_memory`` (``lanes`` = 1): each step's spikes also go into a block RAM of n bits, bit i at address i,
+    written as they are made (in the cycles of the step's reads); ``sp_addr`` (In) / ``sp_data`` (Out 1, a cycle
+    after the address) read it. A consumer that reads only while it holds the step's transfer back (a layer engine
+    with ``hold_input``: the next step is made only after the transfer) can read it instead of the payload, which
+    then needs no logic: its n flip-flops (a shift register, on iCE40 a logic cell each) and the consumer's
+    n-way selection go.
     """
 
     def __init__(self, *, n_inputs: int, input_format: QFormat, steps: int, encoder: str, lanes: int = 1,
-                 counts: bool = False):
+                 counts: bool = False, spike_memory: bool = False):
         _check_encoder(input_format, steps, encoder)
         if isinstance(n_inputs, bool) or not isinstance(n_inputs, int) or not 1 <= n_inputs <= 1 << 16:
             raise ValueError(f"n_inputs = {n_inputs!r}: must be an integer in [1, 65536]")
@@ -172,7 +179,10 @@ class EncoderBank(wiring.Component):
             raise ValueError(f"lanes = {lanes!r}: must be an integer in [1, {n_inputs}]")
         if not isinstance(counts, bool):
             raise ValueError(f"counts = {counts!r}: must be True or False")
-        self._n, self._lanes, self._counts = n_inputs, lanes, counts
+        if not isinstance(spike_memory, bool) or (spike_memory and lanes != 1):
+            raise ValueError(f"spike_memory = {spike_memory!r}: True or False, True with one lane only "
+                             f"(lanes = {lanes})")
+        self._n, self._lanes, self._counts, self._spike_memory = n_inputs, lanes, counts, spike_memory
         self._input_format, self._steps, self._encoder = input_format, steps, encoder
         self._words = -(-n_inputs // lanes)
         self._sample_layout = data.StructLayout({"x": shape(input_format)})
@@ -185,6 +195,8 @@ class EncoderBank(wiring.Component):
             members["counts"] = Out(stream.Signature(self._counts_layout))
         if encoder == "bernoulli":
             members.update(seed=In(32), seed_en=In(1), seed_index=In(range(n_inputs)))
+        if spike_memory:
+            members.update(sp_addr=In(range(n_inputs)), sp_data=Out(1))
         super().__init__(members)
 
     n_inputs = property(lambda self: self._n)
@@ -199,6 +211,8 @@ class EncoderBank(wiring.Component):
     counts_layout = property(lambda self: self._counts_layout)
     #: whether the bank counts each input's spikes and streams the counts out after a sample's last step
     has_counts = property(lambda self: self._counts)
+    #: whether the step's spikes are also readable from a memory (``sp_addr``/``sp_data``)
+    spike_memory = property(lambda self: self._spike_memory)
 
     @property
     def count_cycles(self) -> int:
@@ -284,6 +298,14 @@ class EncoderBank(wiring.Component):
         m.d.sync += [d_valid.eq(0), d_word.eq(word)]
         with m.If(d_valid):
             m.d.sync += vec.eq(shifted)
+        if self._spike_memory:
+            # collision-free: written only while a step is made, which (with a consumer that holds the transfer
+            # back) is never while the consumer reads
+            spm = memory.Memory(shape=1, depth=n, init=[], attrs=BLOCK_RAM | COLLISION_FREE)
+            m.submodules.spikes = spm
+            sp_rd, sp_wr = spm.read_port(domain="sync"), spm.write_port()
+            m.d.comb += [sp_wr.addr.eq(d_word), sp_wr.data.eq(spikes[0]), sp_wr.en.eq(d_valid),
+                         sp_rd.addr.eq(self.sp_addr), sp_rd.en.eq(1), self.sp_data.eq(sp_rd.data)]
 
         after_last = "CREAD" if self._counts else "FILL"
         c_lane = Signal(range(lanes))

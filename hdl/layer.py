@@ -98,7 +98,10 @@ class LayerEngine(wiring.Component):
     flip-flops, on iCE40 logic cells of their own), ``fold`` (None: True exactly where sat_acc can never saturate —
     every |A ± σ| of a row fits the acc format —, then the accumulators start from the stored state and a step takes
     one stage less; False: the state is added after sat_acc, as it must be where sat_acc can saturate; True where it
-    can: a ValueError).
+    can: a ValueError), ``input_memory`` (with ``hold_input``, ``lanes`` = 1, not ``sparse``: input c is read from the
+    producer's memory — ``in_addr`` (Out) at stage 0, ``in_bit`` (In) a cycle later, as
+    ``EncoderBank(spike_memory=True)`` has it — instead of ``i.payload``, whose bits both passes then share; the
+    bias is 1 here. No n_in-way selection; the same cycles).
     :meth:`from_config` derives all of them from a config and a layer index.
 
     Ports:
@@ -124,7 +127,7 @@ class LayerEngine(wiring.Component):
     def __init__(self, *, n_in: int, n_out: int, lanes: int, formats: Formats, threshold: int = 1,
                  neuron: str = "if", leak_shift: int = 0, output: bool = False, memory=default_memory,
                  update_port: bool = False, perturb: bool = True, held_noise: bool = False, sparse: bool = False,
-                 hold_input: bool = False, fold: bool | None = None):
+                 hold_input: bool = False, fold: bool | None = None, input_memory: bool = False):
         _check_int("n_in", n_in, 1, _MAX_WIDTH)
         _check_int("n_out", n_out, 1, _MAX_WIDTH)
         _check_int("lanes", lanes, 1, n_in + 1)
@@ -168,6 +171,12 @@ class LayerEngine(wiring.Component):
         if not isinstance(hold_input, bool):
             raise ValueError(f"hold_input = {hold_input!r}: must be True or False")
         self._hold_input = hold_input
+        if not isinstance(input_memory, bool):
+            raise ValueError(f"input_memory = {input_memory!r}: must be True or False")
+        if input_memory and not (hold_input and lanes == 1 and not sparse):
+            raise ValueError("input_memory = True: the inputs are read one a cycle from the producer's memory while "
+                             "the engine holds the step (hold_input, lanes = 1, not sparse)")
+        self._input_memory = input_memory
         self._update_port = update_port
         self._n_in, self._n_out, self._lanes = n_in, n_out, lanes
         self._formats, self._threshold = formats, threshold
@@ -205,6 +214,8 @@ class LayerEngine(wiring.Component):
         }
         if held_noise:
             members["noise_state"] = In(32)
+        if input_memory:
+            members.update(in_addr=Out(range(n_in)), in_bit=In(1))
         if not output:
             members["o"] = Out(stream.Signature(self._spikes_out_layout))
         if update_port:
@@ -250,6 +261,8 @@ class LayerEngine(wiring.Component):
     fold = property(lambda self: self._fold)
     #: whether the engine works on ``i.payload`` instead of a copy (see ``hold_input``)
     hold_input = property(lambda self: self._hold_input)
+    #: whether the engine reads its inputs from the producer's memory (``in_addr``/``in_bit``; ``input_memory``)
+    input_memory = property(lambda self: self._input_memory)
     spikes_in_layout = property(lambda self: self._spikes_in_layout)
     spikes_out_layout = property(lambda self: self._spikes_out_layout)
     result_layout = property(lambda self: self._result_layout)
@@ -442,7 +455,14 @@ class LayerEngine(wiring.Component):
         # multiplexer over the n_in + 1 inputs) and the accumulators are not one path. The word itself is added as
         # the memory delivers it (a register of it would be flip-flops fed by no logic: on iCE40, cells of their own)
         sel_c, sel_n = Signal(lanes), Signal(lanes)
-        m.d.sync += [sel_c.eq(clean_in.word_select(c_at, lanes)), sel_n.eq(noisy_in.word_select(c_at, lanes))]
+        if self._input_memory:
+            # input c from the producer's memory, addressed at stage 0 (its bit arrives now, as a register's would);
+            # the bias (c = n_in) is 1. Both passes get the same input spikes
+            bias_at = Signal()
+            m.d.sync += bias_at.eq(c_at == n_in)
+            m.d.comb += [self.in_addr.eq(c_at), sel_c.eq(bias_at | self.in_bit), sel_n.eq(sel_c)]
+        else:
+            m.d.sync += [sel_c.eq(clean_in.word_select(c_at, lanes)), sel_n.eq(noisy_in.word_select(c_at, lanes))]
         word = w_rd.data
         part_c = functools.reduce(lambda a, b: a + b, [Mux(sel_c[k], word[k], 0) for k in range(lanes)])
         part_n = functools.reduce(lambda a, b: a + b, [Mux(sel_n[k], word[k], 0) for k in range(lanes)])

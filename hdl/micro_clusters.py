@@ -30,6 +30,14 @@ offers dl, g and the prediction (the first k of the largest y_k) — fields of t
 holds them until the block's next run (:meth:`loss_cycles`). ``out_en``/``out_index`` (while idle, latency 1):
 y_k of the last loss on ``peek_data`` (the accelerator's INFER reply reads y there).
 
+``readout`` (with ``loss_outputs``; the network's ``readout``): the block also computes the output layer. Its last bank
+is the output layer's, whose pairs are the last hidden layer's counts; right after that bank's update (no ``loss_i``)
+the block writes the output layer's noise word (``signs``), LR and the label and runs ``loss``, whose first part
+computes y_k and ỹ_k from those counts and the output weights, read through the sequencer's window (``win_addr``,
+``win_en``; ``win_data`` a cycle later — the network's :class:`~loco_fpga.hdl.readout.OutputWeights`), into LY;
+``out_index`` then names an LY word (y_k at 2k, ỹ_k at 2k + 1). Exact where no per-step sum of the output layer can
+saturate (checked: a ValueError quotes the bound).
+
 ``peek`` (while ``idle``, latency 1) reads the prototypes, H, r_k and the count from the data memory (what
 :class:`~loco_fpga.hdl.clusters.PeekKind` names, of ``peek.bank``). ``load_en``/``load`` (taken only while
 ``idle``): ``count`` = 0 writes c_index[col]; ``count`` = 1 writes the count and runs ``reload`` (r_k of

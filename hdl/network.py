@@ -167,7 +167,9 @@ class Network(wiring.Component):
     that spiked (and the bias's): same results, data-dependent cycles (:meth:`schedule`'s ``active``).
     ``hold_spikes``: every engine is ``hold_input`` — it works on its producer's spike vector (the encoder bank's,
     the layer before's) instead of a copy, and the producer waits meanwhile: the steps of the layers no longer
-    overlap (:meth:`schedule`), 2·(n_l + 1) flip-flops per layer fewer, the same results.
+    overlap (:meth:`schedule`), 2·(n_l + 1) flip-flops per layer fewer, the same results. At one lane (and one encoder
+    lane, layer 0 not sparse) layer 0 reads its inputs from the bank's spike memory (``EncoderBank(spike_memory=True)``,
+    ``LayerEngine(input_memory=True)``): the bank's spike vector and layer 0's input selection go; same cycles.
     ``micro_loss`` (``cluster_impl = "micro"``, no ``output_delta``): no :class:`~.loss.LossUnit` — the outputs go into
     the first cluster block, which takes them once its last bank's update of the sample is done and runs its
     program's ``loss`` entry (``MicroClusterBlock.loss_cycles``); ``o`` carries the same y, ỹ, Δy, dl and g
@@ -175,6 +177,13 @@ class Network(wiring.Component):
     sample's prediction, the first k of the largest y_k, from its ``last`` transfer on ``o`` until the next sample) and
     ``yr_en``/``yr_index``/``yr_data`` (y_k of the last sample from the block's data memory, a cycle after the index,
     while not busy). The UP5K build's form: the loss unit's logic for ≈ 4,000 more cycles a sample there.
+    ``readout`` (``micro_loss`` with one micro block for every layer, n_L ≤ 32): that block also computes the output
+    layer, from the last hidden layer's counts (its last bank's pairs) and the output weights (``MicroClusterBlock``'s
+    ``readout``; exact where no per-step sum of the output layer saturates, as in every preset). The output layer has
+    no engine: :class:`~.readout.OutputWeights` holds its weights with the engine's weight and update ports and a read
+    port for the block. The last hidden layer's spikes go nowhere; ``o`` carries y_k, ỹ_k from the block's data memory
+    after its loss run (3 cycles an output). The UP5K LOCO build's form: ≈ 400 logic cells fewer, the loss run ≈ 10,000
+    cycles longer, the output layer's steps gone (+1.4 % cycles a sample there).
     ``held_args``: the producer of ``x`` holds ``label`` and ``lr`` from a sample's first transfer until the network is
     no longer ``busy`` with it, and sends no further sample meanwhile (as the accelerator's device does: it takes no
     command while a sample runs); the network then uses them as they are instead of keeping copies (2·(lr bits +
@@ -254,13 +263,17 @@ class Network(wiring.Component):
         self._encoder, self._threshold, self._neuron = encoder, threshold, neuron
         self._leak_shift, self._memory = leak_shift, memory
         n_layers = len(arch) - 1
+        # hold_spikes at one lane and one encoder lane: layer 0 reads its inputs from the bank's spike memory (no
+        # spike vector in flip-flops, no n_0-way selection)
+        input_memory = (hold_spikes and not sparse_input and min(lanes, arch[0] + 1) == 1
+                        and encoder_lanes in (None, 1))
         # The engines validate the per-layer parameters (their errors quote the value).
         self._engines = [LayerEngine(n_in=arch[l], n_out=arch[l + 1], lanes=min(lanes, arch[l] + 1),
                                      formats=formats, threshold=threshold, neuron=neuron, leak_shift=leak_shift,
                                      output=l == n_layers - 1, memory=memory, update_port=update is not None,
                                      perturb=not (update in _ERROR_RULES or (output_delta and l == n_layers - 1)),
                                      held_noise=arch[l + 1] <= 32, sparse=sparse_input and l == 0,
-                                     hold_input=hold_spikes)
+                                     hold_input=hold_spikes, input_memory=input_memory and l == 0)
                          for l in range(n_layers - (1 if readout else 0))]
         if readout:           # the output layer: its weights only; the micro block computes it (hdl/readout.py)
             self._engines.append(OutputWeights(n_in=arch[-2], n_out=arch[-1], formats=formats, memory=memory,
@@ -316,7 +329,8 @@ class Network(wiring.Component):
             encoder_lanes = next(p for p in range(1, arch[0] + 1)
                                  if -(-arch[0] // p) + 1 <= self._engines[0].cycles_per_step or p == arch[0])
         self._bank = EncoderBank(n_inputs=arch[0], input_format=formats.input, steps=1 << formats.log2_steps,
-                                 encoder=encoder, lanes=encoder_lanes, counts=update is not None)
+                                 encoder=encoder, lanes=encoder_lanes, counts=update is not None,
+                                 spike_memory=input_memory)
         self._loss = LossUnit(formats=formats, n_out=arch[-1])
         out = shape(formats.out)
         self._sample_layout = data.StructLayout({"x": shape(formats.input), "label": range(arch[-1]),
@@ -766,6 +780,8 @@ class Network(wiring.Component):
         first = engines[0]
         m.d.comb += [first.i.valid.eq(bank.o.valid), first.i.payload.clean.eq(bank.o.payload.spikes),
                      first.i.payload.noisy.eq(bank.o.payload.spikes), bank.o.ready.eq(first.i.ready)]
+        if first.input_memory:        # (its payload then goes unused)
+            m.d.comb += [bank.sp_addr.eq(first.in_addr), first.in_bit.eq(bank.sp_data)]
         for l in range(n_layers - 1):
             if self._readout and l == n_layers - 2:      # the output layer runs on the micro block, from the counts
                 m.d.comb += engines[l].o.ready.eq(1)

@@ -40,9 +40,19 @@ n = 64 / ``digit`` (4 by default: 1, 5, 6, 9 cycles). A run's cycles (``busy`` h
 or on which branches are taken.
 
 **Area** (``benchmarks/sequencer_area.py``: 512-word ROM, 1024-word data memory, widths (16, 30), digit 16,
-``synth_ice40 -dsp``): 1021 SB_LUT4, 41 SB_CARRY, 382 flip-flops, 1 SB_MAC16, 12 SB_RAM40_4K; 1353 logic cells
-placed out of context (with the wrapper's 66 flip-flops), 25 MHz routed. Roughly: the narrow/constant operand
+``synth_ice40 -dsp``): 1063 SB_LUT4, 41 SB_CARRY, 409 flip-flops, 1 SB_MAC16, 12 SB_RAM40_4K; 1466 logic cells
+placed out of context (with the wrapper's 66 flip-flops), 23.2 MHz routed (before the registered decode: 1021, 382,
+1353, 25.2 MHz out of context — in the UP5K LOCO build the registered decode took the clock from 22.9 to 24.0 MHz). Roughly: the narrow/constant operand
 path and R multiplexer ≈ 300 LUTs, the multiplier's chunk selection ≈ 115, the A shifter ≈ 85.
+
+**Decode.** An instruction's operand selection (the L, R and narrow multiplexers, the inversions, the carry-in, what
+each register's new top digit is) is decoded from the ROM word in its DECODE cycle and registered, so the digit cycles
+start at flip-flops; the second pass of DIVSTEP/SQRTSTEP gates R and picks the inversion from ``second`` and ``ok``.
+A = 0, which the branches test, is a flag that every digit cycle updates with the digit it writes.
+
+**Window** (``window=True``): addresses with the top bit set read the ``win_data`` port instead of the data memory,
+a cycle after ``win_addr`` (the address's other bits) like the memory (``win_en``: the program addresses the window
+in this cycle); stores there write nothing. The data memory then has at most 2^(ADDR_BITS − 1) words.
 
 **Host port.** While not ``busy`` the data memory is the host's: ``host_addr``, ``host_wdata``, ``host_we``
 (a write at the edge), ``host_rdata`` (the word at the ``host_addr`` of the previous cycle).

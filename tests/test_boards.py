@@ -208,14 +208,16 @@ def test_icebreaker_loco_micro_build_puts_the_block_data_into_spram():
     the block's data memory the other two (it boots: its ``init`` writes it after a reset), layer 1's weights go
     to block RAM — four SB_SPRAM256KA cells in the elaborated design. Layer 0 reads every input (not sparse) there,
     the engines work on their producers' spike vectors (``hold_spikes``) and the block computes the loss
-    (``micro_loss``)."""
+    (``micro_loss``) and the output layer (``readout``: one block serves both layers). With one block per layer
+    (``cluster_share`` 1) there is no readout."""
     from amaranth.back import rtlil
     from amaranth_boards.icebreaker import ICEBreakerPlatform
 
     board = tops.BOARDS["icebreaker"]
     inner, config = tops.board_inner(board, preset("up5k"), cluster_impl="micro", cluster_share=2)
     assert config.rule.name == "loco" and inner.network.shared_update and not inner.network.sparse_input
-    assert inner.network.hold_spikes and inner.network.micro_loss
+    assert inner.network.hold_spikes and inner.network.micro_loss and inner.network.readout
+    assert not tops.board_inner(board, preset("up5k"), cluster_impl="micro")[0].network.readout
     (block,) = set(inner.network.cluster_blocks)
     assert block.loss_outputs == config.network.arch[-1]
     assert block.boot_cycles == block.sequencer.cycles(block.program.init_counts()) + 2 > 4000

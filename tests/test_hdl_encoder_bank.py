@@ -128,6 +128,8 @@ def test_parameter_errors_quote_the_value():
         EncoderBank(n_inputs=4, input_format=fmt, steps=0, encoder="bernoulli")
     with pytest.raises(TypeError, match=r"input_format = 8"):
         EncoderBank(n_inputs=4, input_format=8, steps=4, encoder="bernoulli")
+    with pytest.raises(ValueError, match=r"spike_memory = True: True or False, True with one lane only \(lanes = 2\)"):
+        EncoderBank(n_inputs=4, input_format=fmt, steps=4, encoder="bernoulli", lanes=2, spike_memory=True)
 
 
 def test_ports_and_properties():

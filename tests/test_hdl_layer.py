@@ -338,9 +338,14 @@ def test_parameter_errors_quote_the_value():
         ("output", 1, r"output = 1: must be True or False"),
         ("held_noise", 1, r"held_noise = 1: must be True or False"),
         ("hold_input", "yes", r"hold_input = 'yes': must be True or False"),
+        ("input_memory", 1, r"input_memory = 1: must be True or False"),
+        ("input_memory", True, r"input_memory = True: the inputs are read one a cycle"),   # lanes 2, no hold_input
     ]:
         with pytest.raises(ValueError, match=message):
             LayerEngine(**{**ok, key: value})
+    with pytest.raises(ValueError, match=r"input_memory = True: the inputs are read one a cycle"):
+        LayerEngine(**{**ok, "lanes": 1}, input_memory=True)                          # no hold_input
+    assert LayerEngine(**{**ok, "lanes": 1}, input_memory=True, hold_input=True).input_memory
     with pytest.raises(ValueError, match=r"leak_shift = 0: must be an integer in \[1, 24\]"):
         LayerEngine(**ok, neuron="lif", leak_shift=0)
     with pytest.raises(TypeError, match=r"formats = None: expected a loco_fpga.qformat.Formats"):

@@ -85,6 +85,7 @@ CASES = [  # arch, lanes, T, encoder, neuron, idle/stall, hold_spikes
     ((3, 2), 4, 8, "deterministic", "if", 0.2, False),
     ((4, 35, 3), 3, 2, "bernoulli", "lif", 0.0, False),     # 35 hidden neurons: two noise words
     ((5, 6, 4, 3), 2, 4, "deterministic", "lif", 0.3, True),  # the engines work on their producers' spikes
+    ((5, 6, 4, 3), 1, 4, "bernoulli", "if", 0.3, True),       # … layer 0 from the bank's spike memory (one lane)
 ]
 
 
@@ -93,6 +94,7 @@ def test_network_equals_the_model(case):
     arch, lanes, steps, encoder, neuron, idle, hold = CASES[case]
     config = small_config(arch=arch, steps=steps, encoder=encoder, neuron=neuron, seed=100 + case)
     net = Network.from_config(config, lanes=lanes, hold_spikes=hold)
+    assert net.engines[0].input_memory == net.bank.spike_memory == (hold and lanes == 1)
     weights, samples = random_stimulus(config, 4, np.random.default_rng(7 + case))
     counts_raw, o_raw, _, _ = run_network(net, config, weights, samples, idle=idle, stall=idle,
                                        rng=random.Random(case))
@@ -132,7 +134,7 @@ def test_bench_model_matches_step_q():
     ((8, 3), 3, 4, "deterministic", None, "sparse"),
     # hold_spikes: every engine works on its producer's spikes, which waits (no overlap of the layers' steps)
     ((5, 6, 4, 3), 2, 4, "bernoulli", None, "hold"), ((9, 2, 3), 16, 4, "deterministic", 1, "hold-np"),
-    ((7, 5, 3), 2, 8, "deterministic", None, "hold-sparse-np")])
+    ((7, 5, 3), 2, 8, "deterministic", None, "hold-sparse-np"), ((6, 3, 2), 1, 4, "bernoulli", None, "hold-np")])
 def test_cycles_per_sample(arch, lanes, steps, encoder, encoder_lanes, update):
     """With an always-valid source and always-ready sinks, every first and last ``x`` transfer and every
     ``last`` transfer on ``o`` happens exactly in the cycle :meth:`Network.schedule` gives, and the steady
