@@ -1,6 +1,6 @@
 """Where the logic cells of the iCEBreaker's LOCO build go (issue 6's UP5K must-show; it fits since session 16).
 
-    python benchmarks/up5k_loco_area.py [--build-dir DIR]
+    python benchmarks/up5k_loco_area.py [--build-dir DIR] [--seed N]
 
 Builds the accelerator for the ``up5k`` preset with its LOCO rule on one microcoded cluster block for both layers,
 as ``loco-fpga build --board icebreaker --config up5k.json --cluster-impl micro --cluster-share 2`` does, and
@@ -61,6 +61,7 @@ def module_cells(stat_text: str) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--build-dir", help="where the build goes (default: a temporary directory)")
+    parser.add_argument("--seed", type=int, help="nextpnr placement seed (default: the board's)")
     args = parser.parse_args(argv)
 
     from loco_fpga.boards.build import build_board, utilisation
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
         inner, config = board_inner(BOARDS["icebreaker"], preset("up5k"), cluster_impl="micro", cluster_share=2)
         fits = True
         try:
-            build_board("icebreaker", out_dir=out, config=config, inner=inner, check_timing=False,
+            build_board("icebreaker", out_dir=out, config=config, inner=inner, check_timing=False, seed=args.seed,
                         progress=lambda text: print(f"[{time.monotonic() - start:4.0f} s] {text}", file=sys.stderr))
         except SynthesisError:
             fits = False            # the placer found no room; its log still has the packed counts
@@ -97,7 +98,8 @@ def main(argv=None) -> int:
     lc_used, lc_avail = used["ICESTORM_LC"]
     result = {
         "benchmark": "up5k_loco_area", "date": datetime.date.today().isoformat(), "commit": _git_commit(),
-        "design": "icebreaker, up5k preset, LOCO, --cluster-impl micro --cluster-share 2",
+        "design": "icebreaker, up5k preset, LOCO, --cluster-impl micro --cluster-share 2"
+                  + (f" --seed {args.seed}" if args.seed is not None else ""),
         "fits": fits and lc_used <= lc_avail,
         "packed": {bel: {"used": u, "available": a} for bel, (u, a) in used.items() if u},
         "logic_cells_over": max(0, lc_used - lc_avail),
