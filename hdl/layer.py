@@ -43,7 +43,7 @@ from loco_fpga.qformat import Formats
 
 from .fixed import at_least, narrow, saturate, shape
 
-__all__ = ["NEURONS", "LayerEngine", "default_memory", "COLLISION_FREE"]
+__all__ = ["NEURONS", "LayerEngine", "default_memory", "COLLISION_FREE", "row_sum_bound"]
 
 #: neuron models, spelled as in ``[spiking] neuron``
 NEURONS = ("if", "lif")
@@ -71,6 +71,13 @@ def default_memory(*, shape, depth: int, name: str):
     wrapper around its EBR/SPRAM primitives instead. ``name`` is ``"weights"`` or ``"state"``.
     """
     return memory.Memory(shape=shape, depth=depth, init=[])
+
+
+def row_sum_bound(width: int, formats: Formats, perturb: bool = True) -> int:
+    """The largest |A ± σ| of a row of ``width`` weights (σ = 2^(wf − sigma_shift) LSBs; 0 without ``perturb``):
+    where it fits the acc format, no per-step sum saturates (the layer engine's ``fold``, the micro block's readout)."""
+    sigma = (1 << (formats.weight.frac - formats.sigma_shift)) if perturb else 0
+    return width * (1 << (formats.weight.bits - 1)) + sigma
 
 
 def _check_int(name, value, lo, hi):
@@ -184,9 +191,9 @@ class LayerEngine(wiring.Component):
         self._memory = memory
         self._chunks = -(-(n_in + 1) // lanes)
         # σ_q in weight LSBs; perturb = False: ξ = 0 (the noise words are still drawn)
-        self._sigma = sigma = (1 << (wf - formats.sigma_shift)) if perturb else 0
+        self._sigma = (1 << (wf - formats.sigma_shift)) if perturb else 0
         #: the largest |A ± σ|: a row of C·lanes weights, the noisy sum with σ
-        self._acc_bound = self._chunks * lanes * (1 << (formats.weight.bits - 1)) + sigma
+        self._acc_bound = row_sum_bound(self._chunks * lanes, formats, perturb)
         exact = self._acc_bound <= formats.acc.max
         if fold is None:
             fold = exact

@@ -55,6 +55,7 @@ from loco_fpga.qformat import Formats
 
 from .clusters import PeekKind
 from .fixed import shape
+from .layer import row_sum_bound
 from .loco_program import LocoProgram
 from .microcode import ADDR_BITS, DATA_BITS
 from .sequencer import Sequencer
@@ -81,8 +82,7 @@ class MicroClusterBlock(wiring.Component):
             prog = self.program
             if readout:
                 # the premise of the readout (LocoProgram._readout): no per-step sum of the output layer saturates
-                bound = prog.dims[-1] * (1 << (formats.weight.bits - 1)) + (1 << (formats.weight.frac
-                                                                               - formats.sigma_shift))
+                bound = row_sum_bound(prog.dims[-1], formats)
                 if bound > formats.acc.max:
                     raise ValueError(f"readout = True: the output layer's per-step sums reach {bound}, beyond acc max "
                                      f"{formats.acc.max} (saturating sums are not the sum of products)")

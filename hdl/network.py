@@ -276,8 +276,7 @@ class Network(wiring.Component):
                                      hold_input=hold_spikes, input_memory=input_memory and l == 0)
                          for l in range(n_layers - (1 if readout else 0))]
         if readout:           # the output layer: its weights only; the micro block computes it (hdl/readout.py)
-            self._engines.append(OutputWeights(n_in=arch[-2], n_out=arch[-1], formats=formats, memory=memory,
-                                               hold_input=hold_spikes))
+            self._engines.append(OutputWeights(n_in=arch[-2], n_out=arch[-1], formats=formats, memory=memory))
         # g is broadcast from the loss unit's output register, which holds it until the next sample's outputs,
         # and no sample starts before every sweep is over: the engines need no copy of their own (held_g)
         if not shared_update:

@@ -33,7 +33,7 @@ class OutputWeights(wiring.Component):
     in a memory from ``memory`` (the hook, ``name = "weights"``), with the ports of a ``LayerEngine`` (module
     docstring) and the block's window."""
 
-    def __init__(self, *, n_in: int, n_out: int, formats: Formats, memory=default_memory, hold_input: bool = False):
+    def __init__(self, *, n_in: int, n_out: int, formats: Formats, memory=default_memory):
         for name, value, hi in (("n_in", n_in, 1 << 16), ("n_out", n_out, 32)):
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi:
                 raise ValueError(f"{name} = {value!r}: must be an integer in [1, {hi}]")
@@ -42,7 +42,6 @@ class OutputWeights(wiring.Component):
         if not isinstance(formats, Formats):
             raise TypeError(f"formats = {formats!r}: expected a loco_fpga.qformat.Formats")
         self._n_in, self._n_out, self._formats, self._memory = n_in, n_out, formats, memory
-        self._hold_input = hold_input
         self._word_layout = data.ArrayLayout(shape(formats.weight), 1)
         depth = n_out * (n_in + 1)
         super().__init__({
@@ -61,11 +60,8 @@ class OutputWeights(wiring.Component):
     weight_depth = property(lambda self: self._n_out * (self._n_in + 1))
     word_layout = property(lambda self: self._word_layout)
     output = property(lambda self: True)
-    sparse = property(lambda self: False)
     held_noise = property(lambda self: True)
     noise_words = property(lambda self: 1)
-    hold_input = property(lambda self: self._hold_input)
-    update_port = property(lambda self: True)
 
     def elaborate(self, platform):
         m = Module()

@@ -42,8 +42,8 @@ or on which branches are taken.
 **Area** (``benchmarks/sequencer_area.py``: 512-word ROM, 1024-word data memory, widths (16, 30), digit 16,
 ``synth_ice40 -dsp``): 1063 SB_LUT4, 41 SB_CARRY, 409 flip-flops, 1 SB_MAC16, 12 SB_RAM40_4K; 1466 logic cells
 placed out of context (with the wrapper's 66 flip-flops), 23.2 MHz routed (before the registered decode: 1021, 382,
-1353, 25.2 MHz out of context — in the UP5K LOCO build the registered decode took the clock from 22.9 to 24.0 MHz). Roughly: the narrow/constant operand
-path and R multiplexer ≈ 300 LUTs, the multiplier's chunk selection ≈ 115, the A shifter ≈ 85.
+1353, 25.2 MHz out of context — in the UP5K LOCO build the registered decode took the clock from 22.9 to 24.0 MHz).
+Roughly: the narrow/constant operand path and R multiplexer ≈ 300 LUTs, the multiplier's chunk selection ≈ 115, the A shifter ≈ 85.
 
 **Decode.** An instruction's operand selection (the L, R and narrow multiplexers, the inversions, the carry-in, what
 each register's new top digit is) is decoded from the ROM word in its DECODE cycle and registered, so the digit cycles
